@@ -1,0 +1,47 @@
+"""sift-serve settings. Every field is a CLI flag (--kebab-case) and a SIFT_* environment variable;
+its documentation is the string beneath it, which is also the flag's --help text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SIFT_",
+        cli_kebab_case=True,
+        cli_prog_name="sift-serve",
+        cli_implicit_flags=True,
+        use_attribute_docstrings=True,
+        extra="ignore",
+    )
+
+    bundle: Path = Path("bundles/default")
+    """Directory of the artifact bundle to serve (the one holding manifest.json)."""
+    host: str = "127.0.0.1"
+    """Address the gRPC and metrics servers bind to; 0.0.0.0 or [::] to accept remote clients."""
+    port: int = Field(50051, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (the chosen port is logged)."""
+    metrics_port: int = Field(9095, ge=0, le=65535)
+    """Prometheus /metrics port, served apart from gRPC; 0 disables it."""
+    intra_op_threads: int = Field(1, ge=1)
+    """onnxruntime threads per model call. Rule: intra_op_threads x worker processes <= cores. The models are
+    small, so one thread per call and concurrency across calls wins on CPU."""
+    inter_op_threads: int = Field(1, ge=1)
+    """onnxruntime threads for independent graph branches (the student graphs have none)."""
+    grace_period: float = Field(5.0, ge=0)
+    """Seconds in-flight calls get to finish after SIGTERM/SIGINT, once health reports NOT_SERVING."""
+    max_query_chars: int = Field(512, ge=1)
+    """Longest query or title text accepted, in characters; longer ones get INVALID_ARGUMENT."""
+    max_candidates: int = Field(1000, ge=1)
+    """Most candidates one ScoreRelevance call may carry."""
+    max_k: int = Field(1000, ge=1)
+    """Largest k a Search call may ask for."""
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """gRPC receive and send message size cap; 1,000 title candidates fit well within the default 4 MiB."""
+    log_level: str = "INFO"
+    """Python logging level: DEBUG, INFO, WARNING or ERROR."""
+

@@ -1,0 +1,144 @@
+"""Text featurization shared by serving and training.
+
+Training imports this module to build its student inputs, so the features a student learned from are,
+by construction, the features it is served (no train/serve skew). Everything here is pure numpy plus the
+`tokenizers` normalizer and pre-tokenizer read from the bundle's tokenizer.json.
+
+A text becomes hashed n-gram ids:
+- word unigrams and word bigrams (word order matters for "chair cushion" vs "cushion chair"),
+- character n-grams of each word with boundary marks, which make the student robust to typos,
+  plurals and partial words ("sofas", "sof", "cof table").
+Ids are stable across processes and machines (crc32, never Python's salted hash()), in [1, num_buckets);
+0 is the padding id.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+PAD_ID = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturizerConfig:
+    """Featurization settings; stored in the bundle manifest and validated at load."""
+
+    num_buckets: int = 1 << 17
+    """Size of the hashed id space, including the padding id 0."""
+    word_ngrams: int = 2
+    """Longest word n-gram (1 = unigrams only)."""
+    char_ngrams: tuple[int, ...] = (3,)
+    """Character n-gram lengths taken inside each word, with '<' and '>' boundary marks."""
+    max_features: int = 128
+    """Ids kept per text; unigrams come first so truncation drops the least informative ids."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "hashed_ngrams", "hash": "crc32", **asdict(self), "char_ngrams": list(self.char_ngrams)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FeaturizerConfig:
+        if data.get("kind") != "hashed_ngrams" or data.get("hash") != "crc32":
+            raise ValueError(f"unsupported featurizer kind/hash: {data.get('kind')!r}/{data.get('hash')!r}")
+        cfg = cls(
+            num_buckets=int(data["num_buckets"]),
+            word_ngrams=int(data["word_ngrams"]),
+            char_ngrams=tuple(int(n) for n in data["char_ngrams"]),
+            max_features=int(data["max_features"]),
+        )
+        if cfg.num_buckets < 2 or cfg.word_ngrams < 1 or cfg.max_features < 1 or min(cfg.char_ngrams, default=1) < 1:
+            raise ValueError(f"featurizer settings out of range: {cfg}")
+        return cfg
+
+
+class Featurizer:
+    """Turns texts into padded hashed n-gram id matrices, and into word lists for lexical features."""
+
+    def __init__(self, tokenizer_path: str | Path, config: FeaturizerConfig) -> None:
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        if tokenizer.normalizer is None or tokenizer.pre_tokenizer is None:
+            raise ValueError(f"{tokenizer_path}: tokenizer needs a normalizer and a pre-tokenizer")
+        self._normalizer = tokenizer.normalizer
+        self._pre_tokenizer = tokenizer.pre_tokenizer
+        self.config = config
+        self._modulus = config.num_buckets - 1
+
+    def words(self, text: str) -> list[str]:
+        """Normalized words (lower-cased, accents stripped, punctuation dropped)."""
+        normalized = self._normalizer.normalize_str(text)
+        return [w for w, _ in self._pre_tokenizer.pre_tokenize_str(normalized) if w.isalnum()]
+
+    def _hash(self, gram: str) -> int:
+        return zlib.crc32(gram.encode()) % self._modulus + 1
+
+    def char_grams(self, words: list[str]) -> list[str]:
+        out = []
+        for w in words:
+            marked = f"<{w}>"
+            for n in self.config.char_ngrams:
+                out.extend(f"c{marked[i : i + n]}" for i in range(len(marked) - n + 1))
+        return out
+
+    def ids(self, words: list[str]) -> list[int]:
+        """Hashed n-gram ids of one word list, truncated to max_features."""
+        grams = [f"w{w}" for w in words]
+        for n in range(2, self.config.word_ngrams + 1):
+            grams.extend("w" + " ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        grams.extend(self.char_grams(words))
+        return [self._hash(g) for g in grams[: self.config.max_features]]
+
+    def char_ids(self, words: list[str]) -> set[int]:
+        return {self._hash(g) for g in self.char_grams(words)}
+
+    def batch_ids(self, texts: list[str]) -> np.ndarray:
+        """Padded int64 matrix [len(texts), max ids in batch]; at least one column."""
+        return self.ids_of_words([self.words(t) for t in texts])
+
+    def ids_of_words(self, word_lists: list[list[str]]) -> np.ndarray:
+        return pad_ids([self.ids(words) for words in word_lists])
+
+
+def pad_ids(rows: list[list[int]]) -> np.ndarray:
+    width = max((len(r) for r in rows), default=0) or 1
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+# Relevance features: computed here because training and serving must compute them identically.
+RELEVANCE_FEATURES = ("cosine", "word_coverage", "char_coverage", "category_probability")
+
+
+def relevance_features(
+    query_words: list[str],
+    query_vector: np.ndarray,
+    candidate_words: list[list[str]],
+    candidate_vectors: np.ndarray,
+    category_probability: np.ndarray,
+    featurizer: Featurizer,
+) -> np.ndarray:
+    """Feature matrix [n_candidates, len(RELEVANCE_FEATURES)], float32.
+
+    cosine: query vector . candidate vector (both L2-normalized);
+    word_coverage: share of the query's distinct words found in the candidate's title;
+    char_coverage: share of the query's distinct character n-gram ids found in the title (typos, plurals);
+    category_probability: the intent model's probability for the candidate's category.
+    """
+    n = len(candidate_words)
+    feats = np.empty((n, len(RELEVANCE_FEATURES)), dtype=np.float32)
+    feats[:, 0] = candidate_vectors @ query_vector
+    q_words = set(query_words)
+    q_chars = featurizer.char_ids(query_words)
+    for i, words in enumerate(candidate_words):
+        title_words = set(words)
+        feats[i, 1] = len(q_words & title_words) / len(q_words) if q_words else 0.0
+        feats[i, 2] = len(q_chars & featurizer.char_ids(words)) / len(q_chars) if q_chars else 0.0
+    feats[:, 3] = category_probability
+    return feats
+

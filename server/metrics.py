@@ -1,0 +1,38 @@
+"""Every Prometheus object Sift exports, and nothing else. All names start with `sift_`."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+# 50 us x 1.5^n up to ~5 s: fine resolution where a CPU model answers, coarse in the tail.
+LATENCY_BUCKETS = tuple(round(50e-6 * 1.5**n, 9) for n in range(29))
+
+REQUEST_DURATION = Histogram(
+    "sift_request_duration_seconds",
+    "Time from receiving an RPC to returning its answer, by method and gRPC status code.",
+    ["method", "code"],
+    buckets=LATENCY_BUCKETS,
+)
+REQUESTS_IN_FLIGHT = Gauge(
+    "sift_requests_in_flight", "RPCs being handled right now, by method.", ["method"]
+)
+INFERENCE_DURATION = Histogram(
+    "sift_inference_duration_seconds",
+    "Time in one onnxruntime call, by model.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_BATCH_SIZE = Histogram(
+    "sift_inference_batch_size",
+    "Rows in one onnxruntime call, by model.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+)
+FEATURIZE_DURATION = Histogram(
+    "sift_featurize_duration_seconds",
+    "Time turning request texts into model inputs, by method.",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
+)
+BUNDLE = Info("sift_bundle", "The artifact bundle being served.")
+BUNDLE_LOAD_FAILURES = Counter("sift_bundle_load_failures_total", "Bundles refused at load time.")

@@ -1,0 +1,62 @@
+"""An onnxruntime session with explicit thread settings. Knows nothing of requests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from server import metrics
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSettings:
+    intra_op: int = 1
+    """Threads one model call may use. Small models answer fastest on one thread; see config.py."""
+    inter_op: int = 1
+    """Threads for running independent graph branches; 1 with the sequential executor."""
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    """Static sizes as ints, dynamic axes as their names."""
+
+
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
+class OnnxModel:
+    def __init__(self, path: Path, name: str, threads: ThreadSettings) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads.intra_op
+        options.inter_op_num_threads = threads.inter_op
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Spinning threads burn the cores other requests need; with 1 intra-op thread it never applies.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.name = name
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._output = self.session.get_outputs()[0].name
+        self._latency = metrics.INFERENCE_DURATION.labels(model=name)
+        self._batch = metrics.INFERENCE_BATCH_SIZE.labels(model=name)
+
+    def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
+        def spec(arg: ort.NodeArg) -> TensorSpec:
+            shape = tuple(d if isinstance(d, int) else str(d) for d in arg.shape)
+            return TensorSpec(arg.name, _ORT_DTYPES.get(arg.type, arg.type), shape)
+
+        return [spec(a) for a in self.session.get_inputs()], [spec(a) for a in self.session.get_outputs()]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Runs the model and returns its first output."""
+        start = time.perf_counter()
+        out = self.session.run([self._output], inputs)[0]
+        self._latency.observe(time.perf_counter() - start)
+        self._batch.observe(len(next(iter(inputs.values()))))
+        return out

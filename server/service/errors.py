@@ -1,0 +1,27 @@
+"""Errors the service layer raises. It knows nothing of gRPC: transport/errors.py maps these to status codes."""
+
+from __future__ import annotations
+
+
+class SiftError(Exception):
+    """Base of every error a caller can cause or be told about."""
+
+
+class InvalidArgument(SiftError):
+    """A request field is malformed or out of range."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(SiftError):
+    """A request names something the bundle does not have (a product id, a category)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class Unavailable(SiftError):
+    """No bundle is loaded yet, or the server is shutting down."""

@@ -1,0 +1,69 @@
+"""ClassifyIntent: golden rule first (a query that names a category exactly), then the intent model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from server import metrics
+from server.bundle import Bundle
+from server.service.store import BundleStore
+from server.service.validation import Limits, check_count, check_probability, check_text
+
+SOURCE_MODEL = "model"
+SOURCE_RULE = "rule"
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryScore:
+    id: str
+    path: str
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class IntentResult:
+    categories: list[CategoryScore]
+    source: str
+    rule: str
+    model_version: str
+
+
+class IntentService:
+    def __init__(self, store: BundleStore, limits: Limits) -> None:
+        self._store = store
+        self._limits = limits
+
+    def classify(self, query: str, top_k: int, min_score: float) -> IntentResult:
+        bundle = self._store.bundle
+        query = check_text(query, "query", self._limits.max_query_chars)
+        top_k = check_count(top_k, "top_k", self._limits.default_top_k, len(bundle.labels))
+        min_score = check_probability(min_score, "min_score")
+
+        start = time.perf_counter()
+        words = bundle.featurizer.words(query)
+        ids = bundle.featurizer.ids_of_words([words])
+        metrics.FEATURIZE_DURATION.labels(method="ClassifyIntent").observe(time.perf_counter() - start)
+
+        rule_label = category_name_rule(bundle, words)
+        if rule_label is not None:
+            probs = np.zeros(len(bundle.labels), dtype=np.float32)
+            probs[rule_label] = 1.0
+            source, rule = SOURCE_RULE, "category_name"
+        else:
+            probs = bundle.intent.run({"ids": ids})[0]
+            source, rule = SOURCE_MODEL, ""
+        order = np.argsort(-probs, kind="stable")[:top_k]
+        categories = [
+            CategoryScore(bundle.labels[i].id, bundle.labels[i].path, float(probs[i]))
+            for i in order
+            if probs[i] >= min_score
+        ]
+        return IntentResult(categories, source, rule, bundle.version)
+
+
+def category_name_rule(bundle: Bundle, words: list[str]) -> int | None:
+    """Golden rule: a query that is exactly a leaf category's name (or its singular) means that category."""
+    return bundle.category_names.get(" ".join(words))

@@ -1,0 +1,88 @@
+"""Search and EmbedQuery over the bundle's product index."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from server import metrics
+from server.bundle import Bundle
+from server.service.errors import InvalidArgument, NotFound
+from server.service.store import BundleStore
+from server.service.validation import Limits, check_count, check_text, check_vector
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    product_id: str
+    score: float
+    category: str
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    hits: list[SearchHit]
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedResult:
+    vector: np.ndarray
+    model_version: str
+
+
+class RetrievalService:
+    def __init__(self, store: BundleStore, limits: Limits) -> None:
+        self._store = store
+        self._limits = limits
+
+    def embed(self, query: str) -> EmbedResult:
+        bundle = self._store.bundle
+        return EmbedResult(self._embed(bundle, check_text(query, "query", self._limits.max_query_chars)), bundle.version)
+
+    def search(self, query: str | None, vector: list[float] | None, k: int, category: str) -> SearchResult:
+        bundle = self._store.bundle
+        k = check_count(k, "k", self._limits.default_k, self._limits.max_k)
+        if vector is not None:
+            query_vector = check_vector(vector, "vector", bundle.embedding_dim)
+        elif query is not None:
+            query_vector = self._embed(bundle, check_text(query, "query", self._limits.max_query_chars))
+        else:
+            raise InvalidArgument("query", "set query or vector")
+        k = min(k, len(bundle.products.ids))
+        if category:
+            rows = _category_rows(bundle, category)
+            keys, scores = bundle.index.exact_search(query_vector, rows, k)
+        else:
+            keys, scores = bundle.index.search(query_vector, k)
+        products = bundle.products
+        hits = [
+            SearchHit(products.ids[row], score, bundle.labels[products.categories[row]].id)
+            for row, score in zip(keys.tolist(), scores.tolist(), strict=True)
+        ]
+        return SearchResult(hits, bundle.version)
+
+    @staticmethod
+    def _embed(bundle: Bundle, query: str) -> np.ndarray:
+        start = time.perf_counter()
+        ids = bundle.featurizer.batch_ids([query])
+        metrics.FEATURIZE_DURATION.labels(method="EmbedQuery").observe(time.perf_counter() - start)
+        return bundle.query_encoder.run({"ids": ids})[0]
+
+
+def _category_rows(bundle: Bundle, category: str) -> np.ndarray:
+    """Rows of products in `category` (an id or a path) or any category below it."""
+    wanted = category.strip().lower()
+    matches = [
+        i
+        for i, label in enumerate(bundle.labels)
+        if label.id == wanted
+        or label.id.startswith(wanted + "/")
+        or label.path.lower() == wanted
+        or label.path.lower().startswith(wanted + " >")
+    ]
+    if not matches:
+        raise NotFound("category", f"no category id or path matches {category!r}")
+    return np.flatnonzero(np.isin(bundle.products.categories, matches)).astype(np.int64)

@@ -1,0 +1,56 @@
+"""Request checks shared by the services; each names the field it rejects."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.service.errors import InvalidArgument
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_query_chars: int = 512
+    max_candidates: int = 1000
+    max_k: int = 1000
+    default_top_k: int = 5
+    default_k: int = 10
+
+
+def check_text(value: str, field: str, max_chars: int) -> str:
+    text = value.strip()
+    if not text:
+        raise InvalidArgument(field, "must not be empty")
+    if len(value) > max_chars:
+        raise InvalidArgument(field, f"has {len(value)} characters, more than the limit of {max_chars}")
+    return text
+
+
+def check_count(value: int, field: str, default: int, maximum: int) -> int:
+    """0 means the default; otherwise 1..maximum."""
+    if value == 0:
+        return min(default, maximum)
+    if value < 0 or value > maximum:
+        raise InvalidArgument(field, f"must be between 1 and {maximum} (0 for the default {default}), got {value}")
+    return value
+
+
+def check_probability(value: float, field: str) -> float:
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise InvalidArgument(field, f"must be in [0, 1], got {value}")
+    return value
+
+
+def check_vector(values: list[float], field: str, dim: int) -> np.ndarray:
+    """A finite, non-zero vector of the bundle's dimension, returned L2-normalized."""
+    if len(values) != dim:
+        raise InvalidArgument(field, f"must have {dim} values (the bundle's embedding_dim), got {len(values)}")
+    vector = np.asarray(values, dtype=np.float32)
+    if not np.isfinite(vector).all():
+        raise InvalidArgument(field, "must hold only finite numbers (no NaN or infinity)")
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0 or not math.isfinite(norm):
+        raise InvalidArgument(field, "must not be the zero vector")
+    return vector / norm

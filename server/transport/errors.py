@@ -1,0 +1,66 @@
+"""The one place that maps service errors to gRPC status codes, and times every call.
+
+Each servicer method is wrapped by `rpc(name)`: service errors become their status with the message naming
+the field; anything unexpected is logged and becomes INTERNAL without leaking internals to the client.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from server import metrics
+from server.service.errors import InvalidArgument, NotFound, SiftError, Unavailable
+
+log = logging.getLogger("sift.transport")
+
+_STATUS: dict[type[SiftError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+def status_of(error: SiftError) -> grpc.StatusCode:
+    for kind, code in _STATUS.items():
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def rpc(method: str) -> Callable[[Handler], Handler]:
+    """Wraps a servicer method: error mapping, request duration by status code, in-flight gauge."""
+
+    def wrap(handler: Handler) -> Handler:
+        in_flight = metrics.REQUESTS_IN_FLIGHT.labels(method=method)
+
+        @functools.wraps(handler)
+        async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            in_flight.inc()
+            try:
+                return await handler(self, request, context)
+            except SiftError as e:
+                code = status_of(e)
+                await context.abort(code, str(e))
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unexpected error in %s", method)
+                await context.abort(code, f"internal error in {method}; see the server log")
+            finally:
+                in_flight.dec()
+                metrics.REQUEST_DURATION.labels(method=method, code=code.name).observe(time.perf_counter() - start)
+
+        return call
+
+    return wrap

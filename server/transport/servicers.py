@@ -1,0 +1,126 @@
+"""Thin grpc.aio servicers: proto -> plain Python, call the service layer, plain Python -> proto."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from server._proto.sift.v1 import (
+    common_pb2,
+    info_pb2,
+    info_pb2_grpc,
+    intent_pb2,
+    intent_pb2_grpc,
+    relevance_pb2,
+    relevance_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+)
+from server.service.info import InfoService
+from server.service.intent import SOURCE_RULE, IntentService
+from server.service.relevance import CandidateInput, RelevanceService
+from server.service.retrieval import RetrievalService
+from server.transport.errors import rpc
+
+Context = grpc.aio.ServicerContext
+
+
+def _source(source: str) -> common_pb2.AnswerSource:
+    return common_pb2.ANSWER_SOURCE_RULE if source == SOURCE_RULE else common_pb2.ANSWER_SOURCE_MODEL
+
+
+_GRADES = {
+    "irrelevant": relevance_pb2.GRADE_IRRELEVANT,
+    "partial": relevance_pb2.GRADE_PARTIAL,
+    "exact": relevance_pb2.GRADE_EXACT,
+}
+
+
+class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
+    def __init__(self, service: IntentService) -> None:
+        self._service = service
+
+    @rpc("ClassifyIntent")
+    async def ClassifyIntent(
+        self, request: intent_pb2.ClassifyIntentRequest, context: Context
+    ) -> intent_pb2.ClassifyIntentResponse:
+        result = self._service.classify(request.query, request.top_k, request.min_score)
+        return intent_pb2.ClassifyIntentResponse(
+            categories=[intent_pb2.Category(id=c.id, path=c.path, probability=c.probability) for c in result.categories],
+            source=_source(result.source),
+            rule=result.rule,
+            model_version=result.model_version,
+        )
+
+
+class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
+    def __init__(self, service: RelevanceService) -> None:
+        self._service = service
+
+    @rpc("ScoreRelevance")
+    async def ScoreRelevance(
+        self, request: relevance_pb2.ScoreRelevanceRequest, context: Context
+    ) -> relevance_pb2.ScoreRelevanceResponse:
+        candidates = [CandidateInput(product_id=c.product_id, title=c.title) for c in request.candidates]
+        result = self._service.score(request.query, candidates)
+        return relevance_pb2.ScoreRelevanceResponse(
+            scores=[
+                relevance_pb2.Score(score=s.score, grade=_GRADES[s.grade], source=_source(s.source))
+                for s in result.scores
+            ],
+            model_version=result.model_version,
+        )
+
+
+class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
+    def __init__(self, service: RetrievalService) -> None:
+        self._service = service
+
+    @rpc("Search")
+    async def Search(self, request: retrieval_pb2.SearchRequest, context: Context) -> retrieval_pb2.SearchResponse:
+        which = request.WhichOneof("query_input")
+        result = self._service.search(
+            query=request.query if which == "query" else None,
+            vector=list(request.vector.values) if which == "vector" else None,
+            k=request.k,
+            category=request.category,
+        )
+        return retrieval_pb2.SearchResponse(
+            hits=[retrieval_pb2.Hit(product_id=h.product_id, score=h.score, category=h.category) for h in result.hits],
+            model_version=result.model_version,
+        )
+
+    @rpc("EmbedQuery")
+    async def EmbedQuery(
+        self, request: retrieval_pb2.EmbedQueryRequest, context: Context
+    ) -> retrieval_pb2.EmbedQueryResponse:
+        result = self._service.embed(request.query)
+        return retrieval_pb2.EmbedQueryResponse(vector=result.vector.tolist(), model_version=result.model_version)
+
+
+class InfoServicer(info_pb2_grpc.InfoServiceServicer):
+    def __init__(self, service: InfoService) -> None:
+        self._service = service
+
+    @rpc("GetModelInfo")
+    async def GetModelInfo(
+        self, request: info_pb2.GetModelInfoRequest, context: Context
+    ) -> info_pb2.GetModelInfoResponse:
+        b = self._service.info()
+        evaluation = struct_pb2.Struct()
+        json_format.ParseDict(b.evaluation, evaluation)
+        return info_pb2.GetModelInfoResponse(
+            bundle_version=b.version,
+            schema_version=b.schema_version,
+            created_at=b.created_at,
+            code_version=b.code_version,
+            components=[
+                info_pb2.Component(name=c.name, file=c.file, sha256=c.sha256, description=c.description)
+                for c in b.components.values()
+            ],
+            labels=[info_pb2.Label(id=label.id, path=label.path) for label in b.labels],
+            embedding_dim=b.embedding_dim,
+            num_products=len(b.products.ids),
+            evaluation=evaluation,
+            model_version=b.version,
+        )

@@ -1,0 +1,140 @@
+"""Students: plain feed-forward networks over hashed n-grams (BERT2DNN), and their training loops.
+
+Every module takes the exact padded id matrix that server/featurize.py produces, and its forward pass is
+written with ONNX-exportable ops only (Gather, masked mean, Gemm), so the exported graph is the trained one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+
+class HashedBag(nn.Module):
+    """Mean of the embeddings of a text's hashed n-gram ids; id 0 is padding and counts for nothing."""
+
+    def __init__(self, num_buckets: int, dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_buckets, dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=0.05)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mask = (ids > 0).to(torch.float32).unsqueeze(-1)
+        summed = (self.embedding(ids) * mask).sum(dim=1)
+        return summed / mask.sum(dim=1).clamp(min=1.0)
+
+
+class IntentStudent(nn.Module):
+    """ids -> class probabilities. `logits` is used in training; forward (exported) ends in softmax."""
+
+    def __init__(self, num_buckets: int, dim: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.bag = HashedBag(num_buckets, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.bag(ids))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(ids), dim=-1)
+
+
+class QueryEncoderStudent(nn.Module):
+    """ids -> L2-normalized vector in the teacher's embedding space (the small tower of the two-tower)."""
+
+    def __init__(self, num_buckets: int, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.bag = HashedBag(num_buckets, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(self.bag(ids)), dim=-1)
+
+
+class RelevanceHead(nn.Module):
+    """Relevance features -> probabilities of (irrelevant, partial, exact)."""
+
+    def __init__(self, num_features: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(features), dim=-1)
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def fit(
+    model: nn.Module,
+    n: int,
+    loss_fn: Callable[[np.ndarray], torch.Tensor],
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    desc: str,
+) -> list[float]:
+    """Adam over shuffled mini-batches; loss_fn(batch indices) returns the batch loss. Returns epoch losses."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    model.train()
+    history = []
+    steps = epochs * ((n + batch_size - 1) // batch_size)
+    with tqdm(total=steps, desc=desc, unit="step", leave=False) as bar:
+        for _ in range(epochs):
+            total = 0.0
+            for idx in batches(n, batch_size, rng):
+                loss = loss_fn(idx)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss) * len(idx)
+                bar.update()
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+            history.append(total / n)
+    model.eval()
+    return history
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    temperature: float,
+    soft_weight: float,
+) -> torch.Tensor:
+    """Hinton/BERT2DNN: KL between temperature-softened distributions (scaled by T^2) plus hard-label CE."""
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=-1),
+        F.softmax(teacher_logits / temperature, dim=-1),
+        reduction="batchmean",
+    ) * (temperature**2)
+    if labels is None or soft_weight >= 1.0:
+        return soft
+    return soft_weight * soft + (1.0 - soft_weight) * F.cross_entropy(student_logits, labels)
+
+
+def take(ids: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+    """Rows `idx` of a left-packed padded id matrix, trimmed to the widest row (padding costs compute)."""
+    rows = ids[idx]
+    width = max(int((rows > 0).sum(axis=1).max()), 1)
+    return torch.from_numpy(np.ascontiguousarray(rows[:, :width]))
