@@ -106,8 +106,11 @@ class SiftServer:
         return bundle
 
     async def stop(self) -> None:
-        """Graceful: health NOT_SERVING first, then in-flight calls get the grace period to finish."""
+        """Graceful: health NOT_SERVING and new calls refused during the drain period, then the port closes
+        and in-flight calls get the grace period to finish."""
         await self.health.enter_graceful_shutdown()
+        self.store.close()
+        await asyncio.sleep(self.settings.drain_period)
         await self.server.stop(self.settings.grace_period)
         log.info("stopped")
 

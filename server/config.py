@@ -32,8 +32,11 @@ class Settings(BaseSettings):
     small, so one thread per call and concurrency across calls wins on CPU."""
     inter_op_threads: int = Field(1, ge=1)
     """onnxruntime threads for independent graph branches (the student graphs have none)."""
+    drain_period: float = Field(1.0, ge=0)
+    """Seconds after SIGTERM/SIGINT during which health reports NOT_SERVING and new calls are refused with
+    UNAVAILABLE (clients retry elsewhere) while the port stays open and in-flight calls finish."""
     grace_period: float = Field(5.0, ge=0)
-    """Seconds in-flight calls get to finish after SIGTERM/SIGINT, once health reports NOT_SERVING."""
+    """Seconds in-flight calls get to finish once the port closes, after the drain period."""
     max_query_chars: int = Field(512, ge=1)
     """Longest query or title text accepted, in characters; longer ones get INVALID_ARGUMENT."""
     max_candidates: int = Field(1000, ge=1)

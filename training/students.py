@@ -107,9 +107,9 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
                 bar.update()
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
             history.append(total / n)
     model.eval()
     return history

@@ -49,13 +49,13 @@ class IntentService:
 
         rule_label = category_name_rule(bundle, words)
         if rule_label is not None:
+            # A precise rule is certain: it answers with its one category.
             probs = np.zeros(len(bundle.labels), dtype=np.float32)
             probs[rule_label] = 1.0
-            source, rule = SOURCE_RULE, "category_name"
+            order, source, rule = [rule_label], SOURCE_RULE, "category_name"
         else:
             probs = bundle.intent.run({"ids": ids})[0]
-            source, rule = SOURCE_MODEL, ""
-        order = np.argsort(-probs, kind="stable")[:top_k]
+            order, source, rule = np.argsort(-probs, kind="stable")[:top_k], SOURCE_MODEL, ""
         categories = [
             CategoryScore(bundle.labels[i].id, bundle.labels[i].path, float(probs[i]))
             for i in order

@@ -1,0 +1,96 @@
+"""Shared fixtures: one tiny bundle trained per test session, and a live sift-serve process on free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `tiny` preset trained end to end from the real MiniLM teacher, once per session."""
+    from training.pipeline import train_bundle
+    from training.presets import PRESETS
+
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    train_bundle(PRESETS["tiny"], out, None, seed=0)
+    return out
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny bundle that a test may corrupt."""
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+@dataclass
+class LiveServer:
+    address: str
+    metrics_port: int
+    process: subprocess.Popen[str]
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+
+def start_server(bundle: Path, *extra: str) -> LiveServer:
+    port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--bundle", str(bundle), "--port", str(port),
+         "--metrics-port", str(metrics_port), *extra],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    server = LiveServer(f"127.0.0.1:{port}", metrics_port, process)
+    wait_serving(server)
+    return server
+
+
+def wait_serving(server: LiveServer, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with server.channel() as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if server.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{server.process.stdout.read()}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError("server did not report SERVING in time")
+
+
+def stop_server(server: LiveServer) -> int:
+    server.process.send_signal(signal.SIGTERM)
+    return server.process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def live_server(tiny_bundle: Path) -> Iterator[LiveServer]:
+    server = start_server(tiny_bundle)
+    yield server
+    if server.process.poll() is None:
+        stop_server(server)

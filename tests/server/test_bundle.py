@@ -1,0 +1,144 @@
+"""Every way a bundle can be corrupt is refused with a message naming the problem."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.bundle import MANIFEST, BundleError, load_bundle, sha256_file
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def edit_manifest(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = bundle / MANIFEST
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def reseal(bundle: Path, name: str) -> None:
+    """Updates a file's sha256 in the manifest, so only the deeper check can catch the change."""
+    edit_manifest(bundle, lambda m: m["files"][name].update(sha256=sha256_file(bundle / name)))
+
+
+def test_tiny_bundle_loads(tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    bundle.warm_up()
+    assert bundle.embedding_dim == 384 and len(bundle.labels) >= 30
+    assert len(bundle.index) == len(bundle.products.ids)
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(tmp_path / "nope")
+
+
+def test_missing_manifest(bundle_copy: Path) -> None:
+    (bundle_copy / MANIFEST).unlink()
+    with pytest.raises(BundleError, match="manifest.json: missing"):
+        load_bundle(bundle_copy)
+
+
+def test_manifest_not_json(bundle_copy: Path) -> None:
+    (bundle_copy / MANIFEST).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(bundle_copy)
+
+
+def test_unknown_schema_version(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m.update(schema_version=99))
+    with pytest.raises(BundleError, match="schema_version 99 is not supported"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_file(bundle_copy: Path) -> None:
+    (bundle_copy / "intent.onnx").unlink()
+    with pytest.raises(BundleError, match="intent.onnx: listed in the manifest but missing"):
+        load_bundle(bundle_copy)
+
+
+def test_sha_mismatch(bundle_copy: Path) -> None:
+    with (bundle_copy / "query_encoder.onnx").open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="query_encoder.onnx: sha256 mismatch"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_field(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m.pop("embedding_dim"))
+    with pytest.raises(BundleError, match="field embedding_dim is missing"):
+        load_bundle(bundle_copy)
+
+
+def test_shape_mismatch_labels_vs_model(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m["labels"].pop())
+    with pytest.raises(BundleError, match=r"components.intent.outputs: model output probabilities"):
+        load_bundle(bundle_copy)
+
+
+def test_shape_mismatch_embedding_dim(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m.update(embedding_dim=128))
+    with pytest.raises(BundleError, match="components.query_encoder.outputs"):
+        load_bundle(bundle_copy)
+
+
+def test_declared_input_name_mismatch(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m["components"]["intent"]["inputs"][0].update(name="tokens"))
+    with pytest.raises(BundleError, match="components.intent.inputs"):
+        load_bundle(bundle_copy)
+
+
+def test_model_file_not_onnx(bundle_copy: Path) -> None:
+    (bundle_copy / "relevance.onnx").write_bytes(b"definitely not a protobuf")
+    reseal(bundle_copy, "relevance.onnx")
+    with pytest.raises(BundleError, match="relevance.onnx: onnxruntime cannot load it"):
+        load_bundle(bundle_copy)
+
+
+def test_disallowed_file_kind(bundle_copy: Path) -> None:
+    (bundle_copy / "model.pkl").write_bytes(b"\x80\x04")
+    edit_manifest(bundle_copy, lambda m: m["files"].update({"model.pkl": {"sha256": sha256_file(bundle_copy / "model.pkl")}}))
+    with pytest.raises(BundleError, match="files.model.pkl: not an allowed bundle file"):
+        load_bundle(bundle_copy)
+
+
+def test_path_outside_bundle(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m["files"].update({"../escape.json": {"sha256": "0" * 64}}))
+    with pytest.raises(BundleError, match="not an allowed bundle file"):
+        load_bundle(bundle_copy)
+
+
+def test_index_count_mismatch(bundle_copy: Path) -> None:
+    products = json.loads((bundle_copy / "products.json").read_text())
+    for key in ("ids", "titles", "categories"):
+        products[key].pop()
+    (bundle_copy / "products.json").write_text(json.dumps(products))
+    reseal(bundle_copy, "products.json")
+    with pytest.raises(BundleError, match="index holds .* vectors but products.json lists"):
+        load_bundle(bundle_copy)
+
+
+def test_product_category_out_of_range(bundle_copy: Path) -> None:
+    products = json.loads((bundle_copy / "products.json").read_text())
+    products["categories"][0] = 10_000
+    (bundle_copy / "products.json").write_text(json.dumps(products))
+    reseal(bundle_copy, "products.json")
+    with pytest.raises(BundleError, match="category index is outside"):
+        load_bundle(bundle_copy)
+
+
+def test_serve_refuses_corrupt_bundle_and_exits_nonzero(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m.update(schema_version=7))
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "--bundle", str(bundle_copy), "--port", "0", "--metrics-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "bundle refused" in proc.stderr and "schema_version 7 is not supported" in proc.stderr

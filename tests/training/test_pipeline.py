@@ -1,0 +1,48 @@
+"""The tiny preset end to end (trained once per session by the tiny_bundle fixture)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from server.bundle import load_bundle
+from server.service.intent import IntentService
+from server.service.retrieval import RetrievalService
+from server.service.store import BundleStore
+from server.service.validation import Limits
+
+
+def test_manifest_records_evaluation(tiny_bundle: Path) -> None:
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    ev = manifest["evaluation"]
+    assert manifest["training"]["teacher"] == "sentence-transformers/all-MiniLM-L6-v2"
+    n_labels = ev["data"]["categories"]
+    assert n_labels >= 30
+    # Well above chance (1/n_labels) for teacher and student; int8 matches fp32 almost always.
+    assert ev["intent"]["teacher_accuracy"] > 5 / n_labels
+    assert ev["intent"]["student_int8_accuracy"] > 5 / n_labels
+    assert ev["intent"]["int8_fp32_top1_agreement"] >= 0.95
+    assert ev["retrieval"]["int8_fp32_mean_cosine"] >= 0.95
+    assert ev["relevance"]["int8_fp32_grade_agreement"] >= 0.95
+    assert ev["retrieval"]["student_int8_recall_at_10"] > 0.3
+    # Students are under 10% of BERT-base's 110M parameters.
+    assert ev["sizes"]["intent_student_parameters"] < 11_000_000
+    assert ev["sizes"]["encoder_student_parameters"] < 11_000_000
+    assert set(manifest["training"]["stage_seconds"]) >= {"teacher", "student_intent", "student_encoder", "export"}
+
+
+def test_title_queries_find_category_and_product(tiny_bundle: Path) -> None:
+    """The foundation's acceptance check: a query built from a product title ranks that product's category
+    first and finds the product among the top hits."""
+    bundle = load_bundle(tiny_bundle)
+    store = BundleStore(bundle)
+    intent, retrieval = IntentService(store, Limits()), RetrievalService(store, Limits())
+    rows = range(0, len(bundle.products.ids), max(1, len(bundle.products.ids) // 60))
+    category_hits = product_hits = 0
+    for row in rows:
+        title = bundle.products.titles[row]
+        expected = bundle.labels[bundle.products.categories[row]].id
+        category_hits += intent.classify(title, 1, 0).categories[0].id == expected
+        product_hits += bundle.products.ids[row] in [h.product_id for h in retrieval.search(title, None, 10, "").hits]
+    assert category_hits / len(rows) >= 0.8
+    assert product_hits / len(rows) >= 0.8
