@@ -32,7 +32,7 @@ from server.service.relevance import RelevanceService
 from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
-from server.transport.servicers import IntentServicer, InfoServicer, RelevanceServicer, RetrievalServicer
+from server.transport.servicers import InfoServicer, IntentServicer, RelevanceServicer, RetrievalServicer
 
 log = logging.getLogger("sift.server")
 
@@ -62,7 +62,9 @@ class SiftServer:
         self.server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", cap), ("grpc.max_send_message_length", cap)]
         )
-        intent_pb2_grpc.add_IntentServiceServicer_to_server(IntentServicer(IntentService(self.store, limits)), self.server)
+        intent_pb2_grpc.add_IntentServiceServicer_to_server(
+            IntentServicer(IntentService(self.store, limits)), self.server
+        )
         relevance_pb2_grpc.add_RelevanceServiceServicer_to_server(
             RelevanceServicer(RelevanceService(self.store, limits)), self.server
         )
@@ -87,7 +89,9 @@ class SiftServer:
         await self.server.start()
         if self.settings.metrics_port:
             start_http_server(self.settings.metrics_port, addr=self.settings.host)
-        log.info("listening on %s:%d (metrics on %d)", self.settings.host, self.port, self.settings.metrics_port)
+        log.info(
+            "listening on %s:%d (metrics on %d)", self.settings.host, self.port, self.settings.metrics_port
+        )
 
     async def load(self) -> Bundle:
         """Loads, validates and warms the bundle off the event loop, then reports SERVING."""
@@ -102,7 +106,9 @@ class SiftServer:
         metrics.BUNDLE.info({"version": bundle.version, "schema_version": str(bundle.schema_version)})
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving bundle %s (loaded and warmed in %.2f s)", bundle.version, time.perf_counter() - start)
+        log.info(
+            "serving bundle %s (loaded and warmed in %.2f s)", bundle.version, time.perf_counter() - start
+        )
         return bundle
 
     async def stop(self) -> None:

@@ -96,7 +96,7 @@ class Bundle:
         try:
             config = FeaturizerConfig.from_json(featurizer_json)
             self.featurizer = Featurizer(directory / tokenizer_file, config)
-        except (ValueError, KeyError, TypeError, Exception) as e:
+        except Exception as e:  # a bad config or an unreadable tokenizer.json
             raise BundleError(f"featurizer: {e}") from e
 
         components = _field(m, "components", dict)
@@ -125,7 +125,9 @@ class Bundle:
                 f"got {relevance.get('feature_names')}"
             )
         if relevance.get("grades") != list(GRADES):
-            raise BundleError(f"components.relevance.grades: expected {list(GRADES)}, got {relevance.get('grades')}")
+            raise BundleError(
+                f"components.relevance.grades: expected {list(GRADES)}, got {relevance.get('grades')}"
+            )
 
         index_json = _field(components, "index", dict, "components.index")
         index_file = _listed_file(index_json, "components.index", "file", files)
@@ -148,7 +150,9 @@ class Bundle:
                 f"lists {len(self.products.ids)} products"
             )
         if index_json.get("count") != len(self.products.ids):
-            raise BundleError(f"components.index.count: {index_json.get('count')} != {len(self.products.ids)}")
+            raise BundleError(
+                f"components.index.count: {index_json.get('count')} != {len(self.products.ids)}"
+            )
         self.label_index = {label.id: i for i, label in enumerate(self.labels)}
         self.category_names = _category_names(self.labels, self.featurizer)
 
@@ -182,7 +186,8 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     version = manifest.get("schema_version")
     if version not in SUPPORTED_SCHEMA_VERSIONS:
         raise BundleError(
-            f"{MANIFEST}: schema_version {version!r} is not supported (this server reads {SUPPORTED_SCHEMA_VERSIONS})"
+            f"{MANIFEST}: schema_version {version!r} is not supported "
+            f"(this server reads {SUPPORTED_SCHEMA_VERSIONS})"
         )
     return manifest
 
@@ -192,7 +197,7 @@ def _field(obj: dict[str, Any], key: str, kind: type, where: str | None = None) 
     if key not in obj:
         raise BundleError(f"{MANIFEST}: field {where} is missing")
     value = obj[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise BundleError(f"{MANIFEST}: field {where} must be {kind.__name__}, got {type(value).__name__}")
     return value
 
@@ -200,7 +205,9 @@ def _field(obj: dict[str, Any], key: str, kind: type, where: str | None = None) 
 def _verify_files(directory: Path, files: dict[str, Any]) -> None:
     for name, entry in files.items():
         if not _SAFE_NAME.match(name) or not name.endswith(ALLOWED_SUFFIXES):
-            raise BundleError(f"files.{name}: not an allowed bundle file (plain names ending {ALLOWED_SUFFIXES})")
+            raise BundleError(
+                f"files.{name}: not an allowed bundle file (plain names ending {ALLOWED_SUFFIXES})"
+            )
         if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
             raise BundleError(f"files.{name}: needs a sha256")
         path = directory / name
@@ -208,7 +215,9 @@ def _verify_files(directory: Path, files: dict[str, Any]) -> None:
             raise BundleError(f"{name}: listed in the manifest but missing from {directory}")
         actual = sha256_file(path)
         if actual != entry["sha256"]:
-            raise BundleError(f"{name}: sha256 mismatch (manifest {entry['sha256'][:12]}..., file {actual[:12]}...)")
+            raise BundleError(
+                f"{name}: sha256 mismatch (manifest {entry['sha256'][:12]}..., file {actual[:12]}...)"
+            )
 
 
 def _listed_file(obj: dict[str, Any], where: str, key: str, files: dict[str, Any]) -> str:
@@ -221,7 +230,11 @@ def _listed_file(obj: dict[str, Any], where: str, key: str, files: dict[str, Any
 def _parse_labels(raw: list[Any]) -> list[Label]:
     labels = []
     for i, item in enumerate(raw):
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not isinstance(item.get("path"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("id"), str)
+            or not isinstance(item.get("path"), str)
+        ):
             raise BundleError(f"{MANIFEST}: labels[{i}] must be an object with string id and path")
         labels.append(Label(item["id"], item["path"]))
     if not labels:
@@ -272,7 +285,9 @@ def _check_signature(
     """The manifest, the ONNX graph and what the server feeds must all agree."""
     actual_in, actual_out = model.signature()
     where = f"components.{comp.name}"
-    if [s.name for s in comp.inputs] != [s.name for s in actual_in] or set(inputs) != {s.name for s in actual_in}:
+    if [s.name for s in comp.inputs] != [s.name for s in actual_in] or set(inputs) != {
+        s.name for s in actual_in
+    }:
         raise BundleError(
             f"{where}.inputs: manifest {[s.name for s in comp.inputs]}, model {[s.name for s in actual_in]}, "
             f"server feeds {sorted(inputs)}"
@@ -282,10 +297,13 @@ def _check_signature(
         if declared.dtype != actual.dtype or actual.dtype != dtype or len(actual.shape) != rank:
             raise BundleError(
                 f"{where}.inputs.{actual.name}: expected {dtype} of rank {rank}, "
-                f"manifest says {declared.dtype}{list(declared.shape)}, model has {actual.dtype}{list(actual.shape)}"
+                f"manifest says {declared.dtype}{list(declared.shape)}, "
+                f"model has {actual.dtype}{list(actual.shape)}"
             )
         if static and actual.shape[-1] != static[0]:
-            raise BundleError(f"{where}.inputs.{actual.name}: last dimension {actual.shape[-1]} != {static[0]}")
+            raise BundleError(
+                f"{where}.inputs.{actual.name}: last dimension {actual.shape[-1]} != {static[0]}"
+            )
     out = actual_out[0]
     declared_out = comp.outputs[0]
     if out.dtype != out_dtype or len(out.shape) != 2 or out.shape[1] != out_width:

@@ -47,4 +47,3 @@ class Settings(BaseSettings):
     """gRPC receive and send message size cap; 1,000 title candidates fit well within the default 4 MiB."""
     log_level: str = "INFO"
     """Python logging level: DEBUG, INFO, WARNING or ERROR."""
-

@@ -39,7 +39,12 @@ class FeaturizerConfig:
     """Ids kept per text; unigrams come first so truncation drops the least informative ids."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": "hashed_ngrams", "hash": "crc32", **asdict(self), "char_ngrams": list(self.char_ngrams)}
+        return {
+            "kind": "hashed_ngrams",
+            "hash": "crc32",
+            **asdict(self),
+            "char_ngrams": list(self.char_ngrams),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FeaturizerConfig:
@@ -51,7 +56,12 @@ class FeaturizerConfig:
             char_ngrams=tuple(int(n) for n in data["char_ngrams"]),
             max_features=int(data["max_features"]),
         )
-        if cfg.num_buckets < 2 or cfg.word_ngrams < 1 or cfg.max_features < 1 or min(cfg.char_ngrams, default=1) < 1:
+        if (
+            cfg.num_buckets < 2
+            or cfg.word_ngrams < 1
+            or cfg.max_features < 1
+            or min(cfg.char_ngrams, default=1) < 1
+        ):
             raise ValueError(f"featurizer settings out of range: {cfg}")
         return cfg
 
@@ -141,4 +151,3 @@ def relevance_features(
         feats[i, 2] = len(q_chars & featurizer.char_ids(words)) / len(q_chars) if q_chars else 0.0
     feats[:, 3] = category_probability
     return feats
-

@@ -13,9 +13,7 @@ REQUEST_DURATION = Histogram(
     ["method", "code"],
     buckets=LATENCY_BUCKETS,
 )
-REQUESTS_IN_FLIGHT = Gauge(
-    "sift_requests_in_flight", "RPCs being handled right now, by method.", ["method"]
-)
+REQUESTS_IN_FLIGHT = Gauge("sift_requests_in_flight", "RPCs being handled right now, by method.", ["method"])
 INFERENCE_DURATION = Histogram(
     "sift_inference_duration_seconds",
     "Time in one onnxruntime call, by model.",

@@ -57,9 +57,23 @@ def start_server(bundle: Path, *extra: str) -> LiveServer:
     port, metrics_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--bundle", str(bundle), "--port", str(port),
-         "--metrics-port", str(metrics_port), *extra],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--bundle",
+            str(bundle),
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     server = LiveServer(f"127.0.0.1:{port}", metrics_port, process)
     wait_serving(server)

@@ -13,7 +13,9 @@ from torch import nn
 from server.runtime.onnx import OnnxModel, ThreadSettings
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, input_name: str, output_name: str, path: Path) -> None:
+def export_onnx(
+    model: nn.Module, example: torch.Tensor, input_name: str, output_name: str, path: Path
+) -> None:
     """fp32 ONNX with dynamic batch (and, for id inputs, dynamic width)."""
     axes = {0: "batch", 1: "features"} if example.dtype == torch.int64 else {0: "batch"}
     model.eval()

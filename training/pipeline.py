@@ -99,9 +99,16 @@ def _train(preset: Preset, out: Path, data_path: Path | None, seed: int, report:
         shutil.copyfile(teacher_dir / "tokenizer.json", out / "tokenizer.json")
         featurizer = Featurizer(out / "tokenizer.json", FeaturizerConfig(num_buckets=preset.num_buckets))
         train_q = title_substrings(
-            data.titles, data.categories.tolist(), data.train_rows, preset.queries_per_product, featurizer, seed
+            data.titles,
+            data.categories.tolist(),
+            data.train_rows,
+            preset.queries_per_product,
+            featurizer,
+            seed,
         )
-        eval_q = title_substrings(data.titles, data.categories.tolist(), data.heldout_rows, 3, featurizer, seed + 1)
+        eval_q = title_substrings(
+            data.titles, data.categories.tolist(), data.heldout_rows, 3, featurizer, seed + 1
+        )
         ev["data"] = {
             "source": str(data_path) if data_path else "synthetic",
             "products": len(data.titles),
@@ -130,9 +137,20 @@ def _train(preset: Preset, out: Path, data_path: Path | None, seed: int, report:
 
         def intent_loss(idx: np.ndarray) -> torch.Tensor:
             logits = intent.logits(take(train_ids, idx))
-            return distillation_loss(logits, teacher_logits[idx], labels[idx], preset.temperature, preset.soft_weight)
+            return distillation_loss(
+                logits, teacher_logits[idx], labels[idx], preset.temperature, preset.soft_weight
+            )
 
-        fit(intent, len(train_q), intent_loss, preset.epochs, preset.batch_size, preset.learning_rate, seed, "intent")
+        fit(
+            intent,
+            len(train_q),
+            intent_loss,
+            preset.epochs,
+            preset.batch_size,
+            preset.learning_rate,
+            seed,
+            "intent",
+        )
 
     with report.stage("student_encoder"):
         encoder = QueryEncoderStudent(preset.num_buckets, preset.encoder_dim, teacher.dim)
@@ -151,7 +169,16 @@ def _train(preset: Preset, out: Path, data_path: Path | None, seed: int, report:
             logits = logits.masked_fill(same & ~torch.eye(len(idx), dtype=torch.bool), -1e4)
             return distil + 0.2 * F.cross_entropy(logits, torch.arange(len(idx)))
 
-        fit(encoder, len(train_q), encoder_loss, preset.epochs, preset.batch_size, preset.learning_rate, seed, "encoder")
+        fit(
+            encoder,
+            len(train_q),
+            encoder_loss,
+            preset.epochs,
+            preset.batch_size,
+            preset.learning_rate,
+            seed,
+            "encoder",
+        )
 
     with report.stage("export"):
         example = torch.from_numpy(train_ids[:2])
@@ -165,7 +192,14 @@ def _train(preset: Preset, out: Path, data_path: Path | None, seed: int, report:
         enc_int8 = run_onnx(out / "query_encoder.onnx", "query_encoder", "ids", eval_ids)
 
     with report.stage("index"):
-        index = Index(ndim=teacher.dim, metric="cos", dtype="f16", connectivity=16, expansion_add=128, expansion_search=64)
+        index = Index(
+            ndim=teacher.dim,
+            metric="cos",
+            dtype="f16",
+            connectivity=16,
+            expansion_add=128,
+            expansion_search=64,
+        )
         index.add(np.arange(len(product_vecs), dtype=np.uint64), product_vecs)
         index.save(str(out / "index.usearch"))
         products = {
@@ -191,7 +225,9 @@ def _train(preset: Preset, out: Path, data_path: Path | None, seed: int, report:
             "student_teacher_top1_agreement": _mean(intent_int8 == teacher_eval),
             "int8_fp32_top1_agreement": _mean(intent_int8 == intent_fp32),
         }
-        ev["intent"]["retention"] = round(ev["intent"]["student_int8_accuracy"] / max(ev["intent"]["teacher_accuracy"], 1e-9), 4)
+        ev["intent"]["retention"] = round(
+            ev["intent"]["student_int8_accuracy"] / max(ev["intent"]["teacher_accuracy"], 1e-9), 4
+        )
         ev["retrieval"] = _eval_retrieval(eval_q, eval_vecs, enc_int8, product_vecs, served_index)
         ev["retrieval"]["int8_fp32_mean_cosine"] = round(float((enc_int8 * enc_fp32).sum(1).mean()), 4)
         ev["relevance"] = {
@@ -231,7 +267,16 @@ def _train_teacher_head(
     """The teacher's intent head on frozen MiniLM sentence embeddings."""
     head = torch.nn.Linear(vecs.shape[1], num_classes)
     x, y = torch.from_numpy(vecs), torch.tensor([q.category for q in queries])
-    fit(head, len(x), lambda idx: F.cross_entropy(head(x[idx]) , y[idx]), preset.teacher_epochs, 512, 1e-2, seed, "teacher head")
+    fit(
+        head,
+        len(x),
+        lambda idx: F.cross_entropy(head(x[idx]), y[idx]),
+        preset.teacher_epochs,
+        512,
+        1e-2,
+        seed,
+        "teacher head",
+    )
     return head
 
 
@@ -244,7 +289,12 @@ def _grade(query_words: list[str], query_cat: int, title_words: list[str], cat: 
 
 
 def _relevance_pairs(
-    data: Data, queries: list[SyntheticQuery], featurizer: Featurizer, served_index: ProductIndex, out: Path, rng: random.Random
+    data: Data,
+    queries: list[SyntheticQuery],
+    featurizer: Featurizer,
+    served_index: ProductIndex,
+    out: Path,
+    rng: random.Random,
 ) -> tuple[np.ndarray, np.ndarray]:
     by_cat: dict[int, list[int]] = {}
     for row in range(len(data.titles)):
@@ -269,7 +319,10 @@ def _relevance_pairs(
         cand_vecs = np.where(as_title[:, None], vecs[1:], served_index.vectors(np.array(cands)))
         cats = np.where(as_title, probs[1:].argmax(1), data.categories[cands])
         feats.append(relevance_features(q_words, vecs[0], title_words, cand_vecs, probs[0][cats], featurizer))
-        grades.extend(_grade(q_words, q.category, w, int(data.categories[r])) for w, r in zip(title_words, cands, strict=True))
+        grades.extend(
+            _grade(q_words, q.category, w, int(data.categories[r]))
+            for w, r in zip(title_words, cands, strict=True)
+        )
     return np.concatenate(feats), np.array(grades)
 
 
@@ -290,7 +343,16 @@ def _train_relevance(
     ex, ey = _relevance_pairs(data, eval_q, featurizer, served_index, out, rng)
     head = RelevanceHead(len(RELEVANCE_FEATURES))
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    fit(head, len(xt), lambda idx: F.cross_entropy(head.logits(xt[idx]), yt[idx]), 30, 256, 1e-2, seed, "relevance")
+    fit(
+        head,
+        len(xt),
+        lambda idx: F.cross_entropy(head.logits(xt[idx]), yt[idx]),
+        30,
+        256,
+        1e-2,
+        seed,
+        "relevance",
+    )
     export_onnx(head, xt[:2], "features", "probabilities", tmp / "relevance.onnx")
     quantize_int8(tmp / "relevance.onnx", out / "relevance.onnx")
     fp32 = run_onnx(tmp / "relevance.onnx", "relevance", "features", ex).argmax(1)
@@ -299,7 +361,11 @@ def _train_relevance(
 
 
 def _eval_retrieval(
-    eval_q: list[SyntheticQuery], teacher_vecs: np.ndarray, student_vecs: np.ndarray, product_vecs: np.ndarray, index: ProductIndex
+    eval_q: list[SyntheticQuery],
+    teacher_vecs: np.ndarray,
+    student_vecs: np.ndarray,
+    product_vecs: np.ndarray,
+    index: ProductIndex,
 ) -> dict[str, Any]:
     """JD protocol: a held-out title substring is the query, its own product the target."""
     targets = np.array([q.product_row for q in eval_q])
@@ -321,7 +387,11 @@ def _mean(values: np.ndarray) -> float:
 def _code_version() -> str:
     try:
         rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(__file__).parent
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         rev = "unknown"
@@ -333,11 +403,19 @@ def _tensor(name: str, dtype: str, *shape: int | str) -> dict[str, Any]:
 
 
 def _write_manifest(
-    out: Path, preset: Preset, data: Data, dim: int, evaluation: dict[str, Any], timings: dict[str, float], seed: int
+    out: Path,
+    preset: Preset,
+    data: Data,
+    dim: int,
+    evaluation: dict[str, Any],
+    timings: dict[str, float],
+    seed: int,
 ) -> None:
     now = datetime.now(UTC)
     files = {
-        f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size} for f in sorted(out.iterdir()) if f.name != MANIFEST
+        f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+        for f in sorted(out.iterdir())
+        if f.name != MANIFEST
     }
     ids = [_tensor("ids", "int64", "batch", "features")]
     manifest = {
@@ -345,10 +423,18 @@ def _write_manifest(
         "bundle_version": f"{preset.name}-{now:%Y%m%dT%H%M%SZ}",
         "created_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "code_version": _code_version(),
-        "training": {"preset": preset.to_json(), "seed": seed, "teacher": MINILM_NAME, "stage_seconds": timings},
+        "training": {
+            "preset": preset.to_json(),
+            "seed": seed,
+            "teacher": MINILM_NAME,
+            "stage_seconds": timings,
+        },
         "embedding_dim": dim,
         "files": files,
-        "featurizer": {**FeaturizerConfig(num_buckets=preset.num_buckets).to_json(), "tokenizer": "tokenizer.json"},
+        "featurizer": {
+            **FeaturizerConfig(num_buckets=preset.num_buckets).to_json(),
+            "tokenizer": "tokenizer.json",
+        },
         "labels": [{"id": category_id(path), "path": path} for path in data.labels],
         "components": {
             "intent": {

@@ -53,9 +53,21 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 PRESETS["default"] = replace(
-    PRESETS["tiny"], name="default", num_products=6000, queries_per_product=8, num_buckets=1 << 17,
-    intent_dim=64, intent_hidden=256, encoder_dim=128, epochs=10,
+    PRESETS["tiny"],
+    name="default",
+    num_products=6000,
+    queries_per_product=8,
+    num_buckets=1 << 17,
+    intent_dim=64,
+    intent_hidden=256,
+    encoder_dim=128,
+    epochs=10,
 )
 PRESETS["full"] = replace(
-    PRESETS["default"], name="full", num_products=20000, queries_per_product=12, num_buckets=1 << 18, epochs=12,
+    PRESETS["default"],
+    name="full",
+    num_products=20000,
+    queries_per_product=12,
+    num_buckets=1 << 18,
+    epochs=12,
 )

@@ -92,7 +92,7 @@ def fit(
     seed: int,
     desc: str,
 ) -> list[float]:
-    """Adam over shuffled mini-batches; loss_fn(batch indices) returns the batch loss. Returns epoch losses."""
+    """Adam over shuffled mini-batches; loss_fn(batch indices) gives the batch loss. Returns epoch losses."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)

@@ -50,7 +50,11 @@ class SentenceTeacher:
         for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False):
             idx = order[start : start + batch_size]
             batch = self.tokenizer(
-                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
             )
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)

@@ -1,4 +1,4 @@
-"""Errors the service layer raises. It knows nothing of gRPC: transport/errors.py maps these to status codes."""
+"""Errors the service layer raises. It knows nothing of gRPC: transport/errors.py maps them to statuses."""
 
 from __future__ import annotations
 

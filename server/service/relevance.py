@@ -56,7 +56,8 @@ class RelevanceService:
             raise InvalidArgument("candidates", "must hold at least one candidate")
         if len(candidates) > self._limits.max_candidates:
             raise InvalidArgument(
-                "candidates", f"has {len(candidates)} entries, more than the limit of {self._limits.max_candidates}"
+                "candidates",
+                f"has {len(candidates)} entries, more than the limit of {self._limits.max_candidates}",
             )
         rows = np.full(len(candidates), -1, dtype=np.int64)
         titles: list[str] = []

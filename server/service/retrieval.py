@@ -40,7 +40,9 @@ class RetrievalService:
 
     def embed(self, query: str) -> EmbedResult:
         bundle = self._store.bundle
-        return EmbedResult(self._embed(bundle, check_text(query, "query", self._limits.max_query_chars)), bundle.version)
+        return EmbedResult(
+            self._embed(bundle, check_text(query, "query", self._limits.max_query_chars)), bundle.version
+        )
 
     def search(self, query: str | None, vector: list[float] | None, k: int, category: str) -> SearchResult:
         bundle = self._store.bundle

@@ -33,7 +33,9 @@ def check_count(value: int, field: str, default: int, maximum: int) -> int:
     if value == 0:
         return min(default, maximum)
     if value < 0 or value > maximum:
-        raise InvalidArgument(field, f"must be between 1 and {maximum} (0 for the default {default}), got {value}")
+        raise InvalidArgument(
+            field, f"must be between 1 and {maximum} (0 for the default {default}), got {value}"
+        )
     return value
 
 
@@ -46,7 +48,9 @@ def check_probability(value: float, field: str) -> float:
 def check_vector(values: list[float], field: str, dim: int) -> np.ndarray:
     """A finite, non-zero vector of the bundle's dimension, returned L2-normalized."""
     if len(values) != dim:
-        raise InvalidArgument(field, f"must have {dim} values (the bundle's embedding_dim), got {len(values)}")
+        raise InvalidArgument(
+            field, f"must have {dim} values (the bundle's embedding_dim), got {len(values)}"
+        )
     vector = np.asarray(values, dtype=np.float32)
     if not np.isfinite(vector).all():
         raise InvalidArgument(field, "must hold only finite numbers (no NaN or infinity)")

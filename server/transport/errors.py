@@ -59,7 +59,9 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
                 await context.abort(code, f"internal error in {method}; see the server log")
             finally:
                 in_flight.dec()
-                metrics.REQUEST_DURATION.labels(method=method, code=code.name).observe(time.perf_counter() - start)
+                metrics.REQUEST_DURATION.labels(method=method, code=code.name).observe(
+                    time.perf_counter() - start
+                )
 
         return call
 

@@ -46,7 +46,10 @@ class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
     ) -> intent_pb2.ClassifyIntentResponse:
         result = self._service.classify(request.query, request.top_k, request.min_score)
         return intent_pb2.ClassifyIntentResponse(
-            categories=[intent_pb2.Category(id=c.id, path=c.path, probability=c.probability) for c in result.categories],
+            categories=[
+                intent_pb2.Category(id=c.id, path=c.path, probability=c.probability)
+                for c in result.categories
+            ],
             source=_source(result.source),
             rule=result.rule,
             model_version=result.model_version,
@@ -77,7 +80,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self._service = service
 
     @rpc("Search")
-    async def Search(self, request: retrieval_pb2.SearchRequest, context: Context) -> retrieval_pb2.SearchResponse:
+    async def Search(
+        self, request: retrieval_pb2.SearchRequest, context: Context
+    ) -> retrieval_pb2.SearchResponse:
         which = request.WhichOneof("query_input")
         result = self._service.search(
             query=request.query if which == "query" else None,
@@ -86,7 +91,10 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             category=request.category,
         )
         return retrieval_pb2.SearchResponse(
-            hits=[retrieval_pb2.Hit(product_id=h.product_id, score=h.score, category=h.category) for h in result.hits],
+            hits=[
+                retrieval_pb2.Hit(product_id=h.product_id, score=h.score, category=h.category)
+                for h in result.hits
+            ],
             model_version=result.model_version,
         )
 
@@ -95,7 +103,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: retrieval_pb2.EmbedQueryRequest, context: Context
     ) -> retrieval_pb2.EmbedQueryResponse:
         result = self._service.embed(request.query)
-        return retrieval_pb2.EmbedQueryResponse(vector=result.vector.tolist(), model_version=result.model_version)
+        return retrieval_pb2.EmbedQueryResponse(
+            vector=result.vector.tolist(), model_version=result.model_version
+        )
 
 
 class InfoServicer(info_pb2_grpc.InfoServiceServicer):

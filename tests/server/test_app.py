@@ -29,7 +29,12 @@ from server.app import SERVICE_NAMES
 from server.bundle import load_bundle
 from tests.conftest import LiveServer, start_server, stop_server
 
-SERVICES = ("sift.v1.IntentService", "sift.v1.RelevanceService", "sift.v1.RetrievalService", "sift.v1.InfoService")
+SERVICES = (
+    "sift.v1.IntentService",
+    "sift.v1.RelevanceService",
+    "sift.v1.RetrievalService",
+    "sift.v1.InfoService",
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +48,11 @@ def product(tiny_bundle: Path) -> tuple[str, str, str]:
     """(id, title, category id) of a product in the bundle."""
     bundle = load_bundle(tiny_bundle)
     row = 42
-    return bundle.products.ids[row], bundle.products.titles[row], bundle.labels[bundle.products.categories[row]].id
+    return (
+        bundle.products.ids[row],
+        bundle.products.titles[row],
+        bundle.labels[bundle.products.categories[row]].id,
+    )
 
 
 def test_service_names_match_protos() -> None:
@@ -53,7 +62,10 @@ def test_service_names_match_protos() -> None:
 def test_health_per_service(channel: grpc.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
     for name in ("", *SERVICES):
-        assert stub.Check(health_pb2.HealthCheckRequest(service=name)).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            stub.Check(health_pb2.HealthCheckRequest(service=name)).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
     with pytest.raises(grpc.RpcError) as err:
         stub.Check(health_pb2.HealthCheckRequest(service="sift.v1.Nope"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -79,7 +91,9 @@ def test_classify_intent(channel: grpc.Channel, product: tuple[str, str, str]) -
 
 
 def test_classify_intent_rule(channel: grpc.Channel) -> None:
-    reply = intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(intent_pb2.ClassifyIntentRequest(query="Area Rugs"))
+    reply = intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(
+        intent_pb2.ClassifyIntentRequest(query="Area Rugs")
+    )
     assert reply.source == common_pb2.ANSWER_SOURCE_RULE and reply.rule == "category_name"
     assert [c.id for c in reply.categories] == ["rugs/area-rugs"] and reply.categories[0].probability == 1.0
 
@@ -101,7 +115,9 @@ def test_embed_then_search_by_vector(channel: grpc.Channel, product: tuple[str, 
     assert len(embedded.vector) == 384
     assert abs(np.linalg.norm(embedded.vector) - 1) < 1e-3
     by_text = stub.Search(retrieval_pb2.SearchRequest(query=product[1], k=5))
-    by_vector = stub.Search(retrieval_pb2.SearchRequest(vector=retrieval_pb2.QueryVector(values=embedded.vector), k=5))
+    by_vector = stub.Search(
+        retrieval_pb2.SearchRequest(vector=retrieval_pb2.QueryVector(values=embedded.vector), k=5)
+    )
     assert [h.product_id for h in by_text.hits] == [h.product_id for h in by_vector.hits]
 
 
@@ -137,8 +153,18 @@ def test_model_info(channel: grpc.Channel, tiny_bundle: Path) -> None:
 BAD_REQUESTS = [
     ("intent", intent_pb2.ClassifyIntentRequest(query=""), grpc.StatusCode.INVALID_ARGUMENT, "query"),
     ("intent", intent_pb2.ClassifyIntentRequest(query="x" * 600), grpc.StatusCode.INVALID_ARGUMENT, "query"),
-    ("intent", intent_pb2.ClassifyIntentRequest(query="oak", top_k=-3), grpc.StatusCode.INVALID_ARGUMENT, "top_k"),
-    ("intent", intent_pb2.ClassifyIntentRequest(query="oak", top_k=999), grpc.StatusCode.INVALID_ARGUMENT, "top_k"),
+    (
+        "intent",
+        intent_pb2.ClassifyIntentRequest(query="oak", top_k=-3),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "top_k",
+    ),
+    (
+        "intent",
+        intent_pb2.ClassifyIntentRequest(query="oak", top_k=999),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "top_k",
+    ),
     ("search", retrieval_pb2.SearchRequest(query="oak", k=1001), grpc.StatusCode.INVALID_ARGUMENT, "k"),
     ("search", retrieval_pb2.SearchRequest(query="oak", k=-1), grpc.StatusCode.INVALID_ARGUMENT, "k"),
     ("search", retrieval_pb2.SearchRequest(k=3), grpc.StatusCode.INVALID_ARGUMENT, "query"),
@@ -148,17 +174,26 @@ BAD_REQUESTS = [
         grpc.StatusCode.INVALID_ARGUMENT,
         "vector",
     ),
-    ("search", retrieval_pb2.SearchRequest(query="oak", category="nope"), grpc.StatusCode.NOT_FOUND, "category"),
+    (
+        "search",
+        retrieval_pb2.SearchRequest(query="oak", category="nope"),
+        grpc.StatusCode.NOT_FOUND,
+        "category",
+    ),
     ("embed", retrieval_pb2.EmbedQueryRequest(query=" "), grpc.StatusCode.INVALID_ARGUMENT, "query"),
     (
         "relevance",
-        relevance_pb2.ScoreRelevanceRequest(query="oak", candidates=[relevance_pb2.Candidate(title="t")] * 1001),
+        relevance_pb2.ScoreRelevanceRequest(
+            query="oak", candidates=[relevance_pb2.Candidate(title="t")] * 1001
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
         "candidates",
     ),
     (
         "relevance",
-        relevance_pb2.ScoreRelevanceRequest(query="oak", candidates=[relevance_pb2.Candidate(product_id="nope")]),
+        relevance_pb2.ScoreRelevanceRequest(
+            query="oak", candidates=[relevance_pb2.Candidate(product_id="nope")]
+        ),
         grpc.StatusCode.NOT_FOUND,
         "candidates[0].product_id",
     ),
@@ -180,15 +215,24 @@ def test_bad_input_gets_status_naming_field(
     assert err.value.code() == code
     assert err.value.details().startswith(f"{field}:")
     # ...and the server goes on serving
-    ok = intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(intent_pb2.ClassifyIntentRequest(query="oak"))
+    ok = intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(
+        intent_pb2.ClassifyIntentRequest(query="oak")
+    )
     assert ok.categories
 
 
 def test_metrics_endpoint(live_server: LiveServer, channel: grpc.Channel) -> None:
     intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(intent_pb2.ClassifyIntentRequest(query="lamp"))
-    text = urllib.request.urlopen(f"http://127.0.0.1:{live_server.metrics_port}/metrics", timeout=5).read().decode()
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{live_server.metrics_port}/metrics", timeout=5)
+        .read()
+        .decode()
+    )
     assert 'sift_request_duration_seconds_count{code="OK",method="ClassifyIntent"}' in text
-    assert 'sift_request_duration_seconds_count{code="INVALID_ARGUMENT"' in text or "sift_requests_in_flight" in text
+    assert (
+        'sift_request_duration_seconds_count{code="INVALID_ARGUMENT"' in text
+        or "sift_requests_in_flight" in text
+    )
     assert 'sift_inference_duration_seconds_count{model="intent"}' in text
     assert "sift_featurize_duration_seconds_count" in text
     assert 'sift_bundle_info{schema_version="1",version="tiny-' in text
@@ -209,7 +253,8 @@ def test_graceful_shutdown_finishes_in_flight(tiny_bundle: Path) -> None:
         with server.channel() as ch:
             stub = relevance_pb2_grpc.RelevanceServiceStub(ch)
             request = relevance_pb2.ScoreRelevanceRequest(
-                query="oak table", candidates=[relevance_pb2.Candidate(title=f"oak table {i}") for i in range(300)]
+                query="oak table",
+                candidates=[relevance_pb2.Candidate(title=f"oak table {i}") for i in range(300)],
             )
             while True:  # like a client that stops sending here once refused
                 try:

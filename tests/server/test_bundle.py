@@ -104,7 +104,10 @@ def test_model_file_not_onnx(bundle_copy: Path) -> None:
 
 def test_disallowed_file_kind(bundle_copy: Path) -> None:
     (bundle_copy / "model.pkl").write_bytes(b"\x80\x04")
-    edit_manifest(bundle_copy, lambda m: m["files"].update({"model.pkl": {"sha256": sha256_file(bundle_copy / "model.pkl")}}))
+    edit_manifest(
+        bundle_copy,
+        lambda m: m["files"].update({"model.pkl": {"sha256": sha256_file(bundle_copy / "model.pkl")}}),
+    )
     with pytest.raises(BundleError, match="files.model.pkl: not an allowed bundle file"):
         load_bundle(bundle_copy)
 
@@ -138,7 +141,10 @@ def test_serve_refuses_corrupt_bundle_and_exits_nonzero(bundle_copy: Path) -> No
     edit_manifest(bundle_copy, lambda m: m.update(schema_version=7))
     proc = subprocess.run(
         [sys.executable, "-m", "server", "--bundle", str(bundle_copy), "--port", "0", "--metrics-port", "0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "bundle refused" in proc.stderr and "schema_version 7 is not supported" in proc.stderr

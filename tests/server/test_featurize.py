@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.featurize import PAD_ID, Featurizer, FeaturizerConfig, relevance_features, pad_ids
+from server.featurize import PAD_ID, Featurizer, FeaturizerConfig, pad_ids, relevance_features
 from training.teachers import minilm_dir
 
 
@@ -13,7 +13,13 @@ def featurizer() -> Featurizer:
 
 
 def test_words_are_normalized(featurizer: Featurizer) -> None:
-    assert featurizer.words("Mid-Century  VELVET Chaise, Décor!") == ["mid", "century", "velvet", "chaise", "decor"]
+    assert featurizer.words("Mid-Century  VELVET Chaise, Décor!") == [
+        "mid",
+        "century",
+        "velvet",
+        "chaise",
+        "decor",
+    ]
     assert featurizer.words("!!! ---") == []
 
 
@@ -28,7 +34,9 @@ def test_ids_are_stable_in_range_and_ordered(featurizer: Featurizer) -> None:
 
 
 def test_truncation_keeps_unigrams(featurizer: Featurizer) -> None:
-    small = Featurizer(Path(minilm_dir()) / "tokenizer.json", FeaturizerConfig(num_buckets=1 << 12, max_features=3))
+    small = Featurizer(
+        Path(minilm_dir()) / "tokenizer.json", FeaturizerConfig(num_buckets=1 << 12, max_features=3)
+    )
     assert small.ids(["a", "b", "c", "d"]) == featurizer.ids(["a", "b", "c", "d"])[:3]
 
 
@@ -51,7 +59,11 @@ def test_config_round_trip_and_rejects_unknown_kind() -> None:
 
 def test_relevance_features(featurizer: Featurizer) -> None:
     q = featurizer.words("oak table")
-    titles = [featurizer.words("Oak Coffee Table"), featurizer.words("Velvet Sofa"), featurizer.words("Oak Tables")]
+    titles = [
+        featurizer.words("Oak Coffee Table"),
+        featurizer.words("Velvet Sofa"),
+        featurizer.words("Oak Tables"),
+    ]
     vectors = np.eye(3, dtype=np.float32)
     feats = relevance_features(q, vectors[0], titles, vectors, np.array([0.9, 0.1, 0.5]), featurizer)
     assert feats.shape == (3, 4)

@@ -25,19 +25,36 @@ def grpcurl() -> str:
 
 
 def run(server: LiveServer, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([grpcurl(), "-plaintext", *args[:-1], server.address, args[-1]], capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [grpcurl(), "-plaintext", *args[:-1], server.address, args[-1]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_list_services(live_server: LiveServer) -> None:
     out = run(live_server, "list").stdout.split()
-    assert {"sift.v1.IntentService", "sift.v1.RelevanceService", "sift.v1.RetrievalService", "sift.v1.InfoService"} <= set(out)
+    assert {
+        "sift.v1.IntentService",
+        "sift.v1.RelevanceService",
+        "sift.v1.RetrievalService",
+        "sift.v1.InfoService",
+    } <= set(out)
 
 
 def test_calls_through_reflection(live_server: LiveServer) -> None:
-    intent = run(live_server, "-d", '{"query": "velvet accent chair", "top_k": 2}', "sift.v1.IntentService/ClassifyIntent")
+    intent = run(
+        live_server,
+        "-d",
+        '{"query": "velvet accent chair", "top_k": 2}',
+        "sift.v1.IntentService/ClassifyIntent",
+    )
     assert intent.returncode == 0, intent.stderr
     assert len(json.loads(intent.stdout)["categories"]) == 2
-    search = run(live_server, "-d", '{"query": "oak coffee table", "k": 3}', "sift.v1.RetrievalService/Search")
+    search = run(
+        live_server, "-d", '{"query": "oak coffee table", "k": 3}', "sift.v1.RetrievalService/Search"
+    )
     assert len(json.loads(search.stdout)["hits"]) == 3
     bad = run(live_server, "-d", '{"query": "oak", "k": 5000}', "sift.v1.RetrievalService/Search")
     assert bad.returncode != 0 and "InvalidArgument" in bad.stderr and "k:" in bad.stderr

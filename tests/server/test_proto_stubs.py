@@ -17,6 +17,8 @@ def test_stubs_are_fresh(tmp_path: Path) -> None:
     committed = ROOT / "server" / "_proto"
     for fresh in written:
         rel = fresh.relative_to(tmp_path)
-        assert (committed / rel).read_text() == fresh.read_text(), f"{rel} is stale: run python protos/generate.py"
+        assert (committed / rel).read_text() == fresh.read_text(), (
+            f"{rel} is stale: run python protos/generate.py"
+        )
     committed_files = {p.relative_to(committed) for p in committed.rglob("*_pb2*.py*")}
     assert committed_files == {p.relative_to(tmp_path) for p in written}

@@ -28,7 +28,12 @@ def test_manifest_records_evaluation(tiny_bundle: Path) -> None:
     # Students are under 10% of BERT-base's 110M parameters.
     assert ev["sizes"]["intent_student_parameters"] < 11_000_000
     assert ev["sizes"]["encoder_student_parameters"] < 11_000_000
-    assert set(manifest["training"]["stage_seconds"]) >= {"teacher", "student_intent", "student_encoder", "export"}
+    assert set(manifest["training"]["stage_seconds"]) >= {
+        "teacher",
+        "student_intent",
+        "student_encoder",
+        "export",
+    }
 
 
 def test_title_queries_find_category_and_product(tiny_bundle: Path) -> None:
@@ -43,6 +48,8 @@ def test_title_queries_find_category_and_product(tiny_bundle: Path) -> None:
         title = bundle.products.titles[row]
         expected = bundle.labels[bundle.products.categories[row]].id
         category_hits += intent.classify(title, 1, 0).categories[0].id == expected
-        product_hits += bundle.products.ids[row] in [h.product_id for h in retrieval.search(title, None, 10, "").hits]
+        product_hits += bundle.products.ids[row] in [
+            h.product_id for h in retrieval.search(title, None, 10, "").hits
+        ]
     assert category_hits / len(rows) >= 0.8
     assert product_hits / len(rows) >= 0.8

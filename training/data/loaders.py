@@ -34,7 +34,9 @@ def load_catalogue(data: Path | None, num_products: int, seed: int) -> Catalogue
     products = []
     for n, row in enumerate(rows):
         title = _pick(row, _TITLE_KEYS, data, n)
-        category = " > ".join(p.strip() for p in _pick(row, _CATEGORY_KEYS, data, n).replace("/", ">").split(">"))
+        category = " > ".join(
+            p.strip() for p in _pick(row, _CATEGORY_KEYS, data, n).replace("/", ">").split(">")
+        )
         pid = next((str(row[k]) for k in _ID_KEYS if row.get(k)), f"P{n:07d}")
         products.append(Product(id=pid, title=title, category=category, brand=str(row.get("brand", ""))))
     if not products:

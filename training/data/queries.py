@@ -18,7 +18,12 @@ class SyntheticQuery:
 
 
 def title_substrings(
-    titles: list[str], categories: list[int], rows: list[int], per_product: int, featurizer: Featurizer, seed: int
+    titles: list[str],
+    categories: list[int],
+    rows: list[int],
+    per_product: int,
+    featurizer: Featurizer,
+    seed: int,
 ) -> list[SyntheticQuery]:
     rng = random.Random(seed)
     out = []

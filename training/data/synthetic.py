@@ -254,8 +254,38 @@ TAXONOMY: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = 
         ("Drainage Hole", "Saucer", "Stand"),
     ),
 }
-COLOURS = ("Grey", "White", "Black", "Navy", "Beige", "Green", "Blue", "Cream", "Brown", "Charcoal", "Blush", "Ivory")
-_SYLLABLES = ("nor", "dha", "ven", "lu", "mi", "sol", "ka", "ri", "bel", "mont", "ash", "fa", "tor", "eli", "qua", "zen")
+COLOURS = (
+    "Grey",
+    "White",
+    "Black",
+    "Navy",
+    "Beige",
+    "Green",
+    "Blue",
+    "Cream",
+    "Brown",
+    "Charcoal",
+    "Blush",
+    "Ivory",
+)
+_SYLLABLES = (
+    "nor",
+    "dha",
+    "ven",
+    "lu",
+    "mi",
+    "sol",
+    "ka",
+    "ri",
+    "bel",
+    "mont",
+    "ash",
+    "fa",
+    "tor",
+    "eli",
+    "qua",
+    "zen",
+)
 DEPARTMENTS = sorted({path.split(" > ")[0] for path in TAXONOMY})
 
 

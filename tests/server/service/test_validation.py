@@ -45,7 +45,11 @@ def test_check_count() -> None:
 def test_check_vector() -> None:
     v = check_vector([3.0, 4.0], "vector", 2)
     np.testing.assert_allclose(v, [0.6, 0.8])
-    for bad, message in (([1.0], "must have 2 values"), ([math.nan, 1.0], "must hold only finite"), ([0.0, 0.0], "must not be the zero")):
+    for bad, message in (
+        ([1.0], "must have 2 values"),
+        ([math.nan, 1.0], "must hold only finite"),
+        ([0.0, 0.0], "must not be the zero"),
+    ):
         with pytest.raises(InvalidArgument, match=f"vector: {message}"):
             check_vector(bad, "vector", 2)
 
@@ -69,7 +73,11 @@ def test_intent_validation(store: BundleStore) -> None:
         service.classify("oak", 1, 1.5)
     result = service.classify("oak", 0, 0)
     assert len(result.categories) == 5
-    assert math.isclose(sum(c.probability for c in service.classify("oak", len(store.bundle.labels), 0).categories), 1, rel_tol=1e-3)
+    assert math.isclose(
+        sum(c.probability for c in service.classify("oak", len(store.bundle.labels), 0).categories),
+        1,
+        rel_tol=1e-3,
+    )
 
 
 def test_relevance_validation(store: BundleStore) -> None:
