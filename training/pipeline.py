@@ -81,6 +81,7 @@ def train_bundle(preset: Preset, output: Path, data_path: Path | None, seed: int
         _train(preset, work, data_path, seed, report)
         if output.exists():
             shutil.rmtree(output)
+        work.chmod(0o755)  # mkdtemp makes it private; a bundle is read by a server user too
         work.rename(output)
     finally:
         shutil.rmtree(work, ignore_errors=True)

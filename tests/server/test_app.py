@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -277,3 +278,29 @@ def test_graceful_shutdown_finishes_in_flight(tiny_bundle: Path) -> None:
         assert all(code == grpc.StatusCode.OK for code, _ in answered)
         assert last_code == grpc.StatusCode.UNAVAILABLE and "shutting down" in last_details
     assert "shutdown signal received" in server.process.stdout.read()
+
+
+def test_healthcheck_command(live_server: LiveServer) -> None:
+    """The Docker HEALTHCHECK command: exit 0 on SERVING, non-zero when nothing answers."""
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.healthcheck",
+            "--address",
+            live_server.address,
+            "--service",
+            SERVICES[0],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ok.returncode == 0 and "SERVING" in ok.stdout
+    down = subprocess.run(
+        [sys.executable, "-m", "server.healthcheck", "--address", "127.0.0.1:1", "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
