@@ -33,7 +33,13 @@ from server._proto.sift.v1 import (
     retrieval_pb2_grpc,
 )
 
-QUERIES = ("velvet accent chair", "oak coffee table", "area rug 8x10", "brass floor lamp", "cast iron skillet")
+QUERIES = (
+    "velvet accent chair",
+    "oak coffee table",
+    "area rug 8x10",
+    "brass floor lamp",
+    "cast iron skillet",
+)
 
 
 def make_call(channel: grpc.aio.Channel, method: str, candidates: int, product_ids: list[str]) -> Any:
@@ -58,7 +64,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 info_pb2.GetModelInfoRequest(), timeout=5
             )
         except grpc.aio.AioRpcError as e:
-            raise SystemExit(f"sift-bench: {args.target} is not serving Sift: {e.code().name} {e.details()}") from e
+            reason = f"{e.code().name} {e.details()}"
+            raise SystemExit(f"sift-bench: {args.target} is not serving Sift: {reason}") from e
         product_ids = [h.product_id for h in (await _some_products(channel, args.candidates))]
         call = make_call(channel, args.method, args.candidates, product_ids)
         latencies: list[float] = []
@@ -118,21 +125,22 @@ def markdown(result: dict[str, Any]) -> str:
             "",
             "| method | concurrency | QPS | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | codes |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-            f"| {result['method']} | {result['concurrency']} | {result['qps']} | {lat['p50']} | {lat['p90']} | "
-            f"{lat['p99']} | {lat['p99.9']} | {lat['max']} | {result['codes']} |",
+            f"| {result['method']} | {result['concurrency']} | {result['qps']} | {lat['p50']} | "
+            f"{lat['p90']} | {lat['p99']} | {lat['p99.9']} | {lat['max']} | {result['codes']} |",
         ]
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sift-bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default=os.environ.get("SIFT_TARGET", "127.0.0.1:50051"), help="host:port")
+    target = os.environ.get("SIFT_TARGET", "127.0.0.1:50051")
+    parser.add_argument("--target", default=target, help="host:port (env SIFT_TARGET)")
     parser.add_argument("--method", choices=("intent", "search", "embed", "relevance"), default="intent")
     parser.add_argument("--requests", type=int, default=2000, help="measured calls (after warm-up)")
     parser.add_argument("--warmup", type=int, default=200, help="calls sent first and not measured")
     parser.add_argument("--concurrency", type=int, default=1, help="calls in flight (closed loop)")
     parser.add_argument("--candidates", type=int, default=100, help="candidates per relevance call, by id")
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results"), help="directory for results")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results"), help="results directory")
     args = parser.parse_args(argv)
     result = asyncio.run(bench(args))
     args.output.mkdir(parents=True, exist_ok=True)

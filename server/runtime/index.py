@@ -40,8 +40,10 @@ class ProductIndex:
 
     def exact_search(self, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k among the given rows (used for category filters)."""
-        scores = self.vectors(rows) @ query
         k = min(k, len(rows))
+        if k == 0:
+            return rows[:0], np.zeros(0, dtype=np.float32)
+        scores = self.vectors(rows) @ query
         top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         top = top[np.argsort(-scores[top], kind="stable")]
         return rows[top], scores[top]

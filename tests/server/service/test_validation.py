@@ -107,3 +107,10 @@ def test_retrieval_validation(store: BundleStore) -> None:
         service.search("oak", None, 5, "no/such/category")
     with pytest.raises(InvalidArgument, match="^query:"):
         service.embed("")
+
+
+def test_exact_search_over_no_rows(store: BundleStore) -> None:
+    """A category filter that matches no product gives no hits, not an error."""
+    no_rows = np.zeros(0, dtype=np.int64)
+    rows, scores = store.bundle.index.exact_search(np.ones(384, dtype=np.float32), no_rows, 5)
+    assert len(rows) == 0 and len(scores) == 0
