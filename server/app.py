@@ -47,6 +47,14 @@ SERVICE_NAMES = tuple(
 )
 
 
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# Health service name -> the bundle capability it needs (None: always served once a bundle is loaded).
+SERVICE_CAPABILITY: dict[str, str | None] = dict(
+    zip(("", *SERVICE_NAMES), (None, "intent", "relevance", "retrieval", None), strict=True)
+)
+
+
 class SiftServer:
     """One serving process: binds first (health NOT_SERVING), loads and warms the bundle, then SERVING."""
 
@@ -104,8 +112,10 @@ class SiftServer:
             raise
         self.store.swap(bundle)
         metrics.BUNDLE.info({"version": bundle.version, "schema_version": str(bundle.schema_version)})
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        for name, capability in SERVICE_CAPABILITY.items():
+            # A service whose bundle component is missing stays NOT_SERVING, so probes and balancers see it.
+            able = capability is None or capability in bundle.capabilities
+            await self.health.set(name, SERVING if able else NOT_SERVING)
         log.info(
             "serving bundle %s (loaded and warmed in %.2f s)", bundle.version, time.perf_counter() - start
         )

@@ -18,13 +18,20 @@ from typing import Any
 import numpy as np
 
 from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig
+from server.rules import GRADES, Rules, parse_rules
 from server.runtime.index import ProductIndex
 from server.runtime.onnx import OnnxModel, TensorSpec, ThreadSettings
+from server.service.errors import FailedPrecondition
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (2,)
 MANIFEST = "manifest.json"
-GRADES = ("irrelevant", "partial", "exact")
+# What each capability needs. A bundle trained without a product catalogue (taxonomy only) has intent alone.
+CAPABILITIES = {
+    "intent": ("intent",),
+    "retrieval": ("query_encoder", "index"),
+    "relevance": ("intent", "query_encoder", "index", "relevance"),
+}
 # File kinds a bundle may hold; anything else in the manifest is refused.
 ALLOWED_SUFFIXES = (".onnx", ".json", ".usearch")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -100,6 +107,9 @@ class Bundle:
             raise BundleError(f"featurizer: {e}") from e
 
         components = _field(m, "components", dict)
+        unknown = set(components) - {"intent", "query_encoder", "relevance", "index", "rules"}
+        if unknown:
+            raise BundleError(f"{MANIFEST}: unknown components {sorted(unknown)}")
         self.components: dict[str, Component] = {}
         n_labels, dim, n_features = len(self.labels), self.embedding_dim, len(RELEVANCE_FEATURES)
         expected = {
@@ -107,8 +117,11 @@ class Bundle:
             "query_encoder": ({"ids": ("int64", 2)}, ("float32", dim)),
             "relevance": ({"features": ("float32", 2, n_features)}, ("float32", len(GRADES))),
         }
-        models: dict[str, OnnxModel] = {}
+        models: dict[str, OnnxModel | None] = {}
         for name, (inputs, (out_dtype, out_width)) in expected.items():
+            if name not in components:
+                models[name] = None
+                continue
             comp = _parse_component(name, _field(components, name, dict, f"components.{name}"), files)
             models[name] = _open_model(directory, comp, threads)
             _check_signature(comp, models[name], inputs, out_dtype, out_width)
@@ -118,51 +131,84 @@ class Bundle:
             models["query_encoder"],
             models["relevance"],
         )
-        relevance = components["relevance"]
-        if relevance.get("feature_names") != list(RELEVANCE_FEATURES):
-            raise BundleError(
-                f"components.relevance.feature_names: expected {list(RELEVANCE_FEATURES)}, "
-                f"got {relevance.get('feature_names')}"
-            )
-        if relevance.get("grades") != list(GRADES):
-            raise BundleError(
-                f"components.relevance.grades: expected {list(GRADES)}, got {relevance.get('grades')}"
-            )
+        if self.relevance is not None:
+            _check_relevance_names(components["relevance"])
 
-        index_json = _field(components, "index", dict, "components.index")
+        self.index: ProductIndex | None = None
+        self.products: Products | None = None
+        if "index" in components:
+            self.index, self.products = self._open_index(components["index"], files)
+        self.capabilities = tuple(
+            cap for cap, needs in CAPABILITIES.items() if all(n in self.components for n in needs)
+        )
+        for name in self.components:
+            if not any(name in CAPABILITIES[cap] for cap in self.capabilities):
+                raise BundleError(
+                    f"components.{name}: present, but no capability is complete without "
+                    f"the others it needs ({CAPABILITIES})"
+                )
+        if not self.capabilities:
+            raise BundleError(f"{MANIFEST}: components give no capability; need one of {CAPABILITIES}")
+
+        rules_json = _field(components, "rules", dict, "components.rules")
+        rules_file = _listed_file(rules_json, "components.rules", "file", files)
+        try:
+            raw_rules = json.loads((directory / rules_file).read_text(encoding="utf-8"))
+            self.rules: Rules = parse_rules(raw_rules, [label.path for label in self.labels])
+        except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+            raise BundleError(f"{rules_file}: {e}") from e
+        self.label_index = {label.id: i for i, label in enumerate(self.labels)}
+
+    def _open_index(self, index_json: Any, files: dict[str, Any]) -> tuple[ProductIndex, Products]:
+        if not isinstance(index_json, dict):
+            raise BundleError(f"{MANIFEST}: field components.index must be dict")
         index_file = _listed_file(index_json, "components.index", "file", files)
         products_file = _listed_file(index_json, "components.index", "products", files)
+        views = index_json.get("views", 1)
+        if not isinstance(views, int) or isinstance(views, bool) or views < 1:
+            raise BundleError(f"components.index.views: must be a positive integer, got {views!r}")
         self.components["index"] = Component(
             "index", index_file, files[index_file]["sha256"], str(index_json.get("description", "")), (), ()
         )
         try:
-            self.index = ProductIndex(directory / index_file)
+            index = ProductIndex(self.directory / index_file, views)
         except Exception as e:
             raise BundleError(f"{index_file}: cannot open the usearch index: {e}") from e
-        if self.index.dim != dim:
-            raise BundleError(f"{index_file}: index dimension {self.index.dim} != embedding_dim {dim}")
-        if self.index.metric != "cos":
-            raise BundleError(f"{index_file}: index metric must be cos, got {self.index.metric}")
-        self.products = _load_products(directory / products_file, products_file, len(self.labels))
-        if len(self.index) != len(self.products.ids):
+        if index.dim != self.embedding_dim:
             raise BundleError(
-                f"{index_file}: index holds {len(self.index)} vectors but {products_file} "
-                f"lists {len(self.products.ids)} products"
+                f"{index_file}: index dimension {index.dim} != embedding_dim {self.embedding_dim}"
             )
-        if index_json.get("count") != len(self.products.ids):
+        if index.metric != "cos":
+            raise BundleError(f"{index_file}: index metric must be cos, got {index.metric}")
+        products = _load_products(self.directory / products_file, products_file, len(self.labels))
+        if len(index) != len(products.ids) * views:
             raise BundleError(
-                f"components.index.count: {index_json.get('count')} != {len(self.products.ids)}"
+                f"{index_file}: index holds {len(index)} vectors but {products_file} "
+                f"lists {len(products.ids)} products with {views} view(s) each"
             )
-        self.label_index = {label.id: i for i, label in enumerate(self.labels)}
-        self.category_names = _category_names(self.labels, self.featurizer)
+        if index_json.get("count") != len(products.ids):
+            raise BundleError(f"components.index.count: {index_json.get('count')} != {len(products.ids)}")
+        return index, products
+
+    def require(self, capability: str) -> None:
+        """Raises FailedPrecondition when this bundle was trained without what `capability` needs."""
+        if capability not in self.capabilities:
+            raise FailedPrecondition(
+                f"bundle {self.version} cannot serve {capability}: it has no "
+                f"{', '.join(n for n in CAPABILITIES[capability] if n not in self.components)} "
+                "(trained without a product catalogue?)"
+            )
 
     def warm_up(self) -> None:
         """One call through every model and the index, so the first request pays no lazy initialisation."""
         ids = self.featurizer.batch_ids(["warm up query"])
-        self.intent.run({"ids": ids})
-        vector = self.query_encoder.run({"ids": ids})[0]
-        self.relevance.run({"features": np.zeros((1, len(RELEVANCE_FEATURES)), dtype=np.float32)})
-        self.index.search(vector, min(10, len(self.index)))
+        if self.intent is not None:
+            self.intent.run({"ids": ids})
+        if self.query_encoder is not None and self.index is not None:
+            vector = self.query_encoder.run({"ids": ids})[0]
+            self.index.search(vector, min(10, len(self.products.ids)))
+        if self.relevance is not None:
+            self.relevance.run({"features": np.zeros((1, len(RELEVANCE_FEATURES)), dtype=np.float32)})
 
 
 def load_bundle(directory: str | Path, threads: ThreadSettings | None = None) -> Bundle:
@@ -318,15 +364,16 @@ def _check_signature(
         )
 
 
-def _category_names(labels: tuple[Label, ...], featurizer: Featurizer) -> dict[str, int]:
-    """Normalized leaf names (and their singular) that name exactly one category, for the golden rule."""
-    seen: dict[str, set[int]] = {}
-    for i, label in enumerate(labels):
-        name = " ".join(featurizer.words(label.path.split(">")[-1]))
-        for form in {name, name[:-1] if name.endswith("s") else name}:
-            if form:
-                seen.setdefault(form, set()).add(i)
-    return {form: next(iter(idx)) for form, idx in seen.items() if len(idx) == 1}
+def _check_relevance_names(relevance: dict[str, Any]) -> None:
+    if relevance.get("feature_names") != list(RELEVANCE_FEATURES):
+        raise BundleError(
+            f"components.relevance.feature_names: expected {list(RELEVANCE_FEATURES)}, "
+            f"got {relevance.get('feature_names')}"
+        )
+    if relevance.get("grades") != list(GRADES):
+        raise BundleError(
+            f"components.relevance.grades: expected {list(GRADES)}, got {relevance.get('grades')}"
+        )
 
 
 def _load_products(path: Path, name: str, n_labels: int) -> Products:

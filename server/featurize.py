@@ -125,29 +125,47 @@ def pad_ids(rows: list[list[int]]) -> np.ndarray:
 RELEVANCE_FEATURES = ("cosine", "word_coverage", "char_coverage", "category_probability")
 
 
-def relevance_features(
-    query_words: list[str],
-    query_vector: np.ndarray,
-    candidate_words: list[list[str]],
-    candidate_vectors: np.ndarray,
-    category_probability: np.ndarray,
-    featurizer: Featurizer,
-) -> np.ndarray:
-    """Feature matrix [n_candidates, len(RELEVANCE_FEATURES)], float32.
+def lexical_features(
+    query_words: list[str], candidate_words: list[list[str]], featurizer: Featurizer
+) -> dict[str, np.ndarray]:
+    """Features known before any model runs (what golden pre-rules may use), float32 per candidate.
 
-    cosine: query vector . candidate vector (both L2-normalized);
-    word_coverage: share of the query's distinct words found in the candidate's title;
-    char_coverage: share of the query's distinct character n-gram ids found in the title (typos, plurals);
-    category_probability: the intent model's probability for the candidate's category.
+    title_equal: the query is the candidate's whole title; word_coverage: share of the query's distinct
+    words found in the title; char_coverage: share of the query's distinct character n-gram ids found in
+    the title (typos, plurals); query_words: number of words in the query.
     """
     n = len(candidate_words)
-    feats = np.empty((n, len(RELEVANCE_FEATURES)), dtype=np.float32)
-    feats[:, 0] = candidate_vectors @ query_vector
+    equal = np.zeros(n, dtype=np.float32)
+    words_cov = np.zeros(n, dtype=np.float32)
+    chars_cov = np.zeros(n, dtype=np.float32)
     q_words = set(query_words)
     q_chars = featurizer.char_ids(query_words)
     for i, words in enumerate(candidate_words):
-        title_words = set(words)
-        feats[i, 1] = len(q_words & title_words) / len(q_words) if q_words else 0.0
-        feats[i, 2] = len(q_chars & featurizer.char_ids(words)) / len(q_chars) if q_chars else 0.0
+        equal[i] = words == query_words
+        if q_words:
+            words_cov[i] = len(q_words & set(words)) / len(q_words)
+        if q_chars:
+            chars_cov[i] = len(q_chars & featurizer.char_ids(words)) / len(q_chars)
+    return {
+        "title_equal": equal,
+        "word_coverage": words_cov,
+        "char_coverage": chars_cov,
+        "query_words": np.full(n, len(query_words), dtype=np.float32),
+    }
+
+
+def relevance_features(
+    lexical: dict[str, np.ndarray],
+    query_vector: np.ndarray,
+    candidate_vectors: np.ndarray,
+    category_probability: np.ndarray,
+) -> np.ndarray:
+    """The relevance model's input [n_candidates, len(RELEVANCE_FEATURES)], float32: cosine of the query and
+    candidate vectors (both L2-normalized), the lexical coverages, and the intent model's probability for
+    the candidate's category."""
+    feats = np.empty((len(candidate_vectors), len(RELEVANCE_FEATURES)), dtype=np.float32)
+    feats[:, 0] = candidate_vectors @ query_vector
+    feats[:, 1] = lexical["word_coverage"]
+    feats[:, 2] = lexical["char_coverage"]
     feats[:, 3] = category_probability
     return feats

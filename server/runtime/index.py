@@ -9,12 +9,15 @@ from usearch.index import Index
 
 
 class ProductIndex:
-    """Keys are product rows 0..count-1; the id map lives in the bundle's products.json."""
+    """Each product has `views` vectors (several views of it: title, category and title, ...), stored under
+    keys row * views + v; the id map of rows lives in the bundle's products.json. A product's score is its
+    best view's."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, views: int = 1) -> None:
         self._index = Index.restore(str(path), view=True)
         if self._index is None:
             raise ValueError(f"{path.name}: not a usearch index")
+        self.views = views
 
     @property
     def dim(self) -> int:
@@ -25,25 +28,41 @@ class ProductIndex:
         return str(self._index.metric_kind.name).lower()
 
     def __len__(self) -> int:
+        """Number of vectors (products x views)."""
         return len(self._index)
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-k rows and cosine similarities, nearest first."""
-        matches = self._index.search(query, k)
-        return matches.keys.astype(np.int64), 1.0 - matches.distances.astype(np.float32)
+        matches = self._index.search(query, k * self.views)
+        keys = matches.keys.astype(np.int64)
+        scores = 1.0 - matches.distances.astype(np.float32)
+        if self.views == 1:
+            return keys, scores
+        # Hits come best first, so a product's first hit is its best view.
+        _, first = np.unique(keys // self.views, return_index=True)
+        order = np.sort(first)[:k]
+        return keys[order] // self.views, scores[order]
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:
-        """Stored vectors of these rows, float32 [len(rows), dim]."""
-        if len(rows) == 0:
+        """The first (title) view of these rows, float32 [len(rows), dim]."""
+        return self._get(rows.astype(np.int64) * self.views)
+
+    def all_views(self, rows: np.ndarray) -> np.ndarray:
+        """Every view of these rows, float32 [len(rows), views, dim]."""
+        keys = (rows.astype(np.int64)[:, None] * self.views + np.arange(self.views)).reshape(-1)
+        return self._get(keys).reshape(len(rows), self.views, self.dim)
+
+    def _get(self, keys: np.ndarray) -> np.ndarray:
+        if len(keys) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack(self._index.get(rows.astype(np.uint64))).astype(np.float32)
+        return np.stack(self._index.get(keys.astype(np.uint64))).astype(np.float32)
 
     def exact_search(self, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k among the given rows (used for category filters)."""
         k = min(k, len(rows))
         if k == 0:
             return rows[:0], np.zeros(0, dtype=np.float32)
-        scores = self.vectors(rows) @ query
+        scores = (self.all_views(rows) @ query).max(axis=1)
         top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         top = top[np.argsort(-scores[top], kind="stable")]
         return rows[top], scores[top]

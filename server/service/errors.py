@@ -25,3 +25,7 @@ class NotFound(SiftError):
 
 class Unavailable(SiftError):
     """No bundle is loaded yet, or the server is shutting down."""
+
+
+class FailedPrecondition(SiftError):
+    """The loaded bundle cannot answer this call (it was trained without the component the call needs)."""

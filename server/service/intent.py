@@ -1,4 +1,5 @@
-"""ClassifyIntent: golden rule first (a query that names a category exactly), then the intent model."""
+"""ClassifyIntent: the golden rule first (a query that names a category exactly, mined at training time and
+read from the bundle's rules.json), then the intent model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from server import metrics
-from server.bundle import Bundle
 from server.service.store import BundleStore
 from server.service.validation import Limits, check_count, check_probability, check_text
 
@@ -38,6 +38,7 @@ class IntentService:
 
     def classify(self, query: str, top_k: int, min_score: float) -> IntentResult:
         bundle = self._store.bundle
+        bundle.require("intent")
         query = check_text(query, "query", self._limits.max_query_chars)
         top_k = check_count(top_k, "top_k", self._limits.default_top_k, len(bundle.labels))
         min_score = check_probability(min_score, "min_score")
@@ -47,12 +48,12 @@ class IntentService:
         ids = bundle.featurizer.ids_of_words([words])
         metrics.FEATURIZE_DURATION.labels(method="ClassifyIntent").observe(time.perf_counter() - start)
 
-        rule_label = category_name_rule(bundle, words)
+        rule_label = bundle.rules.intent_queries.get(" ".join(words))
         if rule_label is not None:
             # A precise rule is certain: it answers with its one category.
             probs = np.zeros(len(bundle.labels), dtype=np.float32)
             probs[rule_label] = 1.0
-            order, source, rule = [rule_label], SOURCE_RULE, "category_name"
+            order, source, rule = [rule_label], SOURCE_RULE, "exact_query"
         else:
             probs = bundle.intent.run({"ids": ids})[0]
             order, source, rule = np.argsort(-probs, kind="stable")[:top_k], SOURCE_MODEL, ""
@@ -62,8 +63,3 @@ class IntentService:
             if probs[i] >= min_score
         ]
         return IntentResult(categories, source, rule, bundle.version)
-
-
-def category_name_rule(bundle: Bundle, words: list[str]) -> int | None:
-    """Golden rule: a query that is exactly a leaf category's name (or its singular) means that category."""
-    return bundle.category_names.get(" ".join(words))

@@ -1,7 +1,8 @@
-"""ScoreRelevance: a golden rule before the model, the relevance model, a corrective rule after it.
+"""ScoreRelevance: golden pre-rules, then the relevance model, then corrective post-rules.
 
-Products known to the bundle were embedded offline by the teacher; title candidates are embedded online by
-the query-side student (the asymmetric two-tower of the relevance papers).
+The rules are mined at training time and read from the bundle (server/rules.py). Products known to the
+bundle were embedded offline by the big teacher; title candidates are embedded online by the query-side
+student (the asymmetric two-tower of the relevance papers).
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from server import metrics
-from server.bundle import GRADES
-from server.featurize import relevance_features
+from server.bundle import Bundle
+from server.featurize import lexical_features, relevance_features
+from server.rules import GRADES, apply, clip_to_grade
 from server.service.errors import InvalidArgument, NotFound
 from server.service.intent import SOURCE_MODEL, SOURCE_RULE
 from server.service.store import BundleStore
 from server.service.validation import Limits, check_text
 
 # Expected grade value per class (irrelevant, partial, exact) gives the score in [0, 1].
-_GRADE_VALUES = np.array([0.0, 0.5, 1.0], dtype=np.float32)
-# Corrective rule: a candidate sharing no word and no character n-gram with the query is never above this.
-_NO_OVERLAP_CAP = 0.2
+GRADE_VALUES = np.array([0.0, 0.5, 1.0], dtype=np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,7 @@ class RelevanceService:
 
     def score(self, query: str, candidates: list[CandidateInput]) -> RelevanceResult:
         bundle = self._store.bundle
+        bundle.require("relevance")
         query = check_text(query, "query", self._limits.max_query_chars)
         if not candidates:
             raise InvalidArgument("candidates", "must hold at least one candidate")
@@ -72,48 +73,26 @@ class RelevanceService:
                 titles.append(check_text(cand.title, f"candidates[{i}].title", self._limits.max_query_chars))
             else:
                 raise InvalidArgument(f"candidates[{i}]", "set product_id or title")
-        by_id = rows >= 0
-        by_title = ~by_id
-
         featurizer = bundle.featurizer
         start = time.perf_counter()
         query_words = featurizer.words(query)
         title_words = [featurizer.words(t) for t in titles]
-        new_texts = [query_words] + [w for w, t in zip(title_words, by_title, strict=True) if t]
-        ids = featurizer.ids_of_words(new_texts)
+        lexical = lexical_features(query_words, title_words, featurizer)
         metrics.FEATURIZE_DURATION.labels(method="ScoreRelevance").observe(time.perf_counter() - start)
 
-        # One encoder call embeds the query and every title candidate.
-        vectors = bundle.query_encoder.run({"ids": ids})
-        query_vector = vectors[0]
-        candidate_vectors = np.empty((len(candidates), bundle.embedding_dim), dtype=np.float32)
-        candidate_vectors[by_id] = bundle.index.vectors(rows[by_id])
-        candidate_vectors[by_title] = vectors[1:]
-
-        # The query's intent, and each candidate's category: known for products, predicted for titles.
-        intents = bundle.intent.run({"ids": ids})
-        categories = np.empty(len(candidates), dtype=np.int64)
-        categories[by_id] = bundle.products.categories[rows[by_id]]
-        categories[by_title] = intents[1:].argmax(axis=1)
-
-        features = relevance_features(
-            query_words, query_vector, title_words, candidate_vectors, intents[0][categories], featurizer
-        )
-        probs = bundle.relevance.run({"features": features})
-        scores = probs @ _GRADE_VALUES
-        grades = probs.argmax(axis=1)
-        sources = np.full(len(candidates), SOURCE_MODEL, dtype=object)
-
-        # Golden rule: the query is the candidate's full title.
-        exact = np.array([words == query_words for words in title_words])
-        scores[exact], grades[exact], sources[exact] = 1.0, GRADES.index("exact"), SOURCE_RULE
-        # Corrective rule: no lexical overlap at all caps the score (the model must not invent a match).
-        no_overlap = (features[:, 1] == 0) & (features[:, 2] == 0) & (scores > _NO_OVERLAP_CAP)
-        scores[no_overlap], grades[no_overlap], sources[no_overlap] = (
-            _NO_OVERLAP_CAP,
-            GRADES.index("irrelevant"),
-            SOURCE_RULE,
-        )
+        # Golden pre-rules answer first; the model only sees what they leave open.
+        grades, _ = apply(bundle.rules.relevance_pre, lexical, np.ones(len(candidates), dtype=bool))
+        by_rule = grades >= 0
+        scores = np.where(by_rule, GRADE_VALUES[np.maximum(grades, 0)], 0.0).astype(np.float32)
+        sources = np.where(by_rule, SOURCE_RULE, SOURCE_MODEL).astype(object)
+        todo = np.flatnonzero(~by_rule)
+        if len(todo):
+            todo_words = [title_words[i] for i in todo]
+            model_scores, model_grades, corrected = _model_scores(
+                bundle, query_words, todo_words, rows[todo], {k: v[todo] for k, v in lexical.items()}
+            )
+            scores[todo], grades[todo] = model_scores, model_grades
+            sources[todo[corrected]] = SOURCE_RULE
         return RelevanceResult(
             [
                 ScoredCandidate(float(s), GRADES[g], str(src))
@@ -121,3 +100,46 @@ class RelevanceService:
             ],
             bundle.version,
         )
+
+
+def _model_scores(
+    bundle: Bundle,
+    query_words: list[str],
+    title_words: list[list[str]],
+    rows: np.ndarray,
+    lexical: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Model scores and grades for the candidates, after the corrective post-rules, and which of them a
+    post-rule changed. `rows` holds the product row of candidates given by id, -1 for titles."""
+    by_id = rows >= 0
+    by_title = ~by_id
+    new_texts = [query_words] + [w for w, t in zip(title_words, by_title, strict=True) if t]
+    ids = bundle.featurizer.ids_of_words(new_texts)
+    # One encoder call embeds the query and every title candidate.
+    vectors = bundle.query_encoder.run({"ids": ids})
+    candidate_vectors = np.empty((len(rows), bundle.embedding_dim), dtype=np.float32)
+    candidate_vectors[by_id] = bundle.index.vectors(rows[by_id])
+    candidate_vectors[by_title] = vectors[1:]
+
+    # The query's intent, and each candidate's category: known for products, predicted for titles.
+    intents = bundle.intent.run({"ids": ids})
+    categories = np.empty(len(rows), dtype=np.int64)
+    categories[by_id] = bundle.products.categories[rows[by_id]]
+    categories[by_title] = intents[1:].argmax(axis=1)
+
+    features = relevance_features(lexical, vectors[0], candidate_vectors, intents[0][categories])
+    probs = bundle.relevance.run({"features": features})
+    scores = probs @ GRADE_VALUES
+    grades = probs.argmax(axis=1)
+    post = {
+        **lexical,
+        "cosine": features[:, 0],
+        "category_probability": features[:, 3],
+        "category_match": (categories == intents[0].argmax()).astype(np.float32),
+        "model_grade": grades.astype(np.float32),
+        "model_score": scores,
+    }
+    fixed, _ = apply(bundle.rules.relevance_post, post, np.ones(len(rows), dtype=bool))
+    corrected = (fixed >= 0) & (fixed != grades)
+    grades = np.where(fixed >= 0, fixed, grades)
+    return clip_to_grade(scores, grades), grades, corrected

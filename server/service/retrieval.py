@@ -40,12 +40,14 @@ class RetrievalService:
 
     def embed(self, query: str) -> EmbedResult:
         bundle = self._store.bundle
+        bundle.require("retrieval")
         return EmbedResult(
             self._embed(bundle, check_text(query, "query", self._limits.max_query_chars)), bundle.version
         )
 
     def search(self, query: str | None, vector: list[float] | None, k: int, category: str) -> SearchResult:
         bundle = self._store.bundle
+        bundle.require("retrieval")
         k = check_count(k, "k", self._limits.default_k, self._limits.max_k)
         if vector is not None:
             query_vector = check_vector(vector, "vector", bundle.embedding_dim)

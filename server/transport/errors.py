@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from server import metrics
-from server.service.errors import InvalidArgument, NotFound, SiftError, Unavailable
+from server.service.errors import FailedPrecondition, InvalidArgument, NotFound, SiftError, Unavailable
 
 log = logging.getLogger("sift.transport")
 
@@ -23,6 +23,7 @@ _STATUS: dict[type[SiftError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 Req = TypeVar("Req")

@@ -130,7 +130,7 @@ class InfoServicer(info_pb2_grpc.InfoServiceServicer):
             ],
             labels=[info_pb2.Label(id=label.id, path=label.path) for label in b.labels],
             embedding_dim=b.embedding_dim,
-            num_products=len(b.products.ids),
+            num_products=len(b.products.ids) if b.products else 0,
             evaluation=evaluation,
             model_version=b.version,
         )

@@ -95,7 +95,7 @@ def test_classify_intent_rule(channel: grpc.Channel) -> None:
     reply = intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(
         intent_pb2.ClassifyIntentRequest(query="Area Rugs")
     )
-    assert reply.source == common_pb2.ANSWER_SOURCE_RULE and reply.rule == "category_name"
+    assert reply.source == common_pb2.ANSWER_SOURCE_RULE and reply.rule == "exact_query"
     assert [c.id for c in reply.categories] == ["rugs/area-rugs"] and reply.categories[0].probability == 1.0
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from server.bundle import MANIFEST, BundleError, load_bundle, sha256_file
+from server.service.errors import FailedPrecondition
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +33,8 @@ def test_tiny_bundle_loads(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle)
     bundle.warm_up()
     assert bundle.embedding_dim == 384 and len(bundle.labels) >= 30
-    assert len(bundle.index) == len(bundle.products.ids)
+    assert len(bundle.index) == len(bundle.products.ids) * bundle.index.views
+    assert bundle.capabilities == ("intent", "retrieval", "relevance")
 
 
 def test_missing_directory(tmp_path: Path) -> None:
@@ -135,6 +137,57 @@ def test_product_category_out_of_range(bundle_copy: Path) -> None:
     reseal(bundle_copy, "products.json")
     with pytest.raises(BundleError, match="category index is outside"):
         load_bundle(bundle_copy)
+
+
+def test_bad_rule_refused(bundle_copy: Path) -> None:
+    rules = json.loads((bundle_copy / "rules.json").read_text())
+    rules["relevance"]["pre"] = [{"when": [["price", ">", 3]], "grade": "exact"}]
+    (bundle_copy / "rules.json").write_text(json.dumps(rules))
+    reseal(bundle_copy, "rules.json")
+    with pytest.raises(BundleError, match=r"rules.json: relevance.pre\[0\]: feature 'price' is not one of"):
+        load_bundle(bundle_copy)
+
+
+def test_rule_naming_unknown_label_refused(bundle_copy: Path) -> None:
+    rules = json.loads((bundle_copy / "rules.json").read_text())
+    rules["intent"]["exact_query"] = {"sofa": "Nowhere > Sofas"}
+    (bundle_copy / "rules.json").write_text(json.dumps(rules))
+    reseal(bundle_copy, "rules.json")
+    with pytest.raises(BundleError, match="unknown label 'Nowhere > Sofas'"):
+        load_bundle(bundle_copy)
+
+
+def test_unknown_component_refused(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m["components"].update(reranker={"file": "intent.onnx"}))
+    with pytest.raises(BundleError, match=r"unknown components \['reranker'\]"):
+        load_bundle(bundle_copy)
+
+
+def test_index_views_must_match(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m["components"]["index"].update(views=5))
+    with pytest.raises(BundleError, match="with 5 view"):
+        load_bundle(bundle_copy)
+
+
+def test_relevance_without_index_refused(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m["components"].pop("index"))
+    with pytest.raises(BundleError, match="components.query_encoder: present, but no capability"):
+        load_bundle(bundle_copy)
+
+
+def test_intent_only_bundle(bundle_copy: Path) -> None:
+    """A taxonomy-only bundle: intent alone; the other calls fail with a clear precondition error."""
+
+    def intent_only(m: dict[str, Any]) -> None:
+        for name in ("query_encoder", "index", "relevance"):
+            m["components"].pop(name)
+
+    edit_manifest(bundle_copy, intent_only)
+    bundle = load_bundle(bundle_copy)
+    bundle.warm_up()
+    assert bundle.capabilities == ("intent",) and bundle.index is None
+    with pytest.raises(FailedPrecondition, match="cannot serve retrieval: it has no query_encoder, index"):
+        bundle.require("retrieval")
 
 
 def test_serve_refuses_corrupt_bundle_and_exits_nonzero(bundle_copy: Path) -> None:
