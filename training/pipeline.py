@@ -1,5 +1,10 @@
-"""The training run: catalogue -> synthetic queries -> teacher -> distilled students -> int8 ONNX -> index
--> a validated bundle. Each stage is timed and reported in the closing summary."""
+"""The training run: data -> intent teachers -> intent student -> two-tower retrieval -> relevance with mined
+rules -> gated int8 ONNX -> a validated bundle.
+
+Each stage is timed, shows a progress bar, and caches its result under `<output>.stages/`, so that a run
+can resume from the last finished stage (`--resume`) or rerun from one stage on (`--rerun STAGE`). The
+cache holds arrays and student weights only, and is deleted when the bundle is written.
+"""
 
 from __future__ import annotations
 
@@ -10,40 +15,58 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from usearch.index import Index
 
-from server.bundle import GRADES, MANIFEST, SCHEMA_VERSION, category_id, load_bundle, sha256_file
-from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig, relevance_features
-from server.runtime.index import ProductIndex
-from server.runtime.onnx import OnnxModel, ThreadSettings
-from training.data.catalogue import Catalogue
-from training.data.loaders import load_catalogue
-from training.data.queries import SyntheticQuery, title_substrings
-from training.export import export_onnx, quantize_int8, run_onnx
-from training.presets import Preset
-from training.students import (
-    IntentStudent,
-    QueryEncoderStudent,
-    RelevanceHead,
-    distillation_loss,
-    fit,
-    num_parameters,
-    take,
+from server.bundle import MANIFEST, SCHEMA_VERSION, category_id, load_bundle, sha256_file
+from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig
+from server.rules import GRADES, Rules, apply, clip_to_grade
+from training.data.dataset import TrainingData, load_training_data
+from training.data.queries import title_substrings
+from training.export import export_onnx, run_onnx
+from training.intent import (
+    IntentSets,
+    IntentTeacher,
+    build_intent_sets,
+    stack_logits,
+    train_intent_student,
 )
-from training.teachers import MINILM_NAME, SentenceTeacher, minilm_dir
+from training.intent import train_intent_teacher as _train_intent_teacher
+from training.metrics import accuracy, macro_f1
+from training.onnx_teacher import quantize_with_gate
+from training.presets import Preset
+from training.relevance import (
+    GRADE_VALUES,
+    Pairs,
+    bm25_scores,
+    evaluate_ranking,
+    judged_pairs,
+    make_pairs,
+    pair_features,
+    train_relevance_head,
+)
+from training.retrieval import embed_products, evaluate_retrieval, train_query_encoder, write_index
+from training.rules import mine_intent_rules, mine_post_rules, mine_pre_rules, rule_report
+from training.students import num_parameters
+from training.teachers import TEACHERS, SentenceTeacher, minilm_dir, teacher_dir
 
 log = logging.getLogger("sift.train")
+T = TypeVar("T")
+
+STAGES = ("data", "intent_teacher", "intent_student", "retrieval", "relevance")
+# int8 must agree with fp32 at least this well, or the next quantization method is tried (then fp32).
+PARITY = {"intent": 0.995, "query_encoder": 0.98, "relevance": 0.99}
+
+
+class RetentionError(RuntimeError):
+    """A student keeps less of its teacher's quality than the preset's min_retention."""
 
 
 @dataclass
@@ -51,338 +74,466 @@ class RunReport:
     timings: dict[str, float] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
 
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+
+class StageCache:
+    """Runs named stages in order, timing each; with `resume`, a stage finished by an earlier run is loaded
+    instead of rerun, except `rerun` and every stage after it."""
+
+    def __init__(self, directory: Path, report: RunReport, resume: bool, rerun: str | None) -> None:
+        if rerun is not None and rerun not in STAGES:
+            raise ValueError(f"--rerun {rerun}: not one of {STAGES}")
+        self.directory = directory
+        self.report = report
+        self.resume = resume or rerun is not None
+        self.fresh_from = STAGES.index(rerun) if rerun else len(STAGES)
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, fn: Callable[[], T]) -> T:
+        path = self.directory / f"{name}.pt"
+        if self.resume and path.is_file() and STAGES.index(name) < self.fresh_from:
+            log.info("stage %s: resumed from %s", name, path)
+            return torch.load(path, weights_only=False)  # our own cache, written by this code
         log.info("stage %s ...", name)
         start = time.perf_counter()
-        yield
-        self.timings[name] = round(time.perf_counter() - start, 2)
-        log.info("stage %s done in %.1f s", name, self.timings[name])
+        result = fn()
+        self.report.timings[name] = round(time.perf_counter() - start, 2)
+        torch.save(result, path)
+        log.info("stage %s done in %.1f s", name, self.report.timings[name])
+        return result
 
 
-@dataclass
-class Data:
-    catalogue: Catalogue
-    labels: list[str]
-    titles: list[str]
-    categories: np.ndarray
-    train_rows: list[int]
-    heldout_rows: list[int]
-
-
-def train_bundle(preset: Preset, output: Path, data_path: Path | None, seed: int = 0) -> RunReport:
+def train_bundle(
+    preset: Preset,
+    output: Path,
+    data_path: Path | None,
+    seed: int = 0,
+    *,
+    label_level: int | None = None,
+    force: bool = False,
+    resume: bool = False,
+    rerun: str | None = None,
+) -> RunReport:
     """Trains every component and writes a validated bundle to `output` (replaced atomically)."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     report = RunReport()
     start = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
+    stages = StageCache(output.parent / f".{output.name}.stages", report, resume, rerun)
     work = Path(tempfile.mkdtemp(prefix=".sift-train-", dir=output.parent))
     try:
-        _train(preset, work, data_path, seed, report)
+        _train(preset, work, data_path, seed, label_level, force, stages, report)
         if output.exists():
             shutil.rmtree(output)
         work.chmod(0o755)  # mkdtemp makes it private; a bundle is read by a server user too
         work.rename(output)
+        shutil.rmtree(stages.directory, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.timings["total"] = round(time.perf_counter() - start, 2)
     return report
 
 
-def _train(preset: Preset, out: Path, data_path: Path | None, seed: int, report: RunReport) -> None:
+@dataclass
+class Prepared:
+    data: TrainingData
+    sets: IntentSets
+
+
+def train_intent_teacher(
+    name: str, data: TrainingData, sets: IntentSets, preset: Preset, seed: int
+) -> IntentTeacher:
+    teacher = _train_intent_teacher(name, data, sets, preset, seed)
+    return replace(teacher, model=None, tokenizer=None)  # only its answers are kept (and cached)
+
+
+def _train(
+    preset: Preset,
+    out: Path,
+    data_path: Path | None,
+    seed: int,
+    label_level: int | None,
+    force: bool,
+    stages: StageCache,
+    report: RunReport,
+) -> None:
+    torch.manual_seed(seed)
     tmp = out / "_fp32"
     tmp.mkdir()
     ev = report.evaluation
+    shutil.copyfile(minilm_dir() / "tokenizer.json", out / "tokenizer.json")
+    featurizer = Featurizer(out / "tokenizer.json", FeaturizerConfig(num_buckets=preset.num_buckets))
 
-    with report.stage("data"):
-        data = _load_data(data_path, preset, seed)
-        teacher_dir = minilm_dir()
-        shutil.copyfile(teacher_dir / "tokenizer.json", out / "tokenizer.json")
-        featurizer = Featurizer(out / "tokenizer.json", FeaturizerConfig(num_buckets=preset.num_buckets))
-        train_q = title_substrings(
-            data.titles,
-            data.categories.tolist(),
-            data.train_rows,
-            preset.queries_per_product,
-            featurizer,
-            seed,
+    def prepare() -> Prepared:
+        data = load_training_data(data_path, preset.num_products, preset.heldout_fraction, seed, label_level)
+        return Prepared(data, build_intent_sets(data, preset, featurizer, seed))
+
+    prepared = stages.run("data", prepare)
+    data, sets = prepared.data, prepared.sets
+    ev["data"] = {
+        "source": data.source,
+        "labels": len(data.labels),
+        "products": len(data.titles) if data.serves_products else 0,
+        "intent_distillation_texts": len(sets.texts),
+        "intent_labelled_texts": int((sets.hard >= 0).sum()),
+        "intent_sources": sets.sources,
+        "intent_eval": f"{sets.eval_name} ({len(sets.eval_texts)} queries)",
+    }
+
+    teachers = stages.run(
+        "intent_teacher",
+        lambda: [train_intent_teacher(name, data, sets, preset, seed) for name in preset.methods.teachers],
+    )
+    stacked = stack_logits([t.train_logits for t in teachers], preset.temperature)
+    student, history = stages.run(
+        "intent_student",
+        lambda: train_intent_student(sets, stacked, featurizer, len(data.labels), preset, seed),
+    )
+    intent_gate = _export_intent(student, featurizer, sets, tmp, out)
+    ev["intent"] = _evaluate_intent(teachers, student, sets, featurizer, out, tmp, preset, history)
+    ev["intent"]["quantization"] = intent_gate
+
+    components = ["intent"]
+    rules = Rules({}, (), ())
+    if data.catalogue is not None and data.serves_products:
+        retrieval = stages.run("retrieval", lambda: _train_retrieval(data, featurizer, preset, seed))
+        ev["retrieval"] = _export_retrieval(retrieval, featurizer, data, out, tmp, preset)
+        relevance = stages.run(
+            "relevance", lambda: _train_relevance(data, featurizer, out, retrieval, preset, seed)
         )
-        eval_q = title_substrings(
-            data.titles, data.categories.tolist(), data.heldout_rows, 3, featurizer, seed + 1
+        ev["relevance"], rules = _export_relevance(relevance, out, tmp, preset)
+        components += ["query_encoder", "index", "relevance"]
+    intent_table, intent_stats = (
+        mine_intent_rules(
+            data.labels, featurizer.words, sets.dev_texts, sets.dev_labels, sets.texts, sets.hard
         )
-        ev["data"] = {
-            "source": str(data_path) if data_path else "synthetic",
-            "products": len(data.titles),
-            "categories": len(data.labels),
-            "train_queries": len(train_q),
-            "heldout_queries": len(eval_q),
-        }
-
-    with report.stage("teacher"):
-        teacher = SentenceTeacher(teacher_dir)
-        product_vecs = teacher.encode(data.titles, desc="teacher: products")
-        train_vecs = teacher.encode([q.text for q in train_q], desc="teacher: queries")
-        eval_vecs = teacher.encode([q.text for q in eval_q], desc="teacher: held-out queries")
-        head = _train_teacher_head(train_vecs, train_q, len(data.labels), preset, seed)
-        with torch.no_grad():
-            teacher_logits = head(torch.from_numpy(train_vecs))
-            teacher_eval = head(torch.from_numpy(eval_vecs)).argmax(1).numpy()
-
-    eval_labels = np.array([q.category for q in eval_q])
-    train_ids = featurizer.batch_ids([q.text for q in train_q])
-    eval_ids = featurizer.batch_ids([q.text for q in eval_q])
-
-    with report.stage("student_intent"):
-        intent = IntentStudent(preset.num_buckets, preset.intent_dim, preset.intent_hidden, len(data.labels))
-        labels = torch.tensor([q.category for q in train_q])
-
-        def intent_loss(idx: np.ndarray) -> torch.Tensor:
-            logits = intent.logits(take(train_ids, idx))
-            return distillation_loss(
-                logits, teacher_logits[idx], labels[idx], preset.temperature, preset.soft_weight
-            )
-
-        fit(
-            intent,
-            len(train_q),
-            intent_loss,
-            preset.epochs,
-            preset.batch_size,
-            preset.learning_rate,
-            seed,
-            "intent",
-        )
-
-    with report.stage("student_encoder"):
-        encoder = QueryEncoderStudent(preset.num_buckets, preset.encoder_dim, teacher.dim)
-        title_ids = featurizer.batch_ids(data.titles)
-        q_targets, p_targets = torch.from_numpy(train_vecs), torch.from_numpy(product_vecs)
-        q_rows = torch.tensor([q.product_row for q in train_q])
-
-        def encoder_loss(idx: np.ndarray) -> torch.Tensor:
-            rows = q_rows[idx]
-            q = encoder(take(train_ids, idx))
-            t = encoder(take(title_ids, rows.numpy()))
-            distil = (1 - (q * q_targets[idx]).sum(1)).mean() + (1 - (t * p_targets[rows]).sum(1)).mean()
-            # In-batch contrastive: the query's own product against the other products of the batch.
-            logits = q @ p_targets[rows].T / 0.05
-            same = rows.unsqueeze(0) == rows.unsqueeze(1)
-            logits = logits.masked_fill(same & ~torch.eye(len(idx), dtype=torch.bool), -1e4)
-            return distil + 0.2 * F.cross_entropy(logits, torch.arange(len(idx)))
-
-        fit(
-            encoder,
-            len(train_q),
-            encoder_loss,
-            preset.epochs,
-            preset.batch_size,
-            preset.learning_rate,
-            seed,
-            "encoder",
-        )
-
-    with report.stage("export"):
-        example = torch.from_numpy(train_ids[:2])
-        export_onnx(intent, example, "ids", "probabilities", tmp / "intent.onnx")
-        export_onnx(encoder, example, "ids", "embedding", tmp / "query_encoder.onnx")
-        for name in ("intent", "query_encoder"):
-            quantize_int8(tmp / f"{name}.onnx", out / f"{name}.onnx")
-        intent_fp32 = run_onnx(tmp / "intent.onnx", "intent", "ids", eval_ids).argmax(1)
-        intent_int8 = run_onnx(out / "intent.onnx", "intent", "ids", eval_ids).argmax(1)
-        enc_fp32 = run_onnx(tmp / "query_encoder.onnx", "query_encoder", "ids", eval_ids)
-        enc_int8 = run_onnx(out / "query_encoder.onnx", "query_encoder", "ids", eval_ids)
-
-    with report.stage("index"):
-        index = Index(
-            ndim=teacher.dim,
-            metric="cos",
-            dtype="f16",
-            connectivity=16,
-            expansion_add=128,
-            expansion_search=64,
-        )
-        index.add(np.arange(len(product_vecs), dtype=np.uint64), product_vecs)
-        index.save(str(out / "index.usearch"))
-        products = {
-            "ids": [p.id for p in data.catalogue.products],
-            "titles": data.titles,
-            "categories": data.categories.tolist(),
-        }
-        (out / "products.json").write_text(json.dumps(products, ensure_ascii=False), encoding="utf-8")
-        served_index = ProductIndex(out / "index.usearch")
-
-    with report.stage("relevance"):
-        rel_fp32, rel_int8, rel_labels = _train_relevance(
-            data, train_q, eval_q, featurizer, out, tmp, served_index, preset, seed
-        )
-
-    with report.stage("evaluate"):
-        n_eval = len(eval_q)
-        ev["intent"] = {
-            "heldout_queries": n_eval,
-            "teacher_accuracy": _mean(teacher_eval == eval_labels),
-            "student_fp32_accuracy": _mean(intent_fp32 == eval_labels),
-            "student_int8_accuracy": _mean(intent_int8 == eval_labels),
-            "student_teacher_top1_agreement": _mean(intent_int8 == teacher_eval),
-            "int8_fp32_top1_agreement": _mean(intent_int8 == intent_fp32),
-        }
-        ev["intent"]["retention"] = round(
-            ev["intent"]["student_int8_accuracy"] / max(ev["intent"]["teacher_accuracy"], 1e-9), 4
-        )
-        ev["retrieval"] = _eval_retrieval(eval_q, eval_vecs, enc_int8, product_vecs, served_index)
-        ev["retrieval"]["int8_fp32_mean_cosine"] = round(float((enc_int8 * enc_fp32).sum(1).mean()), 4)
-        ev["relevance"] = {
-            "heldout_pairs": len(rel_labels),
-            "grade_accuracy_int8": _mean(rel_int8 == rel_labels),
-            "grade_accuracy_fp32": _mean(rel_fp32 == rel_labels),
-            "int8_fp32_grade_agreement": _mean(rel_int8 == rel_fp32),
-        }
-        ev["sizes"] = {
-            "teacher_parameters": teacher.num_parameters,
-            "intent_student_parameters": num_parameters(intent),
-            "encoder_student_parameters": num_parameters(encoder),
-        }
-
+        if preset.methods.rules
+        else ({}, {"kept": False})
+    )
+    rules = Rules(intent_table, rules.relevance_pre, rules.relevance_post)
+    ev.setdefault("rules", {})["intent_exact_query"] = intent_stats
+    (out / "rules.json").write_text(
+        json.dumps(rules.to_json(data.labels), indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    ev["sizes"] = {
+        "intent_teacher_parameters": {t.name: t.num_parameters for t in teachers},
+        "intent_student_parameters": num_parameters(student),
+    }
+    if "retrieval" in ev:
+        ev["sizes"]["encoder_student_parameters"] = num_parameters(retrieval.encoder)
+    retention = _check_retention(ev, preset, force)
+    ev["retention_gate"] = retention
     shutil.rmtree(tmp)
-    _write_manifest(out, preset, data, teacher.dim, ev, report.timings, seed)
+    dim = retrieval.product_vecs.shape[-1] if "query_encoder" in components else 0
+    views = preset.methods.views if "index" in components else 0
+    _write_manifest(out, preset, data, dim, views, components, ev, report.timings, seed)
     bundle = load_bundle(out)  # the server's own validation: a bundle that would be refused fails training
     bundle.warm_up()
     ev["bundle_bytes"] = sum(f.stat().st_size for f in out.iterdir())
 
 
-def _load_data(data_path: Path | None, preset: Preset, seed: int) -> Data:
-    catalogue = load_catalogue(data_path, preset.num_products, seed)
-    labels = sorted(catalogue.categories)
-    index = {path: i for i, path in enumerate(labels)}
-    titles = [p.title for p in catalogue.products]
-    categories = np.array([index[p.category] for p in catalogue.products], dtype=np.int64)
-    rows = list(range(len(titles)))
-    random.Random(seed).shuffle(rows)
-    n_heldout = max(1, int(len(rows) * preset.heldout_fraction))
-    return Data(catalogue, labels, titles, categories, sorted(rows[n_heldout:]), sorted(rows[:n_heldout]))
-
-
-def _train_teacher_head(
-    vecs: np.ndarray, queries: list[SyntheticQuery], num_classes: int, preset: Preset, seed: int
-) -> torch.nn.Linear:
-    """The teacher's intent head on frozen MiniLM sentence embeddings."""
-    head = torch.nn.Linear(vecs.shape[1], num_classes)
-    x, y = torch.from_numpy(vecs), torch.tensor([q.category for q in queries])
-    fit(
-        head,
-        len(x),
-        lambda idx: F.cross_entropy(head(x[idx]), y[idx]),
-        preset.teacher_epochs,
-        512,
-        1e-2,
-        seed,
-        "teacher head",
+def _export_intent(
+    student: torch.nn.Module, featurizer: Featurizer, sets: IntentSets, tmp: Path, out: Path
+) -> dict:
+    check_texts = (sets.dev_texts + sets.eval_texts + sets.texts[:2000])[:4000]
+    ids = featurizer.batch_ids(check_texts)
+    export_onnx(student, torch.from_numpy(ids[:2]), "ids", "probabilities", tmp / "intent.onnx")
+    fp32 = run_onnx(tmp / "intent.onnx", "intent", "ids", ids).argmax(1)
+    return quantize_with_gate(
+        tmp / "intent.onnx",
+        out / "intent.onnx",
+        lambda path: float(np.mean(run_onnx(path, "intent", "ids", ids).argmax(1) == fp32)),
+        PARITY["intent"],
     )
-    return head
 
 
-def _grade(query_words: list[str], query_cat: int, title_words: list[str], cat: int) -> int:
-    """Synthetic judgement from catalogue facts: exact = right category and every query word (or typed prefix)
-    in the title; partial = one of the two; irrelevant = neither."""
-    full = all(any(t.startswith(w) for t in title_words) for w in query_words)
-    same = query_cat == cat
-    return 2 if (full and same) else 1 if (full or same) else 0
-
-
-def _relevance_pairs(
-    data: Data,
-    queries: list[SyntheticQuery],
-    featurizer: Featurizer,
-    served_index: ProductIndex,
-    out: Path,
-    rng: random.Random,
-) -> tuple[np.ndarray, np.ndarray]:
-    by_cat: dict[int, list[int]] = {}
-    for row in range(len(data.titles)):
-        by_cat.setdefault(int(data.categories[row]), []).append(row)
-    parent = [label.rsplit(">", 1)[0] for label in data.labels]
-    siblings = {c: [d for d in by_cat if parent[d] == parent[c] and d != c] for c in by_cat}
-    # The served int8 models compute the features, exactly as the server will.
-    intent = OnnxModel(out / "intent.onnx", "intent", ThreadSettings())
-    encoder = OnnxModel(out / "query_encoder.onnx", "query_encoder", ThreadSettings())
-    feats, grades = [], []
-    for q in queries:
-        cands = [q.product_row, *rng.sample(by_cat[q.category], min(2, len(by_cat[q.category])))]
-        if siblings[q.category]:
-            cands += rng.sample(by_cat[rng.choice(siblings[q.category])], 1)
-        cands += [rng.randrange(len(data.titles)) for _ in range(2)]
-        q_words = featurizer.words(q.text)
-        title_words = [featurizer.words(data.titles[r]) for r in cands]
-        as_title = np.array([rng.random() < 0.5 for _ in cands])
-        ids = featurizer.ids_of_words([q_words, *title_words])
-        vecs = encoder.run({"ids": ids})
-        probs = intent.run({"ids": ids})
-        cand_vecs = np.where(as_title[:, None], vecs[1:], served_index.vectors(np.array(cands)))
-        cats = np.where(as_title, probs[1:].argmax(1), data.categories[cands])
-        feats.append(relevance_features(q_words, vecs[0], title_words, cand_vecs, probs[0][cats], featurizer))
-        grades.extend(
-            _grade(q_words, q.category, w, int(data.categories[r]))
-            for w, r in zip(title_words, cands, strict=True)
-        )
-    return np.concatenate(feats), np.array(grades)
-
-
-def _train_relevance(
-    data: Data,
-    train_q: list[SyntheticQuery],
-    eval_q: list[SyntheticQuery],
+def _evaluate_intent(
+    teachers: list[IntentTeacher],
+    student: torch.nn.Module,
+    sets: IntentSets,
     featurizer: Featurizer,
     out: Path,
     tmp: Path,
-    served_index: ProductIndex,
     preset: Preset,
-    seed: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = random.Random(seed)
-    sample = rng.sample(train_q, min(len(train_q), 2000))
-    x, y = _relevance_pairs(data, sample, featurizer, served_index, out, rng)
-    ex, ey = _relevance_pairs(data, eval_q, featurizer, served_index, out, rng)
-    head = RelevanceHead(len(RELEVANCE_FEATURES))
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    fit(
-        head,
-        len(xt),
-        lambda idx: F.cross_entropy(head.logits(xt[idx]), yt[idx]),
-        30,
-        256,
-        1e-2,
-        seed,
-        "relevance",
-    )
-    export_onnx(head, xt[:2], "features", "probabilities", tmp / "relevance.onnx")
-    quantize_int8(tmp / "relevance.onnx", out / "relevance.onnx")
-    fp32 = run_onnx(tmp / "relevance.onnx", "relevance", "features", ex).argmax(1)
-    int8 = run_onnx(out / "relevance.onnx", "relevance", "features", ex).argmax(1)
-    return fp32, int8, ey
-
-
-def _eval_retrieval(
-    eval_q: list[SyntheticQuery],
-    teacher_vecs: np.ndarray,
-    student_vecs: np.ndarray,
-    product_vecs: np.ndarray,
-    index: ProductIndex,
+    history: list[float],
 ) -> dict[str, Any]:
-    """JD protocol: a held-out title substring is the query, its own product the target."""
-    targets = np.array([q.product_row for q in eval_q])
-    teacher_top = np.argsort(-(teacher_vecs @ product_vecs.T), axis=1)[:, :10]
-    student_top = np.stack([index.search(v, 10)[0] for v in student_vecs])
-    overlap = [len(set(a) & set(b)) / 10 for a, b in zip(teacher_top, student_top, strict=True)]
+    known = sets.eval_labels >= 0
+    gold = sets.eval_labels[known]
+    eval_ids = featurizer.batch_ids(sets.eval_texts)
+    student_probs = run_onnx(out / "intent.onnx", "intent", "ids", eval_ids)
+    student_pred = student_probs.argmax(1)
+    stacked = stack_logits([t.eval_logits for t in teachers], preset.temperature)
+    teacher_pred = stacked.argmax(1)
+    result: dict[str, Any] = {"eval": sets.eval_name, "eval_queries": int(known.sum())}
+    for t in teachers:
+        result[f"teacher_{t.name}_zero_shot_accuracy"] = round(
+            accuracy(t.zero_shot_eval_logits.argmax(1)[known], gold), 4
+        )
+        result[f"teacher_{t.name}_accuracy"] = round(accuracy(t.eval_logits.argmax(1)[known], gold), 4)
+        result[f"teacher_{t.name}_train_seconds"] = t.train_seconds
+    result["teacher_accuracy"] = round(accuracy(teacher_pred[known], gold), 4)
+    result["teacher_macro_f1"] = round(macro_f1(teacher_pred[known], gold), 4)
+    result["student_int8_accuracy"] = round(accuracy(student_pred[known], gold), 4)
+    result["student_int8_macro_f1"] = round(macro_f1(student_pred[known], gold), 4)
+    result["student_teacher_top1_agreement"] = round(float(np.mean(student_pred == teacher_pred)), 4)
+    result["retention"] = round(result["student_int8_accuracy"] / max(result["teacher_accuracy"], 1e-9), 4)
+    if sets.dev_texts:
+        dev_known = sets.dev_labels >= 0
+        dev_student = run_onnx(
+            out / "intent.onnx", "intent", "ids", featurizer.batch_ids(sets.dev_texts)
+        ).argmax(1)
+        dev_teacher = stack_logits([t.dev_logits for t in teachers], preset.temperature).argmax(1)
+        result["dev_teacher_accuracy"] = round(
+            accuracy(dev_teacher[dev_known], sets.dev_labels[dev_known]), 4
+        )
+        result["dev_student_int8_accuracy"] = round(
+            accuracy(dev_student[dev_known], sets.dev_labels[dev_known]), 4
+        )
+    if (~known).any():
+        # Queries of no known class should get low confidence.
+        result["unknown_class_mean_top_probability"] = round(float(student_probs[~known].max(1).mean()), 4)
+        result["known_class_mean_top_probability"] = round(float(student_probs[known].max(1).mean()), 4)
+    result["student_loss_by_epoch"] = [round(x, 4) for x in history]
+    return result
+
+
+@dataclass
+class RetrievalResult:
+    product_vecs: np.ndarray
+    encoder: torch.nn.Module
+    eval_targets: np.ndarray
+    eval_teacher_vecs: np.ndarray
+    eval_texts: list[str]
+    teacher_name: str
+    teacher_parameters: int
+
+
+def _train_retrieval(
+    data: TrainingData, featurizer: Featurizer, preset: Preset, seed: int
+) -> RetrievalResult:
+    """The big teacher embeds products (several views each) and the training queries; the student learns
+    to put queries where the teacher does."""
+    teacher = SentenceTeacher(teacher_dir(preset.methods.product_teacher))
+    product_vecs = embed_products(
+        lambda texts: teacher.encode(texts, desc="teacher: products"), data.catalogue, preset.methods.views
+    )
+    labels = data.product_labels.tolist()
+    train_q = title_substrings(
+        data.titles, labels, data.train_rows, preset.queries_per_product, featurizer, seed
+    )
+    eval_q = title_substrings(data.titles, labels, data.heldout_rows, 3, featurizer, seed + 1)
+    targets = teacher.encode([q.text for q in train_q], desc="teacher: queries")
+    encoder, _ = train_query_encoder(train_q, targets, product_vecs, data.titles, featurizer, preset, seed)
+    return RetrievalResult(
+        product_vecs,
+        encoder,
+        np.array([q.product_row for q in eval_q]),
+        teacher.encode([q.text for q in eval_q], desc="teacher: held-out queries"),
+        [q.text for q in eval_q],
+        TEACHERS[preset.methods.product_teacher],
+        teacher.num_parameters,
+    )
+
+
+def _export_retrieval(
+    r: RetrievalResult, featurizer: Featurizer, data: TrainingData, out: Path, tmp: Path, preset: Preset
+) -> dict[str, Any]:
+    ids = featurizer.batch_ids(r.eval_texts)
+    export_onnx(r.encoder, torch.from_numpy(ids[:2]), "ids", "embedding", tmp / "query_encoder.onnx")
+    fp32 = run_onnx(tmp / "query_encoder.onnx", "query_encoder", "ids", ids)
+    gate = quantize_with_gate(
+        tmp / "query_encoder.onnx",
+        out / "query_encoder.onnx",
+        lambda path: float((run_onnx(path, "query_encoder", "ids", ids) * fp32).sum(1).min()),
+        PARITY["query_encoder"],
+    )
+    int8 = run_onnx(out / "query_encoder.onnx", "query_encoder", "ids", ids)
+    index = write_index(r.product_vecs, out / "index.usearch")
+    products = {
+        "ids": [p.id for p in data.catalogue.products],
+        "titles": data.titles,
+        "categories": data.product_labels.tolist(),
+    }
+    (out / "products.json").write_text(json.dumps(products, ensure_ascii=False), encoding="utf-8")
+    result = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, int8, r.product_vecs, index)
+    result["retention"] = round(result["student_recall_at_10"] / max(result["teacher_recall_at_10"], 1e-9), 4)
+    result["int8_fp32_min_cosine"] = round(float((int8 * fp32).sum(1).min()), 4)
+    result["quantization"] = gate
+    result["product_teacher"] = r.teacher_name
+    result["views"] = preset.methods.views
+    result["eval_queries"] = len(r.eval_texts)
+    return result
+
+
+@dataclass
+class RelevanceResult:
+    head: torch.nn.Module
+    train: Pairs
+    dev: Pairs
+    eval: Pairs
+    features: dict[str, Any]
+    teacher_eval_probs: np.ndarray | None
+    teacher_seconds: float
+    teacher: Any = None
+    """The cross-encoder teacher's FineTuneResult (model and tokenizer), for agreement checks."""
+
+
+def _train_relevance(
+    data: TrainingData, featurizer: Featurizer, out: Path, r: RetrievalResult, preset: Preset, seed: int
+) -> RelevanceResult:
+    """Pairs from training products (split into train and dev queries, dev for rule checks) and from
+    held-out products (evaluation); a cross-encoder teacher; the tiered student on served features."""
+    from training.finetune import cross_encoder_probabilities, finetune_cross_encoder
+
+    labels = data.product_labels.tolist()
+    rng = random.Random(seed)
+    train_rows = rng.sample(data.train_rows, min(len(data.train_rows), preset.relevance_queries))
+    queries = title_substrings(data.titles, labels, train_rows, 1, featurizer, seed + 2)
+    heldout = title_substrings(data.titles, labels, data.heldout_rows, 1, featurizer, seed + 3)
+    if data.judgements:
+        pairs = judged_pairs(data)
+        groups = np.random.default_rng(seed).permutation(len(pairs.queries))
+        n = len(groups)
+        train, dev, ev = (
+            pairs.subset(groups[: int(0.7 * n)]),
+            pairs.subset(groups[int(0.7 * n) : int(0.8 * n)]),
+            pairs.subset(groups[int(0.8 * n) :]),
+        )
+    else:
+        all_train = make_pairs(data, queries, featurizer, seed)
+        n_dev = max(1, len(all_train.queries) // 5)
+        dev, train = (
+            all_train.subset(np.arange(n_dev)),
+            all_train.subset(np.arange(n_dev, len(all_train.queries))),
+        )
+        ev = make_pairs(data, heldout, featurizer, seed + 1)
+
+    # The served int8 models compute the features, exactly as the server will.
+    from server.runtime.index import ProductIndex
+
+    index = ProductIndex(out / "index.usearch", preset.methods.views)
+    feats = {
+        name: pair_features(
+            p, featurizer, out / "intent.onnx", out / "query_encoder.onnx", index, data.product_labels, seed
+        )
+        for name, p in (("train", train), ("dev", dev), ("eval", ev))
+    }
+    teacher_train = teacher_eval = ce = None
+    seconds = 0.0
+    if preset.methods.cross_encoder:
+        start = time.perf_counter()
+        pick = np.random.default_rng(seed).permutation(len(train.titles))[: preset.cross_encoder_pairs]
+        q_of = [train.queries[g] for g in train.group]
+        ce = finetune_cross_encoder(
+            minilm_dir(),
+            [q_of[i] for i in pick],
+            [train.titles[i] for i in pick],
+            train.grades[pick],
+            freeze_bottom=preset.teacher_freeze_bottom,
+            epochs=preset.teacher_epochs + 1,
+            seed=seed,
+        )
+        seconds = time.perf_counter() - start
+        teacher_train = cross_encoder_probabilities(ce.model, ce.tokenizer, q_of, train.titles)
+        teacher_eval = cross_encoder_probabilities(
+            ce.model, ce.tokenizer, [ev.queries[g] for g in ev.group], ev.titles
+        )
+    head = train_relevance_head(feats["train"].model_input, train.grades, teacher_train, preset, seed)
+    return RelevanceResult(head, train, dev, ev, feats, teacher_eval, round(seconds, 2), ce)
+
+
+def _post_features(f: Any, probs: np.ndarray) -> dict[str, np.ndarray]:
     return {
-        "teacher_recall_at_10": _mean((teacher_top == targets[:, None]).any(1)),
-        "student_int8_recall_at_10": _mean((student_top == targets[:, None]).any(1)),
-        "student_teacher_overlap_at_10": round(float(np.mean(overlap)), 4),
-        "student_teacher_mean_cosine": round(float((teacher_vecs * student_vecs).sum(1).mean()), 4),
+        **f.lexical,
+        "cosine": f.model_input[:, 0],
+        "category_probability": f.model_input[:, 3],
+        "category_match": f.category_match,
+        "model_grade": probs.argmax(1).astype(np.float32),
+        "model_score": probs @ GRADE_VALUES,
     }
 
 
-def _mean(values: np.ndarray) -> float:
-    return round(float(np.mean(values)), 4)
+def _served_scores(rules: Rules, f: Any, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and grades as server/service/relevance.py gives them: pre-rules, model, post-rules."""
+    n = len(probs)
+    pre, _ = apply(rules.relevance_pre, f.lexical, np.ones(n, dtype=bool))
+    post, _ = apply(rules.relevance_post, _post_features(f, probs), pre < 0)
+    model_grades = probs.argmax(1)
+    scores = probs @ GRADE_VALUES
+    grades = np.where(post >= 0, post, model_grades)
+    scores = clip_to_grade(scores, grades)
+    grades = np.where(pre >= 0, pre, grades)
+    scores = np.where(pre >= 0, GRADE_VALUES[np.maximum(pre, 0)], scores)
+    return scores, grades
+
+
+def _export_relevance(
+    r: RelevanceResult, out: Path, tmp: Path, preset: Preset
+) -> tuple[dict[str, Any], Rules]:
+    x_eval = r.features["eval"].model_input
+    export_onnx(r.head, torch.from_numpy(x_eval[:2]), "features", "probabilities", tmp / "relevance.onnx")
+    fp32 = run_onnx(tmp / "relevance.onnx", "relevance", "features", x_eval).argmax(1)
+    gate = quantize_with_gate(
+        tmp / "relevance.onnx",
+        out / "relevance.onnx",
+        lambda path: float(np.mean(run_onnx(path, "relevance", "features", x_eval).argmax(1) == fp32)),
+        PARITY["relevance"],
+    )
+    probs = {
+        k: run_onnx(out / "relevance.onnx", "relevance", "features", f.model_input)
+        for k, f in r.features.items()
+    }
+    pre: list = []
+    post: list = []
+    if preset.methods.rules:
+        tr, dv = r.features["train"], r.features["dev"]
+        pre = mine_pre_rules(tr.lexical, r.train.grades, dv.lexical, r.dev.grades)
+        post = mine_post_rules(
+            _post_features(tr, probs["train"]), r.train.grades, _post_features(dv, probs["dev"]), r.dev.grades
+        )
+    rules = Rules({}, tuple(pre), tuple(post))
+    ef = r.features["eval"]
+    scores, grades = _served_scores(rules, ef, probs["eval"])
+    model_only = probs["eval"]
+    result: dict[str, Any] = {
+        "eval_queries": len(r.eval.queries),
+        "eval_pairs": len(r.eval.titles),
+        "student": evaluate_ranking(r.eval, scores, grades),
+        "student_model_only": evaluate_ranking(r.eval, model_only @ GRADE_VALUES, model_only.argmax(1)),
+        "bm25": evaluate_ranking(r.eval, bm25_scores(r.eval)),
+        "tiered": preset.methods.tiered_relevance,
+        "quantization": gate,
+        "pre_rules": rule_report(pre, ef.lexical, r.eval.grades),
+        "post_rules": rule_report(post, _post_features(ef, probs["eval"]), r.eval.grades),
+    }
+    if r.teacher_eval_probs is not None:
+        t = r.teacher_eval_probs
+        result["teacher_cross_encoder"] = evaluate_ranking(r.eval, t @ GRADE_VALUES, t.argmax(1))
+        result["teacher_train_seconds"] = r.teacher_seconds
+        result["retention"] = round(
+            result["student"]["ndcg_at_10"] / max(result["teacher_cross_encoder"]["ndcg_at_10"], 1e-9), 4
+        )
+        from training.metrics import spearman
+
+        result["student_teacher_score_spearman"] = round(spearman(scores, t @ GRADE_VALUES), 4)
+    return result, rules
+
+
+def _check_retention(ev: dict[str, Any], preset: Preset, force: bool) -> dict[str, Any]:
+    """Refuses students that keep less than min_retention of their teacher (unless forced)."""
+    checks = {"intent": ev["intent"].get("retention")}
+    if "dev_teacher_accuracy" in ev["intent"] and ev["intent"]["dev_teacher_accuracy"] > 0:
+        checks["intent"] = round(
+            ev["intent"]["dev_student_int8_accuracy"] / ev["intent"]["dev_teacher_accuracy"], 4
+        )
+    if "retrieval" in ev:
+        checks["retrieval"] = ev["retrieval"]["retention"]
+    if "relevance" in ev and "retention" in ev["relevance"]:
+        checks["relevance"] = ev["relevance"]["retention"]
+    failed = {k: v for k, v in checks.items() if v is not None and v < preset.min_retention}
+    if failed and not force:
+        raise RetentionError(
+            f"students below min_retention {preset.min_retention}: {failed} (pass --force to ship anyway)"
+        )
+    return {"min_retention": preset.min_retention, "measured": checks, "forced": bool(failed and force)}
 
 
 def _code_version() -> str:
@@ -406,8 +557,10 @@ def _tensor(name: str, dtype: str, *shape: int | str) -> dict[str, Any]:
 def _write_manifest(
     out: Path,
     preset: Preset,
-    data: Data,
+    data: TrainingData,
     dim: int,
+    views: int,
+    components: list[str],
     evaluation: dict[str, Any],
     timings: dict[str, float],
     seed: int,
@@ -419,6 +572,42 @@ def _write_manifest(
         if f.name != MANIFEST
     }
     ids = [_tensor("ids", "int64", "batch", "features")]
+    teachers = ", ".join(TEACHERS[t] for t in preset.methods.teachers)
+    available = {
+        "intent": {
+            "file": "intent.onnx",
+            "description": f"hashed n-gram MLP distilled from {teachers} (BERT2DNN), int8",
+            "inputs": ids,
+            "outputs": [_tensor("probabilities", "float32", "batch", len(data.labels))],
+        },
+        "query_encoder": {
+            "file": "query_encoder.onnx",
+            "description": f"hashed n-gram MLP trained into {TEACHERS[preset.methods.product_teacher]}'s "
+            "embedding space (asymmetric two-tower), int8",
+            "inputs": ids,
+            "outputs": [_tensor("embedding", "float32", "batch", dim)],
+        },
+        "relevance": {
+            "file": "relevance.onnx",
+            "description": ("tiered (recall + refine) " if preset.methods.tiered_relevance else "")
+            + "MLP over cosine, lexical coverage and intent features, distilled from a cross-encoder",
+            "inputs": [_tensor("features", "float32", "batch", len(RELEVANCE_FEATURES))],
+            "outputs": [_tensor("probabilities", "float32", "batch", len(GRADES))],
+            "feature_names": list(RELEVANCE_FEATURES),
+            "grades": list(GRADES),
+        },
+        "index": {
+            "file": "index.usearch",
+            "products": "products.json",
+            "description": f"usearch HNSW over {TEACHERS[preset.methods.product_teacher]} product embeddings "
+            f"({views} view(s) per product), cos, f16",
+            "metric": "cos",
+            "views": views,
+            "count": len(data.titles),
+        },
+    }
+    manifest_components: dict[str, Any] = {name: available[name] for name in components}
+    manifest_components["rules"] = {"file": "rules.json", "description": "mined golden and corrective rules"}
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "bundle_version": f"{preset.name}-{now:%Y%m%dT%H%M%SZ}",
@@ -427,7 +616,8 @@ def _write_manifest(
         "training": {
             "preset": preset.to_json(),
             "seed": seed,
-            "teacher": MINILM_NAME,
+            "data": data.source,
+            "teachers": [TEACHERS[t] for t in preset.methods.teachers],
             "stage_seconds": timings,
         },
         "embedding_dim": dim,
@@ -437,35 +627,7 @@ def _write_manifest(
             "tokenizer": "tokenizer.json",
         },
         "labels": [{"id": category_id(path), "path": path} for path in data.labels],
-        "components": {
-            "intent": {
-                "file": "intent.onnx",
-                "description": "hashed n-gram MLP distilled from MiniLM-L6 intent teacher, int8",
-                "inputs": ids,
-                "outputs": [_tensor("probabilities", "float32", "batch", len(data.labels))],
-            },
-            "query_encoder": {
-                "file": "query_encoder.onnx",
-                "description": "hashed n-gram MLP trained into MiniLM-L6 embedding space, int8",
-                "inputs": ids,
-                "outputs": [_tensor("embedding", "float32", "batch", dim)],
-            },
-            "relevance": {
-                "file": "relevance.onnx",
-                "description": "MLP over cosine, lexical coverage and intent features, int8",
-                "inputs": [_tensor("features", "float32", "batch", len(RELEVANCE_FEATURES))],
-                "outputs": [_tensor("probabilities", "float32", "batch", len(GRADES))],
-                "feature_names": list(RELEVANCE_FEATURES),
-                "grades": list(GRADES),
-            },
-            "index": {
-                "file": "index.usearch",
-                "products": "products.json",
-                "description": "usearch HNSW over MiniLM-L6 product title embeddings, cos, f16",
-                "metric": "cos",
-                "count": len(data.titles),
-            },
-        },
+        "components": manifest_components,
         "evaluation": evaluation,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

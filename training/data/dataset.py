@@ -1,0 +1,119 @@
+"""What `--data` points at, turned into one shape the pipeline trains from.
+
+Accepted inputs: nothing (the embedded synthetic catalogue), a product catalogue file (.csv/.tsv/.jsonl), a
+WANDS-style or ESCI-style directory (catalogue plus graded judgements), or a taxonomy-only directory
+(classes.txt and optional queries.tsv: the cold start of a new store). A taxonomy-only run may borrow a
+product catalogue for pre-training (`catalogue`), whose categories are aligned to the labels by leaf name.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.data.catalogue import Catalogue
+from training.data.judgements import Judgement, is_esci_dir, is_wands_dir, load_esci, load_wands
+from training.data.loaders import load_catalogue
+from training.data.synthetic import generate_catalogue
+from training.data.taxonomy import LabelledQuery, is_taxonomy_dir, label_at_level, load_taxonomy
+
+
+@dataclass
+class TrainingData:
+    source: str
+    labels: list[str]
+    """The intent label set (category paths at the chosen level)."""
+    descriptions: dict[str, str] = field(default_factory=dict)
+    catalogue: Catalogue | None = None
+    """The product side (retrieval, relevance, catalogue pre-training); None for taxonomy only."""
+    product_labels: np.ndarray | None = None
+    """Label index of each catalogue product, -1 where the product's category is not a label."""
+    serves_products: bool = True
+    """False when the catalogue was only borrowed for pre-training (taxonomy-only data)."""
+    queries: list[LabelledQuery] = field(default_factory=list)
+    """Real queries, with a label and a split where known."""
+    judgements: list[Judgement] = field(default_factory=list)
+    train_rows: list[int] = field(default_factory=list)
+    heldout_rows: list[int] = field(default_factory=list)
+    """Catalogue rows whose title substrings are kept out of training (JD protocol evaluation)."""
+
+    @property
+    def titles(self) -> list[str]:
+        return [p.title for p in self.catalogue.products] if self.catalogue else []
+
+    def label_of(self, label: str | None) -> int:
+        return self.labels.index(label) if label in self.labels else -1
+
+    def real(self, split: str) -> tuple[list[str], np.ndarray]:
+        """Real queries of a split and their label indices (-1 = unknown class)."""
+        rows = [q for q in self.queries if q.split == split]
+        return [q.text for q in rows], np.array([self.label_of(q.label) for q in rows], dtype=np.int64)
+
+
+def load_training_data(
+    path: Path | None,
+    num_products: int,
+    heldout_fraction: float,
+    seed: int,
+    label_level: int | None = None,
+) -> TrainingData:
+    if path is None:
+        data = _from_catalogue("synthetic", generate_catalogue(num_products, seed), label_level)
+    elif path.is_dir() and is_taxonomy_dir(path):
+        tax = load_taxonomy(path, label_level)
+        data = TrainingData(
+            source=f"taxonomy:{path}",
+            labels=list(tax.labels),
+            descriptions=dict(tax.descriptions),
+            queries=list(tax.queries),
+        )
+        # Catalogue pre-training without a catalogue of one's own: the embedded synthetic one, its
+        # categories aligned to the labels by leaf name; products of other categories stay unlabelled.
+        _borrow_catalogue(data, generate_catalogue(num_products, seed))
+    elif path.is_dir() and is_wands_dir(path):
+        judged = load_wands(path)
+        data = _from_catalogue(f"wands:{path}", judged.catalogue, label_level)
+        data.judgements = list(judged.judgements)
+    elif path.is_dir() and is_esci_dir(path):
+        judged = load_esci(path)
+        data = _from_catalogue(f"esci:{path}", judged.catalogue, label_level)
+        data.judgements = list(judged.judgements)
+    elif path.is_file():
+        data = _from_catalogue(str(path), load_catalogue(path, num_products, seed), label_level)
+    else:
+        raise FileNotFoundError(
+            f"--data {path}: expected a catalogue file (.csv/.tsv/.jsonl), or a directory with classes.txt "
+            "(taxonomy only), WANDS files (product.csv, query.csv, label.csv) or ESCI files"
+        )
+    if data.catalogue is not None:
+        rows = list(range(len(data.catalogue.products)))
+        random.Random(seed).shuffle(rows)
+        n_heldout = max(1, int(len(rows) * heldout_fraction))
+        data.heldout_rows, data.train_rows = sorted(rows[:n_heldout]), sorted(rows[n_heldout:])
+    return data
+
+
+def _from_catalogue(source: str, catalogue: Catalogue, label_level: int | None) -> TrainingData:
+    paths = [label_at_level(p.category, label_level) for p in catalogue.products]
+    labels = sorted(set(paths))
+    index = {label: i for i, label in enumerate(labels)}
+    return TrainingData(
+        source=source,
+        labels=labels,
+        catalogue=catalogue,
+        product_labels=np.array([index[p] for p in paths], dtype=np.int64),
+    )
+
+
+def leaf(path: str) -> str:
+    return path.split(" > ")[-1].strip().lower()
+
+
+def _borrow_catalogue(data: TrainingData, catalogue: Catalogue) -> None:
+    by_leaf = {leaf(label): i for i, label in enumerate(data.labels)}
+    data.catalogue = catalogue
+    data.serves_products = False
+    data.product_labels = np.array([by_leaf.get(leaf(p.category), -1) for p in catalogue.products])

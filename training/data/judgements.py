@@ -1,0 +1,131 @@
+"""Catalogues that come with graded relevance judgements: WANDS (Wayfair) and ESCI (Amazon) layouts.
+
+Grades are 0 irrelevant, 1 partial, 2 exact. ESCI's Substitute and Complement count as partial.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.data.catalogue import Catalogue, Product
+
+WANDS_FILES = ("product.csv", "query.csv", "label.csv")
+ESCI_EXAMPLES = "shopping_queries_dataset_examples"
+ESCI_PRODUCTS = "shopping_queries_dataset_products"
+_WANDS_GRADES = {"exact": 2, "partial": 1, "irrelevant": 0}
+_ESCI_GRADES = {"e": 2, "s": 1, "c": 1, "i": 0, "exact": 2, "substitute": 1, "complement": 1, "irrelevant": 0}
+UNKNOWN_CATEGORY = "Unknown"
+"""ESCI has no categories: every product gets this one, so intent cannot be trained from ESCI alone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    query: str
+    product_id: str
+    grade: int
+
+
+@dataclass(frozen=True, slots=True)
+class JudgedCatalogue:
+    catalogue: Catalogue
+    judgements: tuple[Judgement, ...]
+
+
+def is_wands_dir(path: Path) -> bool:
+    return all((path / name).is_file() for name in WANDS_FILES)
+
+
+def is_esci_dir(path: Path) -> bool:
+    return _find(path, ESCI_EXAMPLES) is not None and _find(path, ESCI_PRODUCTS) is not None
+
+
+def load_wands(directory: Path) -> JudgedCatalogue:
+    """product.csv (product_id, product_name, product_class, category hierarchy with " / " levels),
+    query.csv (query_id, query) and label.csv (query_id, product_id, label Exact/Partial/Irrelevant); all
+    tab separated with headers."""
+    products = []
+    for row in _tsv(directory / "product.csv"):
+        name = (row.get("product_name") or "").strip()
+        if not name:
+            continue
+        hierarchy = (row.get("category hierarchy") or "").strip()
+        category = " > ".join(p.strip() for p in hierarchy.split(" / ") if p.strip()) if hierarchy else ""
+        category = category or (row.get("product_class") or "").strip() or UNKNOWN_CATEGORY
+        products.append(Product(str(row["product_id"]).strip(), name, category, ""))
+    known = {p.id for p in products}
+    queries = {str(r["query_id"]).strip(): r["query"].strip() for r in _tsv(directory / "query.csv")}
+    judgements = []
+    for n, row in enumerate(_tsv(directory / "label.csv"), start=2):
+        qid, pid = str(row["query_id"]).strip(), str(row["product_id"]).strip()
+        grade = _WANDS_GRADES.get((row.get("label") or "").strip().lower())
+        if qid not in queries:
+            raise ValueError(f"{directory / 'label.csv'}:{n}: unknown query_id {qid!r}")
+        if pid not in known:
+            continue  # a product whose row had no name was skipped above
+        if grade is None:
+            raise ValueError(
+                f"{directory / 'label.csv'}:{n}: label {row.get('label')!r} is not Exact/Partial/Irrelevant"
+            )
+        judgements.append(Judgement(queries[qid], pid, grade))
+    return JudgedCatalogue(_catalogue(products, directory), tuple(judgements))
+
+
+def load_esci(directory: Path, locale: str | None = "us") -> JudgedCatalogue:
+    """The ESCI examples file (query, product_id, esci_label, optional product_locale) and products file
+    (product_id, product_title, optional product_brand), as .csv or .jsonl."""
+    products = []
+    for row in _rows(_find(directory, ESCI_PRODUCTS)):
+        if locale and row.get("product_locale", locale) != locale:
+            continue
+        title = (row.get("product_title") or "").strip()
+        if title:
+            products.append(
+                Product(str(row["product_id"]), title, UNKNOWN_CATEGORY, str(row.get("product_brand") or ""))
+            )
+    known = {p.id for p in products}
+    judgements = []
+    examples = _find(directory, ESCI_EXAMPLES)
+    for n, row in enumerate(_rows(examples), start=2):
+        if locale and row.get("product_locale", locale) != locale:
+            continue
+        grade = _ESCI_GRADES.get(str(row.get("esci_label", "")).strip().lower())
+        if grade is None:
+            raise ValueError(f"{examples}:{n}: esci_label {row.get('esci_label')!r} is not one of E/S/C/I")
+        if str(row["product_id"]) in known:
+            judgements.append(Judgement(str(row["query"]).strip(), str(row["product_id"]), grade))
+    return JudgedCatalogue(_catalogue(products, directory), tuple(judgements))
+
+
+def _catalogue(products: list[Product], directory: Path) -> Catalogue:
+    if not products:
+        raise ValueError(f"{directory}: no products")
+    return Catalogue(tuple(products), tuple(sorted({p.category for p in products})))
+
+
+def _find(directory: Path, stem: str) -> Path | None:
+    for suffix in (".csv", ".jsonl", ".parquet"):
+        if (directory / f"{stem}{suffix}").is_file():
+            return directory / f"{stem}{suffix}"
+    return None
+
+
+def _rows(path: Path | None) -> Iterator[dict[str, str]]:
+    if path is None:
+        raise FileNotFoundError("ESCI directory without examples or products file")
+    if path.suffix == ".parquet":
+        raise ValueError(f"{path}: parquet is not read here; convert it to CSV or JSONL first")
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            yield from (json.loads(line) for line in f if line.strip())
+    else:
+        with path.open(newline="", encoding="utf-8") as f:
+            yield from csv.DictReader(f)
+
+
+def _tsv(path: Path) -> Iterator[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        yield from csv.DictReader(f, delimiter="\t")

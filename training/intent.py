@@ -1,0 +1,252 @@
+"""Intent: the distillation sets, the teachers (zero-shot label prototypes, then fine-tuned), teacher
+stacking, and the BERT2DNN feed-forward student."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from server.featurize import Featurizer
+from training.data.augment import augment_queries, generate_label_queries
+from training.data.dataset import TrainingData
+from training.data.queries import title_substrings
+from training.finetune import classifier_logits, finetune_classifier
+from training.presets import Preset
+from training.students import IntentStudent, distillation_loss, fit, take
+from training.teachers import SentenceTeacher, teacher_dir
+
+PROTOTYPE_SCALE = 20.0
+"""Zero-shot logits are this times the cosine to a label prototype (a softmax over cosines is too flat)."""
+
+
+@dataclass
+class IntentSets:
+    texts: list[str]
+    """The distillation set: every text the student learns the teachers' answers on."""
+    hard: np.ndarray
+    """Known label per text (catalogue, generated or real labelled query), -1 where unlabelled."""
+    eval_texts: list[str]
+    eval_labels: np.ndarray
+    dev_texts: list[str]
+    dev_labels: np.ndarray
+    eval_name: str
+    sources: dict[str, int] = field(default_factory=dict)
+
+
+def build_intent_sets(data: TrainingData, preset: Preset, featurizer: Featurizer, seed: int) -> IntentSets:
+    m = preset.methods
+    texts: list[str] = []
+    hard: list[int] = []
+    sources: dict[str, int] = {}
+
+    def add(name: str, new_texts: list[str], labels: list[int]) -> None:
+        texts.extend(new_texts)
+        hard.extend(labels)
+        sources[name] = len(new_texts)
+
+    real_texts, real_labels = data.real("train")
+    add("real_train_queries", real_texts, real_labels.tolist())
+    if m.substrings and data.catalogue is not None:
+        qs = title_substrings(
+            data.titles,
+            data.product_labels.tolist(),
+            data.train_rows,
+            preset.queries_per_product,
+            featurizer,
+            seed,
+        )
+        add("title_substrings", [q.text for q in qs], [q.category for q in qs])
+    if m.label_queries:
+        generated = generate_label_queries(
+            data.labels, data.descriptions, preset.label_queries_per_label * len(data.labels), seed
+        )
+        add("label_queries", [t for t, _ in generated], [data.label_of(label) for _, label in generated])
+    if m.augmentation and real_texts:
+        augmented = augment_queries(real_texts, 20 * len(real_texts), seed)
+        add("augmented_real_queries", augmented, [-1] * len(augmented))
+    if not texts:
+        raise ValueError("no intent training texts: enable a source (substrings, label_queries) or add data")
+
+    dev_texts, dev_labels = data.real("dev")
+    eval_texts, eval_labels = data.real("test")
+    eval_name = "real test split"
+    if not eval_texts and data.catalogue is not None:
+        # JD protocol: substrings of held-out products' titles, labelled with their category.
+        held = title_substrings(
+            data.titles, data.product_labels.tolist(), data.heldout_rows, 3, featurizer, seed + 1
+        )
+        held = [q for q in held if q.category >= 0]
+        random.Random(seed).shuffle(held)
+        half = len(held) // 2
+        eval_texts, eval_labels = [q.text for q in held[half:]], np.array([q.category for q in held[half:]])
+        if not dev_texts:
+            dev_texts, dev_labels = [q.text for q in held[:half]], np.array([q.category for q in held[:half]])
+        eval_name = "held-out products' title substrings"
+    return IntentSets(
+        texts,
+        np.array(hard, dtype=np.int64),
+        eval_texts,
+        eval_labels,
+        dev_texts,
+        dev_labels,
+        eval_name,
+        sources,
+    )
+
+
+@dataclass
+class IntentTeacher:
+    """One teacher's answers (logits) on every text the run needs, and what it cost."""
+
+    name: str
+    train_logits: np.ndarray
+    dev_logits: np.ndarray
+    eval_logits: np.ndarray
+    num_parameters: int
+    train_seconds: float
+    zero_shot_eval_logits: np.ndarray
+    model: torch.nn.Module | None = None
+    tokenizer: object | None = None
+
+
+def label_prompts(labels: list[str], descriptions: dict[str, str]) -> list[list[str]]:
+    """Texts that stand for each label: its leaf name, its path, and its description where there is one."""
+    prompts = []
+    for label in labels:
+        leaf = label.split(" > ")[-1]
+        texts = [leaf, label.replace(" > ", " ")]
+        if descriptions.get(label):
+            texts.append(descriptions[label])
+        prompts.append(texts)
+    return prompts
+
+
+def label_prototypes(encoder: SentenceTeacher, labels: list[str], descriptions: dict[str, str]) -> np.ndarray:
+    prompts = label_prompts(labels, descriptions)
+    flat = [t for texts in prompts for t in texts]
+    vecs = encoder.encode(flat, desc="teacher: label prototypes")
+    out, start = np.empty((len(labels), vecs.shape[1]), dtype=np.float32), 0
+    for i, texts in enumerate(prompts):
+        mean = vecs[start : start + len(texts)].mean(0)
+        out[i] = mean / np.linalg.norm(mean)
+        start += len(texts)
+    return out
+
+
+def train_intent_teacher(
+    name: str, data: TrainingData, sets: IntentSets, preset: Preset, seed: int
+) -> IntentTeacher:
+    """Zero-shot from label prototypes; then, unless switched off, fine-tuned on the labelled texts with the
+    head initialised from those prototypes and the bottom layers frozen."""
+    model_dir = teacher_dir(name)
+    encoder = SentenceTeacher(model_dir)
+    prototypes = label_prototypes(encoder, data.labels, data.descriptions)
+
+    def zero_shot(texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(data.labels)), dtype=np.float32)
+        return PROTOTYPE_SCALE * encoder.encode(texts, desc=f"{name}: zero-shot") @ prototypes.T
+
+    zero_eval = zero_shot(sets.eval_texts)
+    if not preset.methods.teacher_finetune:
+        return IntentTeacher(
+            name,
+            zero_shot(sets.texts),
+            zero_shot(sets.dev_texts),
+            zero_eval,
+            encoder.num_parameters,
+            0.0,
+            zero_eval,
+        )
+    labelled = np.flatnonzero(sets.hard >= 0)
+    rng = np.random.default_rng(seed)
+    if len(labelled) > preset.teacher_max_texts:
+        labelled = np.sort(rng.choice(labelled, preset.teacher_max_texts, replace=False))
+    start = time.perf_counter()
+    result = finetune_classifier(
+        model_dir,
+        [sets.texts[i] for i in labelled],
+        sets.hard[labelled],
+        len(data.labels),
+        init_head=prototypes,
+        freeze_bottom=preset.teacher_freeze_bottom,
+        epochs=preset.teacher_epochs,
+        seed=seed,
+        desc=f"{name}: fine-tune",
+    )
+    seconds = time.perf_counter() - start
+
+    def logits(texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, len(data.labels)), dtype=np.float32)
+        return classifier_logits(result.model, result.tokenizer, texts)
+
+    return IntentTeacher(
+        name,
+        logits(sets.texts),
+        logits(sets.dev_texts),
+        logits(sets.eval_texts),
+        result.total_parameters,
+        round(seconds, 2),
+        zero_eval,
+        result.model,
+        result.tokenizer,
+    )
+
+
+def stack_logits(logits: list[np.ndarray], temperature: float) -> np.ndarray:
+    """Teacher stacking: the average of the teachers' temperature-softened distributions, returned as logits
+    that give back exactly that average when softened at the same temperature."""
+    if len(logits) == 1:
+        return logits[0]
+    probs = np.mean([_softmax(z / temperature) for z in logits], axis=0)
+    return (temperature * np.log(np.clip(probs, 1e-12, None))).astype(np.float32)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def train_intent_student(
+    sets: IntentSets,
+    teacher_logits: np.ndarray,
+    featurizer: Featurizer,
+    num_labels: int,
+    preset: Preset,
+    seed: int,
+    temperature: float | None = None,
+) -> tuple[IntentStudent, list[float]]:
+    """BERT2DNN: the hashed n-gram MLP learns the teachers' softened answers on the whole distillation set,
+    plus the hard label where a text has one. Without soft labels it sees only the labelled texts."""
+    temperature = temperature or preset.temperature
+    rows = np.arange(len(sets.texts))
+    if not preset.methods.soft_labels:
+        rows = np.flatnonzero(sets.hard >= 0)
+    ids = featurizer.batch_ids([sets.texts[i] for i in rows])
+    soft = torch.from_numpy(teacher_logits[rows].astype(np.float32))
+    hard = torch.from_numpy(sets.hard[rows])
+    student = IntentStudent(preset.num_buckets, preset.intent_dim, preset.intent_hidden, num_labels)
+
+    def loss(idx: np.ndarray) -> torch.Tensor:
+        logits = student.logits(take(ids, idx))
+        if not preset.methods.soft_labels:
+            return F.cross_entropy(logits, hard[idx])
+        return distillation_loss(logits, soft[idx], hard[idx], temperature, preset.soft_weight)
+
+    history = fit(
+        student, len(rows), loss, preset.epochs, preset.batch_size, preset.learning_rate, seed, "intent"
+    )
+    return student, history
+
+
+def student_logits(student: IntentStudent, featurizer: Featurizer, texts: list[str]) -> np.ndarray:
+    if not texts:
+        return np.zeros((0, student.mlp[-1].out_features), dtype=np.float32)
+    with torch.no_grad():
+        return student.logits(torch.from_numpy(featurizer.batch_ids(texts))).numpy()

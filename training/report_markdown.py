@@ -1,0 +1,313 @@
+"""The report's Markdown and PNG plots, from results.json (training/report.py makes it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[str]:
+    out = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        out.append("| " + " | ".join(_fmt(row.get(key)) for key, _ in columns) + " |")
+    return out + [""]
+
+
+def write_report(results: dict[str, Any], out: Path) -> None:
+    meta = results.get("meta", {})
+    lines = [
+        "# Sift quality report",
+        "",
+        f"Made by `{meta.get('command', 'sift-train report')}` (preset `{meta.get('preset')}`), "
+        f"on {meta.get('machine', '?')}, Python {meta.get('python', '?')}. Every figure below is in "
+        "`results.json` beside this file; rerun one part with `--parts intent|catalogue|layers|latency`.",
+        "",
+    ]
+    if "intent" in results:
+        lines += _intent(results["intent"], out)
+    if "catalogue" in results:
+        lines += _catalogue(results["catalogue"])
+    if "layers" in results:
+        lines += _layers(results["layers"], out)
+    if "latency" in results:
+        lines += _latency(results["latency"], out)
+    (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _intent(r: dict[str, Any], out: Path) -> list[str]:
+    rows = r["rows"]
+    for row in rows:
+        lo, hi = row["top1_ci"]
+        row["ci"] = f"{lo:.3f}–{hi:.3f}"
+    lines = [
+        "## Intent on real queries",
+        "",
+        f"Data: `{r['data']}` as a taxonomy-only input ({r['labels']} labels). Evaluated on the {r['eval']}. "
+        f"Distillation set by source: {', '.join(f'{k} {v:,}' for k, v in r['sources'].items())}. "
+        "Retention is a student's top-1 over the (stacked) teacher's; agreement is how often it gives the "
+        "teacher's top-1, on the test queries and on all real query text.",
+        "",
+    ]
+    lines += _table(
+        rows,
+        [
+            ("name", "model"),
+            ("kind", "kind"),
+            ("top1", "top-1"),
+            ("ci", "95% CI"),
+            ("macro_f1", "macro-F1"),
+            ("retention", "retention"),
+            ("agreement_eval", "agreement (test)"),
+            ("agreement_real_queries", "agreement (all real text)"),
+            ("parameters", "parameters"),
+            ("train_seconds", "train s"),
+        ],
+    )
+    lines += [
+        f"int8 vs fp32 top-1 agreement of the shipped student on all real query text: "
+        f"{_fmt(r['int8_fp32_top1_agreement_real_queries'])}. Mean top probability: "
+        f"{_fmt(r['known_class_mean_top_probability'])} on queries of a known class, "
+        f"{_fmt(r['unknown_class_mean_top_probability'])} on those of unknown class.",
+        "",
+        "![intent top-1](intent_top1.png)",
+        "",
+        "![temperature sweep](temperature.png)",
+        "",
+    ]
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1))
+    names = [row["name"][:70] for row in rows]
+    tops = [row["top1"] for row in rows]
+    err = [
+        [t - row["top1_ci"][0] for t, row in zip(tops, rows, strict=True)],
+        [row["top1_ci"][1] - t for t, row in zip(tops, rows, strict=True)],
+    ]
+    colors = [
+        "tab:gray" if r_["kind"] == "floor" else "tab:blue" if r_["kind"] == "teacher" else "tab:orange"
+        for r_ in rows
+    ]
+    ax.barh(names, tops, xerr=err, color=colors)
+    ax.invert_yaxis()
+    ax.set_xlabel("top-1 accuracy on the real test split (95% bootstrap CI)")
+    fig.tight_layout()
+    fig.savefig(out / "intent_top1.png", dpi=110)
+    plt.close(fig)
+    sweep = r["temperature_sweep"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([s["temperature"] for s in sweep], [s["top1"] for s in sweep], "o-", label="top-1")
+    ax.plot([s["temperature"] for s in sweep], [s["agreement"] for s in sweep], "s--", label="agreement")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("distillation temperature T")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "temperature.png", dpi=110)
+    plt.close(fig)
+    return lines
+
+
+def _catalogue(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Retrieval and relevance on held-out products (JD protocol)",
+        "",
+        f"The embedded synthetic catalogue ({r['products']:,} products, {r['heldout_products']:,} held out): "
+        "a random substring of a held-out product's title is the query and that product the target.",
+        "",
+        "### Retrieval",
+        "",
+    ]
+    rows = []
+    for row in r["retrieval"]:
+        rows.append(
+            {
+                **row,
+                "teacher_recall_at_10": row.get("teacher_recall_at_10"),
+                "recall": row.get("student_recall_at_10", row.get("recall_at_10")),
+                "mrr_": row.get("student_mrr", row.get("mrr")),
+            }
+        )
+    lines += _table(
+        rows,
+        [
+            ("product_teacher", "product tower (teacher)"),
+            ("views", "views"),
+            ("teacher_recall_at_10", "teacher recall@10"),
+            ("teacher_mrr", "teacher MRR"),
+            ("recall", "student (or BM25) recall@10"),
+            ("mrr_", "student MRR"),
+            ("retention", "retention"),
+            ("student_teacher_overlap_at_10", "overlap@10"),
+            ("student_parameters", "student parameters"),
+        ],
+    )
+    np_ = r["retrieval_without_substring_pairs"]
+    lines += [
+        f"Without the substring–product pairs (in-batch negatives), the student's recall@10 is "
+        f"{_fmt(np_['student_recall_at_10'])} (teacher {_fmt(np_['teacher_recall_at_10'])}).",
+        "",
+        "### Relevance",
+        "",
+    ]
+    rel = r["relevance"]
+    rows = []
+    for name, m in rel.items():
+        row = {"variant": name, **{f"s_{k}": v for k, v in m["student"].items()}}
+        row["teacher_ndcg"] = m.get("teacher_cross_encoder", {}).get("ndcg_at_10")
+        row["bm25_ndcg"] = m["bm25"]["ndcg_at_10"]
+        row["retention"] = m.get("retention")
+        rows.append(row)
+    lines += _table(
+        rows,
+        [
+            ("variant", "student"),
+            ("s_ndcg_at_10", "NDCG@10"),
+            ("teacher_ndcg", "cross-encoder teacher NDCG@10"),
+            ("bm25_ndcg", "BM25 NDCG@10"),
+            ("retention", "retention"),
+            ("s_grade_accuracy", "grade accuracy"),
+            ("s_accuracy_irrelevant", "acc. irrelevant"),
+            ("s_accuracy_partial", "acc. partial"),
+            ("s_accuracy_exact", "acc. exact"),
+        ],
+    )
+    shipped = rel["shipped"]
+    if "teacher_cross_encoder" in shipped:
+        t = shipped["teacher_cross_encoder"]
+        lines += [
+            f"Cross-encoder teacher grade accuracy {_fmt(t.get('grade_accuracy'))} "
+            f"(irrelevant {_fmt(t.get('accuracy_irrelevant'))}, partial {_fmt(t.get('accuracy_partial'))}, "
+            f"exact {_fmt(t.get('accuracy_exact'))}).",
+            "",
+        ]
+    lines += ["Mined rules of the shipped student, with coverage and precision on the held-out pairs:", ""]
+    rule_rows = [{"kind": "pre (golden)", **x} for x in shipped["pre_rules"]] + [
+        {"kind": "post (corrective)", **x} for x in shipped["post_rules"]
+    ]
+    lines += _table(
+        rule_rows, [("kind", "kind"), ("rule", "rule"), ("coverage", "coverage"), ("precision", "precision")]
+    )
+    lines += ["### Teacher–student agreement on real query text", ""]
+    agreement_rows = []
+    for key, value in r.items():
+        if key.startswith("real_query_agreement_"):
+            agreement_rows.append({"what": f"query embedding vs {key.rsplit('_', 1)[1]} teacher", **value})
+    lines += _table(
+        agreement_rows,
+        [
+            ("what", "what"),
+            ("queries", "real queries"),
+            ("mean_cosine", "mean cosine"),
+            ("overlap_at_10", "retrieval overlap@10"),
+        ],
+    )
+    if "real_query_relevance_agreement" in r:
+        a = r["real_query_relevance_agreement"]
+        lines += [
+            f"Relevance on a fixed set of {a['candidates_per_query']} products for each of {a['queries']} real "
+            f"queries: Spearman of student and cross-encoder scores {_fmt(a['spearman_pooled'])} pooled, "
+            f"{_fmt(a['spearman_mean_per_query'])} mean per query; grade agreement {_fmt(a['grade_agreement'])}.",
+            "",
+        ]
+    return lines
+
+
+def _layers(r: dict[str, Any], out: Path) -> list[str]:
+    lines = [
+        "## Layer freezing and dropping (teacher fine-tuning)",
+        "",
+        f"MiniLM-L6 fine-tuned for intent on {r['fine_tuning_texts']:,} labelled texts, one epoch each; top-1 "
+        "on the real test split. Freezing caches the frozen layers' output once, so the epochs only run the "
+        "top.",
+        "",
+    ]
+    lines += _table(
+        r["rows"],
+        [
+            ("config", "configuration"),
+            ("train_seconds", "train s"),
+            ("time_vs_full", "time vs full"),
+            ("trainable_parameters", "trainable parameters"),
+            ("top1", "top-1"),
+        ],
+    )
+    lines += [
+        "## Kernel analysis of teacher layers",
+        "",
+        "Kernel–target alignment (RBF) and kernel ridge regression accuracy of each layer's mean-pooled "
+        "embedding on a sample of labelled texts: a cheap predictor of a layer's value for the task.",
+        "",
+    ]
+    for name, layers in r["kernel"].items():
+        lines += [f"**{name}**", ""]
+        lines += _table(
+            layers,
+            [
+                ("layer", "layer"),
+                ("kta_linear", "KTA linear"),
+                ("kta_rbf", "KTA RBF"),
+                ("krr_accuracy", "KRR accuracy"),
+            ],
+        )
+    for key, c in r["kernel_check"].items():
+        lines.append(
+            f"- {key} of MiniLM layers {c['layers']}: {[round(x, 3) for x in c['kernel']]}; fine-tuned top-1 "
+            f"of the model cut at that layer: {c['fine_tuned_top1']}; Spearman {c['spearman']}."
+        )
+    lines += ["", "![kernel](kernel.png)", ""]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, layers in r["kernel"].items():
+        ax.plot(
+            [x["layer"] / (len(layers) - 1) for x in layers],
+            [x["krr_accuracy"] for x in layers],
+            "o-",
+            label=name,
+        )
+    ax.set_xlabel("relative depth (layer / last layer)")
+    ax.set_ylabel("kernel ridge accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "kernel.png", dpi=110)
+    plt.close(fig)
+    return lines
+
+
+def _latency(r: dict[str, Any], out: Path) -> list[str]:
+    lines = [
+        "## Latency per call (batch 1, one thread)",
+        "",
+        "Median over repeated calls, tokenization or featurization included; `×` is the ratio to the shipped "
+        "student's median measured in the same run.",
+        "",
+    ]
+    lines += _table(
+        r["rows"],
+        [
+            ("model", "model"),
+            ("median_ms", "median ms"),
+            ("p90_ms", "p90 ms"),
+            ("vs_student_int8", "× student"),
+        ],
+    )
+    lines += ["![latency](latency.png)", ""]
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(r["rows"]) + 1))
+    ax.barh([x["model"][:60] for x in r["rows"]], [x["median_ms"] for x in r["rows"]])
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("median ms per call (log scale)")
+    fig.tight_layout()
+    fig.savefig(out / "latency.png", dpi=110)
+    plt.close(fig)
+    return lines

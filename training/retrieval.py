@@ -1,0 +1,126 @@
+"""Retrieval: the asymmetric two-tower. Products are embedded offline by the big teacher (optionally as
+several views per product); queries are embedded online by a small hashed n-gram student trained into that
+space with catalogue pre-training (a title substring paired with its own product, in-batch negatives)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from usearch.index import Index
+
+from server.featurize import Featurizer
+from server.runtime.index import ProductIndex
+from training.data.catalogue import Catalogue
+from training.data.queries import SyntheticQuery
+from training.metrics import mrr, overlap_at_k, recall_at_k
+from training.presets import Preset
+from training.students import QueryEncoderStudent, fit, take
+
+CONTRASTIVE_WEIGHT = 0.2
+CONTRASTIVE_TEMPERATURE = 0.05
+
+
+def product_views(catalogue: Catalogue, views: int) -> list[list[str]]:
+    """Texts per product: the title; then category leaf + title; then brand + category path."""
+    out = []
+    for p in catalogue.products:
+        leaf = p.category.split(" > ")[-1]
+        texts = [p.title, f"{leaf}: {p.title}", f"{p.brand} {p.category.replace(' > ', ' ')}".strip()]
+        out.append(texts[:views])
+    return out
+
+
+def embed_products(encode: callable, catalogue: Catalogue, views: int) -> np.ndarray:
+    """[products, views, dim], unit vectors."""
+    texts = product_views(catalogue, views)
+    flat = encode([t for ts in texts for t in ts])
+    return flat.reshape(len(texts), views, -1)
+
+
+def train_query_encoder(
+    queries: list[SyntheticQuery],
+    query_targets: np.ndarray,
+    product_vecs: np.ndarray,
+    titles: list[str],
+    featurizer: Featurizer,
+    preset: Preset,
+    seed: int,
+) -> tuple[QueryEncoderStudent, list[float]]:
+    """The student maps a query (and a title) to the teacher's vector of it, and ranks the query's own
+    product above the other products of the batch."""
+    dim = product_vecs.shape[-1]
+    encoder = QueryEncoderStudent(preset.num_buckets, preset.encoder_dim, dim)
+    ids = featurizer.batch_ids([q.text for q in queries])
+    title_ids = featurizer.batch_ids(titles)
+    q_targets = torch.from_numpy(query_targets)
+    p_targets = torch.from_numpy(np.ascontiguousarray(product_vecs[:, 0]))
+    q_rows = torch.tensor([q.product_row for q in queries])
+    use_pairs = preset.methods.substrings
+
+    def loss(idx: np.ndarray) -> torch.Tensor:
+        rows = q_rows[idx]
+        q = encoder(take(ids, idx))
+        t = encoder(take(title_ids, rows.numpy()))
+        distil = (1 - (q * q_targets[idx]).sum(1)).mean() + (1 - (t * p_targets[rows]).sum(1)).mean()
+        if not use_pairs:
+            return distil
+        logits = q @ p_targets[rows].T / CONTRASTIVE_TEMPERATURE
+        same = rows.unsqueeze(0) == rows.unsqueeze(1)
+        logits = logits.masked_fill(same & ~torch.eye(len(idx), dtype=torch.bool), -1e4)
+        return distil + CONTRASTIVE_WEIGHT * F.cross_entropy(logits, torch.arange(len(idx)))
+
+    history = fit(
+        encoder, len(queries), loss, preset.epochs, preset.batch_size, preset.learning_rate, seed, "encoder"
+    )
+    return encoder, history
+
+
+def encode_queries(encoder: QueryEncoderStudent, featurizer: Featurizer, texts: list[str]) -> np.ndarray:
+    with torch.no_grad():
+        return encoder(torch.from_numpy(featurizer.batch_ids(texts))).numpy()
+
+
+def write_index(product_vecs: np.ndarray, path: Path) -> ProductIndex:
+    """usearch HNSW, cosine, f16; key = row * views + view (see server/runtime/index.py)."""
+    n, views, dim = product_vecs.shape
+    index = Index(
+        ndim=dim, metric="cos", dtype="f16", connectivity=16, expansion_add=128, expansion_search=64
+    )
+    index.add(np.arange(n * views, dtype=np.uint64), product_vecs.reshape(n * views, dim))
+    index.save(str(path))
+    return ProductIndex(path, views)
+
+
+def exact_top(query_vecs: np.ndarray, product_vecs: np.ndarray, k: int = 10) -> np.ndarray:
+    """Exact top-k product rows by best view."""
+    scores = np.einsum("qd,pvd->qpv", query_vecs, product_vecs).max(axis=2)
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def evaluate_retrieval(
+    targets: np.ndarray,
+    teacher_query_vecs: np.ndarray,
+    student_query_vecs: np.ndarray,
+    product_vecs: np.ndarray,
+    index: ProductIndex | None = None,
+) -> dict[str, float]:
+    """JD protocol: a held-out title substring is the query, its own product the target. The teacher ranks
+    exactly; the student through the served index when one is given."""
+    teacher_top = exact_top(teacher_query_vecs, product_vecs)
+    if index is not None:
+        student_top = np.stack([index.search(v, 10)[0] for v in student_query_vecs])
+    else:
+        student_top = exact_top(student_query_vecs, product_vecs)
+    return {
+        "teacher_recall_at_10": round(recall_at_k(teacher_top, targets, 10), 4),
+        "student_recall_at_10": round(recall_at_k(student_top, targets, 10), 4),
+        "teacher_mrr": round(mrr(teacher_top, targets), 4),
+        "student_mrr": round(mrr(student_top, targets), 4),
+        "student_teacher_overlap_at_10": round(overlap_at_k(teacher_top, student_top, 10), 4),
+        "student_teacher_mean_cosine": round(
+            float((teacher_query_vecs * student_query_vecs).sum(1).mean()), 4
+        ),
+    }

@@ -1,0 +1,344 @@
+"""A small transformer student: the bottom layers of all-MiniLM-L6-v2 over a vocabulary pruned to the data.
+
+It is the alternative to the hashed n-gram feed-forward students of students.py: slower per call but it keeps
+word order and the teacher's own sub-word embeddings. Every student must stay under 11M parameters, and
+MiniLM's word-embedding table alone is 30522x384 = 11.7M, so the table keeps only the rows of the token ids
+that the training texts use. The original tokenizer.json is kept unchanged; an int64 old-id -> new-id remap
+(a buffer, not a parameter) is the first Gather of the graph and sends every dropped id to [UNK].
+
+The encoder is written out in plain torch ops (Gather, MatMul, Softmax, LayerNorm, Erf) rather than taken
+from transformers, so that the legacy ONNX exporter traces exactly the trained computation with dynamic batch
+and sequence axes; the same module with all layers and the full vocabulary exports the teacher itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+from torch import nn
+
+from training.students import distillation_loss, fit
+
+MAX_TOKENS = 32
+"""Search queries are short; 32 word pieces cover them and bound the attention cost."""
+PARAMETER_BUDGET = 11_000_000
+"""10% of BERT-base: the ceiling for every student."""
+FREQUENT_IDS = 1000
+"""Besides every id seen in the texts, keep this many of the most frequent general word pieces."""
+_FIRST_WORD_ID = 1996
+"""In BERT's uncased vocab, ids from 1996 ("the") on are whole-word pieces in roughly descending frequency
+(below are [unused*] slots and single characters): the next FREQUENT_IDS ids are its most frequent words."""
+_MASK_VALUE = -1e9
+
+
+def load_tokenizer(model_dir: Path, max_length: int = MAX_TOKENS) -> Tokenizer:
+    """The teacher's own tokenizer.json, truncating to `max_length` and padding to the longest in a batch."""
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(max_length=max_length)
+    pad_id = tokenizer.token_to_id("[PAD]")
+    tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
+    return tokenizer
+
+
+def encode_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) as int64 matrices, padded to the longest text."""
+    encodings = tokenizer.encode_batch(list(texts))
+    ids = np.array([e.ids for e in encodings], dtype=np.int64)
+    mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    return ids, mask
+
+
+class _Layer(nn.Module):
+    """One post-LayerNorm BERT layer, with the teacher's parameter names so its weights load directly."""
+
+    def __init__(self, hidden: int, heads: int, intermediate: int, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(hidden, hidden)
+        self.key = nn.Linear(hidden, hidden)
+        self.value = nn.Linear(hidden, hidden)
+        self.attention_out = nn.Linear(hidden, hidden)
+        self.attention_norm = nn.LayerNorm(hidden, eps=eps)
+        self.intermediate = nn.Linear(hidden, intermediate)
+        self.output = nn.Linear(intermediate, hidden)
+        self.output_norm = nn.LayerNorm(hidden, eps=eps)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        # (batch, seq, hidden) -> (batch, heads, seq, head_dim); -1 keeps batch and seq dynamic in the graph.
+        return x.reshape(x.shape[0], -1, self.heads, x.shape[-1] // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
+        context = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(x.shape)
+        x = self.attention_norm(x + self.attention_out(context))
+        return self.output_norm(x + self.output(F.gelu(self.intermediate(x))))
+
+
+class TransformerStudent(nn.Module):
+    """(input_ids, attention_mask) in the teacher tokenizer's ids -> class probabilities (`num_classes`) or
+    an L2-normalised mean-pooled embedding (`num_classes=None`, projected to `out_dim` if given)."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden: int = 384,
+        num_layers: int = 2,
+        heads: int = 12,
+        intermediate: int = 1536,
+        max_positions: int = 512,
+        eps: float = 1e-12,
+        remap: torch.Tensor | None = None,
+        num_classes: int | None = None,
+        out_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes is not None and out_dim is not None:
+            raise ValueError("out_dim is for embedding students; a classifier's output size is num_classes")
+        self.remap: torch.Tensor | None
+        self.register_buffer("remap", remap)
+        self.word_embeddings = nn.Embedding(vocab_size, hidden)
+        self.position_embeddings = nn.Embedding(max_positions, hidden)
+        # All inputs are single segments: only row 0 of the teacher's token-type table is ever used.
+        self.token_type = nn.Parameter(torch.zeros(hidden))
+        self.embedding_norm = nn.LayerNorm(hidden, eps=eps)
+        self.layers = nn.ModuleList(_Layer(hidden, heads, intermediate, eps) for _ in range(num_layers))
+        self.num_classes = num_classes
+        self.head: nn.Module | None = None
+        if num_classes is not None:
+            self.head = nn.Linear(hidden, num_classes)
+        elif out_dim is not None:
+            self.head = nn.Linear(hidden, out_dim)
+
+    def _pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        ids = self.remap[input_ids] if self.remap is not None else input_ids
+        # cumsum rather than arange(seq_len): the exported graph then has no traced shape constants.
+        positions = torch.cumsum(torch.ones_like(input_ids), dim=1) - 1
+        x = self.word_embeddings(ids) + self.position_embeddings(positions) + self.token_type
+        x = self.embedding_norm(x)
+        mask = attention_mask.to(x.dtype)
+        bias = ((1.0 - mask) * _MASK_VALUE)[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, bias)
+        weights = mask.unsqueeze(-1)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Classifier logits (training); only for students built with num_classes."""
+        if self.num_classes is None or self.head is None:
+            raise ValueError("an embedding student has no logits")
+        return self.head(self._pooled(input_ids, attention_mask))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.num_classes is not None:
+            return torch.softmax(self.logits(input_ids, attention_mask), dim=-1)
+        pooled = self._pooled(input_ids, attention_mask)
+        if self.head is not None:
+            pooled = self.head(pooled)
+        return F.normalize(pooled, dim=-1)
+
+
+def count_parameters(student: nn.Module) -> int:
+    """Trainable parameters; the remap is a buffer, so it is not counted."""
+    return sum(p.numel() for p in student.parameters() if p.requires_grad)
+
+
+def _keep_ids(
+    tokenizer: Tokenizer, texts: Sequence[str], vocab_size: int, budget_rows: int
+) -> tuple[np.ndarray, int]:
+    """Sorted old ids to keep, and the new id of [UNK]: specials, the most frequent general word pieces,
+    then the ids seen in `texts`, most frequent first, for as many rows as the parameter budget allows."""
+    specials = sorted(set(_special_ids(tokenizer)) | {tokenizer.token_to_id("[UNK]")})
+    counts: Counter[int] = Counter()
+    for encoding in tokenizer.encode_batch(list(texts)):
+        counts.update(encoding.ids)
+    frequent = range(_FIRST_WORD_ID, min(_FIRST_WORD_ID + FREQUENT_IDS, vocab_size))
+    keep: dict[int, None] = dict.fromkeys([*specials, *frequent])
+    for token_id, _ in counts.most_common():
+        if len(keep) >= budget_rows:
+            break
+        keep.setdefault(token_id)
+    kept = np.array(sorted(keep), dtype=np.int64)
+    unk = int(np.searchsorted(kept, tokenizer.token_to_id("[UNK]")))
+    return kept, unk
+
+
+def _special_ids(tokenizer: Tokenizer) -> list[int]:
+    return [i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special]
+
+
+def _load_teacher(model_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model_type") != "bert":
+        raise ValueError(f"{model_dir}: a BERT-style teacher is expected, not {config.get('model_type')!r}")
+    return config, load_file(str(model_dir / "model.safetensors"))
+
+
+def _build(
+    config: dict,
+    weights: dict[str, torch.Tensor],
+    num_layers: int,
+    kept: np.ndarray | None,
+    unk: int,
+    num_classes: int | None,
+    out_dim: int | None,
+) -> TransformerStudent:
+    """A student from the teacher's first `num_layers` layers and the word-embedding rows `kept` (all if
+    None); the head, if any, starts from PyTorch's default initialisation."""
+    remap = None
+    if kept is not None:
+        remap = torch.full((config["vocab_size"],), unk, dtype=torch.int64)
+        remap[torch.from_numpy(kept)] = torch.arange(len(kept))
+    vocab = config["vocab_size"] if kept is None else len(kept)
+    student = TransformerStudent(
+        vocab,
+        hidden=config["hidden_size"],
+        num_layers=num_layers,
+        heads=config["num_attention_heads"],
+        intermediate=config["intermediate_size"],
+        max_positions=config["max_position_embeddings"],
+        eps=config.get("layer_norm_eps", 1e-12),
+        remap=remap,
+        num_classes=num_classes,
+        out_dim=out_dim,
+    )
+    word = weights["embeddings.word_embeddings.weight"]
+    state = {
+        "word_embeddings.weight": word if kept is None else word[torch.from_numpy(kept)],
+        "position_embeddings.weight": weights["embeddings.position_embeddings.weight"],
+        "token_type": weights["embeddings.token_type_embeddings.weight"][0],
+        "embedding_norm.weight": weights["embeddings.LayerNorm.weight"],
+        "embedding_norm.bias": weights["embeddings.LayerNorm.bias"],
+    }
+    names = {
+        "query": "attention.self.query",
+        "key": "attention.self.key",
+        "value": "attention.self.value",
+        "attention_out": "attention.output.dense",
+        "attention_norm": "attention.output.LayerNorm",
+        "intermediate": "intermediate.dense",
+        "output": "output.dense",
+        "output_norm": "output.LayerNorm",
+    }
+    for i in range(num_layers):
+        for ours, theirs in names.items():
+            for kind in ("weight", "bias"):
+                state[f"layers.{i}.{ours}.{kind}"] = weights[f"encoder.layer.{i}.{theirs}.{kind}"]
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    left = [m for m in missing if not m.startswith(("head.", "remap"))]
+    if left or unexpected:
+        raise RuntimeError(f"teacher weights do not fit: missing {left}, unexpected {unexpected}")
+    return student.eval()
+
+
+def build_transformer_student(
+    teacher_dir: Path,
+    texts: Sequence[str],
+    num_layers: int = 2,
+    num_classes: int | None = None,
+    out_dim: int | None = None,
+) -> tuple[TransformerStudent, Tokenizer]:
+    """The teacher's bottom `num_layers` layers over the vocabulary that `texts` use (plus specials and the
+    most frequent general words), cut further by frequency if needed to stay under PARAMETER_BUDGET."""
+    config, weights = _load_teacher(teacher_dir)
+    if not 1 <= num_layers <= config["num_hidden_layers"]:
+        raise ValueError(f"num_layers must be in 1..{config['num_hidden_layers']}, not {num_layers}")
+    tokenizer = load_tokenizer(teacher_dir)
+    # Size the body with a one-row vocabulary to learn how many embedding rows the budget leaves.
+    probe = _build(config, weights, num_layers, np.array([0]), 0, num_classes, out_dim)
+    budget_rows = (PARAMETER_BUDGET - 1 - count_parameters(probe)) // config["hidden_size"] + 1
+    if budget_rows < len(_special_ids(tokenizer)) + 1:
+        raise ValueError(f"{num_layers} layers leave no room for a vocabulary under {PARAMETER_BUDGET}")
+    kept, unk = _keep_ids(tokenizer, texts, config["vocab_size"], budget_rows)
+    return _build(config, weights, num_layers, kept, unk, num_classes, out_dim), tokenizer
+
+
+def full_encoder(model_dir: Path) -> TransformerStudent:
+    """The whole teacher (every layer, full vocabulary, no head) as a TransformerStudent: its embedding is
+    the sentence-transformers mean-pooled, normalised sentence embedding."""
+    config, weights = _load_teacher(model_dir)
+    return _build(config, weights, config["num_hidden_layers"], None, 0, None, None)
+
+
+def distil_transformer_student(
+    student: TransformerStudent,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    *,
+    soft_targets: np.ndarray | None = None,
+    embedding_targets: np.ndarray | None = None,
+    hard_labels: np.ndarray | None = None,
+    soft_weight: float = 0.7,
+    temperature: float = 2.0,
+    epochs: int = 2,
+    batch_size: int = 64,
+    learning_rate: float = 1e-4,
+    seed: int = 0,
+) -> list[float]:
+    """Fine-tunes the student on the teacher's outputs: softened logits (KL, mixed with hard-label CE by
+    `soft_weight`) for a classifier, 1 - cosine to the teacher's vectors for an embedding student.
+    Returns the mean loss of each epoch."""
+    is_classifier = student.num_classes is not None
+    if is_classifier and soft_targets is None and hard_labels is None:
+        raise ValueError("a classifier student needs soft_targets and/or hard_labels")
+    if not is_classifier and embedding_targets is None:
+        raise ValueError("an embedding student needs embedding_targets")
+    ids, mask = encode_texts(tokenizer, texts)
+    soft = None if soft_targets is None else torch.as_tensor(soft_targets, dtype=torch.float32)
+    target = None if embedding_targets is None else torch.as_tensor(embedding_targets, dtype=torch.float32)
+    labels = None if hard_labels is None else torch.as_tensor(hard_labels, dtype=torch.int64)
+    for name, array in (("soft_targets", soft), ("embedding_targets", target), ("hard_labels", labels)):
+        if array is not None and len(array) != len(texts):
+            raise ValueError(f"{name} has {len(array)} rows for {len(texts)} texts")
+
+    def loss_fn(idx: np.ndarray) -> torch.Tensor:
+        # Trim the batch to its longest text: padding columns cost attention compute and change nothing.
+        width = max(int(mask[idx].sum(axis=1).max()), 1)
+        batch_ids = torch.from_numpy(np.ascontiguousarray(ids[idx, :width]))
+        batch_mask = torch.from_numpy(np.ascontiguousarray(mask[idx, :width]))
+        rows = torch.from_numpy(idx)
+        if not is_classifier:
+            assert target is not None
+            out = student(batch_ids, batch_mask)
+            return (1.0 - F.cosine_similarity(out, target[rows], dim=-1)).mean()
+        logits = student.logits(batch_ids, batch_mask)
+        batch_labels = None if labels is None else labels[rows]
+        if soft is None:
+            assert batch_labels is not None
+            return F.cross_entropy(logits, batch_labels, ignore_index=-1)
+        return distillation_loss(logits, soft[rows], batch_labels, temperature, soft_weight)
+
+    return fit(
+        student, len(texts), loss_fn, epochs, batch_size, learning_rate, seed, desc="transformer student"
+    )
+
+
+def export_transformer_onnx(student: TransformerStudent, tokenizer: Tokenizer, path: Path) -> None:
+    """fp32 ONNX: int64 `input_ids` and `attention_mask` with dynamic batch and sequence axes, and output
+    `probabilities` (classifier) or `embedding`. The tokenizer gives a realistic tracing example."""
+    ids, mask = encode_texts(tokenizer, ["example query for tracing", "a second one"])
+    output = "probabilities" if student.num_classes is not None else "embedding"
+    axes = {0: "batch", 1: "sequence"}
+    student.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation on every call
+        torch.onnx.export(
+            student,
+            (torch.from_numpy(ids), torch.from_numpy(mask)),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=[output],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, output: {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
