@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,30 +95,51 @@ def _batches(
     return out
 
 
-def _is_bert(encoder: nn.Module) -> bool:
-    return hasattr(encoder, "_create_attention_masks") and hasattr(encoder, "embeddings")
+def _layer_runner(
+    encoder: nn.Module, enc: Any
+) -> tuple[torch.Tensor, Callable[[nn.Module, torch.Tensor], torch.Tensor]] | None:
+    """The embeddings' output and a function running one transformer layer on hidden states, for the
+    architectures whose layers can be called one by one (BERT family, MPNet); None for others."""
+    if hasattr(encoder, "_create_attention_masks"):
+        hidden = encoder.embeddings(input_ids=enc["input_ids"], token_type_ids=enc.get("token_type_ids"))
+        mask4, _ = encoder._create_attention_masks(
+            attention_mask=enc["attention_mask"],
+            encoder_attention_mask=None,
+            embedding_output=hidden,
+            encoder_hidden_states=None,
+            cache=None,
+        )
+        return hidden, lambda layer, h: _first(layer(h, attention_mask=mask4))
+    if hasattr(encoder.encoder, "compute_position_bias"):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        hidden = encoder.embeddings(input_ids=enc["input_ids"])
+        mask = create_bidirectional_mask(
+            config=encoder.config, inputs_embeds=hidden, attention_mask=enc["attention_mask"]
+        )
+        bias = encoder.encoder.compute_position_bias(hidden)
+        return hidden, lambda layer, h: _first(layer(h, mask, bias))
+    return None
 
 
-def _bottom(encoder: nn.Module, enc: Any, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hidden states after the embeddings and the bottom k layers, and the 4-d attention mask."""
-    hidden = encoder.embeddings(input_ids=enc["input_ids"], token_type_ids=enc.get("token_type_ids"))
-    mask4, _ = encoder._create_attention_masks(
-        attention_mask=enc["attention_mask"],
-        encoder_attention_mask=None,
-        embedding_output=hidden,
-        encoder_hidden_states=None,
-        cache=None,
-    )
+def _first(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _bottom(encoder: nn.Module, enc: Any, k: int) -> tuple[torch.Tensor, Callable] | None:
+    """Hidden states after the embeddings and the bottom k layers, and the runner for the layers above."""
+    runner = _layer_runner(encoder, enc)
+    if runner is None:
+        return None
+    hidden, run = runner
     for layer in encoder.encoder.layer[:k]:
-        out = layer(hidden, attention_mask=mask4)
-        hidden = out[0] if isinstance(out, tuple) else out
-    return hidden, mask4
+        hidden = run(layer, hidden)
+    return hidden, run
 
 
-def _top(encoder: nn.Module, hidden: torch.Tensor, mask4: torch.Tensor, k: int) -> torch.Tensor:
+def _top(encoder: nn.Module, hidden: torch.Tensor, run: Callable, k: int) -> torch.Tensor:
     for layer in encoder.encoder.layer[k:]:
-        out = layer(hidden, attention_mask=mask4)
-        hidden = out[0] if isinstance(out, tuple) else out
+        hidden = run(layer, hidden)
     return hidden
 
 
@@ -152,7 +173,7 @@ def _train(
         groups.append({"params": body, "lr": learning_rate})
     optimizer = torch.optim.AdamW(groups)
     cache = None
-    if freeze_bottom > 0 and _is_bert(encoder):
+    if freeze_bottom > 0:
         encoder.eval()
         with torch.no_grad():
             cache = [
@@ -167,7 +188,7 @@ def _train(
             for b in rng.permutation(len(batches)):
                 idx, enc = batches[b]
                 if cache is not None:
-                    hidden = _top(encoder, *cache[b], freeze_bottom)
+                    hidden = _top(encoder, cache[b][0], cache[b][1], freeze_bottom)
                 else:
                     extra = {"token_type_ids": enc["token_type_ids"]} if "token_type_ids" in enc else {}
                     hidden = encoder(
@@ -193,6 +214,7 @@ def finetune_classifier(
     soft_targets: np.ndarray | None = None,
     keep_layers: int | None = None,
     freeze_bottom: int = 0,
+    train_top: int | None = None,
     freeze_embeddings: bool = True,
     init_head: np.ndarray | None = None,
     epochs: int = 2,
@@ -203,9 +225,12 @@ def finetune_classifier(
     seed: int = 0,
     desc: str = "fine-tune",
 ) -> FineTuneResult:
-    """Fine-tunes encoder + cosine head on labelled texts (cross-entropy; KL to `soft_targets` if given)."""
+    """Fine-tunes encoder + cosine head on labelled texts (cross-entropy; KL to `soft_targets` if given).
+    `train_top` (instead of `freeze_bottom`) trains only that many top layers, whatever the depth."""
     torch.manual_seed(seed)
     tokenizer, encoder = load_encoder(model_dir, keep_layers)
+    if train_top is not None:
+        freeze_bottom = max(0, len(encoder.encoder.layer) - train_top)
     model = EncoderClassifier(encoder, num_classes, init_head)
     _freeze(encoder, freeze_bottom, freeze_embeddings)
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
@@ -319,6 +344,7 @@ def finetune_cross_encoder(
     *,
     keep_layers: int | None = None,
     freeze_bottom: int = 0,
+    train_top: int | None = None,
     epochs: int = 1,
     batch_size: int = 32,
     learning_rate: float = 1e-4,
@@ -328,6 +354,8 @@ def finetune_cross_encoder(
 ) -> FineTuneResult:
     torch.manual_seed(seed)
     tokenizer, encoder = load_encoder(model_dir, keep_layers)
+    if train_top is not None:
+        freeze_bottom = max(0, len(encoder.encoder.layer) - train_top)
     model = CrossEncoder(encoder)
     _freeze(encoder, freeze_bottom, True)
     y = torch.from_numpy(np.asarray(grades, dtype=np.int64))

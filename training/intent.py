@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 from server.featurize import Featurizer
-from training.data.augment import augment_queries, generate_label_queries
+from training.data.augment import augment_queries, generate_label_queries, vocabulary_queries
 from training.data.dataset import TrainingData
 from training.data.queries import title_substrings
 from training.finetune import classifier_logits, finetune_classifier
 from training.presets import Preset
 from training.students import IntentStudent, distillation_loss, fit, take
-from training.teachers import SentenceTeacher, teacher_dir
+from training.teachers import SentenceTeacher, minilm_dir, teacher_dir
 
 PROTOTYPE_SCALE = 20.0
 """Zero-shot logits are this times the cosine to a label prototype (a softmax over cosines is too flat)."""
@@ -69,6 +69,11 @@ def build_intent_sets(data: TrainingData, preset: Preset, featurizer: Featurizer
     if m.augmentation and real_texts:
         augmented = augment_queries(real_texts, 20 * len(real_texts), seed)
         add("augmented_real_queries", augmented, [-1] * len(augmented))
+    if m.vocabulary:
+        vocab = (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+        n = preset.vocabulary_queries
+        words = vocabulary_queries(vocab, data.labels, data.descriptions, n, seed)
+        add("vocabulary_queries", words, [-1] * len(words))
     if not texts:
         raise ValueError("no intent training texts: enable a source (substrings, label_queries) or add data")
 
@@ -174,7 +179,7 @@ def train_intent_teacher(
         sets.hard[labelled],
         len(data.labels),
         init_head=prototypes,
-        freeze_bottom=preset.teacher_freeze_bottom,
+        train_top=preset.teacher_train_top,
         epochs=preset.teacher_epochs,
         seed=seed,
         desc=f"{name}: fine-tune",

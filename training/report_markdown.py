@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 
 def _fmt(value: Any) -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
     if isinstance(value, int):
@@ -25,7 +25,7 @@ def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[s
     out = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         out.append("| " + " | ".join(_fmt(row.get(key)) for key, _ in columns) + " |")
-    return out + [""]
+    return [*out, ""]
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
@@ -53,7 +53,7 @@ def _intent(r: dict[str, Any], out: Path) -> list[str]:
     rows = r["rows"]
     for row in rows:
         lo, hi = row["top1_ci"]
-        row["ci"] = f"{lo:.3f}–{hi:.3f}"
+        row["ci"] = f"{lo:.3f}-{hi:.3f}"
     lines = [
         "## Intent on real queries",
         "",
@@ -155,7 +155,7 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
     )
     np_ = r["retrieval_without_substring_pairs"]
     lines += [
-        f"Without the substring–product pairs (in-batch negatives), the student's recall@10 is "
+        f"Without the substring-product pairs (in-batch negatives), the student's recall@10 is "
         f"{_fmt(np_['student_recall_at_10'])} (teacher {_fmt(np_['teacher_recall_at_10'])}).",
         "",
         "### Relevance",
@@ -199,7 +199,7 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
     lines += _table(
         rule_rows, [("kind", "kind"), ("rule", "rule"), ("coverage", "coverage"), ("precision", "precision")]
     )
-    lines += ["### Teacher–student agreement on real query text", ""]
+    lines += ["### Teacher-student agreement on real query text", ""]
     agreement_rows = []
     for key, value in r.items():
         if key.startswith("real_query_agreement_"):
@@ -216,9 +216,10 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
     if "real_query_relevance_agreement" in r:
         a = r["real_query_relevance_agreement"]
         lines += [
-            f"Relevance on a fixed set of {a['candidates_per_query']} products for each of {a['queries']} real "
-            f"queries: Spearman of student and cross-encoder scores {_fmt(a['spearman_pooled'])} pooled, "
-            f"{_fmt(a['spearman_mean_per_query'])} mean per query; grade agreement {_fmt(a['grade_agreement'])}.",
+            f"Relevance on a fixed set of {a['candidates_per_query']} products for each of {a['queries']} "
+            f"real queries: Spearman of student and cross-encoder scores {_fmt(a['spearman_pooled'])} "
+            f"pooled, {_fmt(a['spearman_mean_per_query'])} mean per query; grade agreement "
+            f"{_fmt(a['grade_agreement'])}.",
             "",
         ]
     return lines
@@ -228,7 +229,8 @@ def _layers(r: dict[str, Any], out: Path) -> list[str]:
     lines = [
         "## Layer freezing and dropping (teacher fine-tuning)",
         "",
-        f"MiniLM-L6 fine-tuned for intent on {r['fine_tuning_texts']:,} labelled texts, one epoch each; top-1 "
+        f"MiniLM-L6 fine-tuned for intent on {r['fine_tuning_texts']:,} labelled texts, one epoch each; "
+        "top-1 "
         "on the real test split. Freezing caches the frozen layers' output once, so the epochs only run the "
         "top.",
         "",
@@ -246,7 +248,7 @@ def _layers(r: dict[str, Any], out: Path) -> list[str]:
     lines += [
         "## Kernel analysis of teacher layers",
         "",
-        "Kernel–target alignment (RBF) and kernel ridge regression accuracy of each layer's mean-pooled "
+        "Kernel-target alignment (RBF) and kernel ridge regression accuracy of each layer's mean-pooled "
         "embedding on a sample of labelled texts: a cheap predictor of a layer's value for the task.",
         "",
     ]
@@ -288,7 +290,7 @@ def _latency(r: dict[str, Any], out: Path) -> list[str]:
     lines = [
         "## Latency per call (batch 1, one thread)",
         "",
-        "Median over repeated calls, tokenization or featurization included; `×` is the ratio to the shipped "
+        "Median over repeated calls, tokenization or featurization included; `x` is the ratio to the shipped "
         "student's median measured in the same run.",
         "",
     ]
@@ -298,7 +300,7 @@ def _latency(r: dict[str, Any], out: Path) -> list[str]:
             ("model", "model"),
             ("median_ms", "median ms"),
             ("p90_ms", "p90 ms"),
-            ("vs_student_int8", "× student"),
+            ("vs_student_int8", "x student"),
         ],
     )
     lines += ["![latency](latency.png)", ""]

@@ -10,7 +10,7 @@ from training.rules import MIN_PRECISION, mine_intent_rules, mine_post_rules, mi
 
 
 def _lexical(n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Grades that lexical facts mostly decide: no shared word -> irrelevant; all words -> exact or partial."""
+    """Grades that lexical facts mostly decide: no shared word -> irrelevant; all -> exact or partial."""
     word = rng.choice([0.0, 0.5, 1.0], size=n)
     char = np.clip(word + rng.normal(0, 0.1, n), 0, 1)
     equal = (word == 1.0) & (rng.random(n) < 0.2)

@@ -261,3 +261,19 @@ def augment_queries(queries: Sequence[str], n: int, seed: int) -> list[str]:
         words = _noise(words, rng)
         out.append(" ".join(words))
     return out
+
+
+def vocabulary_queries(
+    vocabulary: Sequence[str], labels: Sequence[str], descriptions: Mapping[str, str], n: int, seed: int
+) -> list[str]:
+    """Unlabelled queries that carry the teacher's knowledge of words no catalogue or query log here
+    holds: a vocabulary word alone ("driftwood"), or in front of a label's name ("driftwood mirror"). The
+    teacher labels them; the student, which only knows the words it was trained on, learns them."""
+    rng = random.Random(seed)
+    words = [w for w in vocabulary if w.isalpha() and len(w) >= 3]
+    phrases = [p for label in labels for p in _phrases(label, descriptions.get(label, ""))]
+    out = []
+    for i in range(n):
+        word = words[i % len(words)] if i < len(words) else rng.choice(words)
+        out.append(word if rng.random() < 0.4 else " ".join([word, *rng.choice(phrases)]))
+    return out
