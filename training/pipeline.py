@@ -304,6 +304,8 @@ class RetrievalResult:
     eval_texts: list[str]
     teacher_name: str
     teacher_parameters: int
+    train_queries: list = field(default_factory=list)
+    train_targets: np.ndarray | None = None
 
 
 def _train_retrieval(
@@ -330,6 +332,8 @@ def _train_retrieval(
         [q.text for q in eval_q],
         TEACHERS[preset.methods.product_teacher],
         teacher.num_parameters,
+        train_q,
+        targets,
     )
 
 

@@ -70,9 +70,10 @@ def load_training_data(
             descriptions=dict(tax.descriptions),
             queries=list(tax.queries),
         )
-        # Catalogue pre-training without a catalogue of one's own: the embedded synthetic one, its
-        # categories aligned to the labels by leaf name; products of other categories stay unlabelled.
-        _borrow_catalogue(data, generate_catalogue(num_products, seed))
+        # Catalogue pre-training without a catalogue of one's own: the embedded synthetic one (half the
+        # preset's size: it only lends text), its categories aligned to the labels by leaf name; products
+        # of other categories stay unlabelled and get the teacher's labels.
+        _borrow_catalogue(data, generate_catalogue(num_products // 2, seed))
     elif path.is_dir() and is_wands_dir(path):
         judged = load_wands(path)
         data = _from_catalogue(f"wands:{path}", judged.catalogue, label_level)
