@@ -20,7 +20,9 @@ class HashedBag(nn.Module):
 
     def __init__(self, num_buckets: int, dim: int) -> None:
         super().__init__()
-        self.embedding = nn.Embedding(num_buckets, dim, padding_idx=0)
+        # Sparse gradients: a batch touches a few thousand of the table's rows, so only those are updated
+        # (SparseAdam in `fit`); a dense Adam step over the whole table would dominate training time.
+        self.embedding = nn.Embedding(num_buckets, dim, padding_idx=0, sparse=True)
         nn.init.normal_(self.embedding.weight, std=0.05)
         with torch.no_grad():
             self.embedding.weight[0].zero_()
@@ -95,7 +97,11 @@ def fit(
     """Adam over shuffled mini-batches; loss_fn(batch indices) gives the batch loss. Returns epoch losses."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+    dense = [p for p in model.parameters() if all(p is not w for w in sparse)]
+    optimizers = [torch.optim.Adam(dense, lr=learning_rate)] if dense else []
+    if sparse:
+        optimizers.append(torch.optim.SparseAdam(sparse, lr=learning_rate))
     model.train()
     history = []
     steps = epochs * ((n + batch_size - 1) // batch_size)
@@ -104,9 +110,11 @@ def fit(
             total = 0.0
             for idx in batches(n, batch_size, rng):
                 loss = loss_fn(idx)
-                optimizer.zero_grad(set_to_none=True)
+                for optimizer in optimizers:
+                    optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                for optimizer in optimizers:
+                    optimizer.step()
                 total += float(loss.detach()) * len(idx)
                 bar.update()
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")

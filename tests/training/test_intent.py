@@ -61,6 +61,7 @@ def test_taxonomy_sets_by_source(tmp_path: Path, featurizer: Featurizer) -> None
         "title_substrings",
         "label_queries",
         "augmented_real_queries",
+        "vocabulary_queries",
     ]
     assert sets.sources["label_queries"] == 30 and sets.sources["augmented_real_queries"] == 60
     assert len(sets.texts) == sum(sets.sources.values()) == len(sets.hard)
@@ -102,3 +103,13 @@ def test_student_learns_teacher_and_without_soft_labels(featurizer: Featurizer) 
     hard_only = replace(PRESET, methods=replace(PRESET.methods, soft_labels=False))
     student, history = train_intent_student(sets, teacher, featurizer, n, hard_only, 0)
     assert history[-1] < history[0]
+
+
+def test_every_preset_keeps_students_under_a_tenth_of_bert_base() -> None:
+    from training.students import IntentStudent, QueryEncoderStudent, num_parameters
+
+    for preset in PRESETS.values():
+        intent = IntentStudent(preset.num_buckets, preset.intent_dim, preset.intent_hidden, 200)
+        encoder = QueryEncoderStudent(preset.num_buckets, preset.encoder_dim, 768)
+        assert num_parameters(intent) < 11_000_000, preset.name
+        assert num_parameters(encoder) < 11_000_000, preset.name
