@@ -555,14 +555,16 @@ def layers_part(ctx: Context) -> dict[str, Any]:
     gold = sets.eval_labels[known]
     labelled = np.flatnonzero(sets.hard >= 0)
     rng = np.random.default_rng(ctx.seed)
-    pick = np.sort(rng.choice(labelled, min(len(labelled), ctx.preset.teacher_max_texts // 2), replace=False))
+    pick = np.sort(rng.choice(labelled, min(len(labelled), ctx.preset.teacher_max_texts // 4), replace=False))
     texts, labels = [sets.texts[i] for i in pick], sets.hard[pick]
     configs = [
         ("full fine-tuning", {}),
         ("freeze embeddings + bottom 2", {"freeze_bottom": 2}),
         ("freeze embeddings + bottom 4", {"freeze_bottom": 4}),
         ("freeze embeddings + bottom 5", {"freeze_bottom": 5}),
+        ("drop top 1 layer (keep 5)", {"keep_layers": 5}),
         ("drop top 2 layers (keep 4)", {"keep_layers": 4}),
+        ("drop top 3 layers (keep 3)", {"keep_layers": 3}),
         ("drop top 4 layers (keep 2)", {"keep_layers": 2}),
         ("drop top 2 + freeze bottom 2", {"keep_layers": 4, "freeze_bottom": 2}),
     ]
@@ -602,7 +604,14 @@ def layers_part(ctx: Context) -> dict[str, Any]:
             {"layer": i, **kernel_scores(x, labels[sample], seed=ctx.seed)} for i, x in enumerate(layers)
         ]
     # Check: does the kernel score of layer n rank the fine-tuned accuracy of the n-layer model?
-    by_layers = {6: rows[0]["top1"], 4: rows[4]["top1"], 2: rows[5]["top1"]}
+    by_layers = {
+        6: rows[0]["top1"],
+        **{
+            row["keep_layers"]: row["top1"]
+            for row in rows
+            if set(row) >= {"keep_layers"} and "freeze_bottom" not in row
+        },
+    }
     check = {}
     for key in ("kta_rbf", "krr_accuracy"):
         ks = [kernel["minilm"][n][key] for n in by_layers]
@@ -612,7 +621,19 @@ def layers_part(ctx: Context) -> dict[str, Any]:
             "fine_tuned_top1": list(by_layers.values()),
             "spearman": round(spearman(np.array(ks), np.array(list(by_layers.values()))), 4),
         }
-    return {"fine_tuning_texts": len(texts), "rows": rows, "kernel": kernel, "kernel_check": check}
+    # The kernel's choices: the best layer of each teacher, and the teacher whose best layer scores highest.
+    best = {n: max(layers, key=lambda x: x["krr_accuracy"]) for n, layers in kernel.items()}
+    choice = {
+        "best_layer": {n: b["layer"] for n, b in best.items()},
+        "best_teacher": max(best, key=lambda n: best[n]["krr_accuracy"]),
+    }
+    return {
+        "fine_tuning_texts": len(texts),
+        "rows": rows,
+        "kernel": kernel,
+        "kernel_check": check,
+        "kernel_choice": choice,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- latency

@@ -268,6 +268,12 @@ def _layers(r: dict[str, Any], out: Path) -> list[str]:
             f"- {key} of MiniLM layers {c['layers']}: {[round(x, 3) for x in c['kernel']]}; fine-tuned top-1 "
             f"of the model cut at that layer: {c['fine_tuned_top1']}; Spearman {c['spearman']}."
         )
+    if "kernel_choice" in r:
+        c = r["kernel_choice"]
+        lines.append(
+            f"- The kernel score picks layer {c['best_layer']} per teacher and the {c['best_teacher']} "
+            "teacher; the intent table above shows whether the fine-tuned teachers agree."
+        )
     lines += ["", "![kernel](kernel.png)", ""]
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for name, layers in r["kernel"].items():

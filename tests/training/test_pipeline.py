@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from server.bundle import load_bundle
 from server.service.intent import IntentService
 from server.service.retrieval import RetrievalService
@@ -60,3 +62,52 @@ def test_title_queries_find_category_and_product(tiny_bundle: Path) -> None:
         ]
     assert category_hits / len(rows) >= 0.8
     assert product_hits / len(rows) >= 0.8
+
+
+def test_taxonomy_only_bundle_serves_intent(tmp_path: Path) -> None:
+    """The cold start: classes and a few queries, no catalogue -> an intent-only bundle the server loads;
+    the calls it cannot answer fail with a precondition error."""
+    from dataclasses import replace
+
+    from server.service.errors import FailedPrecondition
+    from training.pipeline import train_bundle
+    from training.presets import PRESETS
+
+    data = tmp_path / "taxonomy"
+    data.mkdir()
+    (data / "classes.txt").write_text("Furniture > Sofas\nRugs > Area Rugs\nLighting > Table Lamps\n")
+    rows = [
+        ("grey velvet couch", "Sofas", "train"),
+        ("jute rug", "Area Rugs", "train"),
+        ("brass lamp", "Table Lamps", "train"),
+        ("sectional", "Sofas", "dev"),
+        ("round rug", "Area Rugs", "test"),
+    ]
+    (data / "queries.tsv").write_text(
+        "query\tquery_class\tsplit\n" + "".join(f"{q}\t{c}\t{s}\n" for q, c, s in rows)
+    )
+    preset = replace(
+        PRESETS["tiny"],
+        num_products=200,
+        queries_per_product=2,
+        label_queries_per_label=20,
+        vocabulary_queries=300,
+        teacher_max_texts=500,
+        teacher_epochs=1,
+        epochs=3,
+    )
+    out = tmp_path / "bundle"
+    report = train_bundle(preset, out, data, force=True)
+    bundle = load_bundle(out)
+    assert bundle.capabilities == ("intent",) and bundle.products is None
+    assert [label.path for label in bundle.labels] == [
+        "Furniture > Sofas",
+        "Rugs > Area Rugs",
+        "Lighting > Table Lamps",
+    ]
+    store = BundleStore(bundle)
+    answer = IntentService(store, Limits()).classify("area rugs", 1, 0)
+    assert answer.categories[0].path == "Rugs > Area Rugs"
+    with pytest.raises(FailedPrecondition, match="cannot serve retrieval"):
+        RetrievalService(store, Limits()).search("rug", None, 5, "")
+    assert report.evaluation["intent"]["eval"] == "real test split"
