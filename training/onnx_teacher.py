@@ -7,18 +7,22 @@ caller-supplied parity check passes, trying progressively more conservative sche
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import onnx
+import torch
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from training.export import quantize_int8
-from training.transformer_student import export_transformer_onnx, full_encoder, load_tokenizer
+from training.finetune import load_encoder, mean_pool
+from training.transformer_student import encode_texts, export_transformer_onnx, full_encoder, load_tokenizer
 
 QUANT_OPS = ["MatMul", "Gemm", "Gather"]
 """As training.export.quantize_int8, so the gate's first candidate is exactly what the pipeline ships."""
@@ -34,8 +38,39 @@ def export_sentence_encoder(model_dir: Path, path: Path, max_length: int = 32) -
     """The whole teacher (all layers, full vocabulary) with mean pooling and L2 normalisation as one graph:
     int64 `input_ids`, `attention_mask` -> `embedding`. Callers tokenise with truncation to `max_length`
     (training.transformer_student.load_tokenizer); the graph itself accepts any length up to 512."""
-    encoder = full_encoder(model_dir)
-    export_transformer_onnx(encoder, load_tokenizer(model_dir, max_length), path)
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model_type") == "bert":
+        export_transformer_onnx(full_encoder(model_dir), load_tokenizer(model_dir, max_length), path)
+        return
+    # Other architectures (mpnet): the transformers model itself, wrapped with pooling.
+    _, model = load_encoder(model_dir)
+    ids, mask = encode_texts(load_tokenizer(model_dir, max_length), ["warm up query", "a"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Pooled(model.eval()),
+            (torch.from_numpy(ids), torch.from_numpy(mask)),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+                "embedding": {0: "batch"},
+            },
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+class _Pooled(torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(hidden, attention_mask)
 
 
 def sensitive_nodes(model_path: Path, tail_fraction: float = EXCLUDED_TAIL) -> list[str]:

@@ -720,8 +720,8 @@ def main(argv: list[str]) -> None:
         log.info("report part %s ...", part)
         results[part] = latency_part(ctx, results) if part == "latency" else globals()[f"{part}_part"](ctx)
         results[part]["seconds"] = round(time.perf_counter() - start, 1)
+        results[part]["command"] = "sift-train report " + shlex.join(argv)
         results["meta"] = {
-            "command": "sift-train report " + shlex.join(argv),
             "preset": settings.preset,
             "machine": f"{platform.machine()}, {_cpu_model()}, {torch.get_num_threads()} torch threads",
             "python": sys.version.split()[0],
