@@ -148,7 +148,7 @@ def test_model_info(channel: grpc.Channel, tiny_bundle: Path) -> None:
     assert {c.name for c in reply.components} == {"intent", "query_encoder", "relevance", "index"}
     assert [label.id for label in reply.labels] == [label.id for label in bundle.labels]
     assert reply.embedding_dim == 384 and reply.num_products == len(bundle.products.ids)
-    assert reply.evaluation["intent"]["int8_fp32_top1_agreement"] > 0.9
+    assert reply.evaluation["intent"]["quantization"]["score"] >= 0.995
 
 
 BAD_REQUESTS = [
@@ -236,7 +236,7 @@ def test_metrics_endpoint(live_server: LiveServer, channel: grpc.Channel) -> Non
     )
     assert 'sift_inference_duration_seconds_count{model="intent"}' in text
     assert "sift_featurize_duration_seconds_count" in text
-    assert 'sift_bundle_info{schema_version="1",version="tiny-' in text
+    assert 'sift_bundle_info{schema_version="2",version="tiny-' in text
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (Debian package prometheus); .ci/run installs it")

@@ -3,7 +3,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.featurize import PAD_ID, Featurizer, FeaturizerConfig, pad_ids, relevance_features
+from server.featurize import (
+    PAD_ID,
+    Featurizer,
+    FeaturizerConfig,
+    lexical_features,
+    pad_ids,
+    relevance_features,
+)
 from training.teachers import minilm_dir
 
 
@@ -63,11 +70,15 @@ def test_relevance_features(featurizer: Featurizer) -> None:
         featurizer.words("Oak Coffee Table"),
         featurizer.words("Velvet Sofa"),
         featurizer.words("Oak Tables"),
+        featurizer.words("oak table"),
     ]
-    vectors = np.eye(3, dtype=np.float32)
-    feats = relevance_features(q, vectors[0], titles, vectors, np.array([0.9, 0.1, 0.5]), featurizer)
-    assert feats.shape == (3, 4)
-    np.testing.assert_allclose(feats[:, 0], [1, 0, 0])
-    np.testing.assert_allclose(feats[:, 1], [1, 0, 0.5])  # "tables" is not the word "table"
+    lexical = lexical_features(q, titles, featurizer)
+    np.testing.assert_allclose(lexical["title_equal"], [0, 0, 0, 1])
+    np.testing.assert_allclose(lexical["query_words"], [2, 2, 2, 2])
+    vectors = np.eye(4, dtype=np.float32)
+    feats = relevance_features(lexical, vectors[0], vectors, np.array([0.9, 0.1, 0.5, 0.9]))
+    assert feats.shape == (4, 4)
+    np.testing.assert_allclose(feats[:, 0], [1, 0, 0, 0])
+    np.testing.assert_allclose(feats[:, 1], [1, 0, 0.5, 1])  # "tables" is not the word "table"
     assert feats[2, 2] > 0.5 > feats[1, 2]  # but it shares most character trigrams
-    np.testing.assert_allclose(feats[:, 3], [0.9, 0.1, 0.5])
+    np.testing.assert_allclose(feats[:, 3], [0.9, 0.1, 0.5, 0.9])
