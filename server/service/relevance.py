@@ -36,6 +36,7 @@ class ScoredCandidate:
     score: float
     grade: str
     source: str
+    rule: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +82,11 @@ class RelevanceService:
         metrics.FEATURIZE_DURATION.labels(method="ScoreRelevance").observe(time.perf_counter() - start)
 
         # Golden pre-rules answer first; the model only sees what they leave open.
-        grades, _ = apply(bundle.rules.relevance_pre, lexical, np.ones(len(candidates), dtype=bool))
+        rules = bundle.rules
+        grades, fired = apply(rules.relevance_pre, lexical, np.ones(len(candidates), dtype=bool))
         by_rule = grades >= 0
         scores = np.where(by_rule, GRADE_VALUES[np.maximum(grades, 0)], 0.0).astype(np.float32)
-        sources = np.where(by_rule, SOURCE_RULE, SOURCE_MODEL).astype(object)
+        names = [rules.relevance_pre[f].name if f >= 0 else "" for f in fired.tolist()]
         todo = np.flatnonzero(~by_rule)
         if len(todo):
             todo_words = [title_words[i] for i in todo]
@@ -92,11 +94,13 @@ class RelevanceService:
                 bundle, query_words, todo_words, rows[todo], {k: v[todo] for k, v in lexical.items()}
             )
             scores[todo], grades[todo] = model_scores, model_grades
-            sources[todo[corrected]] = SOURCE_RULE
+            for i, f in zip(todo.tolist(), corrected.tolist(), strict=True):
+                if f >= 0:
+                    names[i] = rules.relevance_post[f].name
         return RelevanceResult(
             [
-                ScoredCandidate(float(s), GRADES[g], str(src))
-                for s, g, src in zip(scores.tolist(), grades.tolist(), sources, strict=True)
+                ScoredCandidate(float(s), GRADES[g], SOURCE_RULE if name else SOURCE_MODEL, name)
+                for s, g, name in zip(scores.tolist(), grades.tolist(), names, strict=True)
             ],
             bundle.version,
         )
@@ -109,8 +113,9 @@ def _model_scores(
     rows: np.ndarray,
     lexical: dict[str, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Model scores and grades for the candidates, after the corrective post-rules, and which of them a
-    post-rule changed. `rows` holds the product row of candidates given by id, -1 for titles."""
+    """Model scores and grades for the candidates, after the corrective post-rules, and the index of the
+    post-rule that changed each grade (-1: none). `rows` holds the product row of candidates given by id,
+    -1 for titles."""
     by_id = rows >= 0
     by_title = ~by_id
     new_texts = [query_words] + [w for w, t in zip(title_words, by_title, strict=True) if t]
@@ -139,7 +144,7 @@ def _model_scores(
         "model_grade": grades.astype(np.float32),
         "model_score": scores,
     }
-    fixed, _ = apply(bundle.rules.relevance_post, post, np.ones(len(rows), dtype=bool))
-    corrected = (fixed >= 0) & (fixed != grades)
+    fixed, fired = apply(bundle.rules.relevance_post, post, np.ones(len(rows), dtype=bool))
+    corrected = np.where((fixed >= 0) & (fixed != grades), fired, -1)
     grades = np.where(fixed >= 0, fixed, grades)
     return clip_to_grade(scores, grades), grades, corrected

@@ -68,7 +68,9 @@ class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
         result = self._service.score(request.query, candidates)
         return relevance_pb2.ScoreRelevanceResponse(
             scores=[
-                relevance_pb2.Score(score=s.score, grade=_GRADES[s.grade], source=_source(s.source))
+                relevance_pb2.Score(
+                    score=s.score, grade=_GRADES[s.grade], source=_source(s.source), rule=s.rule
+                )
                 for s in result.scores
             ],
             model_version=result.model_version,

@@ -138,6 +138,8 @@ def test_score_relevance(channel: grpc.Channel, product: tuple[str, str, str]) -
     assert own.grade == relevance_pb2.GRADE_EXACT and own.score > other.score
     assert other.grade == relevance_pb2.GRADE_IRRELEVANT
     assert same.source == common_pb2.ANSWER_SOURCE_RULE and same.score == 1.0
+    assert "-> exact" in same.rule  # the mined golden rule names its conditions and grade
+    assert all(s.rule == "" for s in reply.scores if s.source == common_pb2.ANSWER_SOURCE_MODEL)
     assert all(0 <= s.score <= 1 for s in reply.scores)
 
 

@@ -36,14 +36,16 @@ class ScoreRelevanceRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
 
 class Score(_message.Message):
-    __slots__ = ("score", "grade", "source")
+    __slots__ = ("score", "grade", "source", "rule")
     SCORE_FIELD_NUMBER: _ClassVar[int]
     GRADE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     score: float
     grade: Grade
     source: _common_pb2.AnswerSource
-    def __init__(self, score: _Optional[float] = ..., grade: _Optional[_Union[Grade, str]] = ..., source: _Optional[_Union[_common_pb2.AnswerSource, str]] = ...) -> None: ...
+    rule: str
+    def __init__(self, score: _Optional[float] = ..., grade: _Optional[_Union[Grade, str]] = ..., source: _Optional[_Union[_common_pb2.AnswerSource, str]] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class ScoreRelevanceResponse(_message.Message):
     __slots__ = ("scores", "model_version")
