@@ -1,153 +1,204 @@
-"""sift-bench: closed-loop latency of one Sift call against any address.
+"""sift-bench: load benchmarks a search team can trust to decide capacity.
 
-This is the foundation's measurement; the load harness (open loop, echo baseline, sweeps) builds on it.
-Each run writes JSON with every latency sample's summary plus a Markdown table, both with the command line.
+  sift-bench load    open- and closed-loop load on Sift, against a bare gRPC echo floor in the same run
+  sift-bench models  each bundle model against its teacher, per call, at batch 1 and 32
+  sift-bench peer    Sift against MLServer serving the same ONNX intent model, same workload
+
+Each writes results.json (every raw figure), README.md (tables) and PNG plots into --output.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-import platform
-import shlex
+import shutil
 import sys
-import time
-from collections import Counter
-from datetime import UTC, datetime
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import grpc
-import numpy as np
-
-from server._proto.sift.v1 import (
-    info_pb2,
-    info_pb2_grpc,
-    intent_pb2,
-    intent_pb2_grpc,
-    relevance_pb2,
-    relevance_pb2_grpc,
-    retrieval_pb2,
-    retrieval_pb2_grpc,
+from benchmarks import report
+from benchmarks.load import LoadSpec, Target, capture_responses, model_info, run_load
+from benchmarks.servers import start_echo, start_sift
+from benchmarks.workload import (
+    CallShape,
+    build_payloads,
+    draw,
+    parse_mix,
+    product_ids,
+    read_queries,
+    synthetic_queries,
 )
 
-QUERIES = (
-    "velvet accent chair",
-    "oak coffee table",
-    "area rug 8x10",
-    "brass floor lamp",
-    "cast iron skillet",
-)
+RESULTS = Path("benchmarks/results")
 
 
-def make_call(channel: grpc.aio.Channel, method: str, candidates: int, product_ids: list[str]) -> Any:
-    if method == "intent":
-        stub = intent_pb2_grpc.IntentServiceStub(channel)
-        return lambda q: stub.ClassifyIntent(intent_pb2.ClassifyIntentRequest(query=q, top_k=5))
-    if method == "search":
-        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-        return lambda q: stub.Search(retrieval_pb2.SearchRequest(query=q, k=10))
-    if method == "embed":
-        stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
-        return lambda q: stub.EmbedQuery(retrieval_pb2.EmbedQueryRequest(query=q))
-    stub = relevance_pb2_grpc.RelevanceServiceStub(channel)
-    cands = [relevance_pb2.Candidate(product_id=pid) for pid in product_ids[:candidates]]
-    return lambda q: stub.ScoreRelevance(relevance_pb2.ScoreRelevanceRequest(query=q, candidates=cands))
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(args.target) as channel:
-        try:
-            info = await info_pb2_grpc.InfoServiceStub(channel).GetModelInfo(
-                info_pb2.GetModelInfoRequest(), timeout=5
-            )
-        except grpc.aio.AioRpcError as e:
-            reason = f"{e.code().name} {e.details()}"
-            raise SystemExit(f"sift-bench: {args.target} is not serving Sift: {reason}") from e
-        product_ids = [h.product_id for h in (await _some_products(channel, args.candidates))]
-        call = make_call(channel, args.method, args.candidates, product_ids)
-        latencies: list[float] = []
-        codes: Counter[str] = Counter()
-        counter = iter(range(args.warmup + args.requests))
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
 
-        async def worker() -> None:
-            for i in counter:
-                start = time.perf_counter()
-                try:
-                    await call(QUERIES[i % len(QUERIES)])
-                    code = "OK"
-                except grpc.aio.AioRpcError as e:
-                    code = e.code().name
-                if i >= args.warmup:  # warm-up calls are excluded
-                    latencies.append(time.perf_counter() - start)
-                    codes[code] += 1
 
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-        elapsed = time.perf_counter() - began
-    ms = np.array(latencies) * 1000
+def add_target_args(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--bundle", type=Path, help="start sift-serve on this bundle for the run (local)")
+    where.add_argument(
+        "--target",
+        default=os.environ.get("SIFT_TARGET"),
+        help="host:port of a running Sift (env SIFT_TARGET)",
+    )
+    parser.add_argument(
+        "--metrics-url", help="its Prometheus endpoint (default with --bundle: the one started)"
+    )
+    parser.add_argument(
+        "--serve-arg", action="append", default=[], help="extra sift-serve flag (with --bundle)"
+    )
+
+
+def add_workload_args(parser: argparse.ArgumentParser, default: str = "intent") -> None:
+    parser.add_argument(
+        "--workload", default=default, help="a call or a mix: intent=0.6,search=0.3,relevance=0.1"
+    )
+    parser.add_argument("--queries", default="synthetic", help="FILE (.txt/.csv/.tsv/.jsonl) or 'synthetic'")
+    parser.add_argument("--query-dist", choices=("uniform", "zipf"), default="uniform")
+    parser.add_argument("--distinct-queries", type=int, default=2000, help="synthetic queries to draw from")
+    parser.add_argument("--top-k", type=int, default=5, help="ClassifyIntent top_k")
+    parser.add_argument("--k", type=int, default=10, help="Search k")
+    parser.add_argument("--candidates", type=int, default=100, help="candidates per ScoreRelevance call")
+    parser.add_argument("--candidates-by", choices=("id", "text"), default="id")
+
+
+def add_load_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=("closed", "open", "both"), default="both")
+    parser.add_argument("--concurrency", type=_ints, default=[1, 2, 4, 8, 16, 32, 64, 128])
+    parser.add_argument("--rates", type=_floats, default=[], help="open-loop arrivals/s (default: fractions)")
+    parser.add_argument("--load-fractions", type=_floats, default=[0.25, 0.5, 0.75], help="of Sift's knee")
+    parser.add_argument("--arrival", choices=("poisson", "constant"), default="poisson")
+    parser.add_argument("--p99-budget-ms", type=float, default=10.0, help="the knee's p99 budget")
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per level")
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds per level sent first, not measured"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--processes", type=int, default=2, help="client processes")
+    parser.add_argument("--timeout", type=float, default=10.0, help="per-call deadline, seconds")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def prepare_payloads(args: argparse.Namespace, address: str) -> tuple[list, str]:
+    """The serialized requests of the workload and a one-line description of them."""
+    import asyncio
+
+    import grpc
+
+    mix = parse_mix(args.workload)
+    titles: list[str] = []
+    if args.queries == "synthetic":
+        pool, titles = synthetic_queries(args.distinct_queries, seed=args.seed)
+    else:
+        pool = read_queries(Path(args.queries))
+    queries = draw(pool, max(4 * args.distinct_queries, 4000), args.query_dist, args.seed)
+    shape = CallShape(
+        top_k=args.top_k, k=args.k, candidates=args.candidates, candidates_by=args.candidates_by
+    )
+    ids: list[str] = []
+    if "relevance" in mix and shape.candidates_by == "id":
+
+        async def fetch() -> list[str]:
+            async with grpc.aio.insecure_channel(address) as channel:
+                return await product_ids(channel, shape.candidates)
+
+        ids = asyncio.run(fetch())
+    if "relevance" in mix and shape.candidates_by == "text" and not titles:
+        titles = pool
+    payloads = build_payloads(mix, queries, shape, args.seed, ids, titles)
+    parts = []
+    for name, weight in mix.items():
+        extra = {
+            "intent": f"top_k {shape.top_k}",
+            "search": f"k {shape.k}",
+            "embed": "",
+            "relevance": f"{shape.candidates} candidates by {shape.candidates_by}",
+        }[name]
+        parts.append(f"{weight:.0%} {name}" + (f" ({extra})" if extra else ""))
+    source = "synthetic catalogue queries" if args.queries == "synthetic" else args.queries
+    return payloads, f"{', '.join(parts)}; {args.query_dist} over {len(set(pool))} {source}"
+
+
+def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="sift-bench-"))
+    processes = []
+    try:
+        metrics_url = args.metrics_url
+        if args.bundle:
+            sift, address, started_metrics = start_sift(args.bundle, args.serve_arg, workdir)
+            processes.append(sift)
+            metrics_url = metrics_url or started_metrics
+        elif args.target:
+            address = args.target
+        else:
+            raise SystemExit("sift-bench: give --bundle DIR (start Sift here) or --target HOST:PORT")
+        info = model_info(address)
+        payloads, description = prepare_payloads(args, address)
+        echo, echo_address = start_echo(capture_responses(address, payloads), workdir)
+        processes.append(echo)
+        targets = [Target("echo", echo_address), Target("sift", address, metrics_url)]
+        spec = LoadSpec(
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+            repeats=args.repeats,
+            concurrency=args.concurrency,
+            rates=args.rates,
+            load_fractions=args.load_fractions,
+            arrival=args.arrival,
+            p99_budget_ms=args.p99_budget_ms,
+            timeout_s=args.timeout,
+            modes=("closed", "open") if args.mode == "both" else (args.mode,),
+        )
+        results = run_load(targets, payloads, spec, args.processes)
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     return {
-        "command": shlex.join(["sift-bench", *sys.argv[1:]]),
-        "time": datetime.now(UTC).isoformat(timespec="seconds"),
-        "target": args.target,
+        "environment": report.environment(),
         "bundle_version": info.bundle_version,
-        "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine()},
-        "method": args.method,
-        "concurrency": args.concurrency,
-        "requests": args.requests,
-        "candidates": args.candidates if args.method == "relevance" else None,
-        "codes": dict(codes),
-        # Includes the warm-up calls' time: a conservative (lower) throughput.
-        "qps": round((args.warmup + args.requests) / elapsed, 1),
-        "latency_ms": {p: round(float(np.percentile(ms, q)), 3) for p, q in PERCENTILES.items()}
-        | {"max": round(float(ms.max()), 3)},
+        "target": args.target or f"sift-serve --bundle {args.bundle}",
+        "workload": args.workload,
+        "calls_description": description,
+        "processes": args.processes,
+        "targets": [t.name for t in targets],
+        "spec": spec.__dict__ | {"modes": list(spec.modes)},
+        "results": results,
     }
 
 
-PERCENTILES = {"p50": 50, "p90": 90, "p99": 99, "p99.9": 99.9}
-
-
-async def _some_products(channel: grpc.aio.Channel, n: int) -> list[retrieval_pb2.Hit]:
-    reply = await retrieval_pb2_grpc.RetrievalServiceStub(channel).Search(
-        retrieval_pb2.SearchRequest(query="chair table lamp rug", k=min(max(n, 1), 1000)), timeout=5
-    )
-    return list(reply.hits)
-
-
-def markdown(result: dict[str, Any]) -> str:
-    lat = result["latency_ms"]
-    return "\n".join(
-        [
-            f"Command: `{result['command']}`  ",
-            f"Bundle {result['bundle_version']}, {result['machine']['cores']} cores, {result['time']}",
-            "",
-            "| method | concurrency | QPS | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | codes |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
-            f"| {result['method']} | {result['concurrency']} | {result['qps']} | {lat['p50']} | "
-            f"{lat['p90']} | {lat['p99']} | {lat['p99.9']} | {lat['max']} | {result['codes']} |",
-        ]
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sift-bench", description=__doc__.splitlines()[0])
-    target = os.environ.get("SIFT_TARGET", "127.0.0.1:50051")
-    parser.add_argument("--target", default=target, help="host:port (env SIFT_TARGET)")
-    parser.add_argument("--method", choices=("intent", "search", "embed", "relevance"), default="intent")
-    parser.add_argument("--requests", type=int, default=2000, help="measured calls (after warm-up)")
-    parser.add_argument("--warmup", type=int, default=200, help="calls sent first and not measured")
-    parser.add_argument("--concurrency", type=int, default=1, help="calls in flight (closed loop)")
-    parser.add_argument("--candidates", type=int, default=100, help="candidates per relevance call, by id")
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/results"), help="results directory")
+    parser = argparse.ArgumentParser(
+        prog="sift-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    load = sub.add_parser("load", help="open/closed-loop load against the echo floor")
+    add_target_args(load)
+    add_workload_args(load)
+    add_load_args(load)
+    load.add_argument(
+        "--output", type=Path, help="results directory (default benchmarks/results/load-<workload>)"
+    )
     args = parser.parse_args(argv)
-    result = asyncio.run(bench(args))
-    args.output.mkdir(parents=True, exist_ok=True)
-    stem = args.output / f"latency-{args.method}-c{args.concurrency}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result) + "\n")
-    print(markdown(result))
+
+    if args.command == "load":
+        result = cmd_load(args)
+        name = args.workload.replace("=", "").replace(",", "-").replace(".", "")
+        out = args.output or RESULTS / f"load-{name}"
+        out.mkdir(parents=True, exist_ok=True)
+        report.write_json(out / "results.json", result)
+        (out / "README.md").write_text(report.load_markdown(result))
+        report.load_plots(result, out)
+        print((out / "README.md").read_text().split("## ")[0], file=sys.stderr)
+        print(f"sift-bench: wrote {out}/README.md, results.json and plots", file=sys.stderr)
 
 
 if __name__ == "__main__":

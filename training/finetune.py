@@ -178,11 +178,11 @@ def _train(
         with torch.no_grad():
             cache = [
                 _bottom(encoder, enc, freeze_bottom)
-                for _, enc in tqdm(batches, desc=f"{desc}: frozen layers", leave=False)
+                for _, enc in tqdm(batches, desc=f"{desc}: frozen layers", leave=False, disable=None)
             ]
     model.train()
     losses = []
-    with tqdm(total=epochs * len(batches), desc=desc, unit="batch", leave=False) as bar:
+    with tqdm(total=epochs * len(batches), desc=desc, unit="batch", leave=False, disable=None) as bar:
         for _ in range(epochs):
             total = 0.0
             for b in rng.permutation(len(batches)):

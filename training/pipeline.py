@@ -102,6 +102,11 @@ class StageCache:
         return result
 
 
+def fp32_sibling(bundle: Path) -> Path:
+    """Where the fp32 ONNX exports of a bundle's students are kept: `<bundle>.fp32/`, beside it."""
+    return bundle.with_name(bundle.name + ".fp32")
+
+
 def train_bundle(
     preset: Preset,
     output: Path,
@@ -125,9 +130,12 @@ def train_bundle(
             shutil.rmtree(output)
         work.chmod(0o755)  # mkdtemp makes it private; a bundle is read by a server user too
         work.rename(output)
+        shutil.rmtree(fp32_sibling(output), ignore_errors=True)
+        fp32_sibling(work).rename(fp32_sibling(output))
         shutil.rmtree(stages.directory, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(fp32_sibling(work), ignore_errors=True)
     report.timings["total"] = round(time.perf_counter() - start, 2)
     return report
 
@@ -221,7 +229,8 @@ def _train(
         ev["sizes"]["encoder_student_parameters"] = num_parameters(retrieval.encoder)
     retention = _check_retention(ev, preset, force)
     ev["retention_gate"] = retention
-    shutil.rmtree(tmp)
+    # The fp32 exports leave the bundle (the server serves int8) but are kept beside it for sift-bench models.
+    tmp.rename(fp32_sibling(out))
     dim = retrieval.product_vecs.shape[-1] if "query_encoder" in components else 0
     views = preset.methods.views if "index" in components else 0
     _write_manifest(out, preset, data, dim, views, components, ev, report.timings, seed)

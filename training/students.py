@@ -105,7 +105,7 @@ def fit(
     model.train()
     history = []
     steps = epochs * ((n + batch_size - 1) // batch_size)
-    with tqdm(total=steps, desc=desc, unit="step", leave=False) as bar:
+    with tqdm(total=steps, desc=desc, unit="step", leave=False, disable=None) as bar:
         for _ in range(epochs):
             total = 0.0
             for idx in batches(n, batch_size, rng):

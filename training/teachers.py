@@ -61,7 +61,9 @@ class SentenceTeacher:
         # Sorting by length keeps padding (and so wasted compute) small.
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False):
+        for start in tqdm(
+            range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False, disable=None
+        ):
             idx = order[start : start + batch_size]
             batch = self.tokenizer(
                 [texts[i] for i in idx],

@@ -1,0 +1,105 @@
+"""Servers the harness starts itself: Sift on a bundle, and the echo floor; each in its own process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from benchmarks.echo import write_responses
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(target: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None) -> float:
+    """Polls gRPC health until SERVING; returns the seconds waited. A clear error when it never comes."""
+    start = time.monotonic()
+    last = "no answer"
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() - start < timeout_s:
+            if process is not None and process.poll() is not None:
+                raise SystemExit(f"sift-bench: the server at {target} exited with code {process.returncode}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.monotonic() - start
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as e:
+                last = f"{e.code().name}: {e.details()}"
+            time.sleep(0.05)
+    raise SystemExit(f"sift-bench: {target} is not SERVING after {timeout_s:.0f} s (last: {last})")
+
+
+class Process:
+    """A child server process, stopped with SIGTERM (then SIGKILL) when the harness is done."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log
+        self._log_file = log.open("wb")
+        self.popen = subprocess.Popen(
+            args, stdout=self._log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log_file.close()
+
+
+def start_sift(bundle: Path, extra_args: list[str], workdir: Path) -> tuple[Process, str, str]:
+    """sift-serve on `bundle` on free ports; returns (process, gRPC target, metrics URL) once SERVING."""
+    port, metrics_port = free_port(), free_port()
+    args = [sys.executable, "-m", "server", "--bundle", str(bundle), "--port", str(port)]
+    args += ["--metrics-port", str(metrics_port), "--drain-period", "0", *extra_args]
+    process = Process(args, workdir / "sift-serve.log")
+    target = f"127.0.0.1:{port}"
+    try:
+        wait_serving(target, process=process.popen)
+    except SystemExit as e:
+        process.stop()
+        log = process.log.read_text()[-2000:]
+        raise SystemExit(f"{e}\nsift-serve's log ends:\n{log}") from None
+    return process, target, f"http://127.0.0.1:{metrics_port}/metrics"
+
+
+def start_echo(
+    responses: dict[str, bytes], workdir: Path, stall_at: float = 0.0, stall_ms: float = 0.0
+) -> tuple[Process, str]:
+    """The echo floor answering `responses`; returns (process, target) once it listens."""
+    path = Path(tempfile.mkstemp(suffix=".json", dir=workdir)[1])
+    write_responses(path, responses)
+    port = free_port()
+    args = [sys.executable, "-m", "benchmarks.echo", "--responses", str(path), "--port", str(port)]
+    args += ["--stall-at", str(stall_at), "--stall-ms", str(stall_ms)]
+    process = Process(args, workdir / "echo.log")
+    target = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.popen.poll() is not None:
+            raise SystemExit(f"sift-bench: the echo server exited: {process.log.read_text()[-2000:]}")
+        with grpc.insecure_channel(target) as channel:
+            try:
+                grpc.channel_ready_future(channel).result(timeout=0.5)
+                return process, target
+            except grpc.FutureTimeoutError:
+                continue
+    process.stop()
+    raise SystemExit("sift-bench: the echo server did not start within 30 s")
