@@ -187,8 +187,28 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument(
         "--output", type=Path, help="results directory (default benchmarks/results/load-<workload>)"
     )
+    models = sub.add_parser("models", help="bundle models against their teachers, per call")
+    models.add_argument("--bundle", type=Path, default=Path("bundles/default"))
+    models.add_argument("--threads", type=int, default=1, help="threads for every runtime")
+    models.add_argument("--min-seconds", type=float, default=1.0, help="timing per row, at least")
+    models.add_argument(
+        "--cache", type=Path, default=Path(".cache/teachers-onnx"), help="teacher ONNX exports"
+    )
+    models.add_argument("--output", type=Path, default=RESULTS / "models")
     args = parser.parse_args(argv)
 
+    if args.command == "models":
+        from benchmarks.models import models_markdown, models_plot, run_models
+
+        result = {"environment": report.environment()} | run_models(
+            args.bundle, args.threads, args.min_seconds, args.cache
+        )
+        args.output.mkdir(parents=True, exist_ok=True)
+        report.write_json(args.output / "results.json", result)
+        markdown = models_markdown(result, report.header(result, "sift-bench models"))
+        (args.output / "README.md").write_text(markdown)
+        models_plot(result, args.output)
+        print(markdown, file=sys.stderr)
     if args.command == "load":
         result = cmd_load(args)
         name = args.workload.replace("=", "").replace(",", "-").replace(".", "")
