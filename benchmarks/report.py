@@ -174,8 +174,17 @@ def _send_checks(levels: list[dict[str, Any]], main: str) -> list[str]:
     return [*out, ""]
 
 
+def _short(key: str) -> str:
+    """sift_inference_duration_seconds{model=intent} -> inference ms: intent"""
+    name, _, labels = key.partition("{")
+    name = name.removeprefix("sift_").removesuffix("_seconds").removesuffix("_duration")
+    value = labels.rstrip("}").partition("=")[2]
+    unit = " ms" if key.split("{")[0].endswith("_seconds") else ""
+    return f"{name}{unit}: {value}" if value else f"{name}{unit}"
+
+
 def _breakdown(results: dict[str, Any], main: str) -> list[str]:
-    rows = []
+    table: dict[tuple[str, float], dict[str, float]] = {}
     for mode in ("closed", "open"):
         for level in results[mode]:
             repeats = level["by_target"][main]["repeats"]
@@ -184,22 +193,25 @@ def _breakdown(results: dict[str, Any], main: str) -> list[str]:
             merged: dict[str, list[float]] = {}
             for run in repeats:
                 for key, stat in run["server_breakdown"].items():
-                    merged.setdefault(key, []).append(stat.get("mean_ms", stat.get("mean", 0.0)))
-            cells = ", ".join(f"{k} {sorted(v)[len(v) // 2]:.3f}" for k, v in sorted(merged.items()))
-            rows.append(f"| {mode} | {level['level']:g} | {cells} |")
-    if not rows:
+                    merged.setdefault(_short(key), []).append(stat.get("mean_ms", stat.get("mean", 0.0)))
+            table[(mode, level["level"])] = {k: sorted(v)[len(v) // 2] for k, v in merged.items()}
+    if not table:
         return []
-    return [
+    columns = sorted({k for row in table.values() for k in row})
+    lines = [
         "## Server breakdown",
         "",
-        "Mean per observation from Sift's Prometheus histograms, differenced around each run "
-        "(`_seconds` figures in ms; batch sizes in rows).",
+        "Means per observation from Sift's own Prometheus histograms, read before and after each run "
+        "(median over repeats): request time by method, featurization by method, queue and inference time "
+        "and rows per run by model.",
         "",
-        "| mode | level | server-side means |",
-        "|---|---:|---|",
-        *rows,
-        "",
+        "| mode | level | " + " | ".join(columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
     ]
+    for (mode, level), row in table.items():
+        cells = [f"{row[c]:.3f}" if c in row else "-" for c in columns]
+        lines.append(f"| {mode} | {level:g} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _client_cpu(results: dict[str, Any], targets: list[str]) -> list[str]:

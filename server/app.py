@@ -25,6 +25,7 @@ from server._proto.sift.v1 import (
 )
 from server.bundle import Bundle, BundleError, load_bundle
 from server.config import Settings
+from server.runtime.batcher import BatchPolicy
 from server.runtime.onnx import ThreadSettings
 from server.service.info import InfoService
 from server.service.intent import IntentService
@@ -132,7 +133,8 @@ class SiftServer:
 
 
 def _load_and_warm(settings: Settings, threads: ThreadSettings) -> Bundle:
-    bundle = load_bundle(settings.bundle, threads)
+    batching = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_us, settings.batch_max_queue)
+    bundle = load_bundle(settings.bundle, threads, batching)
     bundle.warm_up()
     return bundle
 

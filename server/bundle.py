@@ -19,6 +19,7 @@ import numpy as np
 
 from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig
 from server.rules import GRADES, Rules, parse_rules
+from server.runtime.batcher import BatchPolicy
 from server.runtime.index import ProductIndex
 from server.runtime.onnx import OnnxModel, TensorSpec, ThreadSettings
 from server.service.errors import FailedPrecondition
@@ -84,7 +85,7 @@ def category_id(path: str) -> str:
 class Bundle:
     """A validated, loaded bundle: the models, featurizer, index and metadata the services use."""
 
-    def __init__(self, directory: Path, threads: ThreadSettings) -> None:
+    def __init__(self, directory: Path, threads: ThreadSettings, batching: BatchPolicy | None = None) -> None:
         self.directory = directory
         self.manifest = _read_manifest(directory)
         m = self.manifest
@@ -123,7 +124,7 @@ class Bundle:
                 models[name] = None
                 continue
             comp = _parse_component(name, _field(components, name, dict, f"components.{name}"), files)
-            models[name] = _open_model(directory, comp, threads)
+            models[name] = _open_model(directory, comp, threads, batching)
             _check_signature(comp, models[name], inputs, out_dtype, out_width)
             self.components[name] = comp
         self.intent, self.query_encoder, self.relevance = (
@@ -211,12 +212,14 @@ class Bundle:
             self.relevance.run({"features": np.zeros((1, len(RELEVANCE_FEATURES)), dtype=np.float32)})
 
 
-def load_bundle(directory: str | Path, threads: ThreadSettings | None = None) -> Bundle:
+def load_bundle(
+    directory: str | Path, threads: ThreadSettings | None = None, batching: BatchPolicy | None = None
+) -> Bundle:
     """Validates and opens the bundle at `directory`; raises BundleError naming what is wrong."""
     path = Path(directory)
     if not path.is_dir():
         raise BundleError(f"{path}: bundle directory does not exist")
-    return Bundle(path, threads or ThreadSettings())
+    return Bundle(path, threads or ThreadSettings(), batching)
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
@@ -314,9 +317,11 @@ def _parse_component(name: str, raw: dict[str, Any], files: dict[str, Any]) -> C
     )
 
 
-def _open_model(directory: Path, comp: Component, threads: ThreadSettings) -> OnnxModel:
+def _open_model(
+    directory: Path, comp: Component, threads: ThreadSettings, batching: BatchPolicy | None
+) -> OnnxModel:
     try:
-        return OnnxModel(directory / comp.file, comp.name, threads)
+        return OnnxModel(directory / comp.file, comp.name, threads, batching)
     except Exception as e:
         raise BundleError(f"{comp.file}: onnxruntime cannot load it: {e}") from e
 

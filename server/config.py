@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     small, so one thread per call and concurrency across calls wins on CPU."""
     inter_op_threads: int = Field(1, ge=1)
     """onnxruntime threads for independent graph branches (the student graphs have none)."""
+    batch_max_size: int = Field(1, ge=1)
+    """Most rows one model run takes from the micro-batcher; 1 turns batching off, so each call runs its
+    model inline. Off is the default because it measured fastest for Sift's small models at every
+    concurrency (benchmarks/results/levers)."""
+    batch_max_wait_us: int = Field(0, ge=0)
+    """Microseconds the first call of a batch waits for others; 0 batches only what queued while the
+    previous run was busy."""
+    batch_max_queue: int = Field(1024, ge=1)
+    """Rows that may wait per model before calls are refused with RESOURCE_EXHAUSTED."""
     drain_period: float = Field(1.0, ge=0)
     """Seconds after SIGTERM/SIGINT during which health reports NOT_SERVING and new calls are refused with
     UNAVAILABLE (clients retry elsewhere) while the port stays open and in-flight calls finish."""

@@ -26,6 +26,12 @@ INFERENCE_BATCH_SIZE = Histogram(
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
 )
+QUEUE_DURATION = Histogram(
+    "sift_queue_duration_seconds",
+    "Time a batch's oldest call waited in the micro-batcher before its model run, by model.",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
 FEATURIZE_DURATION = Histogram(
     "sift_featurize_duration_seconds",
     "Time turning request texts into model inputs, by method.",

@@ -28,11 +28,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The `tiny` preset trained end to end from the real MiniLM teacher, once per session."""
+    """The `tiny` preset trained end to end from the real MiniLM teacher, once per session. Set
+    SIFT_TEST_BUNDLE to a tiny bundle already trained to skip that while iterating locally."""
     from training.pipeline import train_bundle
     from training.presets import PRESETS
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
+    if given := os.environ.get("SIFT_TEST_BUNDLE"):
+        return Path(shutil.copytree(given, out))
     train_bundle(PRESETS["tiny"], out, None, seed=0)
     return out
 

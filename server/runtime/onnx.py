@@ -1,4 +1,5 @@
-"""An onnxruntime session with explicit thread settings. Knows nothing of requests."""
+"""An onnxruntime session with explicit thread settings, optionally behind a micro-batcher.
+Knows nothing of requests."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from server import metrics
+from server.runtime.batcher import Batcher, BatchPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +34,9 @@ _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int
 
 
 class OnnxModel:
-    def __init__(self, path: Path, name: str, threads: ThreadSettings) -> None:
+    def __init__(
+        self, path: Path, name: str, threads: ThreadSettings, batching: BatchPolicy | None = None
+    ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads.intra_op
         options.inter_op_num_threads = threads.inter_op
@@ -43,8 +47,13 @@ class OnnxModel:
         self.name = name
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._output = self.session.get_outputs()[0].name
+        self._input = self.session.get_inputs()[0].name
         self._latency = metrics.INFERENCE_DURATION.labels(model=name)
         self._batch = metrics.INFERENCE_BATCH_SIZE.labels(model=name)
+        self._queue = metrics.QUEUE_DURATION.labels(model=name)
+        # max_batch 1 means no batcher at all: each call runs inline, with no queue to pay for.
+        self._policy = batching if batching and batching.max_batch > 1 else None
+        self._batcher: Batcher | None = None
 
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         def spec(arg: ort.NodeArg) -> TensorSpec:
@@ -60,3 +69,29 @@ class OnnxModel:
         self._latency.observe(time.perf_counter() - start)
         self._batch.observe(len(next(iter(inputs.values()))))
         return out
+
+    async def infer(self, rows: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """The model's output for `rows` (its single input), through the micro-batcher when there is one.
+        `deadline` is a time.monotonic() instant; the batcher drops or sheds calls that cannot meet it."""
+        if self._policy is None:
+            return self.run({self._input: rows})
+        if self._batcher is None:  # made on first use, inside the serving event loop
+            self._batcher = Batcher(
+                lambda x: self.run({self._input: x}), self._policy, _combiner(rows.dtype), self._observe
+            )
+        return await self._batcher(rows, deadline)
+
+    def _observe(self, rows: int, queued: float, took: float) -> None:
+        self._queue.observe(queued)
+
+
+def _combiner(dtype: np.dtype):
+    """Hashed id rows differ in width: pad with 0 (the padding id) to the widest. Features just stack."""
+    if np.issubdtype(dtype, np.integer):
+
+        def pad(parts: list[np.ndarray]) -> np.ndarray:
+            width = max(p.shape[1] for p in parts)
+            return np.concatenate([np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts])
+
+        return pad
+    return np.concatenate

@@ -29,3 +29,11 @@ class Unavailable(SiftError):
 
 class FailedPrecondition(SiftError):
     """The loaded bundle cannot answer this call (it was trained without the component the call needs)."""
+
+
+class DeadlineExceeded(SiftError):
+    """The client's deadline passed, or would pass, before the answer."""
+
+
+class ResourceExhausted(SiftError):
+    """The server is at its concurrency or queue bound; the client should back off or go elsewhere."""

@@ -36,7 +36,9 @@ class IntentService:
         self._store = store
         self._limits = limits
 
-    def classify(self, query: str, top_k: int, min_score: float) -> IntentResult:
+    async def classify(
+        self, query: str, top_k: int, min_score: float, deadline: float | None = None
+    ) -> IntentResult:
         bundle = self._store.bundle
         bundle.require("intent")
         query = check_text(query, "query", self._limits.max_query_chars)
@@ -55,7 +57,7 @@ class IntentService:
             probs[rule_label] = 1.0
             order, source, rule = [rule_label], SOURCE_RULE, "exact_query"
         else:
-            probs = bundle.intent.run({"ids": ids})[0]
+            probs = (await bundle.intent.infer(ids, deadline))[0]
             order, source, rule = np.argsort(-probs, kind="stable")[:top_k], SOURCE_MODEL, ""
         categories = [
             CategoryScore(bundle.labels[i].id, bundle.labels[i].path, float(probs[i]))

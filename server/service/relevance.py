@@ -50,7 +50,9 @@ class RelevanceService:
         self._store = store
         self._limits = limits
 
-    def score(self, query: str, candidates: list[CandidateInput]) -> RelevanceResult:
+    async def score(
+        self, query: str, candidates: list[CandidateInput], deadline: float | None = None
+    ) -> RelevanceResult:
         bundle = self._store.bundle
         bundle.require("relevance")
         query = check_text(query, "query", self._limits.max_query_chars)
@@ -90,8 +92,13 @@ class RelevanceService:
         todo = np.flatnonzero(~by_rule)
         if len(todo):
             todo_words = [title_words[i] for i in todo]
-            model_scores, model_grades, corrected = _model_scores(
-                bundle, query_words, todo_words, rows[todo], {k: v[todo] for k, v in lexical.items()}
+            model_scores, model_grades, corrected = await _model_scores(
+                bundle,
+                query_words,
+                todo_words,
+                rows[todo],
+                {k: v[todo] for k, v in lexical.items()},
+                deadline,
             )
             scores[todo], grades[todo] = model_scores, model_grades
             for i, f in zip(todo.tolist(), corrected.tolist(), strict=True):
@@ -106,12 +113,13 @@ class RelevanceService:
         )
 
 
-def _model_scores(
+async def _model_scores(
     bundle: Bundle,
     query_words: list[str],
     title_words: list[list[str]],
     rows: np.ndarray,
     lexical: dict[str, np.ndarray],
+    deadline: float | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Model scores and grades for the candidates, after the corrective post-rules, and the index of the
     post-rule that changed each grade (-1: none). `rows` holds the product row of candidates given by id,
@@ -121,19 +129,19 @@ def _model_scores(
     new_texts = [query_words] + [w for w, t in zip(title_words, by_title, strict=True) if t]
     ids = bundle.featurizer.ids_of_words(new_texts)
     # One encoder call embeds the query and every title candidate.
-    vectors = bundle.query_encoder.run({"ids": ids})
+    vectors = await bundle.query_encoder.infer(ids, deadline)
     candidate_vectors = np.empty((len(rows), bundle.embedding_dim), dtype=np.float32)
     candidate_vectors[by_id] = bundle.index.vectors(rows[by_id])
     candidate_vectors[by_title] = vectors[1:]
 
     # The query's intent, and each candidate's category: known for products, predicted for titles.
-    intents = bundle.intent.run({"ids": ids})
+    intents = await bundle.intent.infer(ids, deadline)
     categories = np.empty(len(rows), dtype=np.int64)
     categories[by_id] = bundle.products.categories[rows[by_id]]
     categories[by_title] = intents[1:].argmax(axis=1)
 
     features = relevance_features(lexical, vectors[0], candidate_vectors, intents[0][categories])
-    probs = bundle.relevance.run({"features": features})
+    probs = await bundle.relevance.infer(features, deadline)
     scores = probs @ GRADE_VALUES
     grades = probs.argmax(axis=1)
     post = {

@@ -38,21 +38,28 @@ class RetrievalService:
         self._store = store
         self._limits = limits
 
-    def embed(self, query: str) -> EmbedResult:
+    async def embed(self, query: str, deadline: float | None = None) -> EmbedResult:
         bundle = self._store.bundle
         bundle.require("retrieval")
-        return EmbedResult(
-            self._embed(bundle, check_text(query, "query", self._limits.max_query_chars)), bundle.version
-        )
+        query = check_text(query, "query", self._limits.max_query_chars)
+        return EmbedResult(await self._embed(bundle, query, deadline), bundle.version)
 
-    def search(self, query: str | None, vector: list[float] | None, k: int, category: str) -> SearchResult:
+    async def search(
+        self,
+        query: str | None,
+        vector: list[float] | None,
+        k: int,
+        category: str,
+        deadline: float | None = None,
+    ) -> SearchResult:
         bundle = self._store.bundle
         bundle.require("retrieval")
         k = check_count(k, "k", self._limits.default_k, self._limits.max_k)
         if vector is not None:
             query_vector = check_vector(vector, "vector", bundle.embedding_dim)
         elif query is not None:
-            query_vector = self._embed(bundle, check_text(query, "query", self._limits.max_query_chars))
+            query = check_text(query, "query", self._limits.max_query_chars)
+            query_vector = await self._embed(bundle, query, deadline)
         else:
             raise InvalidArgument("query", "set query or vector")
         k = min(k, len(bundle.products.ids))
@@ -69,11 +76,11 @@ class RetrievalService:
         return SearchResult(hits, bundle.version)
 
     @staticmethod
-    def _embed(bundle: Bundle, query: str) -> np.ndarray:
+    async def _embed(bundle: Bundle, query: str, deadline: float | None) -> np.ndarray:
         start = time.perf_counter()
         ids = bundle.featurizer.batch_ids([query])
         metrics.FEATURIZE_DURATION.labels(method="EmbedQuery").observe(time.perf_counter() - start)
-        return bundle.query_encoder.run({"ids": ids})[0]
+        return (await bundle.query_encoder.infer(ids, deadline))[0]
 
 
 def _category_rows(bundle: Bundle, category: str) -> np.ndarray:

@@ -15,7 +15,16 @@ from typing import Any, TypeVar
 import grpc
 
 from server import metrics
-from server.service.errors import FailedPrecondition, InvalidArgument, NotFound, SiftError, Unavailable
+from server.runtime.batcher import DeadlineExpired, DeadlineUnmeetable, QueueFull
+from server.service.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    SiftError,
+    Unavailable,
+)
 
 log = logging.getLogger("sift.transport")
 
@@ -24,11 +33,28 @@ _STATUS: dict[type[SiftError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+
+
+# Runtime refusals: the batcher's queue is full, or the call cannot (or did not) meet its deadline.
+_RUNTIME_STATUS: dict[type[Exception], grpc.StatusCode] = {
+    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineUnmeetable: grpc.StatusCode.DEADLINE_EXCEEDED,
+    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+RuntimeRefusal = (QueueFull, DeadlineUnmeetable, DeadlineExpired)
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The client's deadline as a time.monotonic() instant, or None when it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def status_of(error: SiftError) -> grpc.StatusCode:
@@ -50,10 +76,16 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
             code = grpc.StatusCode.OK
             in_flight.inc()
             try:
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:  # never start work nobody waits for
+                    raise DeadlineExceeded("the deadline passed before the call started")
                 return await handler(self, request, context)
             except SiftError as e:
                 code = status_of(e)
                 await context.abort(code, str(e))
+            except RuntimeRefusal as e:
+                code = _RUNTIME_STATUS[type(e)]
+                await context.abort(code, f"{method}: {e}")
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("unexpected error in %s", method)

@@ -20,7 +20,7 @@ from server.service.info import InfoService
 from server.service.intent import SOURCE_RULE, IntentService
 from server.service.relevance import CandidateInput, RelevanceService
 from server.service.retrieval import RetrievalService
-from server.transport.errors import rpc
+from server.transport.errors import deadline_of, rpc
 
 Context = grpc.aio.ServicerContext
 
@@ -44,7 +44,9 @@ class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
     async def ClassifyIntent(
         self, request: intent_pb2.ClassifyIntentRequest, context: Context
     ) -> intent_pb2.ClassifyIntentResponse:
-        result = self._service.classify(request.query, request.top_k, request.min_score)
+        result = await self._service.classify(
+            request.query, request.top_k, request.min_score, deadline_of(context)
+        )
         return intent_pb2.ClassifyIntentResponse(
             categories=[
                 intent_pb2.Category(id=c.id, path=c.path, probability=c.probability)
@@ -65,7 +67,7 @@ class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
         self, request: relevance_pb2.ScoreRelevanceRequest, context: Context
     ) -> relevance_pb2.ScoreRelevanceResponse:
         candidates = [CandidateInput(product_id=c.product_id, title=c.title) for c in request.candidates]
-        result = self._service.score(request.query, candidates)
+        result = await self._service.score(request.query, candidates, deadline_of(context))
         return relevance_pb2.ScoreRelevanceResponse(
             scores=[
                 relevance_pb2.Score(
@@ -86,11 +88,12 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
         self, request: retrieval_pb2.SearchRequest, context: Context
     ) -> retrieval_pb2.SearchResponse:
         which = request.WhichOneof("query_input")
-        result = self._service.search(
+        result = await self._service.search(
             query=request.query if which == "query" else None,
             vector=list(request.vector.values) if which == "vector" else None,
             k=request.k,
             category=request.category,
+            deadline=deadline_of(context),
         )
         return retrieval_pb2.SearchResponse(
             hits=[
@@ -104,7 +107,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def EmbedQuery(
         self, request: retrieval_pb2.EmbedQueryRequest, context: Context
     ) -> retrieval_pb2.EmbedQueryResponse:
-        result = self._service.embed(request.query)
+        result = await self._service.embed(request.query, deadline_of(context))
         return retrieval_pb2.EmbedQueryResponse(
             vector=result.vector.tolist(), model_version=result.model_version
         )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -22,7 +25,13 @@ def store(tiny_bundle: Path) -> BundleStore:
     return BundleStore(load_bundle(tiny_bundle))
 
 
+T = TypeVar("T")
 LIMITS = Limits(max_query_chars=50, max_candidates=5, max_k=20)
+
+
+def run(call: Coroutine[object, object, T]) -> T:
+    """Service methods are coroutines (models may sit behind a batcher); run one to its answer."""
+    return asyncio.run(call)
 
 
 def test_check_text() -> None:
@@ -56,25 +65,25 @@ def test_check_vector() -> None:
 
 def test_no_bundle_is_unavailable() -> None:
     with pytest.raises(Unavailable):
-        IntentService(BundleStore(), LIMITS).classify("oak", 1, 0)
+        run(IntentService(BundleStore(), LIMITS).classify("oak", 1, 0))
 
 
 def test_intent_validation(store: BundleStore) -> None:
     service = IntentService(store, LIMITS)
     with pytest.raises(InvalidArgument, match="^query:"):
-        service.classify("", 1, 0)
+        run(service.classify("", 1, 0))
     with pytest.raises(InvalidArgument, match="^query: has 51"):
-        service.classify("x" * 51, 1, 0)
+        run(service.classify("x" * 51, 1, 0))
     with pytest.raises(InvalidArgument, match="^top_k:"):
-        service.classify("oak", -1, 0)
+        run(service.classify("oak", -1, 0))
     with pytest.raises(InvalidArgument, match="^top_k:"):
-        service.classify("oak", 10_000, 0)
+        run(service.classify("oak", 10_000, 0))
     with pytest.raises(InvalidArgument, match="^min_score:"):
-        service.classify("oak", 1, 1.5)
-    result = service.classify("oak", 0, 0)
+        run(service.classify("oak", 1, 1.5))
+    result = run(service.classify("oak", 0, 0))
     assert len(result.categories) == 5
     assert math.isclose(
-        sum(c.probability for c in service.classify("oak", len(store.bundle.labels), 0).categories),
+        sum(c.probability for c in run(service.classify("oak", len(store.bundle.labels), 0)).categories),
         1,
         rel_tol=1e-3,
     )
@@ -84,29 +93,29 @@ def test_relevance_validation(store: BundleStore) -> None:
     service = RelevanceService(store, LIMITS)
     known = store.bundle.products.ids[0]
     with pytest.raises(InvalidArgument, match="^candidates: must hold"):
-        service.score("oak", [])
+        run(service.score("oak", []))
     with pytest.raises(InvalidArgument, match="^candidates: has 6 entries"):
-        service.score("oak", [CandidateInput(product_id=known)] * 6)
+        run(service.score("oak", [CandidateInput(product_id=known)] * 6))
     with pytest.raises(NotFound, match=r"^candidates\[1\].product_id: unknown product id 'P-nope'"):
-        service.score("oak", [CandidateInput(product_id=known), CandidateInput(product_id="P-nope")])
+        run(service.score("oak", [CandidateInput(product_id=known), CandidateInput(product_id="P-nope")]))
     with pytest.raises(InvalidArgument, match=r"^candidates\[0\]: set product_id or title"):
-        service.score("oak", [CandidateInput()])
+        run(service.score("oak", [CandidateInput()]))
     with pytest.raises(InvalidArgument, match=r"^candidates\[0\].title: must not be empty"):
-        service.score("oak", [CandidateInput(title="   ")])
+        run(service.score("oak", [CandidateInput(title="   ")]))
 
 
 def test_retrieval_validation(store: BundleStore) -> None:
     service = RetrievalService(store, LIMITS)
     with pytest.raises(InvalidArgument, match="^k:"):
-        service.search("oak", None, 21, "")
+        run(service.search("oak", None, 21, ""))
     with pytest.raises(InvalidArgument, match="^query: set query or vector"):
-        service.search(None, None, 5, "")
+        run(service.search(None, None, 5, ""))
     with pytest.raises(InvalidArgument, match="^vector: must have 384 values"):
-        service.search(None, [1.0, 2.0], 5, "")
+        run(service.search(None, [1.0, 2.0], 5, ""))
     with pytest.raises(NotFound, match="^category:"):
-        service.search("oak", None, 5, "no/such/category")
+        run(service.search("oak", None, 5, "no/such/category"))
     with pytest.raises(InvalidArgument, match="^query:"):
-        service.embed("")
+        run(service.embed(""))
 
 
 def test_exact_search_over_no_rows(store: BundleStore) -> None:
