@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig
+from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig, TitleLexicon
 from server.rules import GRADES, Rules, parse_rules
 from server.runtime.batcher import BatchPolicy
 from server.runtime.index import ProductIndex
@@ -139,6 +139,12 @@ class Bundle:
         self.products: Products | None = None
         if "index" in components:
             self.index, self.products = self._open_index(components["index"], files)
+        # Relevance over candidates given by id reads the product side of its features from here.
+        self.lexicon = (
+            TitleLexicon(self.products.titles, self.featurizer)
+            if self.products is not None and self.relevance is not None
+            else None
+        )
         self.capabilities = tuple(
             cap for cap, needs in CAPABILITIES.items() if all(n in self.components for n in needs)
         )

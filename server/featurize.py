@@ -123,6 +123,8 @@ def pad_ids(rows: list[list[int]]) -> np.ndarray:
 
 # Relevance features: computed here because training and serving must compute them identically.
 RELEVANCE_FEATURES = ("cosine", "word_coverage", "char_coverage", "category_probability")
+# What lexical_features returns per candidate (the pre-rules' inputs).
+LEXICAL_FEATURES = ("title_equal", "word_coverage", "char_coverage", "query_words")
 
 
 def lexical_features(
@@ -169,3 +171,56 @@ def relevance_features(
     feats[:, 2] = lexical["char_coverage"]
     feats[:, 3] = category_probability
     return feats
+
+
+class TitleLexicon:
+    """The product side of the lexical features, computed once per bundle: each title's distinct word ids
+    and character n-gram ids as CSR rows, and its normalized text. Candidates given by product id then
+    get their features with array operations, with no Python loop over candidates; the numbers equal
+    `lexical_features` on the same titles."""
+
+    def __init__(self, titles: list[str], featurizer: Featurizer) -> None:
+        self._featurizer = featurizer
+        self._word_ids: dict[str, int] = {}
+        word_rows, char_rows, texts = [], [], []
+        for title in titles:
+            words = featurizer.words(title)
+            word_rows.append(sorted({self._word_ids.setdefault(w, len(self._word_ids)) for w in words}))
+            char_rows.append(sorted(featurizer.char_ids(words)))
+            texts.append(" ".join(words))
+        self._words = _csr(word_rows)
+        self._chars = _csr(char_rows)
+        self._texts = np.array(texts, dtype=object)
+
+    def features(self, query_words: list[str], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """`lexical_features` for the products at `rows`."""
+        q_words = {self._word_ids.get(w, -1) for w in set(query_words)}
+        q_chars = self._featurizer.char_ids(query_words)
+        n_words, n_chars = len(set(query_words)), len(q_chars)
+        return {
+            "title_equal": (self._texts[rows] == " ".join(query_words)).astype(np.float32),
+            "word_coverage": _hits(self._words, rows, q_words) / max(n_words, 1),
+            "char_coverage": _hits(self._chars, rows, q_chars) / max(n_chars, 1),
+            "query_words": np.full(len(rows), len(query_words), dtype=np.float32),
+        }
+
+
+def _csr(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    starts = np.zeros(len(rows) + 1, dtype=np.int64)
+    starts[1:] = np.cumsum([len(r) for r in rows])
+    values = np.fromiter((v for r in rows for v in r), dtype=np.int64, count=int(starts[-1]))
+    return starts, values
+
+
+def _hits(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray, query: set[int]) -> np.ndarray:
+    """How many of each row's ids are in `query`, float32 per row."""
+    starts, values = csr
+    lengths = starts[rows + 1] - starts[rows]
+    if not query or lengths.sum() == 0:
+        return np.zeros(len(rows), dtype=np.float32)
+    # Positions of every id of the selected rows, gathered without a loop over rows.
+    offsets = np.repeat(starts[rows] - np.cumsum(lengths) + lengths, lengths)
+    gathered = values[np.arange(lengths.sum()) + offsets]
+    found = np.isin(gathered, np.fromiter(query, dtype=np.int64)).astype(np.float32)
+    owner = np.repeat(np.arange(len(rows)), lengths)
+    return np.bincount(owner, weights=found, minlength=len(rows)).astype(np.float32)

@@ -119,11 +119,13 @@ def start_mlserver(
     """Starts `mlserver start` on the bundle's intent model and returns once the model is ready on gRPC.
 
     The server's output goes to workdir/mlserver.log (a file, so a long benchmark cannot fill a pipe and
-    stall it). Raises RuntimeError with the log's tail if MLServer exits or is not ready within `timeout`.
+    stall it). Raises RuntimeError quoting the log if MLServer exits or is not ready within `timeout`.
     """
     mlserver = venv / "bin" / "mlserver"
     if not mlserver.exists():
         raise FileNotFoundError(f"{mlserver} missing: create the venv with ensure_venv({venv})")
+    if not (bundle / "manifest.json").is_file():
+        raise FileNotFoundError(f"{bundle}: not a Sift bundle (no manifest.json)")
     repository = write_model_repository(bundle, workdir / "models", grpc_port, free_port(), free_port())
     log_path = workdir / "mlserver.log"
     with log_path.open("wb") as log:
@@ -153,11 +155,15 @@ def stop_mlserver(process: subprocess.Popen[bytes], timeout: float = 15.0) -> No
             process.wait()
 
 
-def _log_tail(path: Path, lines: int = 40) -> str:
+def _log_excerpt(path: Path, lines: int = 40) -> str:
+    """From the first error on (MLServer logs a failed load, then many lines of shutdown), else the tail."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
+    errors = (i for i, line in enumerate(text) if " ERROR " in line or line.startswith("Traceback"))
+    first = next(errors, None)
+    return "\n".join(text[-lines:] if first is None else text[first : first + lines])
 
 
 def _model_ready_request(name: str) -> bytes:
@@ -179,7 +185,7 @@ def _wait_model_ready(process: subprocess.Popen[bytes], target: str, log_path: P
             if process.poll() is not None:
                 raise RuntimeError(
                     f"mlserver exited with code {process.returncode} before {MODEL_NAME} was ready; "
-                    f"log tail ({log_path}):\n{_log_tail(log_path)}"
+                    f"log ({log_path}):\n{_log_excerpt(log_path)}"
                 )
             try:
                 # ModelReadyResponse{ready = 1}: true is the bytes 08 01; false is the empty message.
@@ -190,7 +196,7 @@ def _wait_model_ready(process: subprocess.Popen[bytes], target: str, log_path: P
             time.sleep(0.2)
     raise RuntimeError(
         f"mlserver: {MODEL_NAME} not ready on {target} after {timeout:.0f} s; "
-        f"log tail ({log_path}):\n{_log_tail(log_path)}"
+        f"log ({log_path}):\n{_log_excerpt(log_path)}"
     )
 
 

@@ -1,7 +1,7 @@
 """Builds and reads KServe-V2 protobufs with MLServer's own generated classes, in the MLServer venv.
 
 Sift's venv has protobuf 7 and no MLServer protos, so benchmarks.peer runs this script instead of importing
-them. Messages are exchanged as length-prefixed frames (4-byte big-endian size, then the message).
+them, with the checkout on PYTHONPATH. Messages are exchanged as benchmarks.peer's length-prefixed frames.
 
   encode --model NAME --queries queries.json --output requests.bin   one ModelInferRequest per query
   decode --responses responses.bin --output decoded.json              ModelInferResponses -> JSON
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import struct
 from pathlib import Path
 
 from mlserver.grpc import dataplane_pb2 as pb
 
-FRAME = struct.Struct(">I")
+from benchmarks.peer import read_frames, write_frames
 
 
 def infer_request(model: str, query: str) -> bytes:
@@ -43,15 +42,6 @@ def decode_response(data: bytes) -> dict[str, list[str] | list[float]]:
     return out
 
 
-def read_frames(path: Path) -> list[bytes]:
-    data, out, pos = path.read_bytes(), [], 0
-    while pos < len(data):
-        (size,) = FRAME.unpack_from(data, pos)
-        out.append(data[pos + FRAME.size : pos + FRAME.size + size])
-        pos += FRAME.size + size
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -65,10 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "encode":
         queries = json.loads(args.queries.read_text())
-        with args.output.open("wb") as f:
-            for query in queries:
-                message = infer_request(args.model, query)
-                f.write(FRAME.pack(len(message)) + message)
+        write_frames(args.output, [infer_request(args.model, query) for query in queries])
     else:
         decoded = [decode_response(r) for r in read_frames(args.responses)]
         args.output.write_text(json.dumps(decoded))

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 from mlserver import MLModel
 from mlserver.errors import InferenceError
-from mlserver.types import Datatype, InferenceRequest, InferenceResponse, ResponseOutput
+from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 
 from server.featurize import Featurizer, FeaturizerConfig
 from server.rules import parse_rules
@@ -96,9 +96,9 @@ class SiftIntentRuntime(MLModel):
 
     def _query(self, payload: InferenceRequest) -> str:
         tensor = next((t for t in payload.inputs if t.name == INPUT), None)
-        if tensor is None or tensor.datatype != Datatype.BYTES or len(tensor.data) != 1:
+        if tensor is None or tensor.datatype != "BYTES" or len(tensor.data) != 1:
             raise InferenceError(f'{self.name}: expects one input "{INPUT}", BYTES, shape [1]')
-        value = tensor.data[0]
+        value = tensor.data[0]  # the datatype is stored as its string value
         try:
             # gRPC bytes_contents arrive as bytes, REST JSON as str.
             text = value.decode() if isinstance(value, bytes) else str(value)

@@ -14,7 +14,7 @@ import numpy as np
 
 from server import metrics
 from server.bundle import Bundle
-from server.featurize import lexical_features, relevance_features
+from server.featurize import LEXICAL_FEATURES, lexical_features, relevance_features
 from server.rules import GRADES, apply, clip_to_grade
 from server.service.errors import InvalidArgument, NotFound
 from server.service.intent import SOURCE_MODEL, SOURCE_RULE
@@ -64,23 +64,32 @@ class RelevanceService:
                 f"has {len(candidates)} entries, more than the limit of {self._limits.max_candidates}",
             )
         rows = np.full(len(candidates), -1, dtype=np.int64)
-        titles: list[str] = []
+        titles: dict[int, str] = {}  # candidate index -> title, for candidates given by text
+        row_of = bundle.products.row_of if bundle.products else {}
         for i, cand in enumerate(candidates):
             if cand.product_id:
-                row = bundle.products.row_of.get(cand.product_id)
+                row = row_of.get(cand.product_id)
                 if row is None:
                     raise NotFound(f"candidates[{i}].product_id", f"unknown product id {cand.product_id!r}")
                 rows[i] = row
-                titles.append(bundle.products.titles[row])
             elif cand.title:
-                titles.append(check_text(cand.title, f"candidates[{i}].title", self._limits.max_query_chars))
+                titles[i] = check_text(cand.title, f"candidates[{i}].title", self._limits.max_query_chars)
             else:
                 raise InvalidArgument(f"candidates[{i}]", "set product_id or title")
         featurizer = bundle.featurizer
         start = time.perf_counter()
         query_words = featurizer.words(query)
-        title_words = [featurizer.words(t) for t in titles]
-        lexical = lexical_features(query_words, title_words, featurizer)
+        # Products given by id read their precomputed side of the features; only titles are featurized.
+        by_id = np.flatnonzero(rows >= 0)
+        lexical = _empty_lexical(len(candidates))
+        if len(by_id):
+            for key, values in bundle.lexicon.features(query_words, rows[by_id]).items():
+                lexical[key][by_id] = values
+        title_words = {i: featurizer.words(t) for i, t in titles.items()}
+        if title_words:
+            given = np.fromiter(title_words, dtype=np.int64)
+            for key, values in lexical_features(query_words, list(title_words.values()), featurizer).items():
+                lexical[key][given] = values
         metrics.FEATURIZE_DURATION.labels(method="ScoreRelevance").observe(time.perf_counter() - start)
 
         # Golden pre-rules answer first; the model only sees what they leave open.
@@ -91,11 +100,11 @@ class RelevanceService:
         names = [rules.relevance_pre[f].name if f >= 0 else "" for f in fired.tolist()]
         todo = np.flatnonzero(~by_rule)
         if len(todo):
-            todo_words = [title_words[i] for i in todo]
+            todo_titles = [title_words[i] for i in todo.tolist() if i in title_words]
             model_scores, model_grades, corrected = await _model_scores(
                 bundle,
                 query_words,
-                todo_words,
+                todo_titles,
                 rows[todo],
                 {k: v[todo] for k, v in lexical.items()},
                 deadline,
@@ -113,6 +122,10 @@ class RelevanceService:
         )
 
 
+def _empty_lexical(n: int) -> dict[str, np.ndarray]:
+    return {key: np.zeros(n, dtype=np.float32) for key in LEXICAL_FEATURES}
+
+
 async def _model_scores(
     bundle: Bundle,
     query_words: list[str],
@@ -123,10 +136,10 @@ async def _model_scores(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Model scores and grades for the candidates, after the corrective post-rules, and the index of the
     post-rule that changed each grade (-1: none). `rows` holds the product row of candidates given by id,
-    -1 for titles."""
+    -1 for titles; `title_words` the words of those given by title, in order."""
     by_id = rows >= 0
     by_title = ~by_id
-    new_texts = [query_words] + [w for w, t in zip(title_words, by_title, strict=True) if t]
+    new_texts = [query_words, *title_words]
     ids = bundle.featurizer.ids_of_words(new_texts)
     # One encoder call embeds the query and every title candidate.
     vectors = await bundle.query_encoder.infer(ids, deadline)

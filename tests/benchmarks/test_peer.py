@@ -9,10 +9,8 @@ import grpc
 import pytest
 
 from benchmarks import peer
-from server.bundle import load_bundle
-from server.service.intent import IntentService
-from server.service.store import BundleStore
-from server.service.validation import Limits
+from server._proto.sift.v1 import intent_pb2, intent_pb2_grpc
+from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.skipif(
     not (peer.DEFAULT_VENV / "bin" / "mlserver").exists(),
@@ -26,8 +24,12 @@ QUERY = "velvet accent chair"
 
 
 @pytest.mark.slow
-def test_mlserver_top_categories_equal_sift(tiny_bundle: Path, tmp_path: Path) -> None:
-    expected = IntentService(BundleStore(load_bundle(tiny_bundle)), Limits()).classify(QUERY, peer.TOP_K, 0)
+def test_mlserver_top_categories_equal_sift(
+    tiny_bundle: Path, live_server: LiveServer, tmp_path: Path
+) -> None:
+    with live_server.channel() as channel:
+        request = intent_pb2.ClassifyIntentRequest(query=QUERY, top_k=peer.TOP_K)
+        expected = intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(request, timeout=10).categories
     [payload] = peer.infer_payloads(peer.DEFAULT_VENV, [QUERY], peer.MODEL_NAME)
     port = peer.free_port()
     process = peer.start_mlserver(peer.DEFAULT_VENV, tiny_bundle, tmp_path, port)
@@ -38,5 +40,5 @@ def test_mlserver_top_categories_equal_sift(tiny_bundle: Path, tmp_path: Path) -
     finally:
         peer.stop_mlserver(process)
     [answer] = peer.decode_responses(peer.DEFAULT_VENV, [reply])
-    assert answer["label_ids"] == [c.id for c in expected.categories]
-    assert answer["probabilities"] == pytest.approx([c.probability for c in expected.categories], rel=1e-5)
+    assert answer["label_ids"] == [c.id for c in expected]
+    assert answer["probabilities"] == pytest.approx([c.probability for c in expected], rel=1e-5)

@@ -7,6 +7,7 @@ from server.featurize import (
     PAD_ID,
     Featurizer,
     FeaturizerConfig,
+    TitleLexicon,
     lexical_features,
     pad_ids,
     relevance_features,
@@ -82,3 +83,25 @@ def test_relevance_features(featurizer: Featurizer) -> None:
     np.testing.assert_allclose(feats[:, 1], [1, 0, 0.5, 1])  # "tables" is not the word "table"
     assert feats[2, 2] > 0.5 > feats[1, 2]  # but it shares most character trigrams
     np.testing.assert_allclose(feats[:, 3], [0.9, 0.1, 0.5, 0.9])
+
+
+def test_title_lexicon_equals_lexical_features(featurizer: Featurizer) -> None:
+    """The precomputed product side gives the same numbers as featurizing the titles per call."""
+    titles = [
+        "Oak Coffee Table",
+        "Velvet Accent Chair, Navy",
+        "oak coffee table",
+        "",
+        "Brass Floor Lamp with Shade",
+        "Chairs chair CHAIR",
+    ]
+    lexicon = TitleLexicon(titles, featurizer)
+    rows = np.array([4, 0, 1, 3, 0, 5, 2], dtype=np.int64)
+    for query in ("oak coffee table", "chair", "brass lamps shade", "zzz unknown", "Navy velvet chairs"):
+        words = featurizer.words(query)
+        expected = lexical_features(words, [featurizer.words(titles[r]) for r in rows], featurizer)
+        got = lexicon.features(words, rows)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, err_msg=f"{query!r}: {key}")
+    assert lexicon.features(["oak"], np.array([], dtype=np.int64))["word_coverage"].shape == (0,)
