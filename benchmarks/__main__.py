@@ -19,7 +19,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.load import LoadSpec, Target, capture_responses, model_info, run_load
-from benchmarks.servers import start_echo, start_sift
+from benchmarks.servers import free_port, start_echo, start_sift
 from benchmarks.workload import (
     CallShape,
     build_payloads,
@@ -175,6 +175,84 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_peer(args: argparse.Namespace) -> dict[str, Any]:
+    """Sift and MLServer on the same bundle's intent model, same queries, same load, plus the echo floor."""
+    from benchmarks import peer
+
+    venv = peer.ensure_venv(args.venv.resolve())
+    workdir = Path(tempfile.mkdtemp(prefix="sift-bench-peer-"))
+    processes = []
+    mlserver = None
+    try:
+        sift, address, metrics_url = start_sift(args.bundle, args.serve_arg, workdir)
+        processes.append(sift)
+        info = model_info(address)
+        args.workload = "intent"
+        payloads, description = prepare_payloads(args, address)
+        queries = [_intent_query(p) for _, p in payloads]
+        peer_payloads = [(peer.MODEL_INFER_PATH, b) for b in peer.infer_payloads(venv, queries)]
+        port = free_port()
+        mlserver = peer.start_mlserver(venv, args.bundle.resolve(), workdir, port)
+        echo, echo_address = start_echo(capture_responses(address, payloads), workdir)
+        processes.append(echo)
+        targets = [
+            Target("echo", echo_address),
+            Target("mlserver", f"127.0.0.1:{port}", payloads=peer_payloads),
+            Target("sift", address, metrics_url),
+        ]
+        spec = LoadSpec(
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+            repeats=args.repeats,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            p99_budget_ms=args.p99_budget_ms,
+            modes=("closed",),
+        )
+        results = run_load(targets, payloads, spec, args.processes)
+    finally:
+        if mlserver is not None:
+            peer.stop_mlserver(mlserver)
+        for process in reversed(processes):
+            process.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "environment": report.environment() | {"mlserver": peer.MLSERVER_VERSION},
+        "bundle_version": info.bundle_version,
+        "target": f"sift-serve and mlserver on {args.bundle}",
+        "workload": "intent",
+        "calls_description": description + "; MLServer gets the same queries as KServe-V2 ModelInfer calls",
+        "processes": args.processes,
+        "targets": [t.name for t in targets],
+        "spec": spec.__dict__ | {"modes": list(spec.modes)},
+        "results": results,
+        "versus_peer": _versus(results, "sift", "mlserver"),
+    }
+
+
+def _intent_query(payload: bytes) -> str:
+    from server._proto.sift.v1 import intent_pb2
+
+    return intent_pb2.ClassifyIntentRequest.FromString(payload).query
+
+
+def _versus(results: dict[str, Any], ours: str, theirs: str) -> list[dict[str, Any]]:
+    """Per concurrency: our throughput and latency over the peer's, median of per-repeat ratios."""
+    import statistics
+
+    rows = []
+    for level in results["closed"]:
+        mine, peer_runs = level["by_target"][ours]["repeats"], level["by_target"][theirs]["repeats"]
+        pairs = list(zip(mine, peer_runs, strict=True))
+        row: dict[str, Any] = {"concurrency": level["level"]}
+        row["qps_ratio"] = round(statistics.median(a["qps"] / b["qps"] for a, b in pairs if b["qps"]), 3)
+        for key in ("p50", "p99"):
+            values = [a["latency_ms"][key] / b["latency_ms"][key] for a, b in pairs]
+            row[f"{key}_ratio"] = round(statistics.median(values), 3)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="sift-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -195,8 +273,19 @@ def main(argv: list[str] | None = None) -> None:
         "--cache", type=Path, default=Path(".cache/teachers-onnx"), help="teacher ONNX exports"
     )
     models.add_argument("--output", type=Path, default=RESULTS / "models")
+    peer_cmd = sub.add_parser("peer", help="Sift against MLServer on the same ONNX intent model")
+    peer_cmd.add_argument("--bundle", type=Path, default=Path("bundles/default"))
+    peer_cmd.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
+    peer_cmd.add_argument("--venv", type=Path, default=Path(".venv-mlserver"), help="MLServer's own venv")
+    add_workload_args(peer_cmd)
+    add_load_args(peer_cmd)
+    peer_cmd.set_defaults(concurrency=[1, 4, 16, 64])
+    peer_cmd.add_argument("--output", type=Path, default=RESULTS / "peer")
     args = parser.parse_args(argv)
 
+    if args.command == "peer":
+        result = cmd_peer(args)
+        write_load_results(args.output, result, extra=peer_markdown(result))
     if args.command == "models":
         from benchmarks.models import models_markdown, models_plot, run_models
 
@@ -212,13 +301,38 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "load":
         result = cmd_load(args)
         name = args.workload.replace("=", "").replace(",", "-").replace(".", "")
-        out = args.output or RESULTS / f"load-{name}"
-        out.mkdir(parents=True, exist_ok=True)
-        report.write_json(out / "results.json", result)
-        (out / "README.md").write_text(report.load_markdown(result))
-        report.load_plots(result, out)
-        print((out / "README.md").read_text().split("## ")[0], file=sys.stderr)
-        print(f"sift-bench: wrote {out}/README.md, results.json and plots", file=sys.stderr)
+        write_load_results(args.output or RESULTS / f"load-{name}", result)
+
+
+def peer_markdown(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Sift against MLServer",
+        "",
+        "Same bundle, same intent model and featurization (MLServer runs it in a custom runtime), same "
+        "queries and load; Sift / MLServer, median of the per-repeat ratios.",
+        "",
+        "| in flight | throughput ratio | p50 ratio | p99 ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    for row in result["versus_peer"]:
+        lines.append(
+            f"| {row['concurrency']:g} | {row['qps_ratio']:.2f}x | {row['p50_ratio']:.2f}x "
+            f"| {row['p99_ratio']:.2f}x |"
+        )
+    return [*lines, ""]
+
+
+def write_load_results(out: Path, result: dict[str, Any], extra: list[str] | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(out / "results.json", result)
+    markdown = report.load_markdown(result)
+    if extra:
+        head, sep, rest = markdown.partition("## ")
+        markdown = head + "\n".join(extra) + "\n" + sep + rest
+    (out / "README.md").write_text(markdown)
+    report.load_plots(result, out)
+    print(markdown.split("## Closed")[0], file=sys.stderr)
+    print(f"sift-bench: wrote {out}/README.md, results.json and plots", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ class Target:
     name: str  # "sift", "echo" or a peer's name
     address: str
     metrics_url: str | None = None
+    # The same calls in this server's own protocol (a peer's); None: the workload's requests as they are.
+    payloads: list[Payload] | None = None
 
 
 @dataclass
@@ -96,7 +98,7 @@ def _run_one(
     base = bar.n
     result = gen.run(
         target.address,
-        payloads,
+        target.payloads or payloads,
         mode=mode,  # type: ignore[arg-type]
         warmup_s=spec.warmup_s,
         duration_s=spec.duration_s,

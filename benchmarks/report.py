@@ -92,7 +92,7 @@ def load_markdown(result: dict[str, Any]) -> str:
         f"Workload `{result['workload']}` ({result['calls_description']}); {spec['repeats']} repeats of "
         f"{spec['warmup_s']:g} s warm-up (excluded) + {spec['duration_s']:g} s measured per level; "
         f"{result['processes']} client processes. Figures are medians over repeats with (min-max); ratios "
-        f"are {main} / {floor} within each repeat, then the median. Latency in ms.",
+        f"are each server / {floor} within each repeat, then the median. Latency in ms.",
         "",
     ]
     knees = result["results"]["knee"]
@@ -115,31 +115,29 @@ def load_markdown(result: dict[str, Any]) -> str:
         lines += [
             f"## {title}",
             "",
-            f"| {unit} | {floor} QPS | {floor} p50 | {floor} p99 | {main} QPS | p50 | p90 | p99 | p99.9 "
-            "| max | QPS ratio | p50 ratio | p99 ratio | p99.9 ratio | errors |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            f"| {unit} | server | QPS | p50 | p90 | p99 | p99.9 | max | QPS ratio | p50 ratio | p99 ratio "
+            "| p99.9 ratio | errors |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for level in levels:
-            f = level["by_target"][floor]["median"]
-            s = level["by_target"][main]["median"]
-            r = level["by_target"][main].get("ratio_to_floor", {})
-            errors = {c: n for c, n in s["codes"].items() if c != "OK"}
-            lat = s["latency_ms"]
-            cells = [
-                f"{level['level']:g}",
-                _fmt(f["qps"]["median"], 0),
-                _fmt(f["latency_ms"]["p50"]["median"]),
-                _fmt(f["latency_ms"]["p99"]["median"]),
-                _spread(s["qps"], 0),
-                _spread(lat["p50"]),
-                _fmt(lat["p90"]["median"]),
-                _spread(lat["p99"]),
-                _fmt(lat["p99.9"]["median"]),
-                _fmt(lat["max"]["median"]),
-                *(_ratio(r, key) for key in ("qps", "p50", "p99", "p99.9")),
-                str(errors or "-"),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+            for name in result["targets"]:
+                s = level["by_target"][name]["median"]
+                r = level["by_target"][name].get("ratio_to_floor", {})
+                errors = {c: n for c, n in s["codes"].items() if c != "OK"}
+                lat = s["latency_ms"]
+                cells = [
+                    f"{level['level']:g}",
+                    name,
+                    _spread(s["qps"], 0),
+                    _spread(lat["p50"]),
+                    _fmt(lat["p90"]["median"]),
+                    _spread(lat["p99"]),
+                    _fmt(lat["p99.9"]["median"]),
+                    _fmt(lat["max"]["median"]),
+                    *(_ratio(r, key) for key in ("qps", "p50", "p99", "p99.9")),
+                    str(errors or "-"),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         if mode == "open":
             lines += _send_checks(levels, main)

@@ -26,6 +26,12 @@ ROOT = PEER_DIR.parent.parent
 REQUIREMENTS = PEER_DIR / "requirements.txt"
 ENCODE_SCRIPT = PEER_DIR / "encode.py"
 DEFAULT_VENV = ROOT / ".venv-mlserver"
+# The pinned version, as benchmark outputs record it.
+MLSERVER_VERSION = next(
+    line.split("==")[1].strip()
+    for line in REQUIREMENTS.read_text().splitlines()
+    if line.startswith("mlserver==")
+)
 MODEL_NAME = "sift-intent"
 RUNTIME = "benchmarks.peer.runtime.SiftIntentRuntime"
 TOP_K = 5
