@@ -71,16 +71,19 @@ class SiftServer:
         self.server = grpc.aio.server(
             options=[("grpc.max_receive_message_length", cap), ("grpc.max_send_message_length", cap)]
         )
+        cache, timed = settings.cache_size, settings.timing_metadata
         intent_pb2_grpc.add_IntentServiceServicer_to_server(
-            IntentServicer(IntentService(self.store, limits)), self.server
+            IntentServicer(IntentService(self.store, limits, cache), timed), self.server
         )
         relevance_pb2_grpc.add_RelevanceServiceServicer_to_server(
-            RelevanceServicer(RelevanceService(self.store, limits)), self.server
+            RelevanceServicer(RelevanceService(self.store, limits), timed), self.server
         )
         retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
-            RetrievalServicer(RetrievalService(self.store, limits)), self.server
+            RetrievalServicer(RetrievalService(self.store, limits, cache), timed), self.server
         )
-        info_pb2_grpc.add_InfoServiceServicer_to_server(InfoServicer(InfoService(self.store)), self.server)
+        info_pb2_grpc.add_InfoServiceServicer_to_server(
+            InfoServicer(InfoService(self.store), timed), self.server
+        )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     previous run was busy."""
     batch_max_queue: int = Field(1024, ge=1)
     """Rows that may wait per model before calls are refused with RESOURCE_EXHAUSTED."""
+    cache_size: int = Field(0, ge=0)
+    """Entries in each response cache (ClassifyIntent answers; query vectors for Search and EmbedQuery),
+    keyed on the normalized query, the call's parameters and the bundle version; 0 turns caching off.
+    Worth it for skewed traffic: see benchmarks/results/levers for the hit rate and latency it buys."""
+    timing_metadata: bool = True
+    """Send each call's featurize, queue, inference and total time (microseconds) as trailing metadata
+    (sift-featurize-us, sift-queue-us, sift-inference-us, sift-total-us), as TEI does with headers."""
     drain_period: float = Field(1.0, ge=0)
     """Seconds after SIGTERM/SIGINT during which health reports NOT_SERVING and new calls are refused with
     UNAVAILABLE (clients retry elsewhere) while the port stays open and in-flight calls finish."""

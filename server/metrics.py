@@ -38,5 +38,10 @@ FEATURIZE_DURATION = Histogram(
     ["method"],
     buckets=LATENCY_BUCKETS,
 )
+CACHE_REQUESTS = Counter(
+    "sift_cache_requests_total",
+    "Response cache lookups by method and result (hit or miss); absent when the cache is off.",
+    ["method", "result"],
+)
 BUNDLE = Info("sift_bundle", "The artifact bundle being served.")
 BUNDLE_LOAD_FAILURES = Counter("sift_bundle_load_failures_total", "Bundles refused at load time.")

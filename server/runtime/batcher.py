@@ -14,6 +14,7 @@ Model code never sees it: callers await `batcher(rows, deadline)` and get their 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from collections.abc import Callable
@@ -73,7 +74,7 @@ class CostModel:
 @dataclass
 class _Call:
     rows: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[tuple[np.ndarray, float]]
     deadline: float | None  # time.monotonic() seconds
     enqueued: float
 
@@ -110,6 +111,10 @@ class Batcher:
         return time.monotonic() + wait + self.policy.max_wait_us / 1e6 + self.cost.predict(rows)
 
     async def __call__(self, rows: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        return (await self.run_timed(rows, deadline))[0]
+
+    async def run_timed(self, rows: np.ndarray, deadline: float | None = None) -> tuple[np.ndarray, float]:
+        """The outputs for `rows`, and the seconds the model run that computed them took."""
         if self._queued_rows + len(rows) > self.policy.max_queue:
             raise QueueFull(f"{self._queued_rows} rows already queued (max_queue {self.policy.max_queue})")
         if deadline is not None:
@@ -118,11 +123,12 @@ class Batcher:
                 left = (deadline - time.monotonic()) * 1000
                 need = (finish - time.monotonic()) * 1000
                 raise DeadlineUnmeetable(f"needs ~{need:.1f} ms, {left:.1f} ms left before the deadline")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[np.ndarray, float]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Call(rows, future, deadline, time.monotonic()))
         self._queued_rows += len(rows)
         if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work())
+            # A fresh context: the worker serves every caller, so it must not run in the first one's.
+            self._worker = asyncio.create_task(self._work(), context=contextvars.Context())
         return await future
 
     def _take(self) -> list[_Call]:
@@ -174,5 +180,5 @@ class Batcher:
             for call in batch:
                 n = len(call.rows)
                 if not call.future.done():
-                    call.future.set_result(outputs[offset : offset + n])
+                    call.future.set_result((outputs[offset : offset + n], took))
                 offset += n

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from server import metrics
+from server import metrics, timing
 from server.runtime.batcher import Batcher, BatchPolicy
 
 
@@ -66,7 +66,9 @@ class OnnxModel:
         """Runs the model and returns its first output."""
         start = time.perf_counter()
         out = self.session.run([self._output], inputs)[0]
-        self._latency.observe(time.perf_counter() - start)
+        took = time.perf_counter() - start
+        self._latency.observe(took)
+        timing.add("inference", took)
         self._batch.observe(len(next(iter(inputs.values()))))
         return out
 
@@ -79,7 +81,11 @@ class OnnxModel:
             self._batcher = Batcher(
                 lambda x: self.run({self._input: x}), self._policy, _combiner(rows.dtype), self._observe
             )
-        return await self._batcher(rows, deadline)
+        start = time.perf_counter()
+        out, ran = await self._batcher.run_timed(rows, deadline)
+        timing.add("inference", ran)
+        timing.add("queue", time.perf_counter() - start - ran)
+        return out
 
     def _observe(self, rows: int, queued: float, took: float) -> None:
         self._queue.observe(queued)

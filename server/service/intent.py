@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server import metrics
+from server import metrics, timing
+from server.service.cache import ResponseCache
 from server.service.store import BundleStore
 from server.service.validation import Limits, check_count, check_probability, check_text
 
@@ -32,9 +33,10 @@ class IntentResult:
 
 
 class IntentService:
-    def __init__(self, store: BundleStore, limits: Limits) -> None:
+    def __init__(self, store: BundleStore, limits: Limits, cache_size: int = 0) -> None:
         self._store = store
         self._limits = limits
+        self._cache = ResponseCache(cache_size, "ClassifyIntent")
 
     async def classify(
         self, query: str, top_k: int, min_score: float, deadline: float | None = None
@@ -48,9 +50,15 @@ class IntentService:
         start = time.perf_counter()
         words = bundle.featurizer.words(query)
         ids = bundle.featurizer.ids_of_words([words])
-        metrics.FEATURIZE_DURATION.labels(method="ClassifyIntent").observe(time.perf_counter() - start)
+        took = time.perf_counter() - start
+        metrics.FEATURIZE_DURATION.labels(method="ClassifyIntent").observe(took)
+        timing.add("featurize", took)
 
-        rule_label = bundle.rules.intent_queries.get(" ".join(words))
+        normalized = " ".join(words)
+        key = (bundle.version, normalized, top_k, min_score)
+        if (cached := self._cache.get(key)) is not None:
+            return cached
+        rule_label = bundle.rules.intent_queries.get(normalized)
         if rule_label is not None:
             # A precise rule is certain: it answers with its one category.
             probs = np.zeros(len(bundle.labels), dtype=np.float32)
@@ -64,4 +72,6 @@ class IntentService:
             for i in order
             if probs[i] >= min_score
         ]
-        return IntentResult(categories, source, rule, bundle.version)
+        result = IntentResult(categories, source, rule, bundle.version)
+        self._cache.put(key, result)
+        return result

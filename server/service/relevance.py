@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server import metrics
+from server import metrics, timing
 from server.bundle import Bundle
 from server.featurize import LEXICAL_FEATURES, lexical_features, relevance_features
 from server.rules import GRADES, apply, clip_to_grade
@@ -90,7 +90,9 @@ class RelevanceService:
             given = np.fromiter(title_words, dtype=np.int64)
             for key, values in lexical_features(query_words, list(title_words.values()), featurizer).items():
                 lexical[key][given] = values
-        metrics.FEATURIZE_DURATION.labels(method="ScoreRelevance").observe(time.perf_counter() - start)
+        took = time.perf_counter() - start
+        metrics.FEATURIZE_DURATION.labels(method="ScoreRelevance").observe(took)
+        timing.add("featurize", took)
 
         # Golden pre-rules answer first; the model only sees what they leave open.
         rules = bundle.rules

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server import metrics
+from server import metrics, timing
 from server.bundle import Bundle
+from server.service.cache import ResponseCache
 from server.service.errors import InvalidArgument, NotFound
 from server.service.store import BundleStore
 from server.service.validation import Limits, check_count, check_text, check_vector
@@ -34,15 +35,17 @@ class EmbedResult:
 
 
 class RetrievalService:
-    def __init__(self, store: BundleStore, limits: Limits) -> None:
+    def __init__(self, store: BundleStore, limits: Limits, cache_size: int = 0) -> None:
         self._store = store
         self._limits = limits
+        # Query vectors, shared by Search and EmbedQuery; the index search itself is cheap.
+        self._cache = ResponseCache(cache_size, "query_vector")
 
     async def embed(self, query: str, deadline: float | None = None) -> EmbedResult:
         bundle = self._store.bundle
         bundle.require("retrieval")
         query = check_text(query, "query", self._limits.max_query_chars)
-        return EmbedResult(await self._embed(bundle, query, deadline), bundle.version)
+        return EmbedResult(await self._embed_cached(bundle, query, deadline), bundle.version)
 
     async def search(
         self,
@@ -59,7 +62,7 @@ class RetrievalService:
             query_vector = check_vector(vector, "vector", bundle.embedding_dim)
         elif query is not None:
             query = check_text(query, "query", self._limits.max_query_chars)
-            query_vector = await self._embed(bundle, query, deadline)
+            query_vector = await self._embed_cached(bundle, query, deadline)
         else:
             raise InvalidArgument("query", "set query or vector")
         k = min(k, len(bundle.products.ids))
@@ -75,12 +78,19 @@ class RetrievalService:
         ]
         return SearchResult(hits, bundle.version)
 
-    @staticmethod
-    async def _embed(bundle: Bundle, query: str, deadline: float | None) -> np.ndarray:
+    async def _embed_cached(self, bundle: Bundle, query: str, deadline: float | None) -> np.ndarray:
         start = time.perf_counter()
-        ids = bundle.featurizer.batch_ids([query])
-        metrics.FEATURIZE_DURATION.labels(method="EmbedQuery").observe(time.perf_counter() - start)
-        return (await bundle.query_encoder.infer(ids, deadline))[0]
+        words = bundle.featurizer.words(query)
+        key = (bundle.version, " ".join(words))
+        if (cached := self._cache.get(key)) is not None:
+            return cached
+        ids = bundle.featurizer.ids_of_words([words])
+        took = time.perf_counter() - start
+        metrics.FEATURIZE_DURATION.labels(method="EmbedQuery").observe(took)
+        timing.add("featurize", took)
+        vector = (await bundle.query_encoder.infer(ids, deadline))[0]
+        self._cache.put(key, vector)
+        return vector
 
 
 def _category_rows(bundle: Bundle, category: str) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from server import metrics
+from server import metrics, timing
 from server.runtime.batcher import DeadlineExpired, DeadlineUnmeetable, QueueFull
 from server.service.errors import (
     DeadlineExceeded,
@@ -65,7 +65,8 @@ def status_of(error: SiftError) -> grpc.StatusCode:
 
 
 def rpc(method: str) -> Callable[[Handler], Handler]:
-    """Wraps a servicer method: error mapping, request duration by status code, in-flight gauge."""
+    """Wraps a servicer method: error mapping, request duration by status code, in-flight gauge, and the
+    call's time breakdown in trailing metadata when the servicer's `timing_metadata` is set."""
 
     def wrap(handler: Handler) -> Handler:
         in_flight = metrics.REQUESTS_IN_FLIGHT.labels(method=method)
@@ -75,11 +76,15 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             in_flight.inc()
+            breakdown = timing.open_breakdown()
             try:
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:  # never start work nobody waits for
                     raise DeadlineExceeded("the deadline passed before the call started")
-                return await handler(self, request, context)
+                response = await handler(self, request, context)
+                if self.timing_metadata:
+                    context.set_trailing_metadata(timing.as_metadata(breakdown, time.perf_counter() - start))
+                return response
             except SiftError as e:
                 code = status_of(e)
                 await context.abort(code, str(e))

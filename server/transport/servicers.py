@@ -37,8 +37,9 @@ _GRADES = {
 
 
 class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
-    def __init__(self, service: IntentService) -> None:
+    def __init__(self, service: IntentService, timing_metadata: bool = True) -> None:
         self._service = service
+        self.timing_metadata = timing_metadata
 
     @rpc("ClassifyIntent")
     async def ClassifyIntent(
@@ -59,8 +60,9 @@ class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
 
 
 class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
-    def __init__(self, service: RelevanceService) -> None:
+    def __init__(self, service: RelevanceService, timing_metadata: bool = True) -> None:
         self._service = service
+        self.timing_metadata = timing_metadata
 
     @rpc("ScoreRelevance")
     async def ScoreRelevance(
@@ -80,8 +82,9 @@ class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
 
 
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
-    def __init__(self, service: RetrievalService) -> None:
+    def __init__(self, service: RetrievalService, timing_metadata: bool = True) -> None:
         self._service = service
+        self.timing_metadata = timing_metadata
 
     @rpc("Search")
     async def Search(
@@ -114,8 +117,9 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
 
 
 class InfoServicer(info_pb2_grpc.InfoServiceServicer):
-    def __init__(self, service: InfoService) -> None:
+    def __init__(self, service: InfoService, timing_metadata: bool = True) -> None:
         self._service = service
+        self.timing_metadata = timing_metadata
 
     @rpc("GetModelInfo")
     async def GetModelInfo(

@@ -1,0 +1,114 @@
+"""Serving options on a live server: per-call timing in trailing metadata, the response cache, and the
+micro-batcher, each answering exactly what the plain server answers."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+
+from server._proto.sift.v1 import (
+    intent_pb2,
+    intent_pb2_grpc,
+    relevance_pb2,
+    relevance_pb2_grpc,
+    retrieval_pb2,
+    retrieval_pb2_grpc,
+)
+from tests.conftest import LiveServer, start_server, stop_server
+
+QUERIES = ["oak coffee table", "velvet chair", "brass lamp", "rug", "bath vanity", "oak coffee table"]
+
+
+def _answers(channel: grpc.Channel) -> list[tuple]:
+    intent = intent_pb2_grpc.IntentServiceStub(channel)
+    search = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    out = []
+    for q in QUERIES:
+        cats = intent.ClassifyIntent(intent_pb2.ClassifyIntentRequest(query=q, top_k=3), timeout=5).categories
+        hits = search.Search(retrieval_pb2.SearchRequest(query=q, k=5), timeout=5).hits
+        out.append((tuple((c.id, round(c.probability, 5)) for c in cats), tuple(h.product_id for h in hits)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def plain_answers(live_server: LiveServer) -> list[tuple]:
+    with live_server.channel() as channel:
+        return _answers(channel)
+
+
+def test_timing_in_trailing_metadata(live_server: LiveServer) -> None:
+    with live_server.channel() as channel:
+        stub = intent_pb2_grpc.IntentServiceStub(channel)
+        _, call = stub.ClassifyIntent.with_call(
+            intent_pb2.ClassifyIntentRequest(query="oak table"), timeout=5
+        )
+    timing = {k: int(v) for k, v in call.trailing_metadata() if k.startswith("sift-")}
+    assert set(timing) == {"sift-featurize-us", "sift-queue-us", "sift-inference-us", "sift-total-us"}
+    assert timing["sift-inference-us"] > 0 and timing["sift-featurize-us"] > 0
+    assert timing["sift-total-us"] >= timing["sift-inference-us"] + timing["sift-featurize-us"]
+
+
+def test_cache_answers_what_the_models_answer_and_counts_hits(
+    tiny_bundle: Path, plain_answers: list[tuple]
+) -> None:
+    server = start_server(tiny_bundle, "--cache-size", "100", "--no-timing-metadata")
+    try:
+        with server.channel() as channel:
+            assert _answers(channel) == plain_answers  # cold: misses, one repeated query hits
+            assert _answers(channel) == plain_answers  # warm: all hits
+            _, call = intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent.with_call(
+                intent_pb2.ClassifyIntentRequest(query="oak"), timeout=5
+            )
+            assert not [k for k, _ in call.trailing_metadata() if k.startswith("sift-")]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
+        lines = text.decode().splitlines()
+        hits = next(
+            v
+            for v in lines
+            if v.startswith('sift_cache_requests_total{method="ClassifyIntent",result="hit"}')
+        )
+        assert float(hits.split()[-1]) == len(QUERIES) + 1
+    finally:
+        stop_server(server)
+
+
+def test_batched_server_answers_concurrent_calls_exactly(
+    tiny_bundle: Path, plain_answers: list[tuple]
+) -> None:
+    server = start_server(tiny_bundle, "--batch-max-size", "16", "--batch-max-wait-us", "2000")
+    try:
+        results: list[list[tuple]] = [[] for _ in range(6)]
+
+        def client(out: list[tuple]) -> None:
+            with server.channel() as channel:
+                out.extend(_answers(channel))
+
+        threads = [threading.Thread(target=client, args=(out,)) for out in results]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # Dynamic int8 quantizes activations per run, so a row's scores move slightly with its batch-mates
+        # (one reason batching is off by default): the same top answers, probabilities within 0.02.
+        for got in results:
+            for (cats, hits), (plain_cats, plain_hits) in zip(got, plain_answers, strict=True):
+                assert cats[0][0] == plain_cats[0][0] and hits[0] == plain_hits[0]
+                for (_, p), (_, plain_p) in zip(cats, plain_cats, strict=True):
+                    assert abs(p - plain_p) < 0.02
+        with server.channel() as channel:
+            reply = relevance_pb2_grpc.RelevanceServiceStub(channel).ScoreRelevance(
+                relevance_pb2.ScoreRelevanceRequest(
+                    query="oak table",
+                    candidates=[relevance_pb2.Candidate(title=f"oak table {i}") for i in range(40)],
+                ),
+                timeout=5,
+            )
+            assert len(reply.scores) == 40
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
+        assert b"sift_queue_duration_seconds_count" in text
+    finally:
+        stop_server(server)
