@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from server.app import run
 from server.config import Settings
@@ -31,7 +33,16 @@ def main(argv: list[str] | None = None) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
-    sys.exit(asyncio.run(run(settings)))
+    sys.exit(run_with_loop(run(settings), settings.event_loop))
+
+
+def run_with_loop(main: Coroutine[Any, Any, int], event_loop: str) -> int:
+    """Runs `main` on the chosen event loop implementation."""
+    if event_loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 if __name__ == "__main__":

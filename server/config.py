@@ -4,6 +4,7 @@ its documentation is the string beneath it, which is also the flag's --help text
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     previous run was busy."""
     batch_max_queue: int = Field(1024, ge=1)
     """Rows that may wait per model before calls are refused with RESOURCE_EXHAUSTED."""
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The asyncio event loop implementation; uvloop measured faster under grpc.aio
+    (benchmarks/results/levers)."""
     cache_size: int = Field(0, ge=0)
     """Entries in each response cache (ClassifyIntent answers; query vectors for Search and EmbedQuery),
     keyed on the normalized query, the call's parameters and the bundle version; 0 turns caching off.
