@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -33,6 +34,20 @@ def main(argv: list[str] | None = None) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+    cores = os.cpu_count() or 1
+    if settings.workers == 0:
+        settings.workers = max(cores // settings.intra_op_threads, 1)
+    if settings.workers * settings.intra_op_threads > cores:
+        logging.getLogger("sift.server").warning(
+            "workers (%d) x intra_op_threads (%d) > %d cores: model runs will wait for cores",
+            settings.workers,
+            settings.intra_op_threads,
+            cores,
+        )
+    if settings.workers > 1:
+        from server.workers import supervise
+
+        sys.exit(supervise(settings))
     sys.exit(run_with_loop(run(settings), settings.event_loop))
 
 

@@ -92,8 +92,9 @@ class SiftServer:
         self.port = 0
 
     async def start(self) -> None:
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if not self.store.loaded:
+            for name in ("", *SERVICE_NAMES):
+                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         self.port = self.server.add_insecure_port(address)
         if self.port == 0:
@@ -115,7 +116,7 @@ class SiftServer:
             metrics.BUNDLE_LOAD_FAILURES.inc()
             raise
         self.store.swap(bundle)
-        metrics.BUNDLE.info({"version": bundle.version, "schema_version": str(bundle.schema_version)})
+        metrics.BUNDLE.labels(version=bundle.version, schema_version=str(bundle.schema_version)).set(1)
         for name, capability in SERVICE_CAPABILITY.items():
             # A service whose bundle component is missing stays NOT_SERVING, so probes and balancers see it.
             able = capability is None or capability in bundle.capabilities
@@ -149,9 +150,13 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
     try:
-        await server.load()
+        if settings.preload:  # a worker: take no connection before it can answer
+            await server.load()
+            await server.start()
+        else:  # bind first, so health checks see NOT_SERVING while the bundle loads
+            await server.start()
+            await server.load()
     except BundleError as e:
         log.error("bundle refused: %s", e)
         await server.server.stop(0)

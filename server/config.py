@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     """gRPC port; 0 picks a free one (the chosen port is logged)."""
     metrics_port: int = Field(9095, ge=0, le=65535)
     """Prometheus /metrics port, served apart from gRPC; 0 disables it."""
+    workers: int = Field(1, ge=0)
+    """Serving processes sharing the port (SO_REUSEPORT) and one /metrics endpoint; 0 means one per core
+    (cores // intra_op_threads). Rule: workers x intra_op_threads <= cores, so that no model run waits
+    for a core another holds; the server logs a warning when the settings break it."""
+    preload: bool = False
+    """Load and warm the bundle before binding the port (health is then never NOT_SERVING). Workers run
+    this way, so that no connection the kernel hands to a worker finds it still loading."""
     intra_op_threads: int = Field(1, ge=1)
     """onnxruntime threads per model call. Rule: intra_op_threads x worker processes <= cores. The models are
     small, so one thread per call and concurrency across calls wins on CPU."""

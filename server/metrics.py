@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram
 
 # 50 us x 1.5^n up to ~5 s: fine resolution where a CPU model answers, coarse in the tail.
 LATENCY_BUCKETS = tuple(round(50e-6 * 1.5**n, 9) for n in range(29))
@@ -13,7 +13,12 @@ REQUEST_DURATION = Histogram(
     ["method", "code"],
     buckets=LATENCY_BUCKETS,
 )
-REQUESTS_IN_FLIGHT = Gauge("sift_requests_in_flight", "RPCs being handled right now, by method.", ["method"])
+REQUESTS_IN_FLIGHT = Gauge(
+    "sift_requests_in_flight",
+    "RPCs being handled right now, by method (summed over live worker processes).",
+    ["method"],
+    multiprocess_mode="livesum",
+)
 INFERENCE_DURATION = Histogram(
     "sift_inference_duration_seconds",
     "Time in one onnxruntime call, by model.",
@@ -43,5 +48,11 @@ CACHE_REQUESTS = Counter(
     "Response cache lookups by method and result (hit or miss); absent when the cache is off.",
     ["method", "result"],
 )
-BUNDLE = Info("sift_bundle", "The artifact bundle being served.")
+# A gauge rather than an Info: Info has no multiprocess mode, and workers share one endpoint.
+BUNDLE = Gauge(
+    "sift_bundle_info",
+    "The artifact bundle being served: 1 for the version in use.",
+    ["version", "schema_version"],
+    multiprocess_mode="max",
+)
 BUNDLE_LOAD_FAILURES = Counter("sift_bundle_load_failures_total", "Bundles refused at load time.")

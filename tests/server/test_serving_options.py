@@ -112,3 +112,24 @@ def test_batched_server_answers_concurrent_calls_exactly(
         assert b"sift_queue_duration_seconds_count" in text
     finally:
         stop_server(server)
+
+
+def test_two_workers_share_the_port_and_one_metrics_endpoint(
+    tiny_bundle: Path, plain_answers: list[tuple]
+) -> None:
+    server = start_server(tiny_bundle, "--workers", "2", "--drain-period", "0")
+    try:
+        for _ in range(3):  # new connections: the kernel spreads them over the workers
+            with server.channel() as channel:
+                assert _answers(channel) == plain_answers
+        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
+        lines = text.decode().splitlines()
+        count = next(
+            v for v in lines if v.startswith('sift_request_duration_seconds_count{code="OK",method="Search"}')
+        )
+        assert float(count.split()[-1]) == 3 * len(QUERIES)  # summed over both workers' files
+        assert any(v.startswith('sift_bundle_info{schema_version="2",version="tiny-') for v in lines)
+    finally:
+        assert stop_server(server) == 0
+    log = server.process.stdout.read()
+    assert log.count("serving bundle") == 2 and "all workers stopped (exit codes [0, 0])" in log
