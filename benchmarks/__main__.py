@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -54,6 +55,13 @@ def add_target_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--serve-arg", action="append", default=[], help="extra sift-serve flag (with --bundle)"
+    )
+    parser.add_argument(
+        "--variant",
+        type=_variant,
+        action="append",
+        help="NAME='sift-serve flags': one more Sift in the same run, with --bundle; the first variant "
+        "is the baseline of the variants table",
     )
 
 
@@ -131,20 +139,23 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="sift-bench-"))
     processes = []
     try:
-        metrics_url = args.metrics_url
+        sifts: list[Target] = []
         if args.bundle:
-            sift, address, started_metrics = start_sift(args.bundle, args.serve_arg, workdir)
-            processes.append(sift)
-            metrics_url = metrics_url or started_metrics
+            for name, flags in args.variant or [("sift", "")]:
+                serve_args = [*args.serve_arg, *shlex.split(flags)]
+                process, address, metrics_url = start_sift(args.bundle, serve_args, workdir, name)
+                processes.append(process)
+                sifts.append(Target(name, address, args.metrics_url or metrics_url))
         elif args.target:
-            address = args.target
+            sifts.append(Target("sift", args.target, args.metrics_url))
         else:
             raise SystemExit("sift-bench: give --bundle DIR (start Sift here) or --target HOST:PORT")
+        address = sifts[0].address
         info = model_info(address)
         payloads, description = prepare_payloads(args, address)
         echo, echo_address = start_echo(capture_responses(address, payloads), workdir)
         processes.append(echo)
-        targets = [Target("echo", echo_address), Target("sift", address, metrics_url)]
+        targets = [Target("echo", echo_address), *sifts]
         spec = LoadSpec(
             warmup_s=args.warmup,
             duration_s=args.duration,
@@ -170,9 +181,17 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
         "calls_description": description,
         "processes": args.processes,
         "targets": [t.name for t in targets],
+        "variants": {name: flags for name, flags in args.variant or []},
         "spec": spec.__dict__ | {"modes": list(spec.modes)},
         "results": results,
     }
+
+
+def _variant(text: str) -> tuple[str, str]:
+    name, sep, flags = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=FLAGS, got {text!r}")
+    return name, flags
 
 
 def cmd_peer(args: argparse.Namespace) -> dict[str, Any]:

@@ -141,6 +141,7 @@ def load_markdown(result: dict[str, Any]) -> str:
         lines.append("")
         if mode == "open":
             lines += _send_checks(levels, main)
+    lines += _variants(result)
     lines += _breakdown(result["results"], main)
     lines += _client_cpu(result["results"], result["targets"])
     lines += [
@@ -153,6 +154,46 @@ def load_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _variants(result: dict[str, Any]) -> list[str]:
+    """Each variant against the first (the baseline), level by level: the median of per-repeat ratios,
+    so every lever is measured before and after in the same run."""
+    names = list(result.get("variants") or {})
+    if len(names) < 2:
+        return []
+    base = names[0]
+    lines = [
+        "## Levers: each variant against the baseline",
+        "",
+        f"Baseline `{base}`: `{result['variants'][base] or '(defaults)'}`. Ratios are variant / baseline "
+        "within each repeat, then the median (below 1 is faster for latency; above 1 is more throughput).",
+        "",
+        "| variant | sift-serve flags | mode | level | QPS | p50 ms | p99 ms | QPS ratio | p50 ratio "
+        "| p99 ratio |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode in ("closed", "open"):
+        for level in result["results"][mode]:
+            baseline = level["by_target"][base]["repeats"]
+            for name in names:
+                runs = level["by_target"][name]["repeats"]
+                med = level["by_target"][name]["median"]
+                pairs = list(zip(runs, baseline, strict=True))
+
+                def ratio(get: Any, pairs: list = pairs) -> str:
+                    values = sorted(get(a) / get(b) for a, b in pairs if get(b))
+                    return f"{values[len(values) // 2]:.2f}x" if values else "-"
+
+                lat = med["latency_ms"]
+                lines.append(
+                    f"| {name} | `{result['variants'][name] or '-'}` | {mode} | {level['level']:g} "
+                    f"| {med['qps']['median']:,.0f} | {lat['p50']['median']:.3f} "
+                    f"| {lat['p99']['median']:.3f} "
+                    f"| {ratio(lambda r: r['qps'])} | {ratio(lambda r: r['latency_ms']['p50'])} "
+                    f"| {ratio(lambda r: r['latency_ms']['p99'])} |"
+                )
+    return [*lines, ""]
 
 
 def _ratio(ratios: dict[str, Any], key: str) -> str:

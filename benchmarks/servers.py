@@ -64,12 +64,14 @@ class Process:
         self._log_file.close()
 
 
-def start_sift(bundle: Path, extra_args: list[str], workdir: Path) -> tuple[Process, str, str]:
+def start_sift(
+    bundle: Path, extra_args: list[str], workdir: Path, name: str = "sift"
+) -> tuple[Process, str, str]:
     """sift-serve on `bundle` on free ports; returns (process, gRPC target, metrics URL) once SERVING."""
     port, metrics_port = free_port(), free_port()
     args = [sys.executable, "-m", "server", "--bundle", str(bundle), "--port", str(port)]
     args += ["--metrics-port", str(metrics_port), "--drain-period", "0", *extra_args]
-    process = Process(args, workdir / "sift-serve.log")
+    process = Process(args, workdir / f"{name}.log")
     target = f"127.0.0.1:{port}"
     try:
         wait_serving(target, process=process.popen)
