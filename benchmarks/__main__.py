@@ -187,6 +187,12 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def model_version(bundle: Path) -> str:
+    import json
+
+    return json.loads((bundle / "manifest.json").read_text())["bundle_version"]
+
+
 def _variant(text: str) -> tuple[str, str]:
     name, sep, flags = text.partition("=")
     if not sep or not name:
@@ -300,8 +306,30 @@ def main(argv: list[str] | None = None) -> None:
     add_load_args(peer_cmd)
     peer_cmd.set_defaults(concurrency=[1, 4, 16, 64])
     peer_cmd.add_argument("--output", type=Path, default=RESULTS / "peer")
+    startup = sub.add_parser("startup", help="cold start to SERVING and the memory of one process")
+    startup.add_argument("--bundle", type=Path, default=Path("bundles/default"))
+    startup.add_argument("--repeats", type=int, default=5)
+    startup.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
+    startup.add_argument("--output", type=Path, default=RESULTS / "startup")
     args = parser.parse_args(argv)
 
+    if args.command == "startup":
+        from benchmarks.startup import measure_startup, startup_markdown
+
+        workdir = Path(tempfile.mkdtemp(prefix="sift-bench-startup-"))
+        try:
+            measured = measure_startup(args.bundle, args.repeats, args.serve_arg, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        result = {
+            "environment": report.environment(),
+            "bundle_version": model_version(args.bundle),
+        } | measured
+        args.output.mkdir(parents=True, exist_ok=True)
+        report.write_json(args.output / "results.json", result)
+        markdown = startup_markdown(result, report.header(result, "sift-bench startup"))
+        (args.output / "README.md").write_text(markdown)
+        print(markdown, file=sys.stderr)
     if args.command == "peer":
         result = cmd_peer(args)
         write_load_results(args.output, result, extra=peer_markdown(result))

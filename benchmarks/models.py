@@ -152,9 +152,35 @@ def _teacher_runtimes(name: str, threads: int, cache: Path) -> dict[str, Callabl
     return {"PyTorch fp32": with_torch, "ONNX fp32": with_onnx}
 
 
+def index_recall(bundle_dir: Path, texts: list[str], k: int = 10) -> dict[str, Any] | None:
+    """Recall@k of the served ANN search against exact search over the same product vectors, for queries
+    embedded by the bundle's own query encoder: what the approximation costs."""
+    from server.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    if bundle.index is None or bundle.query_encoder is None:
+        return None
+    all_rows = np.arange(len(bundle.products.ids), dtype=np.int64)
+    hits = []
+    for text in texts:
+        vector = bundle.query_encoder.run({"ids": bundle.featurizer.batch_ids([text])})[0]
+        approx, _ = bundle.index.search(vector, k)
+        exact, _ = bundle.index.exact_search(vector, all_rows, k)
+        hits.append(len(set(approx.tolist()) & set(exact.tolist())) / k)
+    return {
+        "k": k,
+        "queries": len(texts),
+        "products": len(all_rows),
+        "views": bundle.index.views,
+        "recall": round(float(np.mean(hits)), 4),
+        "min_recall": round(float(np.min(hits)), 4),
+    }
+
+
 def run_models(bundle: Path, threads: int, min_seconds: float, cache: Path) -> dict[str, Any]:
     manifest = json.loads((bundle / "manifest.json").read_text())
     texts, titles = synthetic_queries(2000, seed=1)
+    recall = index_recall(bundle, texts[:1000])
     rows = student_rows(bundle, texts, threads, min_seconds)
     rows += teacher_rows(manifest, texts, titles, threads, min_seconds, cache)
     for row in rows:
@@ -179,6 +205,7 @@ def run_models(bundle: Path, threads: int, min_seconds: float, cache: Path) -> d
         "threads": threads,
         "batches": list(BATCHES),
         "rows": rows,
+        "index_recall": recall,
     }
 
 
@@ -200,6 +227,15 @@ def models_markdown(result: dict[str, Any], head: list[str]) -> str:
             f"| {r['task']} | {r['model']} | {r['runtime']} | {r['batch']} | {r['median_ms']:.3f} "
             f"| {r['p90_ms']:.3f} | {r['per_item_ms']:.4f} | {r.get('x_student_int8', '-')} |"
         )
+    recall = result.get("index_recall")
+    if recall:
+        lines += [
+            "",
+            f"ANN index: recall@{recall['k']} of the served usearch search against exact search over the "
+            f"same vectors, {recall['queries']} queries embedded by the bundle's query encoder, "
+            f"{recall['products']:,} products x {recall['views']} views: "
+            f"**{recall['recall']:.4f}** (worst query {recall['min_recall']:.1f}).",
+        ]
     return "\n".join([*lines, "", "![speed-ups](speedup.png)", ""])
 
 

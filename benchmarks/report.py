@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
@@ -141,6 +142,7 @@ def load_markdown(result: dict[str, Any]) -> str:
         lines.append("")
         if mode == "open":
             lines += _send_checks(levels, main)
+    lines += _by_method(result)
     lines += _variants(result)
     lines += _breakdown(result["results"], main)
     lines += _client_cpu(result["results"], result["targets"])
@@ -154,6 +156,38 @@ def load_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _by_method(result: dict[str, Any]) -> list[str]:
+    """For a mixed workload: each call's own latency, median over repeats, at every level."""
+    floor = result["targets"][0]
+    rows = []
+    for mode in ("closed", "open"):
+        for level in result["results"][mode]:
+            for name in result["targets"][1:]:
+                runs = level["by_target"][name]["repeats"]
+                methods = sorted(runs[0]["by_method_ms"])
+                if len(methods) < 2:
+                    return []
+                for method in methods:
+                    p50 = statistics.median(r["by_method_ms"][method]["p50"] for r in runs)
+                    p99 = statistics.median(r["by_method_ms"][method]["p99"] for r in runs)
+                    rows.append(
+                        f"| {mode} | {level['level']:g} | {name} | {method} | {p50:.3f} | {p99:.3f} |"
+                    )
+    if not rows:
+        return []
+    return [
+        "## Latency by call",
+        "",
+        f"Each call of the mix on its own, median over repeats (ms); the floor ({floor}) answers every call "
+        "alike, so compare calls with each other here.",
+        "",
+        "| mode | level | server | call | p50 | p99 |",
+        "|---|---:|---|---|---:|---:|",
+        *rows,
+        "",
+    ]
 
 
 def _variants(result: dict[str, Any]) -> list[str]:

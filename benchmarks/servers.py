@@ -23,7 +23,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_serving(target: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None) -> float:
+def wait_serving(
+    target: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None, poll_s: float = 0.05
+) -> float:
     """Polls gRPC health until SERVING; returns the seconds waited. A clear error when it never comes."""
     start = time.monotonic()
     last = "no answer"
@@ -39,7 +41,7 @@ def wait_serving(target: str, timeout_s: float = 60.0, process: subprocess.Popen
                 last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             except grpc.RpcError as e:
                 last = f"{e.code().name}: {e.details()}"
-            time.sleep(0.05)
+            time.sleep(poll_s)
     raise SystemExit(f"sift-bench: {target} is not SERVING after {timeout_s:.0f} s (last: {last})")
 
 
