@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -12,21 +11,7 @@ from typing import Any
 
 from server.app import run
 from server.config import Settings
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, so log shippers need no parsing rules."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+from server.logs import JsonFormatter
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,26 +16,31 @@ from prometheus_client import start_http_server
 
 from server import metrics
 from server._proto.sift.v1 import (
+    admin_pb2,
     info_pb2,
-    info_pb2_grpc,
     intent_pb2,
-    intent_pb2_grpc,
     relevance_pb2,
-    relevance_pb2_grpc,
     retrieval_pb2,
-    retrieval_pb2_grpc,
 )
-from server.bundle import Bundle, BundleError, load_bundle
+from server.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from server.config import Settings
 from server.runtime.batcher import BatchPolicy
 from server.runtime.onnx import ThreadSettings
+from server.service.admin import AdminService
 from server.service.info import InfoService
 from server.service.intent import IntentService
 from server.service.relevance import RelevanceService
 from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
-from server.transport.servicers import InfoServicer, IntentServicer, RelevanceServicer, RetrievalServicer
+from server.transport.register import add_servicer
+from server.transport.servicers import (
+    AdminServicer,
+    InfoServicer,
+    IntentServicer,
+    RelevanceServicer,
+    RetrievalServicer,
+)
 
 log = logging.getLogger("sift.server")
 
@@ -44,6 +51,7 @@ SERVICE_NAMES = tuple(
         (relevance_pb2, "RelevanceService"),
         (retrieval_pb2, "RetrievalService"),
         (info_pb2, "InfoService"),
+        (admin_pb2, "AdminService"),
     )
 )
 
@@ -52,7 +60,7 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Health service name -> the bundle capability it needs (None: always served once a bundle is loaded).
 SERVICE_CAPABILITY: dict[str, str | None] = dict(
-    zip(("", *SERVICE_NAMES), (None, "intent", "relevance", "retrieval", None), strict=True)
+    zip(("", *SERVICE_NAMES), (None, "intent", "relevance", "retrieval", None, None), strict=True)
 )
 
 
@@ -69,34 +77,44 @@ class SiftServer:
         )
         cap = settings.max_message_bytes
         self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", cap), ("grpc.max_send_message_length", cap)]
+            options=[("grpc.max_receive_message_length", cap), ("grpc.max_send_message_length", cap)],
+            maximum_concurrent_rpcs=settings.max_concurrent_requests,
         )
         cache, timed = settings.cache_size, settings.timing_metadata
-        intent_pb2_grpc.add_IntentServiceServicer_to_server(
-            IntentServicer(IntentService(self.store, limits, cache), timed), self.server
-        )
-        relevance_pb2_grpc.add_RelevanceServiceServicer_to_server(
-            RelevanceServicer(RelevanceService(self.store, limits), timed), self.server
-        )
-        retrieval_pb2_grpc.add_RetrievalServiceServicer_to_server(
-            RetrievalServicer(RetrievalService(self.store, limits, cache), timed), self.server
-        )
-        info_pb2_grpc.add_InfoServiceServicer_to_server(
-            InfoServicer(InfoService(self.store), timed), self.server
-        )
+        for pb2, service, servicer in (
+            (intent_pb2, "IntentService", IntentServicer(IntentService(self.store, limits, cache), timed)),
+            (
+                relevance_pb2,
+                "RelevanceService",
+                RelevanceServicer(RelevanceService(self.store, limits), timed),
+            ),
+            (
+                retrieval_pb2,
+                "RetrievalService",
+                RetrievalServicer(RetrievalService(self.store, limits, cache), timed),
+            ),
+            (info_pb2, "InfoService", InfoServicer(InfoService(self.store), timed)),
+            (admin_pb2, "AdminService", AdminServicer(AdminService(self.load), settings.admin_token, timed)),
+        ):
+            add_servicer(self.server, servicer, pb2, service)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self.port = 0
+        self._loading = asyncio.Lock()
 
     async def start(self) -> None:
         if not self.store.loaded:
             for name in ("", *SERVICE_NAMES):
                 await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = self.server.add_insecure_port(address)
+        credentials = server_credentials(self.settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {address}")
         await self.server.start()
@@ -106,25 +124,56 @@ class SiftServer:
             "listening on %s:%d (metrics on %d)", self.settings.host, self.port, self.settings.metrics_port
         )
 
-    async def load(self) -> Bundle:
-        """Loads, validates and warms the bundle off the event loop, then reports SERVING."""
-        threads = ThreadSettings(self.settings.intra_op_threads, self.settings.inter_op_threads)
-        start = time.perf_counter()
-        try:
-            bundle = await asyncio.to_thread(_load_and_warm, self.settings, threads)
-        except BundleError:
-            metrics.BUNDLE_LOAD_FAILURES.inc()
-            raise
-        self.store.swap(bundle)
-        metrics.BUNDLE.labels(version=bundle.version, schema_version=str(bundle.schema_version)).set(1)
-        for name, capability in SERVICE_CAPABILITY.items():
-            # A service whose bundle component is missing stays NOT_SERVING, so probes and balancers see it.
-            able = capability is None or capability in bundle.capabilities
-            await self.health.set(name, SERVING if able else NOT_SERVING)
-        log.info(
-            "serving bundle %s (loaded and warmed in %.2f s)", bundle.version, time.perf_counter() - start
-        )
-        return bundle
+    async def load(self, path: Path | None = None) -> tuple[Bundle, Bundle | None, float]:
+        """Loads, validates and warms a bundle (the configured one, or `path`) off the event loop, then swaps
+        it in and reports SERVING. Returns (new, previous, seconds). One load at a time; a bundle that fails
+        raises BundleError and leaves the one serving untouched."""
+        async with self._loading:
+            path = path or self.settings.bundle
+            threads = ThreadSettings(self.settings.intra_op_threads, self.settings.inter_op_threads)
+            start = time.perf_counter()
+            try:
+                bundle = await asyncio.to_thread(_load_and_warm, path, self.settings, threads)
+            except BundleError as e:
+                metrics.BUNDLE_LOAD_FAILURES.inc()
+                log.error("bundle refused: %s (from %s)", e, path)
+                raise
+            seconds = time.perf_counter() - start
+            previous = self.store.swap(bundle)  # calls in flight keep the bundle they started with
+            self.settings.bundle = path
+            if previous is not None:
+                metrics.BUNDLE.remove(previous.version, str(previous.schema_version))
+            metrics.BUNDLE.labels(version=bundle.version, schema_version=str(bundle.schema_version)).set(1)
+            for name, capability in SERVICE_CAPABILITY.items():
+                # A service whose bundle component is missing is NOT_SERVING, so probes and balancers see it.
+                able = capability is None or capability in bundle.capabilities
+                await self.health.set(name, SERVING if able else NOT_SERVING)
+            replaced = f", replacing {previous.version}" if previous else ""
+            log.info("serving bundle %s (loaded and warmed in %.2f s%s)", bundle.version, seconds, replaced)
+            return bundle, previous, seconds
+
+    async def reload_quietly(self) -> None:
+        """SIGHUP and the directory watch: reload, and on failure keep serving (the error is logged)."""
+        with contextlib.suppress(BundleError):
+            await self.load()
+
+    async def watch(self, interval: float) -> None:
+        """Reloads when the configured bundle's manifest.json changes (mtime or size)."""
+
+        def stamp() -> tuple[float, int] | None:
+            try:
+                st = (self.settings.bundle / MANIFEST).stat()
+            except OSError:
+                return None
+            return st.st_mtime, st.st_size
+
+        seen = stamp()
+        while True:
+            await asyncio.sleep(interval)
+            now = stamp()
+            if now is not None and now != seen:
+                seen = now
+                await self.reload_quietly()
 
     async def stop(self) -> None:
         """Graceful: health NOT_SERVING and new calls refused during the drain period, then the port closes
@@ -136,9 +185,26 @@ class SiftServer:
         log.info("stopped")
 
 
-def _load_and_warm(settings: Settings, threads: ThreadSettings) -> Bundle:
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (and mTLS with a client CA) from the configured PEM files; None for plaintext."""
+    s = settings
+    if s.tls_key is None and s.tls_cert is None:
+        if s.tls_client_ca is not None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key: mTLS is TLS with client certificates")
+        return None
+    if s.tls_key is None or s.tls_cert is None:
+        raise ValueError("tls_cert and tls_key go together")
+    try:
+        pair = (s.tls_key.read_bytes(), s.tls_cert.read_bytes())
+        ca = s.tls_client_ca.read_bytes() if s.tls_client_ca else None
+    except OSError as e:
+        raise ValueError(f"cannot read a TLS file: {e}") from e
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def _load_and_warm(path: Path, settings: Settings, threads: ThreadSettings) -> Bundle:
     batching = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_us, settings.batch_max_queue)
-    bundle = load_bundle(settings.bundle, threads, batching)
+    bundle = load_bundle(path, threads, batching)
     bundle.warm_up()
     return bundle
 
@@ -150,6 +216,14 @@ async def run(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()  # strong references, so the tasks are not collected
+
+    def reload() -> None:
+        task = asyncio.ensure_future(server.reload_quietly())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         if settings.preload:  # a worker: take no connection before it can answer
             await server.load()
@@ -157,13 +231,19 @@ async def run(settings: Settings) -> int:
         else:  # bind first, so health checks see NOT_SERVING while the bundle loads
             await server.start()
             await server.load()
-    except BundleError as e:
-        log.error("bundle refused: %s", e)
+    except (BundleError, ValueError, OSError) as e:
+        if not isinstance(e, BundleError):
+            log.error("cannot start: %s", e)
         await server.server.stop(0)
         return 2
+    watcher = (
+        asyncio.ensure_future(server.watch(settings.watch_interval)) if settings.watch_interval else None
+    )
     try:
         await stop.wait()
         log.info("shutdown signal received")
     finally:
+        if watcher:
+            watcher.cancel()
         await server.stop()
     return 0

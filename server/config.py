@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     UNAVAILABLE (clients retry elsewhere) while the port stays open and in-flight calls finish."""
     grace_period: float = Field(5.0, ge=0)
     """Seconds in-flight calls get to finish once the port closes, after the drain period."""
+    max_concurrent_requests: int = Field(256, ge=1)
+    """Calls one worker holds at once, running or waiting for the event loop; beyond it gRPC answers
+    RESOURCE_EXHAUSTED at once ("Concurrent RPC limit exceeded"), so a burst cannot queue without bound
+    and the calls admitted keep their latency. 0 is not allowed: an unbounded queue is how latency
+    collapses under overload."""
     max_query_chars: int = Field(512, ge=1)
     """Longest query or title text accepted, in characters; longer ones get INVALID_ARGUMENT."""
     max_candidates: int = Field(1000, ge=1)
@@ -72,5 +77,19 @@ class Settings(BaseSettings):
     """Largest k a Search call may ask for."""
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     """gRPC receive and send message size cap; 1,000 title candidates fit well within the default 4 MiB."""
+    tls_cert: Path | None = None
+    """PEM certificate chain of the server; with tls_key, gRPC is served over TLS only."""
+    tls_key: Path | None = None
+    """PEM private key for tls_cert."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: when set (with tls_cert), clients must present a certificate it signed (mTLS)."""
+    admin_token: str = ""
+    """When set, AdminService calls (ReloadBundle) must send `authorization: Bearer <token>` metadata and
+    may come from anywhere; when empty, they are accepted from localhost only. Prefer the environment
+    variable SIFT_ADMIN_TOKEN to the flag, which shows in the process list."""
+    watch_interval: float = Field(0.0, ge=0)
+    """Seconds between checks of the bundle directory's manifest.json; a change reloads the bundle (a bad
+    one is refused and the old one keeps serving). 0 turns watching off; SIGHUP and
+    AdminService.ReloadBundle reload on demand."""
     log_level: str = "INFO"
     """Python logging level: DEBUG, INFO, WARNING or ERROR."""

@@ -33,6 +33,8 @@ def settings_args(settings: Settings, **overrides: Any) -> list[str]:
     args = []
     for name, value in (settings.model_dump() | overrides).items():
         flag = "--" + name.replace("_", "-")
+        if value is None:  # unset optional settings (TLS files) stay unset
+            continue
         if isinstance(value, bool):
             args.append(flag if value else "--no-" + name.replace("_", "-"))
         else:

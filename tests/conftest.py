@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,34 +52,55 @@ class LiveServer:
     address: str
     metrics_port: int
     process: subprocess.Popen[str]
+    log_path: Path
+    credentials: grpc.ChannelCredentials | None = None  # for a TLS server
+
+    def log(self) -> str:
+        """Everything the server wrote so far (it goes to a file: a pipe nobody drains would fill up and
+        block the server on its next log line)."""
+        return self.log_path.read_text()
 
     def channel(self) -> grpc.Channel:
+        if self.credentials is not None:
+            return grpc.secure_channel(self.address, self.credentials)
         return grpc.insecure_channel(self.address)
 
 
-def start_server(bundle: Path, *extra: str) -> LiveServer:
+def start_server(
+    bundle: Path, *extra: str, tls_ca: Path | None = None, tls_client: tuple[Path, Path] | None = None
+) -> LiveServer:
+    """sift-serve on free ports, once SERVING. With `tls_ca` the test's own channels use TLS (and the
+    client key and certificate `tls_client` for mTLS)."""
     port, metrics_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server",
-            "--bundle",
-            str(bundle),
-            "--port",
-            str(port),
-            "--metrics-port",
-            str(metrics_port),
-            *extra,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    server = LiveServer(f"127.0.0.1:{port}", metrics_port, process)
+    fd, name = tempfile.mkstemp(prefix="sift-serve-", suffix=".log")
+    os.close(fd)
+    log_path = Path(name)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server",
+                "--bundle",
+                str(bundle),
+                "--port",
+                str(port),
+                "--metrics-port",
+                str(metrics_port),
+                *extra,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    credentials = None
+    if tls_ca is not None:
+        key, cert = (tls_client[0].read_bytes(), tls_client[1].read_bytes()) if tls_client else (None, None)
+        credentials = grpc.ssl_channel_credentials(tls_ca.read_bytes(), key, cert)
+    server = LiveServer(f"127.0.0.1:{port}", metrics_port, process, log_path, credentials)
     wait_serving(server)
     return server
 
@@ -89,7 +111,7 @@ def wait_serving(server: LiveServer, timeout: float = 30.0) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{server.process.stdout.read()}")
+                raise RuntimeError(f"server exited early:\n{server.log()}")
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:

@@ -37,3 +37,7 @@ class DeadlineExceeded(SiftError):
 
 class ResourceExhausted(SiftError):
     """The server is at its concurrency or queue bound; the client should back off or go elsewhere."""
+
+
+class PermissionDenied(SiftError):
+    """The caller may not make this call (admin calls from elsewhere than localhost, or a wrong token)."""

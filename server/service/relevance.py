@@ -19,7 +19,7 @@ from server.rules import GRADES, apply, clip_to_grade
 from server.service.errors import InvalidArgument, NotFound
 from server.service.intent import SOURCE_MODEL, SOURCE_RULE
 from server.service.store import BundleStore
-from server.service.validation import Limits, check_text
+from server.service.validation import Limits, check_id, check_text, shown
 
 # Expected grade value per class (irrelevant, partial, exact) gives the score in [0, 1].
 GRADE_VALUES = np.array([0.0, 0.5, 1.0], dtype=np.float32)
@@ -68,9 +68,10 @@ class RelevanceService:
         row_of = bundle.products.row_of if bundle.products else {}
         for i, cand in enumerate(candidates):
             if cand.product_id:
-                row = row_of.get(cand.product_id)
+                field = f"candidates[{i}].product_id"
+                row = row_of.get(check_id(cand.product_id, field))
                 if row is None:
-                    raise NotFound(f"candidates[{i}].product_id", f"unknown product id {cand.product_id!r}")
+                    raise NotFound(field, f"unknown product id {shown(cand.product_id)}")
                 rows[i] = row
             elif cand.title:
                 titles[i] = check_text(cand.title, f"candidates[{i}].title", self._limits.max_query_chars)

@@ -12,7 +12,7 @@ from server.bundle import Bundle
 from server.service.cache import ResponseCache
 from server.service.errors import InvalidArgument, NotFound
 from server.service.store import BundleStore
-from server.service.validation import Limits, check_count, check_text, check_vector
+from server.service.validation import Limits, check_count, check_id, check_text, check_vector, shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ class RetrievalService:
             raise InvalidArgument("query", "set query or vector")
         k = min(k, len(bundle.products.ids))
         if category:
-            rows = _category_rows(bundle, category)
+            rows = _category_rows(bundle, check_id(category, "category"))
             keys, scores = bundle.index.exact_search(query_vector, rows, k)
         else:
             keys, scores = bundle.index.search(query_vector, k)
@@ -105,5 +105,5 @@ def _category_rows(bundle: Bundle, category: str) -> np.ndarray:
         or label.path.lower().startswith(wanted + " >")
     ]
     if not matches:
-        raise NotFound("category", f"no category id or path matches {category!r}")
+        raise NotFound("category", f"no category id or path matches {shown(category)}")
     return np.flatnonzero(np.isin(bundle.products.categories, matches)).astype(np.int64)

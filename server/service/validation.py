@@ -19,6 +19,22 @@ class Limits:
     default_k: int = 10
 
 
+MAX_ID_CHARS = 256
+"""Longest product id or category accepted; ids are short keys, so longer ones are refused unread."""
+
+
+def shown(value: str, limit: int = 60) -> str:
+    """A client's value as quoted in an error message: cut short, so a huge or hostile input never ends
+    up whole in a status message (which travels in HTTP/2 trailers) or a log line."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
+
+
+def check_id(value: str, field: str) -> str:
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidArgument(field, f"has {len(value)} characters, more than the limit of {MAX_ID_CHARS}")
+    return value
+
+
 def check_text(value: str, field: str, max_chars: int) -> str:
     text = value.strip()
     if not text:

@@ -15,16 +15,19 @@ from typing import Any, TypeVar
 import grpc
 
 from server import metrics, timing
+from server.logs import REQUEST_ID, request_id_from
 from server.runtime.batcher import DeadlineExpired, DeadlineUnmeetable, QueueFull
 from server.service.errors import (
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     SiftError,
     Unavailable,
 )
+from server.transport.register import Undecodable
 
 log = logging.getLogger("sift.transport")
 
@@ -35,6 +38,7 @@ _STATUS: dict[type[SiftError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
 }
 
 Req = TypeVar("Req")
@@ -77,20 +81,28 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
             code = grpc.StatusCode.OK
             in_flight.inc()
             breakdown = timing.open_breakdown()
+            request_id = request_id_from(context.invocation_metadata())
+            REQUEST_ID.set(request_id)
             try:
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:  # never start work nobody waits for
                     raise DeadlineExceeded("the deadline passed before the call started")
+                if isinstance(request, Undecodable):
+                    raise InvalidArgument("request", f"not a valid {request.message_type}: {request.error}")
                 response = await handler(self, request, context)
                 if self.timing_metadata:
                     context.set_trailing_metadata(timing.as_metadata(breakdown, time.perf_counter() - start))
                 return response
             except SiftError as e:
                 code = status_of(e)
-                await context.abort(code, str(e))
+                # The message names the field and the problem, never the request's content.
+                level = logging.INFO if code == grpc.StatusCode.UNAVAILABLE else logging.WARNING
+                log.log(level, "%s refused with %s: %s", method, code.name, e)
+                await context.abort(code, str(e), trailing_metadata=(("x-request-id", request_id),))
             except RuntimeRefusal as e:
                 code = _RUNTIME_STATUS[type(e)]
-                await context.abort(code, f"{method}: {e}")
+                log.warning("%s refused with %s: %s", method, code.name, e)
+                await context.abort(code, f"{method}: {e}", trailing_metadata=(("x-request-id", request_id),))
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("unexpected error in %s", method)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+
 import grpc
 from google.protobuf import json_format, struct_pb2
 
 from server._proto.sift.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     common_pb2,
     info_pb2,
     info_pb2_grpc,
@@ -16,6 +20,8 @@ from server._proto.sift.v1 import (
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
+from server.service.admin import AdminService
+from server.service.errors import PermissionDenied
 from server.service.info import InfoService
 from server.service.intent import SOURCE_RULE, IntentService
 from server.service.relevance import CandidateInput, RelevanceService
@@ -142,4 +148,36 @@ class InfoServicer(info_pb2_grpc.InfoServiceServicer):
             num_products=len(b.products.ids) if b.products else 0,
             evaluation=evaluation,
             model_version=b.version,
+        )
+
+
+_LOCAL_PEERS = ("ipv4:127.", "ipv6:[::1]", "unix:")
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    """Admin calls come from localhost, or carry `authorization: Bearer <admin_token>` when one is set."""
+
+    def __init__(self, service: AdminService, token: str = "", timing_metadata: bool = True) -> None:
+        self._service = service
+        self._token = token
+        self.timing_metadata = timing_metadata
+
+    def _authorize(self, context: Context) -> None:
+        if self._token:
+            sent = dict(context.invocation_metadata() or ()).get("authorization", "")
+            if not hmac.compare_digest(sent.encode(), f"Bearer {self._token}".encode()):
+                raise PermissionDenied("admin calls need `authorization: Bearer <admin token>` metadata")
+        elif not context.peer().startswith(_LOCAL_PEERS):
+            raise PermissionDenied("admin calls are accepted from localhost only (no admin token is set)")
+
+    @rpc("ReloadBundle")
+    async def ReloadBundle(
+        self, request: admin_pb2.ReloadBundleRequest, context: Context
+    ) -> admin_pb2.ReloadBundleResponse:
+        self._authorize(context)
+        result = await self._service.reload(request.path)
+        return admin_pb2.ReloadBundleResponse(
+            bundle_version=result.bundle_version,
+            previous_version=result.previous_version,
+            load_seconds=result.load_seconds,
         )

@@ -35,6 +35,7 @@ SERVICES = (
     "sift.v1.RelevanceService",
     "sift.v1.RetrievalService",
     "sift.v1.InfoService",
+    "sift.v1.AdminService",
 )
 
 
@@ -279,7 +280,7 @@ def test_graceful_shutdown_finishes_in_flight(tiny_bundle: Path) -> None:
         *answered, (last_code, last_details) = out
         assert all(code == grpc.StatusCode.OK for code, _ in answered)
         assert last_code == grpc.StatusCode.UNAVAILABLE and "shutting down" in last_details
-    assert "shutdown signal received" in server.process.stdout.read()
+    assert "shutdown signal received" in server.log()
 
 
 def test_healthcheck_command(live_server: LiveServer) -> None:

@@ -131,5 +131,5 @@ def test_two_workers_share_the_port_and_one_metrics_endpoint(
         assert any(v.startswith('sift_bundle_info{schema_version="2",version="tiny-') for v in lines)
     finally:
         assert stop_server(server) == 0
-    log = server.process.stdout.read()
+    log = server.log()
     assert log.count("serving bundle") == 2 and "all workers stopped (exit codes [0, 0])" in log

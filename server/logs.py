@@ -1,0 +1,43 @@
+"""Structured logs: one JSON object per line, carrying the request id of the call being served.
+
+The request id comes from the client's `x-request-id` metadata when it sends one (so a search stack can
+follow one query through its services), otherwise the server makes one; either way it is returned in
+the trailing metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+
+REQUEST_ID: ContextVar[str] = ContextVar("sift_request_id", default="")
+_SAFE = re.compile(r"[^A-Za-z0-9._:/-]")
+
+
+def request_id_from(metadata: object) -> str:
+    """The client's x-request-id (sanitized, at most 64 characters), or a new random one."""
+    sent = ""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == "x-request-id" and isinstance(value, str):
+            sent = _SAFE.sub("", value)[:64]
+    return sent or uuid.uuid4().hex[:16]
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, so log shippers need no parsing rules."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if request_id := REQUEST_ID.get():
+            entry["request_id"] = request_id
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
