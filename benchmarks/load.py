@@ -114,7 +114,10 @@ def _run_one(
     if mode == "open":
         out["send_check"] = send_check(result, level)
     if before is not None:
-        out["server_breakdown"] = prom.breakdown(before, prom.scrape(target.metrics_url))
+        after = prom.scrape(target.metrics_url)
+        out["server_breakdown"] = prom.breakdown(before, after)
+        if hit_rate := prom.cache_hit_rate(before, after):
+            out["cache_hit_rate"] = hit_rate
     return out
 
 

@@ -20,10 +20,10 @@ def scrape(url: str, timeout: float = 5.0) -> Sample:
         text = response.read().decode()
     out: Sample = {}
     for family in text_string_to_metric_families(text):
-        if not family.name.startswith("sift_") or family.type != "histogram":
+        if not family.name.startswith("sift_") or family.type not in ("histogram", "counter"):
             continue
         for sample in family.samples:
-            if sample.name.endswith(("_sum", "_count")):
+            if sample.name.endswith(("_sum", "_count", "_total")):
                 labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "code"))
                 out[(sample.name, labels)] = out.get((sample.name, labels), 0.0) + sample.value
     return out
@@ -34,6 +34,8 @@ def breakdown(before: Sample, after: Sample) -> dict[str, dict[str, float]]:
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, float] = defaultdict(float)
     for (name, labels), value in after.items():
+        if name.endswith("_total"):
+            continue
         delta = value - before.get((name, labels), 0.0)
         base = name.removesuffix("_sum").removesuffix("_count")
         key = base + ("{" + ",".join(f"{k}={v}" for k, v in labels) + "}" if labels else "")
@@ -44,3 +46,18 @@ def breakdown(before: Sample, after: Sample) -> dict[str, dict[str, float]]:
             unit = 1000 if "_seconds" in key else 1
             out[key] = {"calls": int(count), "mean_ms" if unit == 1000 else "mean": sums[key] / count * unit}
     return out
+
+
+def cache_hit_rate(before: Sample, after: Sample) -> dict[str, float]:
+    """Response cache hit rate per cache between two scrapes (empty when the cache is off)."""
+    hits: dict[str, float] = defaultdict(float)
+    total: dict[str, float] = defaultdict(float)
+    for (name, labels), value in after.items():
+        if name != "sift_cache_requests_total":
+            continue
+        label = dict(labels)
+        delta = value - before.get((name, labels), 0.0)
+        total[label["method"]] += delta
+        if label["result"] == "hit":
+            hits[label["method"]] += delta
+    return {method: round(hits[method] / n, 4) for method, n in total.items() if n}

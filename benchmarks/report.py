@@ -144,7 +144,7 @@ def load_markdown(result: dict[str, Any]) -> str:
             lines += _send_checks(levels, main)
     lines += _by_method(result)
     lines += _variants(result)
-    lines += _breakdown(result["results"], main)
+    lines += _breakdown(result["results"], result["targets"])
     lines += _client_cpu(result["results"], result["targets"])
     lines += [
         "",
@@ -256,18 +256,20 @@ def _short(key: str) -> str:
     return f"{name}{unit}: {value}" if value else f"{name}{unit}"
 
 
-def _breakdown(results: dict[str, Any], main: str) -> list[str]:
-    table: dict[tuple[str, float], dict[str, float]] = {}
+def _breakdown(results: dict[str, Any], targets: list[str]) -> list[str]:
+    table: dict[tuple[str, float, str], dict[str, float]] = {}
     for mode in ("closed", "open"):
-        for level in results[mode]:
-            repeats = level["by_target"][main]["repeats"]
+        for level, name in ((lv, n) for lv in results[mode] for n in targets):
+            repeats = level["by_target"][name]["repeats"]
             if "server_breakdown" not in repeats[0]:
                 continue
             merged: dict[str, list[float]] = {}
             for run in repeats:
                 for key, stat in run["server_breakdown"].items():
                     merged.setdefault(_short(key), []).append(stat.get("mean_ms", stat.get("mean", 0.0)))
-            table[(mode, level["level"])] = {k: sorted(v)[len(v) // 2] for k, v in merged.items()}
+                for cache, rate in run.get("cache_hit_rate", {}).items():
+                    merged.setdefault(f"cache hit rate: {cache}", []).append(rate)
+            table[(mode, level["level"], name)] = {k: sorted(v)[len(v) // 2] for k, v in merged.items()}
     if not table:
         return []
     columns = sorted({k for row in table.values() for k in row})
@@ -278,12 +280,12 @@ def _breakdown(results: dict[str, Any], main: str) -> list[str]:
         "(median over repeats): request time by method, featurization by method, queue and inference time "
         "and rows per run by model.",
         "",
-        "| mode | level | " + " | ".join(columns) + " |",
-        "|---|---:|" + "---:|" * len(columns),
+        "| mode | level | server | " + " | ".join(columns) + " |",
+        "|---|---:|---|" + "---:|" * len(columns),
     ]
-    for (mode, level), row in table.items():
+    for (mode, level, name), row in table.items():
         cells = [f"{row[c]:.3f}" if c in row else "-" for c in columns]
-        lines.append(f"| {mode} | {level:g} | " + " | ".join(cells) + " |")
+        lines.append(f"| {mode} | {level:g} | {name} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
