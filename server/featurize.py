@@ -66,6 +66,9 @@ class FeaturizerConfig:
         return cfg
 
 
+WORD_CACHE_SIZE = 50_000  # words whose ids are kept; a few MB
+
+
 class Featurizer:
     """Turns texts into padded hashed n-gram id matrices, and into word lists for lexical features."""
 
@@ -77,6 +80,9 @@ class Featurizer:
         self._pre_tokenizer = tokenizer.pre_tokenizer
         self.config = config
         self._modulus = config.num_buckets - 1
+        # Per-word ids (unigram, then character n-grams): words recur across queries far more than
+        # queries do, so most calls hash only their word bigrams. Bounded; full means no more entries.
+        self._word_ids: dict[str, tuple[int, tuple[int, ...]]] = {}
 
     def words(self, text: str) -> list[str]:
         """Normalized words (lower-cased, accents stripped, punctuation dropped)."""
@@ -94,16 +100,30 @@ class Featurizer:
                 out.extend(f"c{marked[i : i + n]}" for i in range(len(marked) - n + 1))
         return out
 
+    def _word(self, word: str) -> tuple[int, tuple[int, ...]]:
+        """(unigram id, character n-gram ids) of one word, cached."""
+        entry = self._word_ids.get(word)
+        if entry is None:
+            entry = (self._hash(f"w{word}"), tuple(self._hash(g) for g in self.char_grams([word])))
+            if len(self._word_ids) < WORD_CACHE_SIZE:
+                self._word_ids[word] = entry
+        return entry
+
     def ids(self, words: list[str]) -> list[int]:
-        """Hashed n-gram ids of one word list, truncated to max_features."""
-        grams = [f"w{w}" for w in words]
+        """Hashed n-gram ids of one word list: unigrams, word n-grams, then character n-grams word by
+        word, truncated to max_features."""
+        entries = [self._word(w) for w in words]
+        out = [unigram for unigram, _ in entries]
         for n in range(2, self.config.word_ngrams + 1):
-            grams.extend("w" + " ".join(words[i : i + n]) for i in range(len(words) - n + 1))
-        grams.extend(self.char_grams(words))
-        return [self._hash(g) for g in grams[: self.config.max_features]]
+            out.extend(self._hash("w" + " ".join(words[i : i + n])) for i in range(len(words) - n + 1))
+        for _, chars in entries:
+            if len(out) >= self.config.max_features:
+                break
+            out.extend(chars)
+        return out[: self.config.max_features]
 
     def char_ids(self, words: list[str]) -> set[int]:
-        return {self._hash(g) for g in self.char_grams(words)}
+        return {i for w in words for i in self._word(w)[1]}
 
     def batch_ids(self, texts: list[str]) -> np.ndarray:
         """Padded int64 matrix [len(texts), max ids in batch]; at least one column."""
@@ -114,6 +134,8 @@ class Featurizer:
 
 
 def pad_ids(rows: list[list[int]]) -> np.ndarray:
+    if len(rows) == 1 and rows[0]:  # the common serving case: one query, nothing to pad
+        return np.array(rows, dtype=np.int64)
     width = max((len(r) for r in rows), default=0) or 1
     out = np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):

@@ -7,6 +7,7 @@ the trailing metadata.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -17,13 +18,17 @@ REQUEST_ID: ContextVar[str] = ContextVar("sift_request_id", default="")
 _SAFE = re.compile(r"[^A-Za-z0-9._:/-]")
 
 
+# Server-made ids: a random prefix per process and a counter, unique without a uuid per call.
+_PREFIX = uuid.uuid4().hex[:8]
+_COUNTER = itertools.count(1)
+
+
 def request_id_from(metadata: object) -> str:
-    """The client's x-request-id (sanitized, at most 64 characters), or a new random one."""
-    sent = ""
+    """The client's x-request-id (sanitized, at most 64 characters), or a new one."""
     for key, value in metadata or ():  # type: ignore[attr-defined]
-        if key == "x-request-id" and isinstance(value, str):
-            sent = _SAFE.sub("", value)[:64]
-    return sent or uuid.uuid4().hex[:16]
+        if key == "x-request-id" and isinstance(value, str) and (sent := _SAFE.sub("", value)[:64]):
+            return sent
+    return f"{_PREFIX}-{next(_COUNTER):x}"
 
 
 class JsonFormatter(logging.Formatter):

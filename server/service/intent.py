@@ -37,6 +37,7 @@ class IntentService:
         self._store = store
         self._limits = limits
         self._cache = ResponseCache(cache_size, "ClassifyIntent")
+        self._featurize_seconds = metrics.FEATURIZE_DURATION.labels(method="ClassifyIntent")
 
     async def classify(
         self, query: str, top_k: int, min_score: float, deadline: float | None = None
@@ -49,28 +50,29 @@ class IntentService:
 
         start = time.perf_counter()
         words = bundle.featurizer.words(query)
-        ids = bundle.featurizer.ids_of_words([words])
-        took = time.perf_counter() - start
-        metrics.FEATURIZE_DURATION.labels(method="ClassifyIntent").observe(took)
-        timing.add("featurize", took)
-
         normalized = " ".join(words)
         key = (bundle.version, normalized, top_k, min_score)
         if (cached := self._cache.get(key)) is not None:
             return cached
+        ids = bundle.featurizer.ids_of_words([words])
+        took = time.perf_counter() - start
+        self._featurize_seconds.observe(took)
+        timing.add("featurize", took)
+
         rule_label = bundle.rules.intent_queries.get(normalized)
         if rule_label is not None:
             # A precise rule is certain: it answers with its one category.
             probs = np.zeros(len(bundle.labels), dtype=np.float32)
             probs[rule_label] = 1.0
-            order, source, rule = [rule_label], SOURCE_RULE, "exact_query"
+            order, source, rule = np.array([rule_label]), SOURCE_RULE, "exact_query"
         else:
             probs = (await bundle.intent.infer(ids, deadline))[0]
             order, source, rule = np.argsort(-probs, kind="stable")[:top_k], SOURCE_MODEL, ""
+        labels = bundle.labels
         categories = [
-            CategoryScore(bundle.labels[i].id, bundle.labels[i].path, float(probs[i]))
-            for i in order
-            if probs[i] >= min_score
+            CategoryScore(labels[i].id, labels[i].path, p)
+            for i, p in zip(order.tolist(), probs[order].tolist(), strict=True)
+            if p >= min_score
         ]
         result = IntentResult(categories, source, rule, bundle.version)
         self._cache.put(key, result)

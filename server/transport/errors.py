@@ -74,6 +74,7 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
 
     def wrap(handler: Handler) -> Handler:
         in_flight = metrics.REQUESTS_IN_FLIGHT.labels(method=method)
+        durations: dict[grpc.StatusCode, Any] = {}  # labelled children, looked up once per status code
 
         @functools.wraps(handler)
         async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -90,8 +91,10 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
                 if isinstance(request, Undecodable):
                     raise InvalidArgument("request", f"not a valid {request.message_type}: {request.error}")
                 response = await handler(self, request, context)
+                trailing: tuple[tuple[str, str], ...] = (("x-request-id", request_id),)
                 if self.timing_metadata:
-                    context.set_trailing_metadata(timing.as_metadata(breakdown, time.perf_counter() - start))
+                    trailing += timing.as_metadata(breakdown, time.perf_counter() - start)
+                context.set_trailing_metadata(trailing)
                 return response
             except SiftError as e:
                 code = status_of(e)
@@ -109,9 +112,9 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
                 await context.abort(code, f"internal error in {method}; see the server log")
             finally:
                 in_flight.dec()
-                metrics.REQUEST_DURATION.labels(method=method, code=code.name).observe(
-                    time.perf_counter() - start
-                )
+                if code not in durations:
+                    durations[code] = metrics.REQUEST_DURATION.labels(method=method, code=code.name)
+                durations[code].observe(time.perf_counter() - start)
 
         return call
 

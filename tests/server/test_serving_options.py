@@ -40,13 +40,24 @@ def plain_answers(live_server: LiveServer) -> list[tuple]:
         return _answers(channel)
 
 
-def test_timing_in_trailing_metadata(live_server: LiveServer) -> None:
-    with live_server.channel() as channel:
-        stub = intent_pb2_grpc.IntentServiceStub(channel)
-        _, call = stub.ClassifyIntent.with_call(
-            intent_pb2.ClassifyIntentRequest(query="oak table"), timeout=5
-        )
-    timing = {k: int(v) for k, v in call.trailing_metadata() if k.startswith("sift-")}
+def test_timing_and_request_id_in_trailing_metadata(tiny_bundle: Path, live_server: LiveServer) -> None:
+    request = intent_pb2.ClassifyIntentRequest(query="oak table")
+    with live_server.channel() as channel:  # defaults: no timing, a server-made request id
+        _, call = intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent.with_call(request, timeout=5)
+    trailing = dict(call.trailing_metadata())
+    assert trailing["x-request-id"] and not [k for k in trailing if k.startswith("sift-")]
+
+    server = start_server(tiny_bundle, "--timing-metadata")
+    try:
+        with server.channel() as channel:
+            stub = intent_pb2_grpc.IntentServiceStub(channel)
+            metadata = (("x-request-id", "search-7f3a"),)
+            _, call = stub.ClassifyIntent.with_call(request, timeout=5, metadata=metadata)
+    finally:
+        stop_server(server)
+    trailing = dict(call.trailing_metadata())
+    assert trailing["x-request-id"] == "search-7f3a"  # the client's own id comes back
+    timing = {k: int(v) for k, v in trailing.items() if k.startswith("sift-")}
     assert set(timing) == {"sift-featurize-us", "sift-queue-us", "sift-inference-us", "sift-total-us"}
     assert timing["sift-inference-us"] > 0 and timing["sift-featurize-us"] > 0
     assert timing["sift-total-us"] >= timing["sift-inference-us"] + timing["sift-featurize-us"]
@@ -55,7 +66,7 @@ def test_timing_in_trailing_metadata(live_server: LiveServer) -> None:
 def test_cache_answers_what_the_models_answer_and_counts_hits(
     tiny_bundle: Path, plain_answers: list[tuple]
 ) -> None:
-    server = start_server(tiny_bundle, "--cache-size", "100", "--no-timing-metadata")
+    server = start_server(tiny_bundle, "--cache-size", "100")
     try:
         with server.channel() as channel:
             assert _answers(channel) == plain_answers  # cold: misses, one repeated query hits
