@@ -3,6 +3,8 @@
   sift-bench load    open- and closed-loop load on Sift, against a bare gRPC echo floor in the same run
   sift-bench models  each bundle model against its teacher, per call, at batch 1 and 32
   sift-bench peer    Sift against MLServer serving the same ONNX intent model, same workload
+  sift-bench startup cold start to SERVING, and the memory of one serving process
+  sift-bench soak    a long mixed open-loop run that fails on RSS growth or p99 drift
 
 Each writes results.json (every raw figure), README.md (tables) and PNG plots into --output.
 """
@@ -255,6 +257,52 @@ def cmd_peer(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.loadgen import LoadGenerator
+    from benchmarks.soak import soak
+
+    workdir = Path(tempfile.mkdtemp(prefix="sift-bench-soak-"))
+    sift = None
+    try:
+        sift, address, _ = start_sift(args.bundle, args.serve_arg, workdir)
+        info = model_info(address)
+        payloads, description = prepare_payloads(args, address)
+
+        def progress(window: dict[str, Any]) -> None:
+            print(
+                f"window {window['window']}: p99 {window['latency_ms']['p99']:.3f} ms, "
+                f"RSS {window['rss_bytes'] >> 20} MiB, fds {window['open_fds']}, threads {window['threads']}",
+                file=sys.stderr,
+            )
+
+        with LoadGenerator(args.processes) as gen:
+            measured = soak(
+                gen,
+                address,
+                sift.popen.pid,
+                payloads,
+                rate=args.rate,
+                duration_s=args.duration,
+                window_s=args.window,
+                warmup_windows=args.warmup_windows,
+                max_rss_growth=args.max_rss_growth,
+                max_p99_drift=args.max_p99_drift,
+                on_window=progress,
+            )
+    finally:
+        if sift is not None:
+            sift.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "environment": report.environment(),
+        "bundle_version": info.bundle_version,
+        "workload": args.workload,
+        "calls_description": description,
+        "limits": {"max_rss_growth": args.max_rss_growth, "max_p99_drift": args.max_p99_drift},
+        "soak": measured,
+    }
+
+
 def _intent_query(payload: bytes) -> str:
     from server._proto.sift.v1 import intent_pb2
 
@@ -311,8 +359,32 @@ def main(argv: list[str] | None = None) -> None:
     startup.add_argument("--repeats", type=int, default=5)
     startup.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
     startup.add_argument("--output", type=Path, default=RESULTS / "startup")
+    soak = sub.add_parser("soak", help="a long mixed open-loop run that fails on leaks or p99 drift")
+    soak.add_argument("--bundle", type=Path, default=Path("bundles/default"))
+    soak.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
+    add_workload_args(soak, default="intent=0.6,search=0.3,relevance=0.1")
+    soak.add_argument("--rate", type=float, default=500.0, help="arrivals per second")
+    soak.add_argument("--duration", type=float, default=600.0, help="seconds, warm-up included")
+    soak.add_argument("--window", type=float, default=10.0, help="seconds per sample")
+    soak.add_argument("--warmup-windows", type=int, default=3)
+    soak.add_argument("--max-rss-growth", type=float, default=0.05)
+    soak.add_argument("--max-p99-drift", type=float, default=0.20)
+    soak.add_argument("--processes", type=int, default=2, help="client processes")
+    soak.add_argument("--seed", type=int, default=0)
+    soak.add_argument("--output", type=Path, default=RESULTS / "soak")
     args = parser.parse_args(argv)
 
+    if args.command == "soak":
+        result = cmd_soak(args)
+        args.output.mkdir(parents=True, exist_ok=True)
+        report.write_json(args.output / "results.json", result)
+        from benchmarks.soak import soak_markdown
+
+        markdown = soak_markdown(result, report.header(result, "sift-bench soak"))
+        (args.output / "README.md").write_text(markdown)
+        print(markdown.split("| window")[0], file=sys.stderr)
+        if not result["soak"]["passed"]:
+            raise SystemExit(1)
     if args.command == "startup":
         from benchmarks.startup import measure_startup, startup_markdown
 

@@ -144,3 +144,22 @@ def test_two_workers_share_the_port_and_one_metrics_endpoint(
         assert stop_server(server) == 0
     log = server.log()
     assert log.count("serving bundle") == 2 and "all workers stopped (exit codes [0, 0])" in log
+
+
+def test_bad_request_is_logged_as_a_warning_with_its_request_id_and_not_dumped(
+    live_server: LiveServer,
+) -> None:
+    import json
+
+    secret = "private-query-text-" + "z" * 5000
+    with live_server.channel() as channel, pytest.raises(grpc.RpcError):
+        intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(
+            intent_pb2.ClassifyIntentRequest(query=secret),
+            timeout=5,
+            metadata=(("x-request-id", "bad-req-1"),),
+        )
+    lines = [json.loads(line) for line in live_server.log().splitlines() if '"bad-req-1"' in line]
+    assert [(e["level"], e["request_id"]) for e in lines] == [("WARNING", "bad-req-1")]
+    assert (
+        "query: has 5019 characters" in lines[0]["message"] and "private-query-text" not in live_server.log()
+    )
