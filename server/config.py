@@ -59,7 +59,8 @@ class Settings(BaseSettings):
     timing_metadata: bool = False
     """Send each call's featurize, queue, inference and total time (microseconds) as trailing metadata
     (sift-featurize-us, sift-queue-us, sift-inference-us, sift-total-us), as TEI does with headers. Off
-    by default: it measured 6% on ClassifyIntent's p50 and 8% of throughput (benchmarks/results/levers)."""
+    by default: measured at up to 6% of ClassifyIntent's p50 and 4% of its throughput at 64 in flight
+    (benchmarks/results/levers)."""
     drain_period: float = Field(1.0, ge=0)
     """Seconds after SIGTERM/SIGINT during which health reports NOT_SERVING and new calls are refused with
     UNAVAILABLE (clients retry elsewhere) while the port stays open and in-flight calls finish."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime  # noqa: F401 - must load before usearch: the reverse order segfaults in onnxruntime's import
 from usearch.index import Index
 
 
@@ -38,9 +39,16 @@ class ProductIndex:
         scores = 1.0 - matches.distances.astype(np.float32)
         if self.views == 1:
             return keys, scores
-        # Hits come best first, so a product's first hit is its best view.
-        _, first = np.unique(keys // self.views, return_index=True)
-        order = np.sort(first)[:k]
+        # Hits come best first, so a product's first hit is its best view. A few dozen hits: a set beats
+        # np.unique's sort here.
+        seen: set[int] = set()
+        order = []
+        for i, row in enumerate((keys // self.views).tolist()):
+            if row not in seen:
+                seen.add(row)
+                order.append(i)
+                if len(order) == k:
+                    break
         return keys[order] // self.views, scores[order]
 
     def vectors(self, rows: np.ndarray) -> np.ndarray:

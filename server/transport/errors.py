@@ -6,6 +6,7 @@ the field; anything unexpected is logged and becomes INTERNAL without leaking in
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -106,6 +107,11 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
                 code = _RUNTIME_STATUS[type(e)]
                 log.warning("%s refused with %s: %s", method, code.name, e)
                 await context.abort(code, f"{method}: {e}", trailing_metadata=(("x-request-id", request_id),))
+            except asyncio.CancelledError:  # the client went away, or its deadline cut the call
+                remaining = context.time_remaining()
+                late = remaining is not None and remaining <= 0
+                code = grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.CANCELLED
+                raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("unexpected error in %s", method)

@@ -35,3 +35,14 @@ def test_views_dedupe_and_best_view(tmp_path: Path) -> None:
     exact_rows, exact_scores = served.exact_search(query, np.arange(n), 5)
     assert exact_rows.tolist() == np.argsort(-best)[:5].tolist()
     assert np.allclose(exact_scores, np.sort(best)[::-1][:5], atol=1e-5)
+
+
+def test_importing_the_index_first_does_not_crash_onnxruntime() -> None:
+    """usearch 2.26 loaded before onnxruntime 1.32 makes onnxruntime's import segfault; the index module
+    loads onnxruntime first. Found while profiling; a fresh interpreter shows it."""
+    import subprocess
+    import sys
+
+    code = "import numpy, server.runtime.index, onnxruntime; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.returncode

@@ -1,0 +1,114 @@
+"""Overload and deadlines on a live server: beyond --max-concurrent-requests calls are refused at once with
+RESOURCE_EXHAUSTED and the calls admitted are answered; a call whose deadline has passed is refused with
+DEADLINE_EXCEEDED and counted; the server keeps serving throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+
+from server._proto.sift.v1 import intent_pb2, intent_pb2_grpc, relevance_pb2, relevance_pb2_grpc
+from tests.conftest import start_server, stop_server
+
+# ~1,000 titles to featurize: a call slow enough (milliseconds) for many to be in flight at once.
+SLOW = relevance_pb2.ScoreRelevanceRequest(
+    query="oak coffee table",
+    candidates=[relevance_pb2.Candidate(title=f"oak table model {i}") for i in range(1000)],
+)
+
+
+def test_calls_beyond_the_limit_get_resource_exhausted_at_once(tiny_bundle: Path) -> None:
+    server = start_server(tiny_bundle, "--max-concurrent-requests", "2")
+    codes: list[tuple[grpc.StatusCode, str]] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with server.channel() as channel:
+            stub = relevance_pb2_grpc.RelevanceServiceStub(channel)
+            for _ in range(5):
+                try:
+                    stub.ScoreRelevance(SLOW, timeout=30)
+                    outcome = (grpc.StatusCode.OK, "")
+                except grpc.RpcError as e:
+                    outcome = (e.code(), e.details())
+                with lock:
+                    codes.append(outcome)
+
+    try:
+        threads = [threading.Thread(target=client) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seen = {code for code, _ in codes}
+        assert seen == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes[:5]
+        refused = [details for code, details in codes if code == grpc.StatusCode.RESOURCE_EXHAUSTED]
+        assert all("Concurrent RPC limit exceeded" in d for d in refused)
+        with server.channel() as channel:  # and it serves normally once the burst is over
+            reply = intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(
+                intent_pb2.ClassifyIntentRequest(query="oak"), timeout=5
+            )
+            assert reply.categories
+    finally:
+        stop_server(server)
+
+
+def test_expired_deadlines_are_refused_and_the_server_keeps_serving(tiny_bundle: Path) -> None:
+    server = start_server(tiny_bundle)
+    try:
+        with server.channel() as channel:
+            stub = relevance_pb2_grpc.RelevanceServiceStub(channel)
+            for _ in range(20):
+                with pytest.raises(grpc.RpcError) as late:
+                    stub.ScoreRelevance(SLOW, timeout=0.001)
+                assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert stub.ScoreRelevance(SLOW, timeout=30).scores
+    finally:
+        stop_server(server)
+
+
+class _ExpiredContext:
+    """A servicer context whose client deadline has already passed."""
+
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def time_remaining(self) -> float:
+        return -0.5
+
+    def invocation_metadata(self) -> tuple:
+        return ()
+
+    async def abort(self, code: grpc.StatusCode, details: str, trailing_metadata: tuple = ()) -> None:
+        self.aborted = (code, details)
+        raise grpc.aio.AbortError()
+
+
+def test_work_past_its_deadline_is_never_started_and_is_counted() -> None:
+    from prometheus_client import REGISTRY
+
+    from server.transport.errors import rpc
+
+    started = []
+
+    class Servicer:
+        timing_metadata = False
+
+        @rpc("DeadlineProbe")
+        async def Probe(self, request: object, context: object) -> object:
+            started.append(request)
+            return request
+
+    def count() -> float:
+        labels = {"method": "DeadlineProbe", "code": "DEADLINE_EXCEEDED"}
+        return REGISTRY.get_sample_value("sift_request_duration_seconds_count", labels) or 0.0
+
+    before, context = count(), _ExpiredContext()
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(Servicer().Probe("request", context))
+    assert started == [] and context.aborted[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert count() == before + 1
