@@ -10,6 +10,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
@@ -40,6 +41,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def code_version() -> str:
+    """The git commit of the checkout that ran the benchmark (with -dirty for uncommitted changes)."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def environment() -> dict[str, Any]:
     versions = {}
     for name in PACKAGES:
@@ -49,6 +61,7 @@ def environment() -> dict[str, Any]:
             continue
     return {
         "command": shlex.join(["sift-bench", *sys.argv[1:]]),
+        "code_version": code_version(),
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "cores": os.cpu_count(),
@@ -67,7 +80,7 @@ def header(result: dict[str, Any], title: str) -> list[str]:
     return [
         f"# {title}",
         "",
-        f"Command: `{env['command']}`  ",
+        f"Command: `{env['command']}` (code {env.get('code_version', 'unknown')})  ",
         f"Bundle `{result.get('bundle_version', '-')}`; {machine['cores']} cores, {machine['cpu']}, "
         f"{machine['system']}, Python {machine['python']}; {env['time']}.  ",
         f"Packages: {packages}.",
