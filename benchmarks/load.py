@@ -72,13 +72,18 @@ def capture_responses(address: str, payloads: list[Payload]) -> dict[str, bytes]
     return asyncio.run(capture())
 
 
+LATENCY_KEYS = ("p50", "p90", "p99", "p99.9", "max", "mean")
+
+
 def summarize(result: RunResult) -> dict[str, Any]:
     return {
         "qps": round(result.qps, 1),
-        "latency_ms": result.latency.summary_ms(),
+        # NaN when no call was answered, so tables still line up.
+        "latency_ms": result.latency.summary_ms() or dict.fromkeys(LATENCY_KEYS, float("nan")),
         "by_method_ms": {name: hist.summary_ms() for name, hist in sorted(result.by_method.items())},
         "codes": dict(result.codes),
-        "calls": result.latency.count,
+        "calls": result.latency.count + result.failed.count,
+        "failed_latency_ms": result.failed.summary_ms(),
         "client_cpu_cores": round(result.client_cpu_s / result.wall_s, 3) if result.wall_s else 0.0,
         "histogram": result.latency.to_json(),
     }

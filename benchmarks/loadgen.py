@@ -62,9 +62,11 @@ class Plan:
 
 @dataclass
 class RunResult:
-    """One run, merged over client processes. Latency histograms exclude warm-up."""
+    """One run, merged over client processes. Latency histograms exclude warm-up; `by_method` holds the
+    answered (OK) calls, `failed` the time to each error, so fast refusals do not flatter the latency."""
 
     by_method: dict[str, LatencyHistogram] = field(default_factory=dict)
+    failed: LatencyHistogram = field(default_factory=LatencyHistogram)
     send_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
     codes: Counter[str] = field(default_factory=Counter)
     completed_in_window: int = 0
@@ -87,6 +89,7 @@ class RunResult:
     def merge(self, other: RunResult) -> None:
         for name, hist in other.by_method.items():
             self.by_method.setdefault(name, LatencyHistogram()).merge(hist)
+        self.failed.merge(other.failed)
         self.send_lag.merge(other.send_lag)
         self.codes.update(other.codes)
         self.completed_in_window += other.completed_in_window
@@ -113,7 +116,12 @@ class _Recorder:
             code = e.code().name
         done = time.monotonic()
         if origin >= self.window_start:
-            self.result.by_method.setdefault(name, LatencyHistogram()).record(done - origin)
+            hist = (
+                self.result.by_method.setdefault(name, LatencyHistogram())
+                if code == "OK"
+                else self.result.failed
+            )
+            hist.record(done - origin)
             self.result.codes[code] += 1
         if self.window_start <= done <= self.window_end:
             self.result.completed_in_window += 1
