@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import random
 import resource
 import time
 from collections import Counter
@@ -58,6 +59,7 @@ class Plan:
     concurrency: int = 1  # closed loop: calls in flight from this process
     timeout_s: float = 10.0
     seed: int = 0
+    offset: int = 0  # where in `payloads` this run starts, so runs do not all replay the same prefix
 
 
 @dataclass
@@ -149,7 +151,7 @@ async def _open_loop(plan: Plan, start: float, recorder: _Recorder, stubs: dict)
         delay = intended - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        path, payload = plan.payloads[i % len(plan.payloads)]
+        path, payload = plan.payloads[(plan.offset + i) % len(plan.payloads)]
         now = time.monotonic()
         if offset >= measured_from:
             recorder.result.send_lag.record(max(now - intended, 0.0))
@@ -164,7 +166,7 @@ async def _closed_loop(plan: Plan, start: float, recorder: _Recorder, stubs: dic
     end = recorder.window_end
 
     async def user(first: int) -> None:
-        i = first
+        i = plan.offset + first
         while (now := time.monotonic()) < end:
             path, payload = plan.payloads[i % len(plan.payloads)]
             await recorder.call(stubs[path], payload, method_name(path), now, plan.timeout_s)
@@ -259,6 +261,7 @@ class LoadGenerator:
                     concurrency=concurrency // workers + (1 if w < concurrency % workers else 0),
                     timeout_s=timeout_s,
                     seed=seed * 1000 + w,
+                    offset=random.Random(f"{seed}/{w}/{rate}/{concurrency}").randrange(len(share)),
                 )
             )
         futures, start = self.submit(plans)

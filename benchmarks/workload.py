@@ -125,8 +125,9 @@ def build_payloads(
     ids: Sequence[str] = (),
     titles: Sequence[str] = (),
 ) -> list[Payload]:
-    """One serialized request per query, its call drawn from the mix."""
-    rng = random.Random(seed)
+    """One serialized request per query, its call drawn from the mix, independently of the query (its own
+    random stream: sharing draw()'s would give one call the head of a Zipf mix and the others its tail)."""
+    rng = random.Random(f"calls/{seed}")
     names = list(mix)
     calls = rng.choices(names, weights=[mix[n] for n in names], k=len(queries))
     if shape.candidates_by == "id":

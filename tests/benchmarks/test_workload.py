@@ -58,3 +58,11 @@ def test_payloads_follow_the_mix_and_carry_the_call_shape() -> None:
         "b",
         "c",
     ]
+
+
+def test_the_call_of_a_request_does_not_depend_on_its_query() -> None:
+    queries = draw([f"q{i}" for i in range(2000)], 20_000, "zipf", seed=0)
+    payloads = build_payloads(parse_mix("intent=0.5,search=0.5"), queries, CallShape(), seed=0)
+    head = [path for (path, _), q in zip(payloads, queries, strict=True) if q == "q0"]
+    share = sum(path == METHOD_PATHS["intent"] for path in head) / len(head)
+    assert 0.4 < share < 0.6  # the most frequent query goes to both calls, about half and half
