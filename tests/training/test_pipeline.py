@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -56,10 +57,9 @@ def test_title_queries_find_category_and_product(tiny_bundle: Path) -> None:
     for row in rows:
         title = bundle.products.titles[row]
         expected = bundle.labels[bundle.products.categories[row]].id
-        category_hits += intent.classify(title, 1, 0).categories[0].id == expected
-        product_hits += bundle.products.ids[row] in [
-            h.product_id for h in retrieval.search(title, None, 10, "").hits
-        ]
+        category_hits += asyncio.run(intent.classify(title, 1, 0)).categories[0].id == expected
+        hits = asyncio.run(retrieval.search(title, None, 10, "")).hits
+        product_hits += bundle.products.ids[row] in [h.product_id for h in hits]
     assert category_hits / len(rows) >= 0.8
     assert product_hits / len(rows) >= 0.8
 
@@ -106,8 +106,8 @@ def test_taxonomy_only_bundle_serves_intent(tmp_path: Path) -> None:
         "Lighting > Table Lamps",
     ]
     store = BundleStore(bundle)
-    answer = IntentService(store, Limits()).classify("area rugs", 1, 0)
+    answer = asyncio.run(IntentService(store, Limits()).classify("area rugs", 1, 0))
     assert answer.categories[0].path == "Rugs > Area Rugs"
     with pytest.raises(FailedPrecondition, match="cannot serve retrieval"):
-        RetrievalService(store, Limits()).search("rug", None, 5, "")
+        asyncio.run(RetrievalService(store, Limits()).search("rug", None, 5, ""))
     assert report.evaluation["intent"]["eval"] == "real test split"
