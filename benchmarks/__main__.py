@@ -137,6 +137,22 @@ def prepare_payloads(args: argparse.Namespace, address: str) -> tuple[list, str]
     return payloads, f"{', '.join(parts)}; {args.query_dist} over {len(set(pool))} {source}"
 
 
+def load_spec(args: argparse.Namespace, modes: tuple[str, ...]) -> LoadSpec:
+    """The load shape from the flags of add_load_args."""
+    return LoadSpec(
+        warmup_s=args.warmup,
+        duration_s=args.duration,
+        repeats=args.repeats,
+        concurrency=args.concurrency,
+        rates=args.rates,
+        load_fractions=args.load_fractions,
+        arrival=args.arrival,
+        p99_budget_ms=args.p99_budget_ms,
+        timeout_s=args.timeout,
+        modes=modes,
+    )
+
+
 def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="sift-bench-"))
     processes = []
@@ -158,18 +174,7 @@ def cmd_load(args: argparse.Namespace) -> dict[str, Any]:
         echo, echo_address = start_echo(capture_responses(address, payloads), workdir)
         processes.append(echo)
         targets = [Target("echo", echo_address), *sifts]
-        spec = LoadSpec(
-            warmup_s=args.warmup,
-            duration_s=args.duration,
-            repeats=args.repeats,
-            concurrency=args.concurrency,
-            rates=args.rates,
-            load_fractions=args.load_fractions,
-            arrival=args.arrival,
-            p99_budget_ms=args.p99_budget_ms,
-            timeout_s=args.timeout,
-            modes=("closed", "open") if args.mode == "both" else (args.mode,),
-        )
+        spec = load_spec(args, ("closed", "open") if args.mode == "both" else (args.mode,))
         results = run_load(targets, payloads, spec, args.processes)
     finally:
         for process in reversed(processes):
@@ -227,15 +232,7 @@ def cmd_peer(args: argparse.Namespace) -> dict[str, Any]:
             Target("mlserver", f"127.0.0.1:{port}", payloads=peer_payloads),
             Target("sift", address, metrics_url),
         ]
-        spec = LoadSpec(
-            warmup_s=args.warmup,
-            duration_s=args.duration,
-            repeats=args.repeats,
-            concurrency=args.concurrency,
-            timeout_s=args.timeout,
-            p99_budget_ms=args.p99_budget_ms,
-            modes=("closed",),
-        )
+        spec = load_spec(args, ("closed",))
         results = run_load(targets, payloads, spec, args.processes)
     finally:
         if mlserver is not None:
@@ -376,12 +373,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "soak":
         result = cmd_soak(args)
-        args.output.mkdir(parents=True, exist_ok=True)
-        report.write_json(args.output / "results.json", result)
         from benchmarks.soak import soak_markdown
 
         markdown = soak_markdown(result, report.header(result, "sift-bench soak"))
-        (args.output / "README.md").write_text(markdown)
+        report.write_results(args.output, result, markdown)
         print(markdown.split("| window")[0], file=sys.stderr)
         if not result["soak"]["passed"]:
             raise SystemExit(1)
@@ -397,10 +392,8 @@ def main(argv: list[str] | None = None) -> None:
             "environment": report.environment(),
             "bundle_version": model_version(args.bundle),
         } | measured
-        args.output.mkdir(parents=True, exist_ok=True)
-        report.write_json(args.output / "results.json", result)
         markdown = startup_markdown(result, report.header(result, "sift-bench startup"))
-        (args.output / "README.md").write_text(markdown)
+        report.write_results(args.output, result, markdown)
         print(markdown, file=sys.stderr)
     if args.command == "peer":
         result = cmd_peer(args)
@@ -411,10 +404,8 @@ def main(argv: list[str] | None = None) -> None:
         result = {"environment": report.environment()} | run_models(
             args.bundle, args.threads, args.min_seconds, args.cache
         )
-        args.output.mkdir(parents=True, exist_ok=True)
-        report.write_json(args.output / "results.json", result)
         markdown = models_markdown(result, report.header(result, "sift-bench models"))
-        (args.output / "README.md").write_text(markdown)
+        report.write_results(args.output, result, markdown)
         models_plot(result, args.output)
         print(markdown, file=sys.stderr)
     if args.command == "load":
@@ -442,13 +433,11 @@ def peer_markdown(result: dict[str, Any]) -> list[str]:
 
 
 def write_load_results(out: Path, result: dict[str, Any], extra: list[str] | None = None) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    report.write_json(out / "results.json", result)
     markdown = report.load_markdown(result)
     if extra:
         head, sep, rest = markdown.partition("## ")
         markdown = head + "\n".join(extra) + "\n" + sep + rest
-    (out / "README.md").write_text(markdown)
+    report.write_results(out, result, markdown)
     report.load_plots(result, out)
     print(markdown.split("## Closed")[0], file=sys.stderr)
     print(f"sift-bench: wrote {out}/README.md, results.json and plots", file=sys.stderr)

@@ -311,8 +311,11 @@ def _client_cpu(results: dict[str, Any], targets: list[str]) -> list[str]:
     return [f"Client CPU: at most {worst:.2f} cores used by the load generator in any run.", ""]
 
 
-def write_json(path: Path, result: dict[str, Any]) -> None:
-    path.write_text(json.dumps(result, indent=1) + "\n")
+def write_results(out: Path, result: dict[str, Any], markdown: str) -> None:
+    """Every command's output: results.json with every raw figure, and README.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "README.md").write_text(markdown)
 
 
 def load_plots(result: dict[str, Any], directory: Path) -> None:

@@ -107,3 +107,16 @@ def start_echo(
                 continue
     process.stop()
     raise SystemExit("sift-bench: the echo server did not start within 30 s")
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """A process's VmRSS, RssAnon (private memory), RssFile (mapped files), in bytes, and Threads, from
+    /proc/<pid>/status; Linux only."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            out[key] = int(value.split()[0]) * 1024
+        elif key == "Threads":
+            out[key] = int(value)
+    return out

@@ -14,18 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import LoadGenerator, Payload, send_check
+from benchmarks.servers import proc_status
 
 
 def sample_process(pid: int) -> dict[str, int]:
-    status = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == "VmRSS":
-            status["rss_bytes"] = int(value.split()[0]) * 1024
-        elif key == "Threads":
-            status["threads"] = int(value)
-    status["open_fds"] = len(list(Path(f"/proc/{pid}/fd").iterdir()))
-    return status
+    status = proc_status(pid)
+    return {
+        "rss_bytes": status["VmRSS"],
+        "threads": status["Threads"],
+        "open_fds": len(list(Path(f"/proc/{pid}/fd").iterdir())),
+    }
 
 
 def soak(

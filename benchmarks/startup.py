@@ -9,17 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.servers import Process, free_port, wait_serving
-
-
-def _status(pid: int) -> dict[str, int]:
-    """VmRSS, RssAnon (heap and other private memory) and RssFile (mapped files), in bytes."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile"):
-            out[key] = int(value.split()[0]) * 1024
-    return out
+from benchmarks.servers import Process, free_port, proc_status, wait_serving
 
 
 def _mapped(pid: int, path: Path) -> bool:
@@ -38,7 +28,8 @@ def measure_startup(bundle: Path, repeats: int, extra_args: list[str], workdir: 
         try:
             wait_serving(f"127.0.0.1:{port}", process=process.popen, poll_s=0.005)
             seconds = time.monotonic() - start
-            memory = _status(process.popen.pid)
+            status = proc_status(process.popen.pid)
+            memory = {key: status[key] for key in ("VmRSS", "RssAnon", "RssFile")}
             mapped = _mapped(process.popen.pid, index) if index.is_file() else None
         finally:
             process.stop()

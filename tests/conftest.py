@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +18,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from benchmarks.servers import free_port  # re-exported: tests import it from here
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +50,12 @@ class LiveServer:
     process: subprocess.Popen[str]
     log_path: Path
     credentials: grpc.ChannelCredentials | None = None  # for a TLS server
+
+    def metrics(self) -> str:
+        """The server's Prometheus exposition text."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
 
     def log(self) -> str:
         """Everything the server wrote so far (it goes to a file: a pipe nobody drains would fill up and

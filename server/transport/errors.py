@@ -53,7 +53,7 @@ _RUNTIME_STATUS: dict[type[Exception], grpc.StatusCode] = {
     DeadlineUnmeetable: grpc.StatusCode.DEADLINE_EXCEEDED,
     DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-RuntimeRefusal = (QueueFull, DeadlineUnmeetable, DeadlineExpired)
+RuntimeRefusal = tuple(_RUNTIME_STATUS)
 
 
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -227,11 +226,7 @@ def test_bad_input_gets_status_naming_field(
 
 def test_metrics_endpoint(live_server: LiveServer, channel: grpc.Channel) -> None:
     intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(intent_pb2.ClassifyIntentRequest(query="lamp"))
-    text = (
-        urllib.request.urlopen(f"http://127.0.0.1:{live_server.metrics_port}/metrics", timeout=5)
-        .read()
-        .decode()
-    )
+    text = live_server.metrics()
     assert 'sift_request_duration_seconds_count{code="OK",method="ClassifyIntent"}' in text
     assert (
         'sift_request_duration_seconds_count{code="INVALID_ARGUMENT"' in text

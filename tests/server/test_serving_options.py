@@ -4,7 +4,6 @@ micro-batcher, each answering exactly what the plain server answers."""
 from __future__ import annotations
 
 import threading
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -75,8 +74,7 @@ def test_cache_answers_what_the_models_answer_and_counts_hits(
                 intent_pb2.ClassifyIntentRequest(query="oak"), timeout=5
             )
             assert not [k for k, _ in call.trailing_metadata() if k.startswith("sift-")]
-        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
-        lines = text.decode().splitlines()
+        lines = server.metrics().splitlines()
         hits = next(
             v
             for v in lines
@@ -119,8 +117,7 @@ def test_batched_server_answers_concurrent_calls_exactly(
                 timeout=5,
             )
             assert len(reply.scores) == 40
-        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
-        assert b"sift_queue_duration_seconds_count" in text
+        assert "sift_queue_duration_seconds_count" in server.metrics()
     finally:
         stop_server(server)
 
@@ -133,8 +130,7 @@ def test_two_workers_share_the_port_and_one_metrics_endpoint(
         for _ in range(3):  # new connections: the kernel spreads them over the workers
             with server.channel() as channel:
                 assert _answers(channel) == plain_answers
-        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
-        lines = text.decode().splitlines()
+        lines = server.metrics().splitlines()
         count = next(
             v for v in lines if v.startswith('sift_request_duration_seconds_count{code="OK",method="Search"}')
         )
