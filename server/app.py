@@ -78,7 +78,13 @@ class SiftServer:
         )
         cap = settings.max_message_bytes
         self.server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", cap), ("grpc.max_send_message_length", cap)],
+            options=[
+                ("grpc.max_receive_message_length", cap),
+                ("grpc.max_send_message_length", cap),
+                # Soft and hard limit equal: a fixed bound instead of core's random early drop between them.
+                ("grpc.server.max_pending_requests", settings.max_pending_requests),
+                ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_requests),
+            ],
             maximum_concurrent_rpcs=settings.max_concurrent_requests,
         )
         cache, timed = settings.cache_size, settings.timing_metadata

@@ -4,11 +4,24 @@ its documentation is the string beneath it, which is also the flag's --help text
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SettingsT = TypeVar("SettingsT", bound=type[BaseSettings])
+
+
+def env_in_help(cls: SettingsT) -> SettingsT:
+    """Append each field's environment variable to its --help text, so that `--help` documents both ways of
+    setting it (the CLI parser reads the descriptions when it is built, after this runs)."""
+    prefix = cls.model_config.get("env_prefix", "")
+    for name, field in cls.model_fields.items():
+        field.description = f"{field.description or ''} [env: {prefix}{name.upper()}]".strip()
+    return cls
+
+
+@env_in_help
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -71,6 +84,12 @@ class Settings(BaseSettings):
     RESOURCE_EXHAUSTED at once ("Concurrent RPC limit exceeded"), so a burst cannot queue without bound
     and the calls admitted keep their latency. 0 is not allowed: an unbounded queue is how latency
     collapses under overload."""
+    max_pending_requests: int = Field(1000, ge=1)
+    """Calls gRPC core may hold that the event loop has not picked up yet: when the loop is saturated, calls
+    wait there, before --max-concurrent-requests can count them. Beyond it core refuses new calls at once,
+    with status CANCELLED (core's choice of code, not Sift's: clients should treat it like
+    RESOURCE_EXHAUSTED). The bound on queueing delay is about this number / throughput; see
+    benchmarks/results/overload for the trade."""
     max_query_chars: int = Field(512, ge=1)
     """Longest query or title text accepted, in characters; longer ones get INVALID_ARGUMENT."""
     max_candidates: int = Field(1000, ge=1)

@@ -57,6 +57,37 @@ def test_calls_beyond_the_limit_get_resource_exhausted_at_once(tiny_bundle: Path
         stop_server(server)
 
 
+def test_calls_beyond_the_pending_bound_are_refused_by_grpc_core_at_once(tiny_bundle: Path) -> None:
+    """A burst far larger than the event loop can pick up: gRPC core holds at most --max-pending-requests
+    of the calls the loop has not taken yet and refuses the rest (CANCELLED, core's code), instead of
+    queueing them for seconds."""
+    server = start_server(tiny_bundle, "--max-pending-requests", "4", "--max-concurrent-requests", "1000")
+
+    async def burst() -> list[grpc.StatusCode]:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = relevance_pb2_grpc.RelevanceServiceStub(channel)
+
+            async def one() -> grpc.StatusCode:
+                try:
+                    await stub.ScoreRelevance(SLOW, timeout=60)
+                    return grpc.StatusCode.OK
+                except grpc.aio.AioRpcError as e:
+                    return e.code()
+
+            return await asyncio.gather(*(one() for _ in range(300)))
+
+    try:
+        codes = asyncio.run(burst())
+        assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.CANCELLED}, set(codes)
+        with server.channel() as channel:
+            reply = intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(
+                intent_pb2.ClassifyIntentRequest(query="oak"), timeout=5
+            )
+            assert reply.categories
+    finally:
+        stop_server(server)
+
+
 def test_expired_deadlines_are_refused_and_the_server_keeps_serving(tiny_bundle: Path) -> None:
     server = start_server(tiny_bundle)
     try:
