@@ -22,7 +22,6 @@ def env_in_help(cls: SettingsT) -> SettingsT:
 
 
 @env_in_help
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIFT_",
