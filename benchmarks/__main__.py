@@ -5,6 +5,7 @@
   sift-bench peer    Sift against MLServer serving the same ONNX intent model, same workload
   sift-bench startup cold start to SERVING, and the memory of one serving process
   sift-bench soak    a long mixed open-loop run that fails on RSS growth or p99 drift
+  sift-bench drain   SIGTERM under open-loop load: every call sent is answered, refused, or lost (must be 0)
 
 Each writes results.json (every raw figure), README.md (tables) and PNG plots into --output.
 """
@@ -300,6 +301,42 @@ def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_drain(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.drain import drain_run
+
+    workdir = Path(tempfile.mkdtemp(prefix="sift-bench-drain-"))
+    serve_args = ["--drain-period", str(args.drain_period), "--grace-period", str(args.grace_period)]
+    serve_args += args.serve_arg
+    sift = None
+    try:
+        sift, address, _ = start_sift(args.bundle, serve_args, workdir)
+        info = model_info(address)
+        payloads, description = prepare_payloads(args, address)
+        measured = drain_run(
+            address,
+            payloads,
+            sift.popen,
+            sift.log.read_text,
+            rate=args.rate,
+            sigterm_at_s=args.sigterm_at,
+            seed=args.seed,
+        )
+        log_tail = sift.log.read_text()[-1500:]
+    finally:
+        if sift is not None:
+            sift.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "environment": report.environment(),
+        "bundle_version": info.bundle_version,
+        "workload": args.workload,
+        "calls_description": description,
+        "serve_args": serve_args,
+        "drain": measured,
+        "server_log_tail": log_tail,
+    }
+
+
 def _intent_query(payload: bytes) -> str:
     from server._proto.sift.v1 import intent_pb2
 
@@ -369,8 +406,27 @@ def main(argv: list[str] | None = None) -> None:
     soak.add_argument("--processes", type=int, default=2, help="client processes")
     soak.add_argument("--seed", type=int, default=0)
     soak.add_argument("--output", type=Path, default=RESULTS / "soak")
+    drain = sub.add_parser("drain", help="SIGTERM under load: no call the server took may be lost")
+    drain.add_argument("--bundle", type=Path, default=Path("bundles/default"))
+    drain.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
+    add_workload_args(drain, default="intent=0.6,search=0.3,relevance=0.1")
+    drain.add_argument("--rate", type=float, default=500.0, help="arrivals per second")
+    drain.add_argument("--sigterm-at", type=float, default=3.0, help="seconds of load before SIGTERM")
+    drain.add_argument("--drain-period", type=float, default=1.0, help="sift-serve --drain-period")
+    drain.add_argument("--grace-period", type=float, default=5.0, help="sift-serve --grace-period")
+    drain.add_argument("--seed", type=int, default=0)
+    drain.add_argument("--output", type=Path, default=RESULTS / "drain")
     args = parser.parse_args(argv)
 
+    if args.command == "drain":
+        result = cmd_drain(args)
+        from benchmarks.drain import drain_markdown
+
+        markdown = drain_markdown(result, report.header(result, "sift-bench drain"))
+        report.write_results(args.output, result, markdown)
+        print(markdown, file=sys.stderr)
+        if not result["drain"]["passed"]:
+            raise SystemExit(1)
     if args.command == "soak":
         result = cmd_soak(args)
         from benchmarks.soak import soak_markdown

@@ -188,13 +188,28 @@ class SiftServer:
                 await self.reload_quietly()
 
     async def stop(self) -> None:
-        """Graceful: health NOT_SERVING and new calls refused during the drain period, then the port closes
-        and in-flight calls get the grace period to finish."""
+        """Graceful: health NOT_SERVING for the drain period (calls still answered, so that load balancers
+        can move traffic away first), then the port closes and in-flight calls get the grace period."""
+        before = metrics.calls_by_code()
+        # Calls keep being answered during the drain: refusing them would fail every client that has not
+        # yet seen NOT_SERVING, while closing the port later sends GOAWAY, which gRPC clients handle.
         await self.health.enter_graceful_shutdown()
-        self.store.close()
         await asyncio.sleep(self.settings.drain_period)
+        in_flight = metrics.calls_in_flight()
         await self.server.stop(self.settings.grace_period)
-        log.info("stopped")
+        self.store.close()
+        during = metrics.calls_by_code() - before
+        # The shutdown's own account (sift-bench drain reads it): calls cut are ones a handler took and
+        # never answered, which graceful shutdown promises never happen.
+        cut = during["CANCELLED"] + during["DEADLINE_EXCEEDED"] + metrics.calls_in_flight()
+        log.info(
+            "stopped: answered=%d refused_unavailable=%d in_flight_at_close=%d cut=%d answered_total=%d",
+            during["OK"],
+            during["UNAVAILABLE"],
+            in_flight,
+            cut,
+            metrics.calls_by_code()["OK"],
+        )
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

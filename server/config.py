@@ -74,10 +74,11 @@ class Settings(BaseSettings):
     by default: measured at up to 6% of ClassifyIntent's p50 and 4% of its throughput at 64 in flight
     (benchmarks/results/levers)."""
     drain_period: float = Field(1.0, ge=0)
-    """Seconds after SIGTERM/SIGINT during which health reports NOT_SERVING and new calls are refused with
-    UNAVAILABLE (clients retry elsewhere) while the port stays open and in-flight calls finish."""
+    """Seconds after SIGTERM/SIGINT during which health reports NOT_SERVING while calls are still answered,
+    so that load balancers and clients watching health move traffic away before the port closes."""
     grace_period: float = Field(5.0, ge=0)
-    """Seconds in-flight calls get to finish once the port closes, after the drain period."""
+    """Seconds in-flight calls get to finish once the port closes (new calls then get UNAVAILABLE through
+    gRPC's GOAWAY), after the drain period."""
     max_concurrent_requests: int = Field(256, ge=1)
     """Calls one worker holds at once, running or waiting for the event loop; beyond it gRPC answers
     RESOURCE_EXHAUSTED at once ("Concurrent RPC limit exceeded"), so a burst cannot queue without bound

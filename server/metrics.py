@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # 50 us x 1.5^n up to ~5 s: fine resolution where a CPU model answers, coarse in the tail.
@@ -56,3 +58,18 @@ BUNDLE = Gauge(
     multiprocess_mode="max",
 )
 BUNDLE_LOAD_FAILURES = Counter("sift_bundle_load_failures_total", "Bundles refused at load time.")
+
+
+def calls_by_code() -> Tally[str]:
+    """RPCs this process has finished since it started, by gRPC status code (all methods)."""
+    tally: Tally[str] = Tally()
+    for metric in REQUEST_DURATION.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_count"):
+                tally[sample.labels["code"]] += int(sample.value)
+    return tally
+
+
+def calls_in_flight() -> int:
+    """RPCs this process's handlers hold right now."""
+    return int(sum(s.value for m in REQUESTS_IN_FLIGHT.collect() for s in m.samples))

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -243,12 +244,14 @@ def test_metrics_endpoint(live_server: LiveServer, channel: grpc.Channel) -> Non
 
 
 def test_graceful_shutdown_finishes_in_flight(tiny_bundle: Path) -> None:
-    """SIGTERM under load: every call the server took is answered; later calls are refused with UNAVAILABLE
-    (a client's cue to retry elsewhere), never cancelled midway; the process exits 0."""
+    """SIGTERM under load: calls are still answered during the drain and every call a handler took is
+    answered (the server's own account: none cut); the process exits 0. A call sent as the port closes
+    gets UNAVAILABLE, or CANCELLED when gRPC core held it but no handler had taken it yet: either way
+    it was not started, and a client may retry it on another replica."""
     server = start_server(tiny_bundle, "--drain-period", "1", "--grace-period", "5")
-    outcomes: list[list[tuple[grpc.StatusCode, str]]] = [[] for _ in range(4)]
+    outcomes: list[list[tuple[float, grpc.StatusCode]]] = [[] for _ in range(4)]
 
-    def load(out: list[tuple[grpc.StatusCode, str]]) -> None:
+    def load(out: list[tuple[float, grpc.StatusCode]]) -> None:
         with server.channel() as ch:
             stub = relevance_pb2_grpc.RelevanceServiceStub(ch)
             request = relevance_pb2.ScoreRelevanceRequest(
@@ -258,9 +261,9 @@ def test_graceful_shutdown_finishes_in_flight(tiny_bundle: Path) -> None:
             while True:  # like a client that stops sending here once refused
                 try:
                     stub.ScoreRelevance(request, timeout=10)
-                    out.append((grpc.StatusCode.OK, ""))
+                    out.append((time.monotonic(), grpc.StatusCode.OK))
                 except grpc.RpcError as e:
-                    out.append((e.code(), e.details()))
+                    out.append((time.monotonic(), e.code()))
                     return
 
     threads = [threading.Thread(target=load, args=(out,)) for out in outcomes]
@@ -268,14 +271,18 @@ def test_graceful_shutdown_finishes_in_flight(tiny_bundle: Path) -> None:
         t.start()
     while sum(len(out) for out in outcomes) < 8:
         threading.Event().wait(0.05)
+    sigterm = time.monotonic()
     assert stop_server(server) == 0
     for t in threads:
         t.join()
     for out in outcomes:
-        *answered, (last_code, last_details) = out
-        assert all(code == grpc.StatusCode.OK for code, _ in answered)
-        assert last_code == grpc.StatusCode.UNAVAILABLE and "shutting down" in last_details
-    assert "shutdown signal received" in server.log()
+        *answered, (_, last_code) = out
+        assert all(code == grpc.StatusCode.OK for _, code in answered)
+        assert last_code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    during_drain = [at for out in outcomes for at, code in out if code == grpc.StatusCode.OK and at > sigterm]
+    assert during_drain, "no call was answered during the drain period"
+    log = server.log()
+    assert "shutdown signal received" in log and " cut=0 " in log
 
 
 def test_healthcheck_command(live_server: LiveServer) -> None:

@@ -1,0 +1,59 @@
+"""sift-bench drain: each call sent under SIGTERM is accounted for, and the run fails on a lost call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import main
+from benchmarks.drain import classify, server_account
+
+
+def test_outcomes_are_classified_by_status_and_details() -> None:
+    assert classify("OK", "") == "answered"
+    assert (
+        classify("UNAVAILABLE", "failed to connect to all addresses; Connection refused") == "refused_closed"
+    )
+    assert classify("CANCELLED", "CANCELLED") == "cancelled"
+    assert classify("UNAVAILABLE", "Socket closed") == "lost"  # mid-call: it may have been taken
+    assert classify("INTERNAL", "boom") == "lost"
+
+
+def test_server_account_sums_the_workers_stopped_lines() -> None:
+    line = (
+        '{"level": "INFO", "message": "stopped: answered=%d refused_unavailable=0 in_flight_at_close=1 '
+        'cut=%d answered_total=9"}'
+    )
+    log = "\n".join(["noise", line % (3, 0), line % (4, 1)])
+    assert server_account(log) == {
+        "answered": 7,
+        "refused_unavailable": 0,
+        "in_flight_at_close": 2,
+        "cut": 1,
+        "answered_total": 18,
+    }
+    assert server_account("no such line") is None
+
+
+@pytest.mark.slow
+def test_drain_run_loses_no_call_and_writes_its_report(tiny_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "drain"
+    main(
+        [
+            "drain",
+            "--bundle", str(tiny_bundle),
+            "--rate", "150",
+            "--sigterm-at", "1.5",
+            "--candidates", "20",
+            "--output", str(out),
+        ]
+    )  # fmt: skip
+    result = json.loads((out / "results.json").read_text())["drain"]
+    assert result["passed"] and result["lost"] == 0 and result["exit_code"] == 0
+    assert result["server_account"]["cut"] == 0
+    assert result["answered_after_sigterm"] > 0  # the drain period still answers
+    assert result["not_serving_after_ms"] is not None
+    assert result["sent"] == result["answered"] + result["refused_closed"] + result["refused_core"]
+    assert "PASSED" in (out / "README.md").read_text()
