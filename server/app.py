@@ -84,6 +84,18 @@ class SiftServer:
                 # Soft and hard limit equal: a fixed bound instead of core's random early drop between them.
                 ("grpc.server.max_pending_requests", settings.max_pending_requests),
                 ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_requests),
+                # Clients may check idle connections with keepalive pings, at most one per 30 s (more often
+                # gets GOAWAY too_many_pings): a search backend keeps its channel open between bursts.
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
+                *(
+                    [
+                        ("grpc.max_connection_age_ms", int(settings.max_connection_age * 1000)),
+                        ("grpc.max_connection_age_grace_ms", int(settings.grace_period * 1000)),
+                    ]
+                    if settings.max_connection_age
+                    else []
+                ),
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_requests,
         )

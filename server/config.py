@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     with status CANCELLED (core's choice of code, not Sift's: clients should treat it like
     RESOURCE_EXHAUSTED). The bound on queueing delay is about this number / throughput; see
     benchmarks/results/overload for the trade."""
+    max_connection_age: float = Field(0.0, ge=0)
+    """Seconds after which a client connection is asked to reconnect (GOAWAY; calls in flight get the grace
+    period), so that long-lived channels spread over replicas added since; 0 keeps connections forever."""
     max_query_chars: int = Field(512, ge=1)
     """Longest query or title text accepted, in characters; longer ones get INVALID_ARGUMENT."""
     max_candidates: int = Field(1000, ge=1)

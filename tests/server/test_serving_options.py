@@ -159,3 +159,23 @@ def test_bad_request_is_logged_as_a_warning_with_its_request_id_and_not_dumped(
     assert (
         "query: has 5019 characters" in lines[0]["message"] and "private-query-text" not in live_server.log()
     )
+
+
+def test_max_connection_age_makes_clients_reconnect_without_failing_calls(tiny_bundle: Path) -> None:
+    """--max-connection-age: the server sends GOAWAY to an old connection; the channel reconnects and no
+    call fails, so long-lived channels move to replicas added since."""
+    server = start_server(tiny_bundle, "--max-connection-age", "0.5", "--grace-period", "1")
+    states: list[grpc.ChannelConnectivity] = []
+    try:
+        with server.channel() as channel:
+            channel.subscribe(states.append)
+            stub = intent_pb2_grpc.IntentServiceStub(channel)
+            pause = threading.Event()
+            for _ in range(30):  # ~3 s of calls across several connection lifetimes
+                reply = stub.ClassifyIntent(intent_pb2.ClassifyIntentRequest(query="oak"), timeout=5)
+                assert reply.categories
+                pause.wait(0.1)
+        ready = [s for s in states if s == grpc.ChannelConnectivity.READY]
+        assert len(ready) >= 2, states  # it reconnected at least once
+    finally:
+        stop_server(server)
