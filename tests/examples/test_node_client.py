@@ -1,0 +1,104 @@
+"""examples/node/client.js, a Node client built from the .proto files at run time, against a live server."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from server.app import SERVICE_NAMES
+from tests.conftest import LiveServer, free_port
+
+NODE_DIR = Path(__file__).resolve().parents[2] / "examples" / "node"
+PUBLIC_SERVICES = [name for name in SERVICE_NAMES if name != "sift.v1.AdminService"]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("node") is None or shutil.which("npm") is None, reason="node and npm are not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def node_client() -> list[str]:
+    """`node client.js`, after `npm ci` from the committed lockfile; skipped while node_modules is at least
+    as new as the lockfile (npm writes node_modules/.package-lock.json last)."""
+    installed = NODE_DIR / "node_modules" / ".package-lock.json"
+    lock = NODE_DIR / "package-lock.json"
+    if not installed.is_file() or installed.stat().st_mtime < lock.stat().st_mtime:
+        done = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    return ["node", str(NODE_DIR / "client.js")]
+
+
+def test_calls_every_public_rpc(node_client: list[str], live_server: LiveServer) -> None:
+    done = subprocess.run(
+        [*node_client, live_server.address], capture_output=True, text=True, timeout=60, cwd=NODE_DIR
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+
+    assert out["health"] == {name: "SERVING" for name in ("", *PUBLIC_SERVICES)}
+
+    categories = out["intent"]["categories"]
+    assert 1 <= len(categories) <= 3
+    probabilities = [c["probability"] for c in categories]
+    assert all(0 <= p <= 1 for p in probabilities) and sum(probabilities) <= 1 + 1e-5
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(c["id"] and " > " in c["path"] for c in categories)
+    assert categories[0]["id"].endswith("coffee-tables")  # the default query is "oak coffee table"
+    version = out["intent"]["model_version"]
+    assert version.startswith("tiny-")
+
+    hits = out["search"]["hits"]
+    assert len(hits) == 5 and all(h["product_id"] and h["category"] for h in hits)
+    scores = [h["score"] for h in hits]
+    assert all(-1 <= s <= 1 for s in scores) and scores == sorted(scores, reverse=True)
+
+    embed = out["embed_query"]
+    assert embed["dim"] == out["model_info"]["embedding_dim"] > 0 and math.isclose(
+        embed["norm"], 1, rel_tol=1e-3
+    )
+    by_vector = out["search_by_vector"]
+    assert by_vector["hits"] and all(
+        h["category"].startswith(by_vector["category"]) for h in by_vector["hits"]
+    )
+    assert by_vector["hits"][0]["product_id"] == hits[0]["product_id"]  # same query, vector or text
+
+    relevance = out["relevance"]["scores"]
+    assert len(relevance) == 4  # one per candidate, in request order
+    assert all(0 <= s["score"] <= 1 and s["grade"].startswith("GRADE_") for s in relevance)
+    by_title = {s["candidate"].get("title"): s for s in relevance}
+    assert by_title[out["query"]]["grade"] == "GRADE_EXACT"  # the query itself as a title: exact by rule
+    assert by_title["Nonstick Frying Pan"]["score"] < 0.5
+
+    info = out["model_info"]
+    assert info["bundle_version"] == info["model_version"] == version
+    assert info["num_products"] > 0 and info["num_labels"] > 0
+    assert {c["name"] for c in info["components"]} >= {"intent", "query_encoder", "relevance", "index"}
+    assert isinstance(info["evaluation"], dict) and info["evaluation"]
+
+    bad = out["invalid_argument"]
+    assert bad["code"] == 3 and bad["code_name"] == "INVALID_ARGUMENT"
+    assert bad["method"] == "/sift.v1.RetrievalService/Search" and bad["details"].startswith("k:")
+    assert bad["echoed_request_id"] == bad["request_id"]
+
+
+def test_exits_non_zero_when_a_call_fails(node_client: list[str]) -> None:
+    done = subprocess.run(
+        [*node_client, "--deadline-ms", "500", f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "grpc.health.v1.Health/Check failed" in done.stderr
+    assert "UNAVAILABLE" in done.stderr or "DEADLINE_EXCEEDED" in done.stderr
