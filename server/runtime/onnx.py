@@ -13,6 +13,10 @@ import onnxruntime as ort
 from server import metrics, timing
 from server.runtime.batcher import Batcher, BatchPolicy
 
+# No usage telemetry from a serving process (it also tries to write a device id under $HOME, which a
+# container with a read-only root filesystem refuses).
+ort.disable_telemetry_events()
+
 
 @dataclass(frozen=True, slots=True)
 class ThreadSettings:

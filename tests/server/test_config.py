@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from server.__main__ import usable_cores
 from server.config import Settings
 from tests.conftest import ROOT
 
@@ -25,3 +28,15 @@ def test_environment_variable_sets_the_field_and_the_flag_wins(monkeypatch: pyte
     monkeypatch.setenv("SIFT_MAX_K", "17")
     assert Settings().max_k == 17
     assert Settings(_cli_parse_args=["--max-k", "5"]).max_k == 5
+
+
+def test_usable_cores_follows_a_cgroup_cpu_limit(tmp_path: Path) -> None:
+    """A container limited to 1.5 CPUs on a bigger node gets 2 workers from --workers 0, not one per node
+    core."""
+    affinity = len(os.sched_getaffinity(0))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    assert usable_cores(cpu_max) == min(2, affinity)
+    cpu_max.write_text("max 100000\n")
+    assert usable_cores(cpu_max) == affinity
+    assert usable_cores(tmp_path / "absent") == affinity
