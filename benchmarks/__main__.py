@@ -6,6 +6,7 @@
   sift-bench startup cold start to SERVING, and the memory of one serving process
   sift-bench soak    a long mixed open-loop run that fails on RSS growth or p99 drift
   sift-bench drain   SIGTERM under open-loop load: every call sent is answered, refused, or lost (must be 0)
+  sift-bench ray-labelling   teacher labelling throughput on Ray at 1 and 2 CPUs against one process
 
 Each writes results.json (every raw figure), README.md (tables) and PNG plots into --output.
 """
@@ -361,6 +362,12 @@ def _versus(results: dict[str, Any], ours: str, theirs: str) -> list[dict[str, A
 
 
 def main(argv: list[str] | None = None) -> None:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["ray-labelling"]:  # needs the train and scale extras: its own parser, imported late
+        from benchmarks.ray_labelling import main as ray_labelling
+
+        ray_labelling(given[1:])
+        return
     parser = argparse.ArgumentParser(
         prog="sift-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

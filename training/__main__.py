@@ -15,10 +15,13 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.config import env_in_help
 from training.pipeline import RetentionError, train_bundle
 from training.presets import PRESETS
+from training.scale import LabelEngine
 
 
+@env_in_help
 class TrainSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIFT_",
@@ -47,6 +50,15 @@ class TrainSettings(BaseSettings):
     rerun: str | None = None
     """With the stage cache of an earlier run: rerun this stage and every later one (data, intent_teacher,
     intent_student, retrieval, relevance)."""
+    label_engine: Literal["local", "ray"] = "local"
+    """Where the teachers label the distillation set (soft labels) and embed the catalogue: local (this
+    process) or ray (Ray Data actors, one teacher each; needs `pip install 'ray[data]'`). Same results."""
+    ray_address: str | None = None
+    """With --label-engine ray: the Ray cluster to join (host:6379, ray://host:10001 or auto); unset = the
+    RAY_ADDRESS environment variable, else a local Ray instance."""
+    ray_cpus: int | None = Field(None, ge=1)
+    """With --label-engine ray: teacher actors, one CPU and one torch thread each (a local instance gets
+    this many CPUs); unset = every CPU of this machine or of the cluster."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
         report_main(args[1:])
         return
     settings = TrainSettings(_cli_parse_args=args)
+    engine = None
     try:
+        engine = LabelEngine(settings.label_engine, settings.ray_address, settings.ray_cpus)
         report = train_bundle(
             PRESETS[settings.preset],
             settings.output,
@@ -71,10 +85,14 @@ def main(argv: list[str] | None = None) -> None:
             force=settings.force,
             resume=settings.resume,
             rerun=settings.rerun,
+            engine=engine,
         )
     except (RetentionError, ValueError, FileNotFoundError) as e:
         print(f"sift-train: {e}", file=sys.stderr)
         raise SystemExit(2) from e
+    finally:
+        if engine is not None:
+            engine.close()
     print(_summary(settings.output, report.timings, report.evaluation))
 
 

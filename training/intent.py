@@ -17,6 +17,7 @@ from training.data.dataset import TrainingData
 from training.data.queries import title_substrings
 from training.finetune import classifier_logits, finetune_classifier
 from training.presets import Preset
+from training.scale import LabelEngine
 from training.students import IntentStudent, distillation_loss, fit, take
 from training.teachers import SentenceTeacher, minilm_dir, teacher_dir
 
@@ -144,24 +145,33 @@ def label_prototypes(encoder: SentenceTeacher, labels: list[str], descriptions: 
 
 
 def train_intent_teacher(
-    name: str, data: TrainingData, sets: IntentSets, preset: Preset, seed: int
+    name: str,
+    data: TrainingData,
+    sets: IntentSets,
+    preset: Preset,
+    seed: int,
+    engine: LabelEngine | None = None,
 ) -> IntentTeacher:
     """Zero-shot from label prototypes; then, unless switched off, fine-tuned on the labelled texts with the
-    head initialised from those prototypes and the bottom layers frozen."""
+    head initialised from those prototypes and the bottom layers frozen. `engine` labels the distillation
+    set (`sets.texts`, the big one): in this process by default, or on Ray (training/scale.py)."""
+    bulk = engine or LabelEngine()
     model_dir = teacher_dir(name)
     encoder = SentenceTeacher(model_dir)
     prototypes = label_prototypes(encoder, data.labels, data.descriptions)
 
-    def zero_shot(texts: list[str]) -> np.ndarray:
+    def zero_shot(texts: list[str], on: LabelEngine | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(data.labels)), dtype=np.float32)
-        return PROTOTYPE_SCALE * encoder.encode(texts, desc=f"{name}: zero-shot") @ prototypes.T
+        desc = f"{name}: zero-shot"
+        vecs = on.encode(name, texts, local=encoder, desc=desc) if on else encoder.encode(texts, desc=desc)
+        return PROTOTYPE_SCALE * vecs @ prototypes.T
 
     zero_eval = zero_shot(sets.eval_texts)
     if not preset.methods.teacher_finetune:
         return IntentTeacher(
             name,
-            zero_shot(sets.texts),
+            zero_shot(sets.texts, bulk),
             zero_shot(sets.dev_texts),
             zero_eval,
             encoder.num_parameters,
@@ -186,14 +196,16 @@ def train_intent_teacher(
     )
     seconds = time.perf_counter() - start
 
-    def logits(texts: list[str]) -> np.ndarray:
+    def logits(texts: list[str], on: LabelEngine | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(data.labels)), dtype=np.float32)
+        if on is not None:
+            return on.classifier_logits(name, result.model, result.tokenizer, texts)
         return classifier_logits(result.model, result.tokenizer, texts)
 
     return IntentTeacher(
         name,
-        logits(sets.texts),
+        logits(sets.texts, bulk),
         logits(sets.dev_texts),
         logits(sets.eval_texts),
         result.total_parameters,

@@ -54,6 +54,7 @@ from training.relevance import (
 )
 from training.retrieval import embed_products, evaluate_retrieval, train_query_encoder, write_index
 from training.rules import mine_intent_rules, mine_post_rules, mine_pre_rules, rule_report
+from training.scale import LabelEngine
 from training.students import num_parameters
 from training.teachers import TEACHERS, SentenceTeacher, minilm_dir, teacher_dir
 
@@ -117,15 +118,17 @@ def train_bundle(
     force: bool = False,
     resume: bool = False,
     rerun: str | None = None,
+    engine: LabelEngine | None = None,
 ) -> RunReport:
-    """Trains every component and writes a validated bundle to `output` (replaced atomically)."""
+    """Trains every component and writes a validated bundle to `output` (replaced atomically). `engine`
+    runs the teachers' bulk labelling and product embedding: in this process (default) or on Ray."""
     report = RunReport()
     start = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
     stages = StageCache(output.parent / f".{output.name}.stages", report, resume, rerun)
     work = Path(tempfile.mkdtemp(prefix=".sift-train-", dir=output.parent))
     try:
-        _train(preset, work, data_path, seed, label_level, force, stages, report)
+        _train(preset, work, data_path, seed, label_level, force, stages, report, engine)
         if output.exists():
             shutil.rmtree(output)
         work.chmod(0o755)  # mkdtemp makes it private; a bundle is read by a server user too
@@ -147,9 +150,14 @@ class Prepared:
 
 
 def train_intent_teacher(
-    name: str, data: TrainingData, sets: IntentSets, preset: Preset, seed: int
+    name: str,
+    data: TrainingData,
+    sets: IntentSets,
+    preset: Preset,
+    seed: int,
+    engine: LabelEngine | None = None,
 ) -> IntentTeacher:
-    teacher = _train_intent_teacher(name, data, sets, preset, seed)
+    teacher = _train_intent_teacher(name, data, sets, preset, seed, engine)
     return replace(teacher, model=None, tokenizer=None)  # only its answers are kept (and cached)
 
 
@@ -162,6 +170,7 @@ def _train(
     force: bool,
     stages: StageCache,
     report: RunReport,
+    engine: LabelEngine | None = None,
 ) -> None:
     torch.manual_seed(seed)
     tmp = out / "_fp32"
@@ -188,7 +197,9 @@ def _train(
 
     teachers = stages.run(
         "intent_teacher",
-        lambda: [train_intent_teacher(name, data, sets, preset, seed) for name in preset.methods.teachers],
+        lambda: [
+            train_intent_teacher(name, data, sets, preset, seed, engine) for name in preset.methods.teachers
+        ],
     )
     stacked = stack_logits([t.train_logits for t in teachers], preset.temperature)
     student, history = stages.run(
@@ -202,7 +213,7 @@ def _train(
     components = ["intent"]
     rules = Rules({}, (), ())
     if data.catalogue is not None and data.serves_products:
-        retrieval = stages.run("retrieval", lambda: _train_retrieval(data, featurizer, preset, seed))
+        retrieval = stages.run("retrieval", lambda: _train_retrieval(data, featurizer, preset, seed, engine))
         ev["retrieval"] = _export_retrieval(retrieval, featurizer, data, out, tmp, preset)
         relevance = stages.run(
             "relevance", lambda: _train_relevance(data, featurizer, out, retrieval, preset, seed)
@@ -318,20 +329,24 @@ class RetrievalResult:
 
 
 def _train_retrieval(
-    data: TrainingData, featurizer: Featurizer, preset: Preset, seed: int
+    data: TrainingData, featurizer: Featurizer, preset: Preset, seed: int, engine: LabelEngine | None = None
 ) -> RetrievalResult:
     """The big teacher embeds products (several views each) and the training queries; the student learns
-    to put queries where the teacher does."""
-    teacher = SentenceTeacher(teacher_dir(preset.methods.product_teacher))
+    to put queries where the teacher does. `engine` runs those two bulk encodings (local or Ray)."""
+    name = preset.methods.product_teacher
+    bulk = engine or LabelEngine()
+    teacher = SentenceTeacher(teacher_dir(name))
     product_vecs = embed_products(
-        lambda texts: teacher.encode(texts, desc="teacher: products"), data.catalogue, preset.methods.views
+        lambda texts: bulk.encode(name, texts, local=teacher, desc="teacher: products"),
+        data.catalogue,
+        preset.methods.views,
     )
     labels = data.product_labels.tolist()
     train_q = title_substrings(
         data.titles, labels, data.train_rows, preset.queries_per_product, featurizer, seed
     )
     eval_q = title_substrings(data.titles, labels, data.heldout_rows, 3, featurizer, seed + 1)
-    targets = teacher.encode([q.text for q in train_q], desc="teacher: queries")
+    targets = bulk.encode(name, [q.text for q in train_q], local=teacher, desc="teacher: queries")
     encoder, _ = train_query_encoder(train_q, targets, product_vecs, data.titles, featurizer, preset, seed)
     return RetrievalResult(
         product_vecs,
