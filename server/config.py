@@ -84,12 +84,13 @@ class Settings(BaseSettings):
     RESOURCE_EXHAUSTED at once ("Concurrent RPC limit exceeded"), so a burst cannot queue without bound
     and the calls admitted keep their latency. 0 is not allowed: an unbounded queue is how latency
     collapses under overload."""
-    max_pending_requests: int = Field(1000, ge=1)
+    max_pending_requests: int = Field(64, ge=1)
     """Calls gRPC core may hold that the event loop has not picked up yet: when the loop is saturated, calls
     wait there, before --max-concurrent-requests can count them. Beyond it core refuses new calls at once,
     with status CANCELLED (core's choice of code, not Sift's: clients should treat it like
-    RESOURCE_EXHAUSTED). The bound on queueing delay is about this number / throughput; see
-    benchmarks/results/overload for the trade."""
+    RESOURCE_EXHAUSTED). The bound on queueing delay is about this number / throughput: 64 is ~30 ms at
+    one worker's ~2,000 calls/s, where gRPC's own default (1,000) let admitted calls wait ~0.5 s under
+    overload (benchmarks/results/overload)."""
     max_connection_age: float = Field(0.0, ge=0)
     """Seconds after which a client connection is asked to reconnect (GOAWAY; calls in flight get the grace
     period), so that long-lived channels spread over replicas added since; 0 keeps connections forever."""
