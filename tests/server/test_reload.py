@@ -103,12 +103,14 @@ def test_reload_under_load_good_then_corrupt(tiny_bundle: Path, tmp_path: Path) 
             versions = [v for _, v in out]
             switch = versions.index("tiny-reloaded")
             assert set(versions[:switch]) == {before} and set(versions[switch:]) == {"tiny-reloaded"}
+        print(f"good reload under load: {sum(map(len, load.outcomes))} calls, 0 failed")  # pytest -s
 
         with Load(server) as load, pytest.raises(grpc.RpcError) as refused:
             _reload(server, str(corrupt))
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "intent.onnx: sha256 mismatch" in refused.value.details()
         assert all(out == [("OK", "tiny-reloaded")] * len(out) for out in load.outcomes)
+        print(f"corrupt reload under load: {sum(map(len, load.outcomes))} calls, 0 failed")
         assert _version(server) == "tiny-reloaded"
         text = server.metrics()
         assert "sift_bundle_load_failures_total 1.0" in text
