@@ -14,11 +14,13 @@ Each writes results.json (every raw figure), README.md (tables) and PNG plots in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,63 +258,69 @@ def cmd_peer(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.loadgen import LoadGenerator
-    from benchmarks.soak import soak
-
-    workdir = Path(tempfile.mkdtemp(prefix="sift-bench-soak-"))
-    sift = None
-    try:
-        sift, address, _ = start_sift(args.bundle, args.serve_arg, workdir)
-        info = model_info(address)
-        payloads, description = prepare_payloads(args, address)
-
-        def progress(window: dict[str, Any]) -> None:
-            print(
-                f"window {window['window']}: p99 {window['latency_ms']['p99']:.3f} ms, "
-                f"RSS {window['rss_bytes'] >> 20} MiB, fds {window['open_fds']}, threads {window['threads']}",
-                file=sys.stderr,
-            )
-
-        with LoadGenerator(args.processes) as gen:
-            measured = soak(
-                gen,
-                address,
-                sift.popen.pid,
-                payloads,
-                rate=args.rate,
-                duration_s=args.duration,
-                window_s=args.window,
-                warmup_windows=args.warmup_windows,
-                max_rss_growth=args.max_rss_growth,
-                max_p99_drift=args.max_p99_drift,
-                on_window=progress,
-            )
-    finally:
-        if sift is not None:
-            sift.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-    return {
-        "environment": report.environment(),
-        "bundle_version": info.bundle_version,
-        "workload": args.workload,
-        "calls_description": description,
-        "limits": {"max_rss_growth": args.max_rss_growth, "max_p99_drift": args.max_p99_drift},
-        "soak": measured,
-    }
-
-
-def cmd_drain(args: argparse.Namespace) -> dict[str, Any]:
-    from benchmarks.drain import drain_run
-
-    workdir = Path(tempfile.mkdtemp(prefix="sift-bench-drain-"))
-    serve_args = ["--drain-period", str(args.drain_period), "--grace-period", str(args.grace_period)]
-    serve_args += args.serve_arg
+@contextlib.contextmanager
+def one_sift(
+    args: argparse.Namespace, serve_args: list[str]
+) -> Iterator[tuple[Any, str, dict[str, Any], list]]:
+    """sift-serve on args.bundle with the workload's payloads prepared; yields (process, address, the
+    result's common fields, payloads) and stops the server afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"sift-bench-{args.command}-"))
     sift = None
     try:
         sift, address, _ = start_sift(args.bundle, serve_args, workdir)
         info = model_info(address)
         payloads, description = prepare_payloads(args, address)
+        common = {
+            "environment": report.environment(),
+            "bundle_version": info.bundle_version,
+            "workload": args.workload,
+            "calls_description": description,
+        }
+        yield sift, address, common, payloads
+    finally:
+        if sift is not None:
+            sift.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.loadgen import LoadGenerator
+    from benchmarks.soak import soak
+
+    def progress(window: dict[str, Any]) -> None:
+        print(
+            f"window {window['window']}: p99 {window['latency_ms']['p99']:.3f} ms, "
+            f"RSS {window['rss_bytes'] >> 20} MiB, fds {window['open_fds']}, threads {window['threads']}",
+            file=sys.stderr,
+        )
+
+    with (
+        one_sift(args, args.serve_arg) as (sift, address, common, payloads),
+        LoadGenerator(args.processes) as gen,
+    ):
+        measured = soak(
+            gen,
+            address,
+            sift.popen.pid,
+            payloads,
+            rate=args.rate,
+            duration_s=args.duration,
+            window_s=args.window,
+            warmup_windows=args.warmup_windows,
+            max_rss_growth=args.max_rss_growth,
+            max_p99_drift=args.max_p99_drift,
+            on_window=progress,
+        )
+    limits = {"max_rss_growth": args.max_rss_growth, "max_p99_drift": args.max_p99_drift}
+    return common | {"limits": limits, "soak": measured}
+
+
+def cmd_drain(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.drain import drain_run
+
+    serve_args = ["--drain-period", str(args.drain_period), "--grace-period", str(args.grace_period)]
+    serve_args += args.serve_arg
+    with one_sift(args, serve_args) as (sift, address, common, payloads):
         measured = drain_run(
             address,
             payloads,
@@ -323,19 +331,7 @@ def cmd_drain(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed,
         )
         log_tail = sift.log.read_text()[-1500:]
-    finally:
-        if sift is not None:
-            sift.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
-    return {
-        "environment": report.environment(),
-        "bundle_version": info.bundle_version,
-        "workload": args.workload,
-        "calls_description": description,
-        "serve_args": serve_args,
-        "drain": measured,
-        "server_log_tail": log_tail,
-    }
+    return common | {"serve_args": serve_args, "drain": measured, "server_log_tail": log_tail}
 
 
 def _intent_query(payload: bytes) -> str:

@@ -107,6 +107,17 @@ def start_server(
     return server
 
 
+def assert_help_names_env(module: str, fields: object) -> None:
+    """`python -m <module> --help` names every settings field as a flag and as its SIFT_* variable."""
+    out = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    flat = " ".join(out.split())
+    for name in fields:  # type: ignore[attr-defined]
+        assert f"--{name.replace('_', '-')}" in flat
+        assert f"[env: SIFT_{name.upper()}]" in flat, name
+
+
 def wait_serving(server: LiveServer, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     with server.channel() as channel:

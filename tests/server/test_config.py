@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from server.__main__ import usable_cores
 from server.config import Settings
-from tests.conftest import ROOT
+from tests.conftest import assert_help_names_env
 
 
 def test_help_names_every_flag_with_its_environment_variable() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "server", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    flat = " ".join(out.split())
-    for name in Settings.model_fields:
-        assert f"--{name.replace('_', '-')}" in flat
-        assert f"[env: SIFT_{name.upper()}]" in flat, name
+    assert_help_names_env("server", Settings.model_fields)
 
 
 def test_environment_variable_sets_the_field_and_the_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
