@@ -58,3 +58,25 @@ def test_calls_through_reflection(live_server: LiveServer) -> None:
     assert len(json.loads(search.stdout)["hits"]) == 3
     bad = run(live_server, "-d", '{"query": "oak", "k": 5000}', "sift.v1.RetrievalService/Search")
     assert bad.returncode != 0 and "InvalidArgument" in bad.stderr and "k:" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "field"),
+    [
+        ("sift.v1.IntentService/ClassifyIntent", {"query": "oak table", "top_k": 3}, "categories"),
+        (
+            "sift.v1.RelevanceService/ScoreRelevance",
+            {"query": "oak table", "candidates": [{"title": "oak dining table"}, {"title": "brass lamp"}]},
+            "scores",
+        ),
+        ("sift.v1.RetrievalService/Search", {"query": "oak table", "k": 2}, "hits"),
+        ("sift.v1.RetrievalService/EmbedQuery", {"query": "oak table"}, "vector"),
+        ("sift.v1.InfoService/GetModelInfo", {}, "bundle_version"),
+        ("sift.v1.AdminService/ReloadBundle", {}, "bundle_version"),  # the same bundle again, from localhost
+        ("grpc.health.v1.Health/Check", {"service": "sift.v1.RetrievalService"}, "status"),
+    ],
+)
+def test_every_rpc_through_reflection(live_server: LiveServer, method: str, body: dict, field: str) -> None:
+    out = run(live_server, "-d", json.dumps(body), method)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[field]
