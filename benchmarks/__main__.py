@@ -289,7 +289,8 @@ def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
 
     def progress(window: dict[str, Any]) -> None:
         print(
-            f"window {window['window']}: p99 {window['latency_ms']['p99']:.3f} ms, "
+            f"window {window['window']}: p99 {window['latency_ms']['p99']:.3f} ms "
+            f"(echo {window['echo_p99_ms']:.3f} ms), "
             f"RSS {window['rss_bytes'] >> 20} MiB, fds {window['open_fds']}, threads {window['threads']}",
             file=sys.stderr,
         )
@@ -298,19 +299,27 @@ def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
         one_sift(args, args.serve_arg) as (sift, address, common, payloads),
         LoadGenerator(args.processes) as gen,
     ):
-        measured = soak(
-            gen,
-            address,
-            sift.popen.pid,
-            payloads,
-            rate=args.rate,
-            duration_s=args.duration,
-            window_s=args.window,
-            warmup_windows=args.warmup_windows,
-            max_rss_growth=args.max_rss_growth,
-            max_p99_drift=args.max_p99_drift,
-            on_window=progress,
-        )
+        workdir = Path(tempfile.mkdtemp(prefix="sift-bench-soak-echo-"))
+        echo, echo_address = start_echo(capture_responses(address, payloads), workdir)
+        try:
+            measured = soak(
+                gen,
+                address,
+                sift.popen.pid,
+                payloads,
+                echo_address=echo_address,
+                rate=args.rate,
+                duration_s=args.duration,
+                window_s=args.window,
+                echo_window_s=args.echo_window,
+                warmup_windows=args.warmup_windows,
+                max_rss_growth=args.max_rss_growth,
+                max_p99_drift=args.max_p99_drift,
+                on_window=progress,
+            )
+        finally:
+            echo.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
     limits = {"max_rss_growth": args.max_rss_growth, "max_p99_drift": args.max_p99_drift}
     return common | {"limits": limits, "soak": measured}
 
@@ -403,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     soak.add_argument("--rate", type=float, default=500.0, help="arrivals per second")
     soak.add_argument("--duration", type=float, default=600.0, help="seconds, warm-up included")
     soak.add_argument("--window", type=float, default=10.0, help="seconds per sample")
+    soak.add_argument("--echo-window", type=float, default=2.0, help="seconds on the echo floor per sample")
     soak.add_argument("--warmup-windows", type=int, default=3)
     soak.add_argument("--max-rss-growth", type=float, default=0.05)
     soak.add_argument("--max-p99-drift", type=float, default=0.20)
