@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from training.teachers import length_batches
+
 
 def load_encoder(model_dir: Path, keep_layers: int | None = None) -> tuple[Any, nn.Module]:
     """(tokenizer, encoder) from a local folder; `keep_layers` keeps only the bottom n transformer layers."""
@@ -84,10 +86,8 @@ def _batches(
     tokenizer: Any, texts: Sequence[str], batch_size: int, max_length: int
 ) -> list[tuple[np.ndarray, Any]]:
     """Length-sorted batches (little padding), tokenized once."""
-    order = np.argsort([len(t) for t in texts], kind="stable")
     out = []
-    for start in range(0, len(texts), batch_size):
-        idx = order[start : start + batch_size]
+    for idx in length_batches([len(t) for t in texts], batch_size):
         enc = tokenizer(
             [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )
@@ -320,10 +320,9 @@ class CrossEncoder(nn.Module):
 def _pair_batches(
     tokenizer: Any, queries: Sequence[str], titles: Sequence[str], batch_size: int, max_length: int
 ) -> list[tuple[np.ndarray, Any]]:
-    order = np.argsort([len(q) + len(t) for q, t in zip(queries, titles, strict=True)], kind="stable")
+    lengths = [len(q) + len(t) for q, t in zip(queries, titles, strict=True)]
     out = []
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    for idx in length_batches(lengths, batch_size):
         enc = tokenizer(
             [queries[i] for i in idx],
             [titles[i] for i in idx],

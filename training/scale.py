@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from training.finetune import EncoderClassifier, classifier_logits, load_encoder
-from training.teachers import SentenceTeacher, teacher_dir
+from training.teachers import SentenceTeacher, length_batches, teacher_dir
 
 log = logging.getLogger("sift.train.scale")
 
@@ -156,14 +156,12 @@ class LabelEngine:
 
         # Rows carry their index, so Ray may answer in any order (no preserve_order needed).
         ray.data.DataContext.get_current().enable_progress_bars = False
-        # The local functions' batches: stable sort by length, then consecutive runs of batch_size. One
-        # Arrow block per batch keeps Ray's batches exactly on those boundaries.
-        order = np.argsort([len(t) for t in texts], kind="stable")
+        # The local functions' batches; one Arrow block per batch keeps Ray's batches on their boundaries.
         blocks = [
             pa.table(
                 {"row": pa.array(idx, pa.int64()), "text": pa.array([texts[i] for i in idx], pa.string())}
             )
-            for idx in (order[s : s + self.batch_size] for s in range(0, len(texts), self.batch_size))
+            for idx in length_batches([len(t) for t in texts], self.batch_size)
         ]
         n_actors = min(self.actors(), len(blocks))
         start = time.perf_counter()

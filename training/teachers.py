@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,14 @@ MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 TEACHERS = {"minilm": MINILM_NAME, "mpnet": "sentence-transformers/all-mpnet-base-v2"}
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Row indices of each teacher batch: rows stably sorted by length (little padding, so little wasted
+    compute), cut into consecutive runs of batch_size. Every teacher pass batches this way, in one process
+    or on Ray (training/scale.py), so padding, and so every number, is the same on both."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def teacher_dir(name: str) -> Path:
@@ -58,13 +67,9 @@ class SentenceTeacher:
 
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 256, desc: str = "teacher encode") -> np.ndarray:
-        # Sorting by length keeps padding (and so wasted compute) small.
-        order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in tqdm(
-            range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False, disable=None
-        ):
-            idx = order[start : start + batch_size]
+        batches = length_batches([len(t) for t in texts], batch_size)
+        for idx in tqdm(batches, desc=desc, unit="batch", leave=False, disable=None):
             batch = self.tokenizer(
                 [texts[i] for i in idx],
                 padding=True,
