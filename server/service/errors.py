@@ -24,7 +24,7 @@ class NotFound(SiftError):
 
 
 class Unavailable(SiftError):
-    """No bundle is loaded yet, or the server is shutting down."""
+    """No bundle is loaded yet."""
 
 
 class FailedPrecondition(SiftError):

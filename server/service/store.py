@@ -10,20 +10,13 @@ from server.service.errors import Unavailable
 class BundleStore:
     def __init__(self, bundle: Bundle | None = None) -> None:
         self._bundle = bundle
-        self._closed = False
 
     @property
     def bundle(self) -> Bundle:
-        if self._closed:
-            raise Unavailable("server is shutting down; retry on another replica")
         bundle = self._bundle
         if bundle is None:
             raise Unavailable("no bundle is loaded yet")
         return bundle
-
-    def close(self) -> None:
-        """Refuse new calls (UNAVAILABLE); calls already holding the bundle finish on it."""
-        self._closed = True
 
     @property
     def loaded(self) -> bool:
