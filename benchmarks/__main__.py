@@ -22,11 +22,11 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmarks import report
 from benchmarks.load import LoadSpec, Target, capture_responses, model_info, run_load
-from benchmarks.servers import free_port, start_echo, start_sift
+from benchmarks.servers import Process, free_port, start_echo, start_sift
 from benchmarks.workload import (
     CallShape,
     build_payloads,
@@ -258,12 +258,17 @@ def cmd_peer(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class SiftRun(NamedTuple):
+    process: Process
+    address: str
+    common: dict[str, Any]  # the result's fields every command writes
+    payloads: list
+    workdir: Path  # removed afterwards, with anything else the command started in it
+
+
 @contextlib.contextmanager
-def one_sift(
-    args: argparse.Namespace, serve_args: list[str]
-) -> Iterator[tuple[Any, str, dict[str, Any], list]]:
-    """sift-serve on args.bundle with the workload's payloads prepared; yields (process, address, the
-    result's common fields, payloads) and stops the server afterwards."""
+def one_sift(args: argparse.Namespace, serve_args: list[str]) -> Iterator[SiftRun]:
+    """sift-serve on args.bundle with the workload's payloads prepared; stops it afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix=f"sift-bench-{args.command}-"))
     sift = None
     try:
@@ -276,7 +281,7 @@ def one_sift(
             "workload": args.workload,
             "calls_description": description,
         }
-        yield sift, address, common, payloads
+        yield SiftRun(sift, address, common, payloads, workdir)
     finally:
         if sift is not None:
             sift.stop()
@@ -295,18 +300,14 @@ def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
             file=sys.stderr,
         )
 
-    with (
-        one_sift(args, args.serve_arg) as (sift, address, common, payloads),
-        LoadGenerator(args.processes) as gen,
-    ):
-        workdir = Path(tempfile.mkdtemp(prefix="sift-bench-soak-echo-"))
-        echo, echo_address = start_echo(capture_responses(address, payloads), workdir)
+    with one_sift(args, args.serve_arg) as run, LoadGenerator(args.processes) as gen:
+        echo, echo_address = start_echo(capture_responses(run.address, run.payloads), run.workdir)
         try:
             measured = soak(
                 gen,
-                address,
-                sift.popen.pid,
-                payloads,
+                run.address,
+                run.process.popen.pid,
+                run.payloads,
                 echo_address=echo_address,
                 rate=args.rate,
                 duration_s=args.duration,
@@ -319,9 +320,8 @@ def cmd_soak(args: argparse.Namespace) -> dict[str, Any]:
             )
         finally:
             echo.stop()
-            shutil.rmtree(workdir, ignore_errors=True)
     limits = {"max_rss_growth": args.max_rss_growth, "max_p99_drift": args.max_p99_drift}
-    return common | {"limits": limits, "soak": measured}
+    return run.common | {"limits": limits, "soak": measured}
 
 
 def cmd_drain(args: argparse.Namespace) -> dict[str, Any]:
@@ -329,18 +329,18 @@ def cmd_drain(args: argparse.Namespace) -> dict[str, Any]:
 
     serve_args = ["--drain-period", str(args.drain_period), "--grace-period", str(args.grace_period)]
     serve_args += args.serve_arg
-    with one_sift(args, serve_args) as (sift, address, common, payloads):
+    with one_sift(args, serve_args) as run:
         measured = drain_run(
-            address,
-            payloads,
-            sift.popen,
-            sift.log.read_text,
+            run.address,
+            run.payloads,
+            run.process.popen,
+            run.process.log.read_text,
             rate=args.rate,
             sigterm_at_s=args.sigterm_at,
             seed=args.seed,
         )
-        log_tail = sift.log.read_text()[-1500:]
-    return common | {"serve_args": serve_args, "drain": measured, "server_log_tail": log_tail}
+        log_tail = run.process.log.read_text()[-1500:]
+    return run.common | {"serve_args": serve_args, "drain": measured, "server_log_tail": log_tail}
 
 
 def _intent_query(payload: bytes) -> str:
@@ -432,23 +432,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command == "drain":
-        result = cmd_drain(args)
         from benchmarks.drain import drain_markdown
 
+        result = cmd_drain(args)
         markdown = drain_markdown(result, report.header(result, "sift-bench drain"))
-        report.write_results(args.output, result, markdown)
-        print(markdown, file=sys.stderr)
-        if not result["drain"]["passed"]:
-            raise SystemExit(1)
+        write_verdict(args, result, markdown, shown=markdown)
     if args.command == "soak":
-        result = cmd_soak(args)
         from benchmarks.soak import soak_markdown
 
+        result = cmd_soak(args)
         markdown = soak_markdown(result, report.header(result, "sift-bench soak"))
-        report.write_results(args.output, result, markdown)
-        print(markdown.split("| window")[0], file=sys.stderr)
-        if not result["soak"]["passed"]:
-            raise SystemExit(1)
+        write_verdict(args, result, markdown, shown=markdown.split("| window")[0])
     if args.command == "startup":
         from benchmarks.startup import measure_startup, startup_markdown
 
@@ -481,6 +475,14 @@ def main(argv: list[str] | None = None) -> None:
         result = cmd_load(args)
         name = args.workload.replace("=", "").replace(",", "-").replace(".", "")
         write_load_results(args.output or RESULTS / f"load-{name}", result)
+
+
+def write_verdict(args: argparse.Namespace, result: dict[str, Any], markdown: str, shown: str) -> None:
+    """A pass/fail command's output: its results, `shown` on stderr, and exit status 1 when it failed."""
+    report.write_results(args.output, result, markdown)
+    print(shown, file=sys.stderr)
+    if not result[args.command]["passed"]:
+        raise SystemExit(1)
 
 
 def peer_markdown(result: dict[str, Any]) -> list[str]:

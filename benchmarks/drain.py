@@ -157,18 +157,19 @@ def drain_run(
         exit_code: int | None = process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         exit_code = None
-    counts = Counter(classify(o.code, o.details) for o in outcomes)
+    kinds = [classify(o.code, o.details) for o in outcomes]
+    counts = Counter(kinds)
     account = server_account(read_log())
-    cut = account["cut"] if account else None
+    cut = account["cut"] if account else 0
     # Client CANCELLEDs beyond the calls the server cut never reached a handler: core refused them.
-    refused_core = max(counts["cancelled"] - (cut or 0), 0)
+    refused_core = max(counts["cancelled"] - cut, 0)
     lost = counts["lost"] + (counts["cancelled"] - refused_core)
     sigterm = marks["sigterm"] or 0.0
     before, after = LatencyHistogram(), LatencyHistogram()
     for o in outcomes:
         if o.code == "OK":
             (before if o.sent_at < sigterm else after).record(o.latency_s)
-    odd = [o for o in outcomes if classify(o.code, o.details) in ("lost", "cancelled")]
+    odd = [o for o, kind in zip(outcomes, kinds, strict=True) if kind in ("lost", "cancelled")]
     return {
         "rate": rate,
         "sent": len(outcomes),
