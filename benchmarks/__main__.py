@@ -406,29 +406,24 @@ def main(argv: list[str] | None = None) -> None:
     startup.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
     startup.add_argument("--output", type=Path, default=RESULTS / "startup")
     soak = sub.add_parser("soak", help="a long mixed open-loop run that fails on leaks or p99 drift")
-    soak.add_argument("--bundle", type=Path, default=Path("bundles/default"))
-    soak.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
-    add_workload_args(soak, default="intent=0.6,search=0.3,relevance=0.1")
-    soak.add_argument("--rate", type=float, default=500.0, help="arrivals per second")
+    add_mixed_run_args(soak)
     soak.add_argument("--duration", type=float, default=600.0, help="seconds, warm-up included")
     soak.add_argument("--window", type=float, default=10.0, help="seconds per sample")
-    soak.add_argument("--echo-window", type=float, default=2.0, help="seconds on the echo floor per sample")
+    soak.add_argument(
+        "--echo-window",
+        type=float,
+        default=2.0,
+        help="seconds on the echo floor per sample; give it ~1,000 calls (rate x seconds) for a steady p99",
+    )
     soak.add_argument("--warmup-windows", type=int, default=3)
     soak.add_argument("--max-rss-growth", type=float, default=0.05)
     soak.add_argument("--max-p99-drift", type=float, default=0.20)
     soak.add_argument("--processes", type=int, default=2, help="client processes")
-    soak.add_argument("--seed", type=int, default=0)
-    soak.add_argument("--output", type=Path, default=RESULTS / "soak")
     drain = sub.add_parser("drain", help="SIGTERM under load: no call the server took may be lost")
-    drain.add_argument("--bundle", type=Path, default=Path("bundles/default"))
-    drain.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
-    add_workload_args(drain, default="intent=0.6,search=0.3,relevance=0.1")
-    drain.add_argument("--rate", type=float, default=500.0, help="arrivals per second")
+    add_mixed_run_args(drain)
     drain.add_argument("--sigterm-at", type=float, default=3.0, help="seconds of load before SIGTERM")
     drain.add_argument("--drain-period", type=float, default=1.0, help="sift-serve --drain-period")
     drain.add_argument("--grace-period", type=float, default=5.0, help="sift-serve --grace-period")
-    drain.add_argument("--seed", type=int, default=0)
-    drain.add_argument("--output", type=Path, default=RESULTS / "drain")
     args = parser.parse_args(argv)
 
     if args.command == "drain":
@@ -475,6 +470,16 @@ def main(argv: list[str] | None = None) -> None:
         result = cmd_load(args)
         name = args.workload.replace("=", "").replace(",", "-").replace(".", "")
         write_load_results(args.output or RESULTS / f"load-{name}", result)
+
+
+def add_mixed_run_args(parser: argparse.ArgumentParser) -> None:
+    """What soak and drain share: one sift-serve on a bundle, the mixed workload at an open-loop rate."""
+    parser.add_argument("--bundle", type=Path, default=Path("bundles/default"))
+    parser.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
+    add_workload_args(parser, default="intent=0.6,search=0.3,relevance=0.1")
+    parser.add_argument("--rate", type=float, default=500.0, help="arrivals per second")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=RESULTS / parser.prog.split()[-1])
 
 
 def write_verdict(args: argparse.Namespace, result: dict[str, Any], markdown: str, shown: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from server._proto.sift.v1 import admin_pb2, info_pb2, intent_pb2, relevance_pb2, retrieval_pb2
+from server.app import SERVICE_NAMES
 from server.config import Settings
 
 yaml = pytest.importorskip("yaml")
@@ -25,16 +25,7 @@ K8S = ROOT / "deploy" / "k8s"
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 SERVER = "sift"  # the server container's name
 # The health service names server/app.py registers: the whole server ("") and each Sift service.
-HEALTH_SERVICES = {""} | {
-    module.DESCRIPTOR.services_by_name[name].full_name
-    for module, name in (
-        (intent_pb2, "IntentService"),
-        (relevance_pb2, "RelevanceService"),
-        (retrieval_pb2, "RetrievalService"),
-        (info_pb2, "InfoService"),
-        (admin_pb2, "AdminService"),
-    )
-}
+HEALTH_SERVICES = {"", *SERVICE_NAMES}
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
