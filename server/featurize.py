@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import asdict, dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -143,9 +144,18 @@ def pad_ids(rows: list[list[int]]) -> np.ndarray:
     return out
 
 
-# Relevance features: computed here because training and serving must compute them identically.
-RELEVANCE_FEATURES = ("cosine", "word_coverage", "char_coverage", "category_probability")
-# What lexical_features returns per candidate (the pre-rules' inputs).
+class RelevanceColumn(IntEnum):
+    """The relevance model's input columns, in order; the manifest records their names. Computed here
+    because training and serving must compute them identically."""
+
+    COSINE = 0
+    WORD_COVERAGE = 1
+    CHAR_COVERAGE = 2
+    CATEGORY_PROBABILITY = 3
+
+
+RELEVANCE_FEATURES = tuple(column.name.lower() for column in RelevanceColumn)
+# What lexical_features returns per candidate: known before any model runs, so the pre-rules' inputs.
 LEXICAL_FEATURES = ("title_equal", "word_coverage", "char_coverage", "query_words")
 
 
@@ -188,10 +198,10 @@ def relevance_features(
     candidate vectors (both L2-normalized), the lexical coverages, and the intent model's probability for
     the candidate's category."""
     feats = np.empty((len(candidate_vectors), len(RELEVANCE_FEATURES)), dtype=np.float32)
-    feats[:, 0] = candidate_vectors @ query_vector
-    feats[:, 1] = lexical["word_coverage"]
-    feats[:, 2] = lexical["char_coverage"]
-    feats[:, 3] = category_probability
+    feats[:, RelevanceColumn.COSINE] = candidate_vectors @ query_vector
+    feats[:, RelevanceColumn.WORD_COVERAGE] = lexical["word_coverage"]
+    feats[:, RelevanceColumn.CHAR_COVERAGE] = lexical["char_coverage"]
+    feats[:, RelevanceColumn.CATEGORY_PROBABILITY] = category_probability
     return feats
 
 

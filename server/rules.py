@@ -15,12 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from server.featurize import LEXICAL_FEATURES
+
 GRADES = ("irrelevant", "partial", "exact")
-# Features a pre-rule may use: known before any model runs.
-PRE_FEATURES = ("title_equal", "word_coverage", "char_coverage", "query_words")
-# A post-rule may also use the models' outputs.
+# Expected grade value per class (irrelevant, partial, exact): probabilities @ GRADE_VALUES is the score.
+GRADE_VALUES = np.array([0.0, 0.5, 1.0], dtype=np.float32)
+# A pre-rule may use the lexical features only (known before any model runs); a post-rule also the
+# models' outputs (server/relevance_cascade.py:post_features builds them).
 POST_FEATURES = (
-    *PRE_FEATURES,
+    *LEXICAL_FEATURES,
     "cosine",
     "category_probability",
     "category_match",
@@ -130,7 +133,7 @@ def parse_rules(raw: Any, labels: list[str]) -> Rules:
     relevance = raw.get("relevance", {})
     return Rules(
         intent_queries,
-        _parse_relevance(relevance.get("pre", []), "relevance.pre", PRE_FEATURES),
+        _parse_relevance(relevance.get("pre", []), "relevance.pre", LEXICAL_FEATURES),
         _parse_relevance(relevance.get("post", []), "relevance.post", POST_FEATURES),
     )
 

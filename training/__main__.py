@@ -1,7 +1,7 @@
 """sift-train: distil transformer teachers into small students and write a versioned artifact bundle.
 
 `sift-train [options]` trains a bundle; `sift-train report [options]` writes the quality report (see
-training/report.py)."""
+training/report/)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.config import env_in_help
-from training.pipeline import RetentionError, train_bundle
+from training.gate import RetentionError
+from training.pipeline import train_bundle
 from training.presets import PRESETS
 from training.scale import LabelEngine
 

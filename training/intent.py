@@ -1,11 +1,13 @@
 """Intent: the distillation sets, the teachers (zero-shot label prototypes, then fine-tuned), teacher
-stacking, and the BERT2DNN feed-forward student."""
+stacking, and the BERT2DNN feed-forward student; then its gated int8 export and its evaluation."""
 
 from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +17,11 @@ from server.featurize import Featurizer
 from training.data.augment import augment_queries, generate_label_queries, vocabulary_queries
 from training.data.dataset import TrainingData
 from training.data.queries import title_substrings
+from training.export import export_onnx, run_onnx
 from training.finetune import classifier_logits, finetune_classifier
+from training.gate import PARITY
+from training.metrics import accuracy, macro_f1
+from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
 from training.scale import LabelEngine
 from training.students import IntentStudent, distillation_loss, fit, take
@@ -267,3 +273,73 @@ def student_logits(student: IntentStudent, featurizer: Featurizer, texts: list[s
         return np.zeros((0, student.mlp[-1].out_features), dtype=np.float32)
     with torch.no_grad():
         return student.logits(torch.from_numpy(featurizer.batch_ids(texts))).numpy()
+
+
+def answers_only(teacher: IntentTeacher) -> IntentTeacher:
+    """The teacher without its model and tokenizer: what the pipeline keeps (and caches) of it."""
+    return replace(teacher, model=None, tokenizer=None)
+
+
+def export_intent(
+    student: torch.nn.Module, featurizer: Featurizer, sets: IntentSets, tmp: Path, out: Path
+) -> dict:
+    check_texts = (sets.dev_texts + sets.eval_texts + sets.texts[:2000])[:4000]
+    ids = featurizer.batch_ids(check_texts)
+    export_onnx(student, torch.from_numpy(ids[:2]), "ids", "probabilities", tmp / "intent.onnx")
+    fp32 = run_onnx(tmp / "intent.onnx", "intent", "ids", ids).argmax(1)
+    return quantize_with_gate(
+        tmp / "intent.onnx",
+        out / "intent.onnx",
+        lambda path: float(np.mean(run_onnx(path, "intent", "ids", ids).argmax(1) == fp32)),
+        PARITY["intent"],
+    )
+
+
+def evaluate_intent(
+    teachers: list[IntentTeacher],
+    student: torch.nn.Module,
+    sets: IntentSets,
+    featurizer: Featurizer,
+    out: Path,
+    tmp: Path,
+    preset: Preset,
+    history: list[float],
+) -> dict[str, Any]:
+    known = sets.eval_labels >= 0
+    gold = sets.eval_labels[known]
+    eval_ids = featurizer.batch_ids(sets.eval_texts)
+    student_probs = run_onnx(out / "intent.onnx", "intent", "ids", eval_ids)
+    student_pred = student_probs.argmax(1)
+    stacked = stack_logits([t.eval_logits for t in teachers], preset.temperature)
+    teacher_pred = stacked.argmax(1)
+    result: dict[str, Any] = {"eval": sets.eval_name, "eval_queries": int(known.sum())}
+    for t in teachers:
+        result[f"teacher_{t.name}_zero_shot_accuracy"] = round(
+            accuracy(t.zero_shot_eval_logits.argmax(1)[known], gold), 4
+        )
+        result[f"teacher_{t.name}_accuracy"] = round(accuracy(t.eval_logits.argmax(1)[known], gold), 4)
+        result[f"teacher_{t.name}_train_seconds"] = t.train_seconds
+    result["teacher_accuracy"] = round(accuracy(teacher_pred[known], gold), 4)
+    result["teacher_macro_f1"] = round(macro_f1(teacher_pred[known], gold), 4)
+    result["student_int8_accuracy"] = round(accuracy(student_pred[known], gold), 4)
+    result["student_int8_macro_f1"] = round(macro_f1(student_pred[known], gold), 4)
+    result["student_teacher_top1_agreement"] = round(float(np.mean(student_pred == teacher_pred)), 4)
+    result["retention"] = round(result["student_int8_accuracy"] / max(result["teacher_accuracy"], 1e-9), 4)
+    if sets.dev_texts:
+        dev_known = sets.dev_labels >= 0
+        dev_student = run_onnx(
+            out / "intent.onnx", "intent", "ids", featurizer.batch_ids(sets.dev_texts)
+        ).argmax(1)
+        dev_teacher = stack_logits([t.dev_logits for t in teachers], preset.temperature).argmax(1)
+        result["dev_teacher_accuracy"] = round(
+            accuracy(dev_teacher[dev_known], sets.dev_labels[dev_known]), 4
+        )
+        result["dev_student_int8_accuracy"] = round(
+            accuracy(dev_student[dev_known], sets.dev_labels[dev_known]), 4
+        )
+    if (~known).any():
+        # Queries of no known class should get low confidence.
+        result["unknown_class_mean_top_probability"] = round(float(student_probs[~known].max(1).mean()), 4)
+        result["known_class_mean_top_probability"] = round(float(student_probs[known].max(1).mean()), 4)
+    result["student_loss_by_epoch"] = [round(x, 4) for x in history]
+    return result

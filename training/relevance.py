@@ -1,28 +1,46 @@
 """Relevance: graded query-product pairs, a cross-encoder teacher, and the student the server runs (a small
-tiered MLP over features the served int8 models compute, exactly as server/service/relevance.py does)."""
+tiered MLP over features the served int8 models compute, exactly as server/service/relevance.py does).
+
+The relevance stage (`train_relevance`), its export with rule mining, and its evaluation live here too. The
+evaluation scores pairs with the server's own cascade (server/relevance_cascade.py), so it measures what is
+served."""
 
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from server.featurize import Featurizer, lexical_features, relevance_features
+from server.featurize import LEXICAL_FEATURES, RELEVANCE_FEATURES, Featurizer, lexical_features
+from server.relevance_cascade import (
+    CandidateFeatures,
+    candidate_features,
+    cascade,
+    grade_scores,
+    post_features,
+)
+from server.rules import Rules
 from server.runtime.index import ProductIndex
 from server.runtime.onnx import OnnxModel, ThreadSettings
 from training.bm25 import BM25
 from training.data.dataset import TrainingData
-from training.data.queries import SyntheticQuery
-from training.metrics import mean_ndcg, per_grade_accuracy
+from training.data.queries import SyntheticQuery, title_substrings
+from training.export import export_onnx, run_onnx
+from training.gate import PARITY
+from training.metrics import mean_ndcg, per_grade_accuracy, spearman
+from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
+from training.retrieval import RetrievalResult
+from training.rules import mine_post_rules, mine_pre_rules, rule_report
 from training.students import fit
-
-GRADE_VALUES = np.array([0.0, 0.5, 1.0], dtype=np.float32)
+from training.teachers import minilm_dir
 
 
 @dataclass
@@ -108,13 +126,6 @@ def judged_pairs(data: TrainingData) -> Pairs:
     return Pairs(list(queries), np.array(group), np.array(rows), titles, np.array(grades, dtype=np.int64))
 
 
-@dataclass
-class PairFeatures:
-    lexical: dict[str, np.ndarray]
-    model_input: np.ndarray
-    category_match: np.ndarray
-
-
 def pair_features(
     pairs: Pairs,
     featurizer: Featurizer,
@@ -123,16 +134,15 @@ def pair_features(
     index: ProductIndex,
     categories: np.ndarray,
     seed: int,
-) -> PairFeatures:
+) -> CandidateFeatures:
     """Features as the server computes them, with the served int8 models. Half the candidates are given as
     titles (embedded online by the student), half by id (the teacher's offline vector from the index)."""
     rng = np.random.default_rng(seed)
     intent = OnnxModel(intent_path, "intent", ThreadSettings(intra_op=2))
     encoder = OnnxModel(encoder_path, "query_encoder", ThreadSettings(intra_op=2))
     n = len(pairs.titles)
-    lexical = {k: np.zeros(n, dtype=np.float32) for k in ("title_equal", "word_coverage", "char_coverage")}
-    lexical["query_words"] = np.zeros(n, dtype=np.float32)
-    model_input = np.zeros((n, 4), dtype=np.float32)
+    lexical = {k: np.zeros(n, dtype=np.float32) for k in LEXICAL_FEATURES}
+    model_input = np.zeros((n, len(RELEVANCE_FEATURES)), dtype=np.float32)
     category_match = np.zeros(n, dtype=np.float32)
     for g, query in enumerate(pairs.queries):
         idx = np.flatnonzero(pairs.group == g)
@@ -146,11 +156,11 @@ def pair_features(
         cand_vecs = np.where(as_title[:, None], vecs[1:], index.vectors(pairs.rows[idx]))
         cats = np.where(as_title, probs[1:].argmax(1), categories[pairs.rows[idx]])
         cats = np.maximum(cats, 0)
-        model_input[idx] = relevance_features(lex, vecs[0], cand_vecs, probs[0][cats])
-        category_match[idx] = cats == probs[0].argmax()
+        f = candidate_features(lex, vecs[0], cand_vecs, probs[0], cats)
+        model_input[idx], category_match[idx] = f.model_input, f.category_match
         for k, v in lex.items():
             lexical[k][idx] = v
-    return PairFeatures(lexical, model_input, category_match)
+    return CandidateFeatures(lexical, model_input, category_match)
 
 
 class TieredRelevanceHead(nn.Module):
@@ -229,3 +239,129 @@ def bm25_scores(pairs: Pairs) -> np.ndarray:
         idx = np.flatnonzero(pairs.group == g)
         out[idx] = BM25([pairs.titles[i] for i in idx]).scores(query)
     return out
+
+
+@dataclass
+class RelevanceResult:
+    head: torch.nn.Module
+    train: Pairs
+    dev: Pairs
+    eval: Pairs
+    features: dict[str, Any]
+    teacher_eval_probs: np.ndarray | None
+    teacher_seconds: float
+    teacher: Any = None
+    """The cross-encoder teacher's FineTuneResult (model and tokenizer), for agreement checks."""
+
+
+def train_relevance(
+    data: TrainingData, featurizer: Featurizer, out: Path, r: RetrievalResult, preset: Preset, seed: int
+) -> RelevanceResult:
+    """Pairs from training products (split into train and dev queries, dev for rule checks) and from
+    held-out products (evaluation); a cross-encoder teacher; the tiered student on served features."""
+    from training.finetune import cross_encoder_probabilities, finetune_cross_encoder
+
+    labels = data.product_labels.tolist()
+    rng = random.Random(seed)
+    train_rows = rng.sample(data.train_rows, min(len(data.train_rows), preset.relevance_queries))
+    queries = title_substrings(data.titles, labels, train_rows, 1, featurizer, seed + 2)
+    heldout = title_substrings(data.titles, labels, data.heldout_rows, 1, featurizer, seed + 3)
+    if data.judgements:
+        pairs = judged_pairs(data)
+        groups = np.random.default_rng(seed).permutation(len(pairs.queries))
+        n = len(groups)
+        train, dev, ev = (
+            pairs.subset(groups[: int(0.7 * n)]),
+            pairs.subset(groups[int(0.7 * n) : int(0.8 * n)]),
+            pairs.subset(groups[int(0.8 * n) :]),
+        )
+    else:
+        all_train = make_pairs(data, queries, featurizer, seed)
+        n_dev = max(1, len(all_train.queries) // 5)
+        dev, train = (
+            all_train.subset(np.arange(n_dev)),
+            all_train.subset(np.arange(n_dev, len(all_train.queries))),
+        )
+        ev = make_pairs(data, heldout, featurizer, seed + 1)
+
+    # The served int8 models compute the features, exactly as the server will.
+    index = ProductIndex(out / "index.usearch", preset.methods.views)
+    feats = {
+        name: pair_features(
+            p, featurizer, out / "intent.onnx", out / "query_encoder.onnx", index, data.product_labels, seed
+        )
+        for name, p in (("train", train), ("dev", dev), ("eval", ev))
+    }
+    teacher_train = teacher_eval = ce = None
+    seconds = 0.0
+    if preset.methods.cross_encoder:
+        start = time.perf_counter()
+        pick = np.random.default_rng(seed).permutation(len(train.titles))[: preset.cross_encoder_pairs]
+        q_of = [train.queries[g] for g in train.group]
+        ce = finetune_cross_encoder(
+            minilm_dir(),
+            [q_of[i] for i in pick],
+            [train.titles[i] for i in pick],
+            train.grades[pick],
+            train_top=preset.teacher_train_top,
+            epochs=preset.teacher_epochs + 1,
+            seed=seed,
+        )
+        seconds = time.perf_counter() - start
+        teacher_train = cross_encoder_probabilities(ce.model, ce.tokenizer, q_of, train.titles)
+        teacher_eval = cross_encoder_probabilities(
+            ce.model, ce.tokenizer, [ev.queries[g] for g in ev.group], ev.titles
+        )
+    head = train_relevance_head(feats["train"].model_input, train.grades, teacher_train, preset, seed)
+    return RelevanceResult(head, train, dev, ev, feats, teacher_eval, round(seconds, 2), ce)
+
+
+def export_relevance(
+    r: RelevanceResult, out: Path, tmp: Path, preset: Preset
+) -> tuple[dict[str, Any], Rules]:
+    x_eval = r.features["eval"].model_input
+    export_onnx(r.head, torch.from_numpy(x_eval[:2]), "features", "probabilities", tmp / "relevance.onnx")
+    fp32 = run_onnx(tmp / "relevance.onnx", "relevance", "features", x_eval).argmax(1)
+    gate = quantize_with_gate(
+        tmp / "relevance.onnx",
+        out / "relevance.onnx",
+        lambda path: float(np.mean(run_onnx(path, "relevance", "features", x_eval).argmax(1) == fp32)),
+        PARITY["relevance"],
+    )
+    probs = {
+        k: run_onnx(out / "relevance.onnx", "relevance", "features", f.model_input)
+        for k, f in r.features.items()
+    }
+    pre: list = []
+    post: list = []
+    if preset.methods.rules:
+        tr, dv = r.features["train"], r.features["dev"]
+        pre = mine_pre_rules(tr.lexical, r.train.grades, dv.lexical, r.dev.grades)
+        post = mine_post_rules(
+            post_features(tr, probs["train"]), r.train.grades, post_features(dv, probs["dev"]), r.dev.grades
+        )
+    rules = Rules({}, tuple(pre), tuple(post))
+    ef = r.features["eval"]
+    served = cascade(rules, ef, probs["eval"])
+    scores, grades = served.scores, served.grades
+    model_only = probs["eval"]
+    result: dict[str, Any] = {
+        "eval_queries": len(r.eval.queries),
+        "eval_pairs": len(r.eval.titles),
+        "student": evaluate_ranking(r.eval, scores, grades),
+        "student_model_only": evaluate_ranking(r.eval, grade_scores(model_only), model_only.argmax(1)),
+        "bm25": evaluate_ranking(r.eval, bm25_scores(r.eval)),
+        "tiered": preset.methods.tiered_relevance,
+        "quantization": gate,
+        "pre_rules": rule_report(pre, ef.lexical, r.eval.grades),
+        "post_rules": rule_report(post, post_features(ef, probs["eval"]), r.eval.grades),
+    }
+    if r.teacher_eval_probs is not None:
+        t = r.teacher_eval_probs
+        result["teacher_cross_encoder"] = evaluate_ranking(r.eval, grade_scores(t), t.argmax(1))
+        result["teacher_train_seconds"] = r.teacher_seconds
+        result["retention"] = round(
+            result["student"]["ndcg_at_10"] / max(result["teacher_cross_encoder"]["ndcg_at_10"], 1e-9), 4
+        )
+        result["student_teacher_score_spearman"] = round(spearman(scores, grade_scores(t)), 4)
+    return result, rules

@@ -1,10 +1,15 @@
 """Retrieval: the asymmetric two-tower. Products are embedded offline by the big teacher (optionally as
 several views per product); queries are embedded online by a small hashed n-gram student trained into that
-space with catalogue pre-training (a title substring paired with its own product, in-batch negatives)."""
+space with catalogue pre-training (a title substring paired with its own product, in-batch negatives).
+
+The retrieval stage (`train_retrieval`), its export to the bundle and its evaluation live here too."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,10 +19,16 @@ from usearch.index import Index
 from server.featurize import Featurizer
 from server.runtime.index import ProductIndex
 from training.data.catalogue import Catalogue
-from training.data.queries import SyntheticQuery
+from training.data.dataset import TrainingData
+from training.data.queries import SyntheticQuery, title_substrings
+from training.export import export_onnx, run_onnx
+from training.gate import PARITY
 from training.metrics import mrr, overlap_at_k, recall_at_k
+from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
+from training.scale import LabelEngine
 from training.students import QueryEncoderStudent, fit, take
+from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
 
 CONTRASTIVE_WEIGHT = 0.2
 CONTRASTIVE_TEMPERATURE = 0.05
@@ -124,3 +135,77 @@ def evaluate_retrieval(
             float((teacher_query_vecs * student_query_vecs).sum(1).mean()), 4
         ),
     }
+
+
+@dataclass
+class RetrievalResult:
+    product_vecs: np.ndarray
+    encoder: torch.nn.Module
+    eval_targets: np.ndarray
+    eval_teacher_vecs: np.ndarray
+    eval_texts: list[str]
+    teacher_name: str
+    train_queries: list = field(default_factory=list)
+    train_targets: np.ndarray | None = None
+
+
+def train_retrieval(
+    data: TrainingData, featurizer: Featurizer, preset: Preset, seed: int, engine: LabelEngine | None = None
+) -> RetrievalResult:
+    """The big teacher embeds products (several views each) and the training queries; the student learns
+    to put queries where the teacher does. `engine` runs those two bulk encodings (local or Ray)."""
+    name = preset.methods.product_teacher
+    bulk = engine or LabelEngine()
+    teacher = SentenceTeacher(teacher_dir(name))
+    product_vecs = embed_products(
+        lambda texts: bulk.encode(name, texts, local=teacher, desc="teacher: products"),
+        data.catalogue,
+        preset.methods.views,
+    )
+    labels = data.product_labels.tolist()
+    train_q = title_substrings(
+        data.titles, labels, data.train_rows, preset.queries_per_product, featurizer, seed
+    )
+    eval_q = title_substrings(data.titles, labels, data.heldout_rows, 3, featurizer, seed + 1)
+    targets = bulk.encode(name, [q.text for q in train_q], local=teacher, desc="teacher: queries")
+    encoder, _ = train_query_encoder(train_q, targets, product_vecs, data.titles, featurizer, preset, seed)
+    return RetrievalResult(
+        product_vecs,
+        encoder,
+        np.array([q.product_row for q in eval_q]),
+        teacher.encode([q.text for q in eval_q], desc="teacher: held-out queries"),
+        [q.text for q in eval_q],
+        TEACHERS[preset.methods.product_teacher],
+        train_q,
+        targets,
+    )
+
+
+def export_retrieval(
+    r: RetrievalResult, featurizer: Featurizer, data: TrainingData, out: Path, tmp: Path, preset: Preset
+) -> dict[str, Any]:
+    ids = featurizer.batch_ids(r.eval_texts)
+    export_onnx(r.encoder, torch.from_numpy(ids[:2]), "ids", "embedding", tmp / "query_encoder.onnx")
+    fp32 = run_onnx(tmp / "query_encoder.onnx", "query_encoder", "ids", ids)
+    gate = quantize_with_gate(
+        tmp / "query_encoder.onnx",
+        out / "query_encoder.onnx",
+        lambda path: float((run_onnx(path, "query_encoder", "ids", ids) * fp32).sum(1).min()),
+        PARITY["query_encoder"],
+    )
+    int8 = run_onnx(out / "query_encoder.onnx", "query_encoder", "ids", ids)
+    index = write_index(r.product_vecs, out / "index.usearch")
+    products = {
+        "ids": [p.id for p in data.catalogue.products],
+        "titles": data.titles,
+        "categories": data.product_labels.tolist(),
+    }
+    (out / "products.json").write_text(json.dumps(products, ensure_ascii=False), encoding="utf-8")
+    result = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, int8, r.product_vecs, index)
+    result["retention"] = round(result["student_recall_at_10"] / max(result["teacher_recall_at_10"], 1e-9), 4)
+    result["int8_fp32_min_cosine"] = round(float((int8 * fp32).sum(1).min()), 4)
+    result["quantization"] = gate
+    result["product_teacher"] = r.teacher_name
+    result["views"] = preset.methods.views
+    result["eval_queries"] = len(r.eval_texts)
+    return result

@@ -9,7 +9,8 @@ from itertools import combinations
 
 import numpy as np
 
-from server.rules import GRADES, POST_FEATURES, PRE_FEATURES, Condition, RelevanceRule, apply
+from server.featurize import LEXICAL_FEATURES
+from server.rules import GRADES, POST_FEATURES, Condition, RelevanceRule, apply
 
 MIN_PRECISION = 0.95
 """A golden pre-rule answers instead of the model, so it must be right at least this often on dev."""
@@ -58,7 +59,7 @@ def mine_pre_rules(
 ) -> list[RelevanceRule]:
     """Greedy: the candidate covering the most still-uncovered training pairs at >= MIN_PRECISION on train,
     kept if it also reaches MIN_PRECISION on dev (with support there); repeat."""
-    cands = _candidates(PRE_FEATURES)
+    cands = _candidates(LEXICAL_FEATURES)
     train_masks = [_mask(c, train) for c in cands]
     dev_masks = [_mask(c, dev) for c in cands]
     open_train = np.ones(len(train_grades), dtype=bool)

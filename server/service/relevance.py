@@ -1,4 +1,5 @@
-"""ScoreRelevance: golden pre-rules, then the relevance model, then corrective post-rules.
+"""ScoreRelevance: featurizes the candidates and runs the relevance cascade (server/relevance_cascade.py):
+golden pre-rules, then the relevance model, then corrective post-rules.
 
 The rules are mined at training time and read from the bundle (server/rules.py). Products known to the
 bundle were embedded offline by the big teacher; title candidates are embedded online by the query-side
@@ -14,15 +15,19 @@ import numpy as np
 
 from server import metrics, timing
 from server.bundle import Bundle
-from server.featurize import LEXICAL_FEATURES, lexical_features, relevance_features
-from server.rules import GRADES, apply, clip_to_grade
+from server.featurize import LEXICAL_FEATURES, lexical_features
+from server.relevance_cascade import (
+    CandidateFeatures,
+    candidate_features,
+    combine,
+    model_verdicts,
+    pre_rules,
+)
+from server.rules import GRADES
 from server.service.errors import InvalidArgument, NotFound
 from server.service.intent import SOURCE_MODEL, SOURCE_RULE
 from server.service.store import BundleStore
 from server.service.validation import Limits, check_id, check_text, shown
-
-# Expected grade value per class (irrelevant, partial, exact) gives the score in [0, 1].
-GRADE_VALUES = np.array([0.0, 0.5, 1.0], dtype=np.float32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +100,14 @@ class RelevanceService:
         metrics.FEATURIZE_DURATION.labels(method="ScoreRelevance").observe(took)
         timing.add("featurize", took)
 
-        # Golden pre-rules answer first; the model only sees what they leave open.
+        # Golden pre-rules answer first; the models only see what they leave open.
         rules = bundle.rules
-        grades, fired = apply(rules.relevance_pre, lexical, np.ones(len(candidates), dtype=bool))
-        by_rule = grades >= 0
-        scores = np.where(by_rule, GRADE_VALUES[np.maximum(grades, 0)], 0.0).astype(np.float32)
-        names = [rules.relevance_pre[f].name if f >= 0 else "" for f in fired.tolist()]
-        todo = np.flatnonzero(~by_rule)
+        pre_grades, pre_fired = pre_rules(rules, lexical)
+        todo = np.flatnonzero(pre_grades < 0)
+        model = None
         if len(todo):
             todo_titles = [title_words[i] for i in todo.tolist() if i in title_words]
-            model_scores, model_grades, corrected = await _model_scores(
+            features = await _candidate_features(
                 bundle,
                 query_words,
                 todo_titles,
@@ -112,14 +115,18 @@ class RelevanceService:
                 {k: v[todo] for k, v in lexical.items()},
                 deadline,
             )
-            scores[todo], grades[todo] = model_scores, model_grades
-            for i, f in zip(todo.tolist(), corrected.tolist(), strict=True):
-                if f >= 0:
-                    names[i] = rules.relevance_post[f].name
+            probs = await bundle.relevance.infer(features.model_input, deadline)
+            model = model_verdicts(rules, features, probs)
+        verdicts = combine(pre_grades, pre_fired, todo, model)
         return RelevanceResult(
             [
                 ScoredCandidate(float(s), GRADES[g], SOURCE_RULE if name else SOURCE_MODEL, name)
-                for s, g, name in zip(scores.tolist(), grades.tolist(), names, strict=True)
+                for s, g, name in zip(
+                    verdicts.scores.tolist(),
+                    verdicts.grades.tolist(),
+                    verdicts.rule_names(rules),
+                    strict=True,
+                )
             ],
             bundle.version,
         )
@@ -129,17 +136,17 @@ def _empty_lexical(n: int) -> dict[str, np.ndarray]:
     return {key: np.zeros(n, dtype=np.float32) for key in LEXICAL_FEATURES}
 
 
-async def _model_scores(
+async def _candidate_features(
     bundle: Bundle,
     query_words: list[str],
     title_words: list[list[str]],
     rows: np.ndarray,
     lexical: dict[str, np.ndarray],
     deadline: float | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Model scores and grades for the candidates, after the corrective post-rules, and the index of the
-    post-rule that changed each grade (-1: none). `rows` holds the product row of candidates given by id,
-    -1 for titles; `title_words` the words of those given by title, in order."""
+) -> CandidateFeatures:
+    """The cascade's features of the candidates, from the query encoder and the intent model. `rows` holds
+    the product row of candidates given by id, -1 for titles; `title_words` the words of those given by
+    title, in order."""
     by_id = rows >= 0
     by_title = ~by_id
     new_texts = [query_words, *title_words]
@@ -155,20 +162,4 @@ async def _model_scores(
     categories = np.empty(len(rows), dtype=np.int64)
     categories[by_id] = bundle.products.categories[rows[by_id]]
     categories[by_title] = intents[1:].argmax(axis=1)
-
-    features = relevance_features(lexical, vectors[0], candidate_vectors, intents[0][categories])
-    probs = await bundle.relevance.infer(features, deadline)
-    scores = probs @ GRADE_VALUES
-    grades = probs.argmax(axis=1)
-    post = {
-        **lexical,
-        "cosine": features[:, 0],
-        "category_probability": features[:, 3],
-        "category_match": (categories == intents[0].argmax()).astype(np.float32),
-        "model_grade": grades.astype(np.float32),
-        "model_score": scores,
-    }
-    fixed, fired = apply(bundle.rules.relevance_post, post, np.ones(len(rows), dtype=bool))
-    corrected = np.where((fixed >= 0) & (fixed != grades), fired, -1)
-    grades = np.where(fixed >= 0, fixed, grades)
-    return clip_to_grade(scores, grades), grades, corrected
+    return candidate_features(lexical, vectors[0], candidate_vectors, intents[0], categories)

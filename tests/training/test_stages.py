@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.pipeline import STAGES, RunReport, StageCache
+from training.stages import STAGES, RunReport, StageCache
 
 
 def run_all(cache: StageCache, calls: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""The report's Markdown and PNG plots, from results.json (training/report.py makes it)."""
+"""The report's Markdown and PNG plots, from results.json (training/report/ makes it)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,86 @@
+"""sift-train report: every method measured against its absence, students against their teachers, on real
+held-out queries (a taxonomy-only directory such as ../shared/data/wands-queries) and on the held-out
+products of the embedded catalogue (JD protocol). Writes README.md, results.json and PNG plots.
+
+Parts (each rerunnable alone with --parts; results of the others are kept from results.json):
+- intent: BM25 floor, zero-shot and fine-tuned teachers, stacking, BERT2DNN students with ablations and a
+  temperature sweep, the small transformer student; top-1 (95% bootstrap CI), macro-F1, agreement;
+- catalogue: retrieval (two-tower, views, BM25) and relevance (cross-encoder teacher, tiered student,
+  rules) on held-out products, and teacher-student agreement on the real query text;
+- layers: teacher fine-tuning time against quality (full, frozen bottom, dropped top) and kernel analysis
+  of every teacher layer, checked against the fine-tuned results;
+- latency: per call at batch 1 on one thread, students (ONNX) against teachers (PyTorch and ONNX).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.report.catalogue import catalogue_part
+from training.report.context import PARTS, Context, ReportSettings
+from training.report.intent import intent_part
+from training.report.latency import latency_part
+from training.report.layers import layers_part
+from training.report.markdown import write_report
+
+log = logging.getLogger("sift.report")
+RUN_PART: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "intent": intent_part,
+    "catalogue": catalogue_part,
+    "layers": layers_part,
+    "latency": latency_part,
+}
+
+
+def main(argv: list[str]) -> None:
+    settings = ReportSettings(_cli_parse_args=argv)
+    ctx = Context(settings)
+    settings.output.mkdir(parents=True, exist_ok=True)
+    path = settings.output / "results.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    for part in settings.parts:
+        if part not in PARTS:
+            raise SystemExit(f"--parts: unknown part {part!r}; known: {PARTS}")
+        start = time.perf_counter()
+        log.info("report part %s ...", part)
+        results[part] = RUN_PART[part](ctx)
+        results[part]["seconds"] = round(time.perf_counter() - start, 1)
+        results[part]["command"] = "sift-train report " + shlex.join(argv)
+        results["meta"] = {
+            "preset": settings.preset,
+            "machine": f"{platform.machine()}, {_cpu_model()}, {torch.get_num_threads()} torch threads",
+            "python": sys.version.split()[0],
+        }
+        path.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+    write_report(results, settings.output)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

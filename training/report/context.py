@@ -1,0 +1,59 @@
+"""What the report's parts share: the settings, and a context holding the real query data and the
+models one part hands to another."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.featurize import Featurizer, FeaturizerConfig
+from training.data.dataset import TrainingData, load_training_data
+from training.intent import IntentSets, build_intent_sets
+from training.presets import PRESETS, Preset
+from training.teachers import minilm_dir
+
+PARTS = ("intent", "catalogue", "layers", "latency")
+
+
+class ReportSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        cli_kebab_case=True, cli_prog_name="sift-train report", use_attribute_docstrings=True, extra="ignore"
+    )
+
+    data: Path = Path("../shared/data/wands-queries")
+    """Taxonomy-only directory with real labelled queries in train/dev/test splits."""
+    output: Path = Path("reports/wands")
+    """Where README.md, results.json and the plots go."""
+    preset: str = "default"
+    """Sizes of the intent and layer runs (tiny for a quick look)."""
+    catalogue_preset: str = "tiny"
+    """Sizes of the catalogue part (two product teachers, several students; mpnet makes it slow)."""
+    teachers: tuple[str, ...] = ("minilm", "mpnet")
+    """Intent teachers compared and stacked."""
+    parts: tuple[str, ...] = PARTS
+    """Which parts to (re)run."""
+    seed: int = Field(0, ge=0)
+
+
+class Context:
+    def __init__(self, settings: ReportSettings) -> None:
+        self.settings = settings
+        self.preset: Preset = PRESETS[settings.preset]
+        self.seed = settings.seed
+        self.featurizer = Featurizer(
+            minilm_dir() / "tokenizer.json", FeaturizerConfig(num_buckets=self.preset.num_buckets)
+        )
+        # Models the parts hand to each other (the latency part times the intent part's students).
+        self.work = settings.output / ".work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._real: tuple[TrainingData, IntentSets] | None = None
+
+    def real(self) -> tuple[TrainingData, IntentSets]:
+        if self._real is None:
+            data = load_training_data(
+                self.settings.data, self.preset.num_products, self.preset.heldout_fraction, self.seed
+            )
+            self._real = data, build_intent_sets(data, self.preset, self.featurizer, self.seed)
+        return self._real
