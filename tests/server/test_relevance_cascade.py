@@ -3,6 +3,9 @@ band; the server's split run (models called between the steps) equals training's
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 
 from server.featurize import LEXICAL_FEATURES, RELEVANCE_FEATURES, RelevanceColumn
@@ -120,3 +123,15 @@ def test_candidate_features_name_their_columns() -> None:
     np.testing.assert_allclose(f.model_input[:, RelevanceColumn.WORD_COVERAGE], [0.25, 1.0])
     np.testing.assert_allclose(f.model_input[:, RelevanceColumn.CATEGORY_PROBABILITY], [0.7, 0.2])
     np.testing.assert_array_equal(f.category_match, [1.0, 0.0])
+
+
+def test_cascade_imports_no_transport_service_or_runtime() -> None:
+    """Training imports the cascade: it must stay pure numpy over the feature and rule modules."""
+    code = (
+        "import sys, server.relevance_cascade;"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'torch', 'training')"
+        " or m.startswith(('server.service', 'server.transport', 'server.runtime')));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
