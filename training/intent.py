@@ -19,7 +19,7 @@ from training.data.dataset import TrainingData
 from training.data.queries import title_substrings
 from training.export import export_onnx, run_onnx
 from training.finetune import classifier_logits, finetune_classifier
-from training.gate import PARITY
+from training.gate import PARITY, Paired
 from training.metrics import accuracy, macro_f1
 from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
@@ -343,3 +343,20 @@ def evaluate_intent(
         result["known_class_mean_top_probability"] = round(float(student_probs[known].max(1).mean()), 4)
     result["student_loss_by_epoch"] = [round(x, 4) for x in history]
     return result
+
+
+def intent_paired(
+    teachers: list[IntentTeacher], sets: IntentSets, featurizer: Featurizer, out: Path, preset: Preset
+) -> Paired:
+    """Per-query top-1 correctness of the served int8 student and the (stacked) teachers, for the gate: on
+    the dev split when there is one (the test split stays unseen by every decision), else on eval."""
+    if sets.dev_texts:
+        texts, gold, logits = sets.dev_texts, sets.dev_labels, [t.dev_logits for t in teachers]
+    else:
+        texts, gold, logits = sets.eval_texts, sets.eval_labels, [t.eval_logits for t in teachers]
+    known = gold >= 0
+    student = run_onnx(out / "intent.onnx", "intent", "ids", featurizer.batch_ids(texts)).argmax(1)
+    teacher = stack_logits(logits, preset.temperature).argmax(1)
+    return Paired(
+        "top-1 accuracy", (student == gold)[known].astype(float), (teacher == gold)[known].astype(float)
+    )

@@ -31,6 +31,7 @@ from training.intent import (
     build_intent_sets,
     evaluate_intent,
     export_intent,
+    intent_paired,
     stack_logits,
     train_intent_student,
     train_intent_teacher,
@@ -142,17 +143,22 @@ def _train(
     intent_gate = export_intent(student, featurizer, sets, tmp, out)
     ev["intent"] = evaluate_intent(teachers, student, sets, featurizer, out, tmp, preset, history)
     ev["intent"]["quantization"] = intent_gate
+    gate_samples = {"intent": intent_paired(teachers, sets, featurizer, out, preset)}
 
     # 4-5. retrieval and relevance, when the data has a catalogue to serve.
     components = ["intent"]
     rules = Rules({}, (), ())
     if data.catalogue is not None and data.serves_products:
         retrieval = stages.run("retrieval", lambda: train_retrieval(data, featurizer, preset, seed, engine))
-        ev["retrieval"] = export_retrieval(retrieval, featurizer, data, out, tmp, preset)
+        ev["retrieval"], gate_samples["retrieval"] = export_retrieval(
+            retrieval, featurizer, data, out, tmp, preset
+        )
         relevance = stages.run(
             "relevance", lambda: train_relevance(data, featurizer, out, retrieval, preset, seed)
         )
-        ev["relevance"], rules = export_relevance(relevance, out, tmp, preset)
+        ev["relevance"], rules, relevance_paired = export_relevance(relevance, out, tmp, preset)
+        if relevance_paired is not None:
+            gate_samples["relevance"] = relevance_paired
         components += ["query_encoder", "index", "relevance"]
 
     # Golden intent rules, then every rule into rules.json.
@@ -176,7 +182,7 @@ def _train(
     }
     if "retrieval" in ev:
         ev["sizes"]["encoder_student_parameters"] = num_parameters(retrieval.encoder)
-    ev["retention_gate"] = check_retention(ev, preset, force)
+    ev["retention_gate"] = check_retention(gate_samples, preset.min_retention, force, seed)
     # The fp32 exports leave the bundle (the server serves int8) but are kept beside it for sift-bench models.
     tmp.rename(fp32_sibling(out))
     dim = retrieval.product_vecs.shape[-1] if "query_encoder" in components else 0

@@ -33,8 +33,8 @@ from training.bm25 import BM25
 from training.data.dataset import TrainingData
 from training.data.queries import SyntheticQuery, title_substrings
 from training.export import export_onnx, run_onnx
-from training.gate import PARITY
-from training.metrics import mean_ndcg, per_grade_accuracy, spearman
+from training.gate import PARITY, Paired
+from training.metrics import mean_ndcg, ndcg_at_k, per_grade_accuracy, spearman
 from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
 from training.retrieval import RetrievalResult
@@ -318,7 +318,9 @@ def train_relevance(
 
 def export_relevance(
     r: RelevanceResult, out: Path, tmp: Path, preset: Preset
-) -> tuple[dict[str, Any], Rules]:
+) -> tuple[dict[str, Any], Rules, Paired | None]:
+    """Int8 export, rule mining, and the served cascade's evaluation; with a cross-encoder teacher, also
+    the per-query nDCG@10 of student and teacher for the retention gate."""
     x_eval = r.features["eval"].model_input
     export_onnx(r.head, torch.from_numpy(x_eval[:2]), "features", "probabilities", tmp / "relevance.onnx")
     fp32 = run_onnx(tmp / "relevance.onnx", "relevance", "features", x_eval).argmax(1)
@@ -356,6 +358,7 @@ def export_relevance(
         "pre_rules": rule_report(pre, ef.lexical, r.eval.grades),
         "post_rules": rule_report(post, post_features(ef, probs["eval"]), r.eval.grades),
     }
+    paired = None
     if r.teacher_eval_probs is not None:
         t = r.teacher_eval_probs
         result["teacher_cross_encoder"] = evaluate_ranking(r.eval, grade_scores(t), t.argmax(1))
@@ -364,4 +367,12 @@ def export_relevance(
             result["student"]["ndcg_at_10"] / max(result["teacher_cross_encoder"]["ndcg_at_10"], 1e-9), 4
         )
         result["student_teacher_score_spearman"] = round(spearman(scores, grade_scores(t)), 4)
-    return result, rules
+        per_query = [
+            (ndcg_at_k(s, g), ndcg_at_k(ts, g))
+            for (s, g), (ts, _) in zip(r.eval.groups(scores), r.eval.groups(grade_scores(t)), strict=True)
+        ]
+        per_query = [p for p in per_query if not np.isnan(p[0])]  # no relevant candidate: says nothing
+        paired = Paired(
+            "nDCG@10 per query", np.array([p[0] for p in per_query]), np.array([p[1] for p in per_query])
+        )
+    return result, rules, paired

@@ -22,7 +22,7 @@ from training.data.catalogue import Catalogue
 from training.data.dataset import TrainingData
 from training.data.queries import SyntheticQuery, title_substrings
 from training.export import export_onnx, run_onnx
-from training.gate import PARITY
+from training.gate import PARITY, Paired
 from training.metrics import mrr, overlap_at_k, recall_at_k
 from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
@@ -183,7 +183,7 @@ def train_retrieval(
 
 def export_retrieval(
     r: RetrievalResult, featurizer: Featurizer, data: TrainingData, out: Path, tmp: Path, preset: Preset
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], Paired]:
     ids = featurizer.batch_ids(r.eval_texts)
     export_onnx(r.encoder, torch.from_numpy(ids[:2]), "ids", "embedding", tmp / "query_encoder.onnx")
     fp32 = run_onnx(tmp / "query_encoder.onnx", "query_encoder", "ids", ids)
@@ -202,10 +202,16 @@ def export_retrieval(
     }
     (out / "products.json").write_text(json.dumps(products, ensure_ascii=False), encoding="utf-8")
     result = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, int8, r.product_vecs, index)
+    student_top = np.stack([index.search(v, 10)[0] for v in int8])
+    paired = Paired(
+        "recall@10 of the held-out product",
+        (student_top == r.eval_targets[:, None]).any(1).astype(float),
+        (exact_top(r.eval_teacher_vecs, r.product_vecs) == r.eval_targets[:, None]).any(1).astype(float),
+    )
     result["retention"] = round(result["student_recall_at_10"] / max(result["teacher_recall_at_10"], 1e-9), 4)
     result["int8_fp32_min_cosine"] = round(float((int8 * fp32).sum(1).min()), 4)
     result["quantization"] = gate
     result["product_teacher"] = r.teacher_name
     result["views"] = preset.methods.views
     result["eval_queries"] = len(r.eval_texts)
-    return result
+    return result, paired

@@ -131,7 +131,7 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
     rel = train_relevance(data, f, out, shipped, variant, ctx.seed)
     tmp = out / "tmp"
     tmp.mkdir(exist_ok=True)
-    main, rules = export_relevance(rel, out, tmp, variant)
+    main, rules, _ = export_relevance(rel, out, tmp, variant)
     result["relevance"] = {"shipped": main}
     from training.relevance import train_relevance_head
 
@@ -157,7 +157,7 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
         head = train_relevance_head(
             rel.features["train"].model_input, rel.train.grades, teacher_train, v, ctx.seed
         )
-        ablation, _ = export_relevance(replace(rel, head=head), out, tmp, v)
+        ablation, _, _ = export_relevance(replace(rel, head=head), out, tmp, v)
         result["relevance"][name] = ablation
     result.pop("_train_probs", None)
 
