@@ -18,7 +18,7 @@ A health watcher polls Check every 20 ms, so the report also says when NOT_SERVI
 from __future__ import annotations
 
 import asyncio
-import re
+import json
 import signal
 import subprocess
 import time
@@ -36,7 +36,6 @@ from benchmarks.loadgen import CHANNEL_OPTIONS, Payload
 
 # Connection-level UNAVAILABLE: the call was never taken by the server. Matched in grpc's details text.
 NEVER_REACHED = ("failed to connect", "connection refused", "connect failed", "no connection")
-STOPPED = re.compile(r"(\w+)=(\d+)")
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,18 @@ def classify(code: str, details: str) -> str:
 
 
 def server_account(log: str) -> dict[str, int] | None:
-    """The server's `stopped: key=value ...` line, summed over worker processes; None if it never said."""
-    found = [dict(STOPPED.findall(line)) for line in log.splitlines() if '"stopped: ' in line]
+    """The `drain` field of the server's JSON log line on stopping, summed over worker processes; None if
+    it never said."""
+    found = []
+    for line in log.splitlines():
+        if '"drain"' not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("drain"), dict):
+            found.append(entry["drain"])
     if not found:
         return None
     return {key: sum(int(f[key]) for f in found) for key in found[0]}

@@ -8,7 +8,10 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,6 +28,7 @@ from server._proto.sift.v1 import (
 )
 from server.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from server.config import Settings
+from server.logs import FIELDS
 from server.runtime.batcher import BatchPolicy
 from server.runtime.onnx import ThreadSettings
 from server.service.admin import AdminService
@@ -45,24 +49,64 @@ from server.transport.servicers import (
 
 log = logging.getLogger("sift.server")
 
-SERVICE_NAMES = tuple(
-    module.DESCRIPTOR.services_by_name[name].full_name
-    for module, name in (
-        (intent_pb2, "IntentService"),
-        (relevance_pb2, "RelevanceService"),
-        (retrieval_pb2, "RetrievalService"),
-        (info_pb2, "InfoService"),
-        (admin_pb2, "AdminService"),
-    )
-)
-
-
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-# Health service name -> the bundle capability it needs (None: always served once a bundle is loaded).
-SERVICE_CAPABILITY: dict[str, str | None] = dict(
-    zip(("", *SERVICE_NAMES), (None, "intent", "relevance", "retrieval", None, None), strict=True)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One gRPC service: its proto, the bundle capability it needs, and how to build its servicer."""
+
+    pb2: ModuleType
+    name: str  # as the proto names it
+    capability: str | None  # None: served whenever a bundle is loaded
+    servicer: Callable[[SiftServer], object]
+
+    @property
+    def full_name(self) -> str:
+        return self.pb2.DESCRIPTOR.services_by_name[self.name].full_name
+
+
+# Every service, declared once: registration, per-service health and reflection all follow this table.
+SERVICES = (
+    Service(
+        intent_pb2,
+        "IntentService",
+        "intent",
+        lambda s: IntentServicer(
+            IntentService(s.store, s.limits, s.settings.cache_size), s.settings.timing_metadata
+        ),
+    ),
+    Service(
+        relevance_pb2,
+        "RelevanceService",
+        "relevance",
+        lambda s: RelevanceServicer(RelevanceService(s.store, s.limits), s.settings.timing_metadata),
+    ),
+    Service(
+        retrieval_pb2,
+        "RetrievalService",
+        "retrieval",
+        lambda s: RetrievalServicer(
+            RetrievalService(s.store, s.limits, s.settings.cache_size), s.settings.timing_metadata
+        ),
+    ),
+    Service(
+        info_pb2,
+        "InfoService",
+        None,
+        lambda s: InfoServicer(InfoService(s.store), s.settings.timing_metadata),
+    ),
+    Service(
+        admin_pb2,
+        "AdminService",
+        None,
+        lambda s: AdminServicer(AdminService(s.load), s.settings.admin_token, s.settings.timing_metadata),
+    ),
 )
+SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
+# Health service name -> the bundle capability it needs; "" is the server as a whole.
+SERVICE_CAPABILITY: dict[str, str | None] = {"": None, **{s.full_name: s.capability for s in SERVICES}}
 
 
 class SiftServer:
@@ -70,8 +114,10 @@ class SiftServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The bundle served, or to load next: the configured one until ReloadBundle names another.
+        self.bundle_path = settings.bundle
         self.store = BundleStore()
-        limits = Limits(
+        self.limits = Limits(
             max_query_chars=settings.max_query_chars,
             max_candidates=settings.max_candidates,
             max_k=settings.max_k,
@@ -99,23 +145,8 @@ class SiftServer:
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_requests,
         )
-        cache, timed = settings.cache_size, settings.timing_metadata
-        for pb2, service, servicer in (
-            (intent_pb2, "IntentService", IntentServicer(IntentService(self.store, limits, cache), timed)),
-            (
-                relevance_pb2,
-                "RelevanceService",
-                RelevanceServicer(RelevanceService(self.store, limits), timed),
-            ),
-            (
-                retrieval_pb2,
-                "RetrievalService",
-                RetrievalServicer(RetrievalService(self.store, limits, cache), timed),
-            ),
-            (info_pb2, "InfoService", InfoServicer(InfoService(self.store), timed)),
-            (admin_pb2, "AdminService", AdminServicer(AdminService(self.load), settings.admin_token, timed)),
-        ):
-            add_servicer(self.server, servicer, pb2, service)
+        for service in SERVICES:
+            add_servicer(self.server, service.servicer(self), service.pb2, service.name)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -126,7 +157,7 @@ class SiftServer:
 
     async def start(self) -> None:
         if not self.store.loaded:
-            for name in ("", *SERVICE_NAMES):
+            for name in SERVICE_CAPABILITY:
                 await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         credentials = server_credentials(self.settings)
@@ -148,7 +179,7 @@ class SiftServer:
         it in and reports SERVING. Returns (new, previous, seconds). One load at a time; a bundle that fails
         raises BundleError and leaves the one serving untouched."""
         async with self._loading:
-            path = path or self.settings.bundle
+            path = path or self.bundle_path
             threads = ThreadSettings(self.settings.intra_op_threads, self.settings.inter_op_threads)
             start = time.perf_counter()
             try:
@@ -164,7 +195,7 @@ class SiftServer:
             gc.unfreeze()
             gc.collect()
             gc.freeze()
-            self.settings.bundle = path
+            self.bundle_path = path  # what SIGHUP and the directory watch reload from now on
             if previous is not None:
                 metrics.BUNDLE.remove(previous.version, str(previous.schema_version))
             metrics.BUNDLE.labels(version=bundle.version, schema_version=str(bundle.schema_version)).set(1)
@@ -186,7 +217,7 @@ class SiftServer:
 
         def stamp() -> tuple[float, int] | None:
             try:
-                st = (self.settings.bundle / MANIFEST).stat()
+                st = (self.bundle_path / MANIFEST).stat()
             except OSError:
                 return None
             return st.st_mtime, st.st_size
@@ -211,16 +242,19 @@ class SiftServer:
         await self.server.stop(self.settings.grace_period)
         after = metrics.calls_by_code()
         during = after - before
-        # The shutdown's own account (sift-bench drain reads it): calls cut are ones a handler took and
-        # never answered, which graceful shutdown promises never happen.
-        cut = during["CANCELLED"] + during["DEADLINE_EXCEEDED"] + metrics.calls_in_flight()
+        # The shutdown's own account: calls cut are ones a handler took and never answered, which graceful
+        # shutdown promises never happen. It is the log line's `drain` field (sift-bench drain reads it).
+        account = {
+            "answered": during["OK"],
+            "refused_unavailable": during["UNAVAILABLE"],
+            "in_flight_at_close": in_flight,
+            "cut": during["CANCELLED"] + during["DEADLINE_EXCEEDED"] + metrics.calls_in_flight(),
+            "answered_total": after["OK"],
+        }
         log.info(
-            "stopped: answered=%d refused_unavailable=%d in_flight_at_close=%d cut=%d answered_total=%d",
-            during["OK"],
-            during["UNAVAILABLE"],
-            in_flight,
-            cut,
-            after["OK"],
+            "stopped: %s",
+            " ".join(f"{key}={value}" for key, value in account.items()),
+            extra={FIELDS: {"drain": account}},
         )
 
 

@@ -3,6 +3,9 @@
 The request id comes from the client's `x-request-id` metadata when it sends one (so a search stack can
 follow one query through its services), otherwise the server makes one; either way it is returned in
 the trailing metadata.
+
+A line may carry machine-readable fields beside its message: `log.info(..., extra={FIELDS: {"drain": {...}}})`
+adds a `drain` key to the JSON object, so that a reader needs no regex over the prose.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import uuid
 from contextvars import ContextVar
 
 REQUEST_ID: ContextVar[str] = ContextVar("sift_request_id", default="")
+FIELDS = "sift_fields"  # the LogRecord attribute holding a line's structured fields
 _SAFE = re.compile(r"[^A-Za-z0-9._:/-]")
 
 
@@ -43,6 +47,8 @@ class JsonFormatter(logging.Formatter):
         }
         if request_id := REQUEST_ID.get():
             entry["request_id"] = request_id
+        for key, value in getattr(record, FIELDS, {}).items():
+            entry.setdefault(key, value)  # never over the standard keys
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

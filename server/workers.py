@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ import time
 from typing import Any
 
 from server.config import Settings
+from server.ports import free_port
 
 log = logging.getLogger("sift.workers")
 
@@ -42,16 +42,10 @@ def settings_args(settings: Settings, **overrides: Any) -> list[str]:
     return args
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def supervise(settings: Settings) -> int:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-    port = settings.port or _free_port(settings.host)
+    port = settings.port or free_port(settings.host)
     metrics_dir = tempfile.mkdtemp(prefix="sift-metrics-")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     args = settings_args(settings, workers=1, port=port, metrics_port=0, preload=True)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from server.ports import free_port  # standard library only, as this module must be
 
 PEER_DIR = Path(__file__).resolve().parent
 ROOT = PEER_DIR.parent.parent
@@ -63,12 +64,6 @@ def ensure_venv(path: Path) -> Path:
     subprocess.run([*pip, "-r", str(REQUIREMENTS)], check=True)
     stamp.write_text(digest + "\n")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_model_repository(

@@ -6,8 +6,9 @@ Featurizer, answer from the golden exact-query rule or else run intent.onnx (its
 and return the top-5 label ids (BYTES) with their probabilities (FP32), both shape [1, k].
 
 server.bundle is not imported: it pulls in Sift's Prometheus metrics (which would register in MLServer's
-registry), usearch and the service layer. The manifest is read here with json; the modules used
-(featurize, rules, service.validation) need only numpy and tokenizers.
+registry), usearch and the service layer. The manifest is read and checked by server/manifest.py (standard
+library only), and the intent session opened with Sift's own options (server/runtime/session.py); the other
+modules used (featurize, rules, service.validation) need only numpy and tokenizers.
 """
 
 from __future__ import annotations
@@ -16,29 +17,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from mlserver import MLModel
 from mlserver.errors import InferenceError
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 
+from server.errors import InvalidArgument
 from server.featurize import Featurizer, FeaturizerConfig
+from server.manifest import Manifest
 from server.rules import parse_rules
-from server.service.errors import InvalidArgument
+from server.runtime.session import ThreadSettings, open_session
 from server.service.validation import Limits, check_text
 
 TOP_K = 5
 INPUT = "query"
-
-
-def _session(path: Path) -> ort.InferenceSession:
-    """The session options of Sift's server/runtime/onnx.py: one thread, sequential, no spinning."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class SiftIntentRuntime(MLModel):
@@ -49,17 +40,19 @@ class SiftIntentRuntime(MLModel):
         if parameters is None or not parameters.uri:
             raise ValueError(f"{self.name}: parameters.uri must name a Sift bundle directory")
         bundle = Path(parameters.uri)
-        manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-        featurizer = manifest["featurizer"]
+        manifest = Manifest.read(bundle)
+        if manifest.components.intent is None:
+            raise ValueError(f"{self.name}: {bundle} has no intent model")
+        featurizer = manifest.featurizer
         self._featurizer = Featurizer(
-            bundle / featurizer["tokenizer"], FeaturizerConfig.from_json(featurizer)
+            bundle / featurizer.tokenizer, FeaturizerConfig.from_json(featurizer.config)
         )
-        labels = manifest["labels"]
-        self._label_ids = [label["id"].encode() for label in labels]
-        components = manifest["components"]
-        rules = json.loads((bundle / components["rules"]["file"]).read_text(encoding="utf-8"))
-        self._exact_queries = parse_rules(rules, [label["path"] for label in labels]).intent_queries
-        self._session = _session(bundle / components["intent"]["file"])
+        labels = manifest.labels
+        self._label_ids = [label.id.encode() for label in labels]
+        rules = json.loads((bundle / manifest.components.rules.file).read_text(encoding="utf-8"))
+        self._exact_queries = parse_rules(rules, [label.path for label in labels]).intent_queries
+        # One intra-op thread, as Sift serves by default.
+        self._session = open_session(str(bundle / manifest.components.intent.file), ThreadSettings())
         self._output = self._session.get_outputs()[0].name
         self._max_chars = Limits().max_query_chars
         self._top_k = min(TOP_K, len(labels))

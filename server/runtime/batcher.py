@@ -9,6 +9,7 @@ Model code never sees it: callers await `batcher(rows, deadline)` and get their 
 - A caller that goes away (its task cancelled, as grpc.aio does when the client cancels) is skipped.
 - The cost model fits batch time = a*n + b by least squares with exponential forgetting, from the batches
   it has run, so shedding follows the machine as it is now.
+The refusals are kinds of server/errors.py, so the transport maps them to statuses with every other error.
 """
 
 from __future__ import annotations
@@ -22,17 +23,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from server.errors import DeadlineExceeded, ResourceExhausted
 
-class QueueFull(Exception):
+
+class QueueFull(ResourceExhausted):
     """The batcher's queue is at its bound."""
 
+    names_method = True
 
-class DeadlineExpired(Exception):
+
+class DeadlineExpired(DeadlineExceeded):
     """The call's deadline passed while it waited."""
 
+    names_method = True
 
-class DeadlineUnmeetable(Exception):
+
+class DeadlineUnmeetable(DeadlineExceeded):
     """The cost model says the call cannot finish before its deadline."""
+
+    names_method = True
 
 
 @dataclass(frozen=True)

@@ -4,35 +4,17 @@ Knows nothing of requests."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from server import metrics, timing
+from server.manifest import TensorSpec
 from server.runtime.batcher import Batcher, BatchPolicy
+from server.runtime.session import ThreadSettings, open_session
 
-# No usage telemetry from a serving process (it also tries to write a device id under $HOME, which a
-# container with a read-only root filesystem refuses).
-ort.disable_telemetry_events()
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadSettings:
-    intra_op: int = 1
-    """Threads one model call may use. Small models answer fastest on one thread; see config.py."""
-    inter_op: int = 1
-    """Threads for running independent graph branches; 1 with the sequential executor."""
-
-
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-    """Static sizes as ints, dynamic axes as their names."""
-
+__all__ = ["OnnxModel", "TensorSpec", "ThreadSettings"]
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
@@ -41,15 +23,8 @@ class OnnxModel:
     def __init__(
         self, path: Path, name: str, threads: ThreadSettings, batching: BatchPolicy | None = None
     ) -> None:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads.intra_op
-        options.inter_op_num_threads = threads.inter_op
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Spinning threads burn the cores other requests need; with 1 intra-op thread it never applies.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.name = name
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = open_session(str(path), threads)
         self._output = self.session.get_outputs()[0].name
         self._input = self.session.get_inputs()[0].name
         self._latency = metrics.INFERENCE_DURATION.labels(model=name)

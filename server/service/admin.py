@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from server.bundle import BundleError
-from server.service.errors import FailedPrecondition, InvalidArgument
+from server.errors import FailedPrecondition, InvalidArgument
 
 # (path or None for the configured bundle) -> (new bundle, previous bundle or None, seconds)
 Loader = Callable[[Path | None], Awaitable[tuple[Any, Any, float]]]

@@ -9,8 +9,8 @@ import numpy as np
 
 from server import metrics, timing
 from server.bundle import Bundle
+from server.errors import InvalidArgument, NotFound
 from server.service.cache import ResponseCache
-from server.service.errors import InvalidArgument, NotFound
 from server.service.store import BundleStore
 from server.service.validation import Limits, check_count, check_id, check_text, check_vector, shown
 
@@ -45,7 +45,7 @@ class RetrievalService:
         bundle = self._store.bundle
         bundle.require("retrieval")
         query = check_text(query, "query", self._limits.max_query_chars)
-        return EmbedResult(await self._embed_cached(bundle, query, deadline), bundle.version)
+        return EmbedResult(await self._embed_cached(bundle, query, deadline, "EmbedQuery"), bundle.version)
 
     async def search(
         self,
@@ -62,7 +62,7 @@ class RetrievalService:
             query_vector = check_vector(vector, "vector", bundle.embedding_dim)
         elif query is not None:
             query = check_text(query, "query", self._limits.max_query_chars)
-            query_vector = await self._embed_cached(bundle, query, deadline)
+            query_vector = await self._embed_cached(bundle, query, deadline, "Search")
         else:
             raise InvalidArgument("query", "set query or vector")
         k = min(k, len(bundle.products.ids))
@@ -78,7 +78,10 @@ class RetrievalService:
         ]
         return SearchResult(hits, bundle.version)
 
-    async def _embed_cached(self, bundle: Bundle, query: str, deadline: float | None) -> np.ndarray:
+    async def _embed_cached(
+        self, bundle: Bundle, query: str, deadline: float | None, method: str
+    ) -> np.ndarray:
+        """The query's vector; its featurization is timed under `method`, the call that asked for it."""
         start = time.perf_counter()
         words = bundle.featurizer.words(query)
         key = (bundle.version, " ".join(words))
@@ -86,7 +89,7 @@ class RetrievalService:
             return cached
         ids = bundle.featurizer.ids_of_words([words])
         took = time.perf_counter() - start
-        metrics.FEATURIZE_DURATION.labels(method="EmbedQuery").observe(took)
+        metrics.FEATURIZE_DURATION.labels(method=method).observe(took)
         timing.add("featurize", took)
         vector = (await bundle.query_encoder.infer(ids, deadline))[0]
         self._cache.put(key, vector)

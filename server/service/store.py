@@ -4,7 +4,7 @@ so swapping in a new bundle is a single reference assignment and no call ever mi
 from __future__ import annotations
 
 from server.bundle import Bundle
-from server.service.errors import Unavailable
+from server.errors import Unavailable
 
 
 class BundleStore:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from server.service.errors import InvalidArgument
+from server.errors import InvalidArgument
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
-"""The one place that maps service errors to gRPC status codes, and times every call.
+"""The per-call middleware every servicer method runs in: `rpc(name)`.
 
-Each servicer method is wrapped by `rpc(name)`: service errors become their status with the message naming
-the field; anything unexpected is logged and becomes INTERNAL without leaking internals to the client.
+It reads the request id, refuses a call whose deadline has already passed or whose request could not be
+decoded, times the call (duration by status code, in-flight gauge, the time breakdown in trailing metadata),
+and turns errors into statuses: a kind of server/errors.py becomes its status (transport/status.py) with the
+message naming the field; anything unexpected is logged and becomes INTERNAL without leaking internals.
 """
 
 from __future__ import annotations
@@ -16,57 +18,22 @@ from typing import Any, TypeVar
 import grpc
 
 from server import metrics, timing
+from server.errors import DeadlineExceeded, InvalidArgument, SiftError
 from server.logs import REQUEST_ID, request_id_from
-from server.runtime.batcher import DeadlineExpired, DeadlineUnmeetable, QueueFull
-from server.service.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    SiftError,
-    Unavailable,
-)
 from server.transport.register import Undecodable
+from server.transport.status import status_of
 
 log = logging.getLogger("sift.transport")
-
-_STATUS: dict[type[SiftError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-}
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 Handler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 
 
-# Runtime refusals: the batcher's queue is full, or the call cannot (or did not) meet its deadline.
-_RUNTIME_STATUS: dict[type[Exception], grpc.StatusCode] = {
-    QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    DeadlineUnmeetable: grpc.StatusCode.DEADLINE_EXCEEDED,
-    DeadlineExpired: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-RuntimeRefusal = tuple(_RUNTIME_STATUS)
-
-
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     """The client's deadline as a time.monotonic() instant, or None when it set none."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
-
-
-def status_of(error: SiftError) -> grpc.StatusCode:
-    for kind, code in _STATUS.items():
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
 
 
 def rpc(method: str) -> Callable[[Handler], Handler]:
@@ -102,11 +69,8 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
                 # The message names the field and the problem, never the request's content.
                 level = logging.INFO if code == grpc.StatusCode.UNAVAILABLE else logging.WARNING
                 log.log(level, "%s refused with %s: %s", method, code.name, e)
-                await context.abort(code, str(e), trailing_metadata=(("x-request-id", request_id),))
-            except RuntimeRefusal as e:
-                code = _RUNTIME_STATUS[type(e)]
-                log.warning("%s refused with %s: %s", method, code.name, e)
-                await context.abort(code, f"{method}: {e}", trailing_metadata=(("x-request-id", request_id),))
+                details = f"{method}: {e}" if e.names_method else str(e)
+                await context.abort(code, details, trailing_metadata=(("x-request-id", request_id),))
             except asyncio.CancelledError:  # the client went away, or its deadline cut the call
                 remaining = context.time_remaining()
                 late = remaining is not None and remaining <= 0

@@ -20,13 +20,13 @@ from server._proto.sift.v1 import (
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
+from server.errors import PermissionDenied
 from server.service.admin import AdminService
-from server.service.errors import PermissionDenied
 from server.service.info import InfoService
 from server.service.intent import SOURCE_RULE, IntentService
 from server.service.relevance import CandidateInput, RelevanceService
 from server.service.retrieval import RetrievalService
-from server.transport.errors import deadline_of, rpc
+from server.transport.middleware import deadline_of, rpc
 
 Context = grpc.aio.ServicerContext
 

@@ -22,11 +22,17 @@ def test_outcomes_are_classified_by_status_and_details() -> None:
 
 
 def test_server_account_sums_the_workers_stopped_lines() -> None:
-    line = (
-        '{"level": "INFO", "message": "stopped: answered=%d refused_unavailable=0 in_flight_at_close=1 '
-        'cut=%d answered_total=9"}'
-    )
-    log = "\n".join(["noise", line % (3, 0), line % (4, 1)])
+    def line(answered: int, cut: int) -> str:
+        account = {
+            "answered": answered,
+            "refused_unavailable": 0,
+            "in_flight_at_close": 1,
+            "cut": cut,
+            "answered_total": 9,
+        }
+        return json.dumps({"level": "INFO", "message": "stopped: ...", "drain": account})
+
+    log = "\n".join(["noise", '{"message": "drain period"}', line(3, 0), line(4, 1)])
     assert server_account(log) == {
         "answered": 7,
         "refused_unavailable": 0,

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from server.bundle import MANIFEST, BundleError, load_bundle, sha256_file
-from server.service.errors import FailedPrecondition
+from server.errors import FailedPrecondition
+from server.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,6 +36,12 @@ def test_tiny_bundle_loads(tiny_bundle: Path) -> None:
     assert bundle.embedding_dim == 384 and len(bundle.labels) >= 30
     assert len(bundle.index) == len(bundle.products.ids) * bundle.index.views
     assert bundle.capabilities == ("intent", "retrieval", "relevance")
+
+
+def test_trained_manifest_reads_and_writes_back_unchanged(tiny_bundle: Path, tmp_path: Path) -> None:
+    """What training wrote is what server/manifest.py parses and would write itself."""
+    Manifest.read(tiny_bundle).write(tmp_path)
+    assert (tmp_path / MANIFEST).read_text() == (tiny_bundle / MANIFEST).read_text()
 
 
 def test_missing_directory(tmp_path: Path) -> None:

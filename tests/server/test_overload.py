@@ -122,7 +122,7 @@ class _ExpiredContext:
 def test_work_past_its_deadline_is_never_started_and_is_counted() -> None:
     from prometheus_client import REGISTRY
 
-    from server.transport.errors import rpc
+    from server.transport.middleware import rpc
 
     started = []
 

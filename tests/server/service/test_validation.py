@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from server.bundle import load_bundle
-from server.service.errors import InvalidArgument, NotFound, Unavailable
+from server.errors import InvalidArgument, NotFound, Unavailable
 from server.service.intent import IntentService
 from server.service.relevance import CandidateInput, RelevanceService
 from server.service.retrieval import RetrievalService

@@ -1,0 +1,441 @@
+"""The bundle manifest (manifest.json) as types: its schema, parsing with validation, and building.
+
+A bundle is a directory holding manifest.json plus the files it lists; the manifest is the one contract
+between training and serving. This module holds that contract and depends on the standard library alone,
+so training, the server (server/bundle.py, which then opens the runtimes) and the MLServer peer runtime
+all read and write it with the same types. Every problem is a BundleError whose message names the field.
+
+Reading:
+
+    manifest = Manifest.read(directory)   # the JSON, its schema version, every field's type
+    manifest.verify_files(directory)      # every listed file present, with its sha256
+
+Building (what training writes):
+
+    manifest = Manifest(
+        bundle_version="default-20260101T000000Z", created_at="2026-01-01T00:00:00Z", code_version="...",
+        embedding_dim=384,
+        files=files_of(out),                               # every file in `out` but the manifest
+        featurizer=FeaturizerSection(config=FeaturizerConfig(...).to_json(), tokenizer="tokenizer.json"),
+        labels=tuple(Label.of(path) for path in category_paths),
+        components=Components(
+            intent=ModelComponent("intent.onnx", "...", inputs=(tensor("ids", "int64", "batch", "features"),),
+                                  outputs=(tensor("probabilities", "float32", "batch", n_labels),)),
+            index=IndexComponent("index.usearch", "products.json", "...", views=1, count=n_products),
+            rules=RulesComponent("rules.json", "..."),
+        ),
+        training={...}, evaluation={...},
+    )
+    manifest.write(out)                                    # manifest.json, as Manifest.read reads it
+
+`Manifest.from_json(manifest.to_json()) == manifest` for every valid manifest. A model component may carry
+an optional `kind` (what architecture the file holds, so the server knows how to feed it); absent means the
+component's original kind, and today each component has only that one (KINDS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (2,)
+MANIFEST = "manifest.json"
+# What each capability needs. A bundle trained without a product catalogue (taxonomy only) has intent alone.
+CAPABILITIES = {
+    "intent": ("intent",),
+    "retrieval": ("query_encoder", "index"),
+    "relevance": ("intent", "query_encoder", "index", "relevance"),
+}
+MODEL_COMPONENTS = ("intent", "query_encoder", "relevance")
+# In the order training writes them (its stages' order), so a manifest read and written back is unchanged.
+COMPONENTS = ("intent", "query_encoder", "index", "relevance", "rules")
+# The kinds of model each model component may hold; the first is what an absent `kind` means.
+KINDS: dict[str, tuple[str, ...]] = {
+    "intent": ("hashed_mlp",),
+    "query_encoder": ("hashed_mlp",),
+    "relevance": ("feature_mlp",),
+}
+# File kinds a bundle may hold; anything else in the manifest is refused.
+ALLOWED_SUFFIXES = (".onnx", ".json", ".usearch")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class BundleError(ValueError):
+    """The bundle cannot be served; the message says what is wrong."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def category_id(path: str) -> str:
+    """Stable label id from a category path: "Furniture > Accent Chairs" -> "furniture/accent-chairs"."""
+    levels = [re.sub(r"[^a-z0-9]+", "-", level.lower()).strip("-") for level in path.split(">")]
+    return "/".join(level for level in levels if level)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    """Static sizes as ints, dynamic axes as their names."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+def tensor(name: str, dtype: str, *shape: int | str) -> TensorSpec:
+    """tensor("ids", "int64", "batch", "features"): a model input or output as the manifest declares it."""
+    return TensorSpec(name, dtype, shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    id: str
+    path: str
+
+    @classmethod
+    def of(cls, path: str) -> Label:
+        return cls(category_id(path), path)
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    sha256: str
+    bytes: int | None = None  # the size, for people reading the manifest; the sha256 is what is checked
+
+    @classmethod
+    def of(cls, path: Path) -> FileEntry:
+        return cls(sha256_file(path), path.stat().st_size)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256} | ({} if self.bytes is None else {"bytes": self.bytes})
+
+
+def files_of(directory: Path) -> dict[str, FileEntry]:
+    """Every file in `directory` but the manifest, by name in sorted order: a bundle's `files`."""
+    return {f.name: FileEntry.of(f) for f in sorted(directory.iterdir()) if f.name != MANIFEST}
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturizerSection:
+    """server/featurize.py's FeaturizerConfig.to_json(), and the tokenizer file it runs after."""
+
+    config: dict[str, Any]
+    tokenizer: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.config, "tokenizer": self.tokenizer}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelComponent:
+    """An ONNX model: its file, how it is called, and (relevance only) its feature columns and grades."""
+
+    file: str
+    description: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    feature_names: tuple[str, ...] | None = None
+    grades: tuple[str, ...] | None = None
+    kind: str | None = None  # None: the component's original kind, KINDS[name][0]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "file": self.file,
+            "description": self.description,
+            "inputs": [s.to_json() for s in self.inputs],
+            "outputs": [s.to_json() for s in self.outputs],
+        }
+        optional = {"feature_names": self.feature_names, "grades": self.grades, "kind": self.kind}
+        return out | {k: list(v) if isinstance(v, tuple) else v for k, v in optional.items() if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class IndexComponent:
+    """The usearch index (`views` vectors per product) and products.json, its row -> product map."""
+
+    file: str
+    products: str
+    description: str = ""
+    metric: str = "cos"
+    views: int = 1
+    count: int | None = None  # products in the index
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"file": self.file, "products": self.products, "description": self.description}
+        return out | {"metric": self.metric, "views": self.views, "count": self.count}
+
+
+@dataclass(frozen=True, slots=True)
+class RulesComponent:
+    file: str
+    description: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "description": self.description}
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """The bundle's parts; every bundle has rules, the rest as its capabilities need (CAPABILITIES)."""
+
+    rules: RulesComponent
+    intent: ModelComponent | None = None
+    query_encoder: ModelComponent | None = None
+    relevance: ModelComponent | None = None
+    index: IndexComponent | None = None
+
+    def present(self) -> tuple[str, ...]:
+        """Names of the components present other than rules, in COMPONENTS order."""
+        return tuple(n for n in COMPONENTS if n != "rules" and getattr(self, n) is not None)
+
+    def capabilities(self) -> tuple[str, ...]:
+        present = self.present()
+        return tuple(cap for cap, needs in CAPABILITIES.items() if all(n in present for n in needs))
+
+    def models(self) -> dict[str, ModelComponent]:
+        return {n: getattr(self, n) for n in MODEL_COMPONENTS if getattr(self, n) is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        return {n: getattr(self, n).to_json() for n in (*self.present(), "rules")}
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    bundle_version: str
+    created_at: str
+    code_version: str
+    embedding_dim: int
+    files: dict[str, FileEntry]
+    featurizer: FeaturizerSection
+    labels: tuple[Label, ...]
+    components: Components
+    evaluation: dict[str, Any]
+    training: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "bundle_version": self.bundle_version,
+            "created_at": self.created_at,
+            "code_version": self.code_version,
+            "training": self.training,
+            "embedding_dim": self.embedding_dim,
+            "files": {name: entry.to_json() for name, entry in self.files.items()},
+            "featurizer": self.featurizer.to_json(),
+            "labels": [{"id": label.id, "path": label.path} for label in self.labels],
+            "components": self.components.to_json(),
+            "evaluation": self.evaluation,
+        }
+
+    def write(self, directory: Path) -> Path:
+        """Writes directory/manifest.json (checked as it would be read) and returns its path."""
+        text = json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
+        Manifest.from_json(json.loads(text))
+        path = directory / MANIFEST
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        path = directory / MANIFEST
+        if not path.is_file():
+            raise BundleError(f"{MANIFEST}: missing in {directory}")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{MANIFEST}: not valid JSON: {e}") from e
+        return cls.from_json(raw)
+
+    @classmethod
+    def from_json(cls, m: Any) -> Manifest:
+        """Checks the schema version and every field's type and reference; BundleError names the field."""
+        if not isinstance(m, dict):
+            raise BundleError(f"{MANIFEST}: must hold a JSON object")
+        version = m.get("schema_version")
+        if version not in SUPPORTED_SCHEMA_VERSIONS:
+            raise BundleError(
+                f"{MANIFEST}: schema_version {version!r} is not supported "
+                f"(this server reads {SUPPORTED_SCHEMA_VERSIONS})"
+            )
+        bundle_version = _field(m, "bundle_version", str)
+        created_at = _field(m, "created_at", str)
+        code_version = _field(m, "code_version", str)
+        embedding_dim = _field(m, "embedding_dim", int)
+        evaluation = _field(m, "evaluation", dict)
+        training = m.get("training", {})
+        if not isinstance(training, dict):
+            raise BundleError(f"{MANIFEST}: field training must be dict, got {type(training).__name__}")
+        files = _parse_files(_field(m, "files", dict))
+        labels = _parse_labels(_field(m, "labels", list))
+        featurizer_json = dict(_field(m, "featurizer", dict))
+        tokenizer = _listed_file(featurizer_json, "featurizer", "tokenizer", files)
+        del featurizer_json["tokenizer"]
+        components = _parse_components(_field(m, "components", dict), files)
+        return cls(
+            bundle_version=bundle_version,
+            created_at=created_at,
+            code_version=code_version,
+            embedding_dim=embedding_dim,
+            files=files,
+            featurizer=FeaturizerSection(featurizer_json, tokenizer),
+            labels=labels,
+            components=components,
+            evaluation=evaluation,
+            training=training,
+            schema_version=version,
+        )
+
+    def verify_files(self, directory: Path) -> None:
+        """Every listed file is in `directory` with the sha256 the manifest gives."""
+        for name, entry in self.files.items():
+            path = directory / name
+            if not path.is_file():
+                raise BundleError(f"{name}: listed in the manifest but missing from {directory}")
+            actual = sha256_file(path)
+            if actual != entry.sha256:
+                raise BundleError(
+                    f"{name}: sha256 mismatch (manifest {entry.sha256[:12]}..., file {actual[:12]}...)"
+                )
+
+
+def _field(obj: dict[str, Any], key: str, kind: type, where: str | None = None) -> Any:
+    where = where or key
+    if key not in obj:
+        raise BundleError(f"{MANIFEST}: field {where} is missing")
+    value = obj[key]
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise BundleError(f"{MANIFEST}: field {where} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _parse_files(raw: dict[str, Any]) -> dict[str, FileEntry]:
+    files = {}
+    for name, entry in raw.items():
+        if not _SAFE_NAME.match(name) or not name.endswith(ALLOWED_SUFFIXES):
+            raise BundleError(
+                f"files.{name}: not an allowed bundle file (plain names ending {ALLOWED_SUFFIXES})"
+            )
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise BundleError(f"files.{name}: needs a sha256")
+        size = entry.get("bytes")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+            raise BundleError(f"files.{name}.bytes: must be a non-negative integer, got {size!r}")
+        files[name] = FileEntry(entry["sha256"], size)
+    return files
+
+
+def _listed_file(obj: dict[str, Any], where: str, key: str, files: dict[str, FileEntry]) -> str:
+    name = _field(obj, key, str, f"{where}.{key}")
+    if name not in files:
+        raise BundleError(f"{where}.{key}: {name} is not listed under files")
+    return name
+
+
+def _parse_labels(raw: list[Any]) -> tuple[Label, ...]:
+    labels = []
+    for i, item in enumerate(raw):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("id"), str)
+            or not isinstance(item.get("path"), str)
+        ):
+            raise BundleError(f"{MANIFEST}: labels[{i}] must be an object with string id and path")
+        labels.append(Label(item["id"], item["path"]))
+    if not labels:
+        raise BundleError(f"{MANIFEST}: labels must not be empty")
+    if len({label.id for label in labels}) != len(labels):
+        raise BundleError(f"{MANIFEST}: labels hold duplicate ids")
+    return tuple(labels)
+
+
+def _parse_components(raw: dict[str, Any], files: dict[str, FileEntry]) -> Components:
+    unknown = set(raw) - set(COMPONENTS)
+    if unknown:
+        raise BundleError(f"{MANIFEST}: unknown components {sorted(unknown)}")
+    parsed: dict[str, Any] = {}
+    for name in MODEL_COMPONENTS:
+        if name in raw:
+            parsed[name] = _parse_model(name, _field(raw, name, dict, f"components.{name}"), files)
+    if "index" in raw:
+        parsed["index"] = _parse_index(_field(raw, "index", dict, "components.index"), files)
+    rules = _field(raw, "rules", dict, "components.rules")
+    parsed["rules"] = RulesComponent(
+        _listed_file(rules, "components.rules", "file", files), str(rules.get("description", ""))
+    )
+    components = Components(**parsed)
+    capabilities = components.capabilities()
+    for name in components.present():
+        if not any(name in CAPABILITIES[cap] for cap in capabilities):
+            raise BundleError(
+                f"components.{name}: present, but no capability is complete without "
+                f"the others it needs ({CAPABILITIES})"
+            )
+    if not capabilities:
+        raise BundleError(f"{MANIFEST}: components give no capability; need one of {CAPABILITIES}")
+    return components
+
+
+def _parse_specs(raw: Any, where: str) -> tuple[TensorSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise BundleError(f"{MANIFEST}: {where} must be a non-empty list")
+    try:
+        return tuple(TensorSpec(s["name"], s["dtype"], tuple(s["shape"])) for s in raw)
+    except (KeyError, TypeError) as e:
+        raise BundleError(f"{MANIFEST}: {where} entries need name, dtype and shape") from e
+
+
+def _strings(raw: dict[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BundleError(f"{where}.{key}: must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _parse_model(name: str, raw: dict[str, Any], files: dict[str, FileEntry]) -> ModelComponent:
+    where = f"components.{name}"
+    file = _listed_file(raw, where, "file", files)
+    if not file.endswith(".onnx"):
+        raise BundleError(f"{where}.file: {file} must be an .onnx file")
+    kind = raw.get("kind")
+    if kind is not None and kind not in KINDS[name]:
+        raise BundleError(f"{where}.kind: {kind!r} is not one this server serves {KINDS[name]}")
+    return ModelComponent(
+        file=file,
+        description=str(raw.get("description", "")),
+        inputs=_parse_specs(raw.get("inputs"), f"{where}.inputs"),
+        outputs=_parse_specs(raw.get("outputs"), f"{where}.outputs"),
+        feature_names=_strings(raw, "feature_names", where),
+        grades=_strings(raw, "grades", where),
+        kind=kind,
+    )
+
+
+def _parse_index(raw: dict[str, Any], files: dict[str, FileEntry]) -> IndexComponent:
+    where = "components.index"
+    file = _listed_file(raw, where, "file", files)
+    products = _listed_file(raw, where, "products", files)
+    views = raw.get("views", 1)
+    if not isinstance(views, int) or isinstance(views, bool) or views < 1:
+        raise BundleError(f"{where}.views: must be a positive integer, got {views!r}")
+    count = raw.get("count")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool)):
+        raise BundleError(f"{where}.count: must be an integer, got {count!r}")
+    metric = raw.get("metric", "cos")
+    if not isinstance(metric, str):
+        raise BundleError(f"{where}.metric: must be a string, got {metric!r}")
+    return IndexComponent(file, products, str(raw.get("description", "")), metric, views, count)
