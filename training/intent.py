@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from server.featurize import Featurizer
+from training.calibration import expected_calibration_error, fit_temperature, softmax
 from training.data.augment import augment_queries, generate_label_queries, vocabulary_queries
 from training.data.dataset import TrainingData
 from training.data.queries import title_substrings
@@ -273,6 +274,30 @@ def student_logits(student: IntentStudent, featurizer: Featurizer, texts: list[s
         return np.zeros((0, student.mlp[-1].out_features), dtype=np.float32)
     with torch.no_grad():
         return student.logits(torch.from_numpy(featurizer.batch_ids(texts))).numpy()
+
+
+def calibrate_intent(student: IntentStudent, featurizer: Featurizer, sets: IntentSets) -> dict[str, Any]:
+    """Fits the student's temperature on the dev split (set inside the student, so it is exported) and
+    reports the expected calibration error on the evaluation split before and after."""
+    student.temperature.fill_(1.0)
+    temperature = fit_temperature(student_logits(student, featurizer, sets.dev_texts), sets.dev_labels)
+    eval_logits = student_logits(student, featurizer, sets.eval_texts)
+    student.temperature.fill_(temperature)
+    known = sets.eval_labels >= 0
+    calibrated = softmax(eval_logits, temperature)
+    return {
+        "method": "temperature scaling, fitted on dev (NLL)",
+        "temperature": round(temperature, 4),
+        "dev_queries": int((sets.dev_labels >= 0).sum()),
+        "eval_ece_before": round(expected_calibration_error(softmax(eval_logits), sets.eval_labels), 4),
+        "eval_ece_after": round(expected_calibration_error(calibrated, sets.eval_labels), 4),
+        "eval_mean_top_probability_known": round(float(calibrated[known].max(1).mean()), 4)
+        if known.any()
+        else None,
+        "eval_mean_top_probability_unknown": round(float(calibrated[~known].max(1).mean()), 4)
+        if (~known).any()
+        else None,
+    }
 
 
 def answers_only(teacher: IntentTeacher) -> IntentTeacher:

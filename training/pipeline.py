@@ -29,6 +29,7 @@ from training.intent import (
     IntentSets,
     answers_only,
     build_intent_sets,
+    calibrate_intent,
     evaluate_intent,
     export_intent,
     intent_paired,
@@ -140,9 +141,11 @@ def _train(
         "intent_student",
         lambda: train_intent_student(sets, stacked, featurizer, len(data.labels), preset, seed),
     )
+    calibration = calibrate_intent(student, featurizer, sets)
     intent_gate = export_intent(student, featurizer, sets, tmp, out)
     ev["intent"] = evaluate_intent(teachers, student, sets, featurizer, out, tmp, preset, history)
     ev["intent"]["quantization"] = intent_gate
+    ev["intent"]["calibration"] = calibration
     gate_samples = {"intent": intent_paired(teachers, sets, featurizer, out, preset)}
 
     # 4-5. retrieval and relevance, when the data has a catalogue to serve.

@@ -40,12 +40,15 @@ class IntentStudent(nn.Module):
         super().__init__()
         self.bag = HashedBag(num_buckets, dim)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        # Calibration temperature, fitted on dev after training (training/calibration.py) and exported
+        # inside the graph, so the served probabilities are the calibrated ones.
+        self.register_buffer("temperature", torch.tensor(1.0))
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.bag(ids))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.logits(ids), dim=-1)
+        return torch.softmax(self.logits(ids) / self.temperature, dim=-1)
 
 
 class QueryEncoderStudent(nn.Module):
