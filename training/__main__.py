@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +17,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.config import env_in_help
+from training.data.columns import Columns
 from training.gate import RetentionError
 from training.pipeline import train_bundle
 from training.presets import PRESETS
@@ -28,6 +30,7 @@ class TrainSettings(BaseSettings):
         env_prefix="SIFT_",
         cli_kebab_case=True,
         cli_prog_name="sift-train",
+        cli_implicit_flags=True,
         use_attribute_docstrings=True,
         extra="ignore",
     )
@@ -35,9 +38,23 @@ class TrainSettings(BaseSettings):
     preset: Literal["tiny", "default", "full"] = "tiny"
     """Size of the run: tiny (<= 3 minutes on 2 cores, the embedded default), default, or full."""
     data: Path | None = None
-    """Training data: a product catalogue (.csv/.tsv/.jsonl with title and category path columns), a
-    taxonomy-only directory (classes.txt, optional queries.tsv), or a WANDS- or ESCI-style directory;
-    unset = the embedded synthetic catalogue."""
+    """Training data: a product catalogue (.csv/.tsv/.jsonl with title and category path columns), a pairs
+    file (query, product title and relevance label columns, e.g. ESCI's), a taxonomy-only directory
+    (classes.txt, optional queries.tsv), or a WANDS- or ESCI-style directory; unset = the embedded synthetic
+    catalogue."""
+    title_column: str | None = None
+    """Column of --data holding the product title; unset = the first of title, product_name, name,
+    product_title."""
+    category_column: str | None = None
+    """Column of --data holding the category path (levels joined by ">", " >> " or "/"), or a taxonomy's
+    query class; unset = the first of category, category_path, product_class (query_class in queries.tsv)."""
+    id_column: str | None = None
+    """Column of --data holding the product id; unset = id or product_id, else row numbers."""
+    query_column: str | None = None
+    """Column of --data holding the query text (a pairs file, a taxonomy's queries.tsv); unset = query."""
+    label_column: str | None = None
+    """Column of a pairs file holding the relevance label (E/S/C/I or Exact/Partial/Irrelevant); unset =
+    esci_label, else label."""
     label_level: int | None = Field(None, ge=1)
     """Intent label level of the category tree (1 = top level); unset = the full path (leaf)."""
     output: Path = Path("bundles/default")
@@ -61,6 +78,47 @@ class TrainSettings(BaseSettings):
     """With --label-engine ray: teacher actors, one CPU and one torch thread each (a local instance gets
     this many CPUs); unset = every CPU of this machine or of the cluster."""
 
+    def columns(self) -> Columns:
+        return Columns(
+            title=self.title_column,
+            category=self.category_column,
+            id=self.id_column,
+            query=self.query_column,
+            label=self.label_column,
+        )
+
+
+def parse_settings(args: list[str]) -> TrainSettings:
+    """Settings from the command line and SIFT_* variables. Bool flags take no value (`--force`,
+    `--no-force`); the older `--force true` still parses."""
+    flags = [
+        f"--{name.replace('_', '-')}"
+        for name, f in TrainSettings.model_fields.items()
+        if f.annotation is bool
+    ]
+    return TrainSettings(_cli_parse_args=bare_bool_flags(args, flags))
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def bare_bool_flags(args: list[str], flags: Iterable[str]) -> list[str]:
+    """`--force true`, `--force=false` and the like as `--force` / `--no-force`: argparse's boolean flags
+    refuse a value, but scripts written for the older CLI pass one."""
+    names = set(flags)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if name in names and not eq and i + 1 < len(args) and args[i + 1].lower() in _TRUE | _FALSE:
+            value, i = args[i + 1], i + 1
+        if name in names and value.lower() in _TRUE | _FALSE:
+            arg = name if value.lower() in _TRUE else "--no-" + name[2:]
+        out.append(arg)
+        i += 1
+    return out
+
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
@@ -73,9 +131,13 @@ def main(argv: list[str] | None = None) -> None:
 
         report_main(args[1:])
         return
-    settings = TrainSettings(_cli_parse_args=args)
+    settings = parse_settings(args)
     engine = None
     try:
+        # TODO(lead): pass `columns=settings.columns()` to train_bundle once it takes the keyword and hands
+        # it to load_training_data; until then a column flag is refused rather than silently ignored.
+        if settings.columns().given():
+            raise ValueError(f"{', '.join(settings.columns().given())}: not yet passed to training")
         engine = LabelEngine(settings.label_engine, settings.ray_address, settings.ray_cpus)
         report = train_bundle(
             PRESETS[settings.preset],

@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import assert_help_names_env
-from training.__main__ import TrainSettings
+from training.__main__ import TrainSettings, parse_settings
+from training.data.columns import Columns
 
 
 def test_help_names_every_flag_with_its_environment_variable() -> None:
     assert_help_names_env("training", TrainSettings.model_fields)
+
+
+def test_bool_flags_take_no_value() -> None:
+    assert parse_settings(["--force", "--resume"]).force is True
+    assert parse_settings(["--force", "--seed", "3"]).seed == 3
+    settings = parse_settings(["--no-force"])
+    assert (settings.force, settings.resume) == (False, False)
+
+
+def test_bool_flags_still_take_the_older_value_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_settings(["--force", "true", "--resume=1"]).resume is True
+    assert parse_settings(["--force", "false"]).force is False
+    assert parse_settings(["--force=false", "--resume", "yes"]).force is False
+    monkeypatch.setenv("SIFT_FORCE", "1")
+    assert parse_settings([]).force is True
+    assert parse_settings(["--no-force"]).force is False
+
+
+def test_column_flags() -> None:
+    settings = parse_settings(
+        ["--title-column", "product_name", "--category-column", "cat_l1", "--id-column", "orig_row"]
+    )
+    assert settings.columns() == Columns(title="product_name", category="cat_l1", id="orig_row")
+    assert parse_settings([]).columns() == Columns()

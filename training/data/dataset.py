@@ -1,9 +1,11 @@
 """What `--data` points at, turned into one shape the pipeline trains from.
 
 Accepted inputs: nothing (the embedded synthetic catalogue), a product catalogue file (.csv/.tsv/.jsonl), a
-WANDS-style or ESCI-style directory (catalogue plus graded judgements), or a taxonomy-only directory
-(classes.txt and optional queries.tsv: the cold start of a new store). A taxonomy-only run may borrow a
-product catalogue for pre-training (`catalogue`), whose categories are aligned to the labels by leaf name.
+pairs file of judged (query, product title, label) rows, a WANDS-style or ESCI-style directory (catalogue
+plus graded judgements), or a taxonomy-only directory (classes.txt and optional queries.tsv: the cold start
+of a new store). A taxonomy-only run may borrow a product catalogue for pre-training (`catalogue`), whose
+categories are aligned to the labels by leaf name. Columns named differently from the loaders' guesses are
+given as `Columns` (the --*-column flags).
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from training.data.catalogue import Catalogue
-from training.data.judgements import Judgement, is_esci_dir, is_wands_dir, load_esci, load_wands
+from training.data.columns import GUESS, Columns
+from training.data.judgements import (
+    JudgedCatalogue,
+    Judgement,
+    is_esci_dir,
+    is_pairs_file,
+    is_wands_dir,
+    load_esci,
+    load_pairs,
+    load_wands,
+)
 from training.data.loaders import load_catalogue
 from training.data.synthetic import generate_catalogue
 from training.data.taxonomy import LabelledQuery, is_taxonomy_dir, label_at_level, load_taxonomy
@@ -59,11 +71,14 @@ def load_training_data(
     heldout_fraction: float,
     seed: int,
     label_level: int | None = None,
+    columns: Columns = GUESS,
 ) -> TrainingData:
     if path is None:
+        columns.only((), "the embedded synthetic catalogue (no --data)")
         data = _from_catalogue("synthetic", generate_catalogue(num_products, seed), label_level)
     elif path.is_dir() and is_taxonomy_dir(path):
-        tax = load_taxonomy(path, label_level)
+        columns.only(("query", "category"), f"a taxonomy directory ({path}/queries.tsv has queries only)")
+        tax = load_taxonomy(path, label_level, columns)
         data = TrainingData(
             source=f"taxonomy:{path}",
             labels=list(tax.labels),
@@ -75,15 +90,16 @@ def load_training_data(
         # of other categories stay unlabelled and get the teacher's labels.
         _borrow_catalogue(data, generate_catalogue(num_products // 2, seed))
     elif path.is_dir() and is_wands_dir(path):
-        judged = load_wands(path)
-        data = _from_catalogue(f"wands:{path}", judged.catalogue, label_level)
-        data.judgements = list(judged.judgements)
+        columns.only((), f"a WANDS directory ({path}: fixed columns)")
+        data = _from_judged(f"wands:{path}", load_wands(path), label_level)
     elif path.is_dir() and is_esci_dir(path):
-        judged = load_esci(path)
-        data = _from_catalogue(f"esci:{path}", judged.catalogue, label_level)
-        data.judgements = list(judged.judgements)
+        columns.only((), f"an ESCI directory ({path}: fixed columns)")
+        data = _from_judged(f"esci:{path}", load_esci(path), label_level)
+    elif path.is_file() and is_pairs_file(path, columns):
+        data = _from_judged(f"pairs:{path}", load_pairs(path, columns), label_level)
     elif path.is_file():
-        data = _from_catalogue(str(path), load_catalogue(path, num_products, seed), label_level)
+        columns.only(("title", "category", "id"), f"a catalogue file ({path} has no query column)")
+        data = _from_catalogue(str(path), load_catalogue(path, num_products, seed, columns), label_level)
     else:
         raise FileNotFoundError(
             f"--data {path}: expected a catalogue file (.csv/.tsv/.jsonl), or a directory with classes.txt "
@@ -107,6 +123,12 @@ def _from_catalogue(source: str, catalogue: Catalogue, label_level: int | None) 
         catalogue=catalogue,
         product_labels=np.array([index[p] for p in paths], dtype=np.int64),
     )
+
+
+def _from_judged(source: str, judged: JudgedCatalogue, label_level: int | None) -> TrainingData:
+    data = _from_catalogue(source, judged.catalogue, label_level)
+    data.judgements = list(judged.judgements)
+    return data
 
 
 def leaf(path: str) -> str:

@@ -1,4 +1,5 @@
-"""Catalogues that come with graded relevance judgements: WANDS (Wayfair) and ESCI (Amazon) layouts.
+"""Catalogues that come with graded relevance judgements: WANDS (Wayfair) and ESCI (Amazon) layouts, and a
+single pairs file of (query, product title, label) rows such as ESCI's joined examples.
 
 Grades are 0 irrelevant, 1 partial, 2 exact. ESCI's Substitute and Complement count as partial.
 """
@@ -12,12 +13,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.data.catalogue import Catalogue, Product
+from training.data.columns import GUESS, Columns, first, keys, optional_keys
+from training.data.loaders import (
+    BRAND_KEYS,
+    CATEGORY_KEYS,
+    ID_KEYS,
+    TITLE_KEYS,
+    category_path,
+    read_header,
+    read_table,
+)
 
 WANDS_FILES = ("product.csv", "query.csv", "label.csv")
 ESCI_EXAMPLES = "shopping_queries_dataset_examples"
 ESCI_PRODUCTS = "shopping_queries_dataset_products"
 _WANDS_GRADES = {"exact": 2, "partial": 1, "irrelevant": 0}
 _ESCI_GRADES = {"e": 2, "s": 1, "c": 1, "i": 0, "exact": 2, "substitute": 1, "complement": 1, "irrelevant": 0}
+_PAIR_GRADES = {**_ESCI_GRADES, **_WANDS_GRADES}
+QUERY_KEYS = ("query",)
+LABEL_KEYS = ("esci_label", "label")
 UNKNOWN_CATEGORY = "Unknown"
 """ESCI has no categories: every product gets this one, so intent cannot be trained from ESCI alone."""
 
@@ -98,6 +112,43 @@ def load_esci(directory: Path, locale: str | None = "us") -> JudgedCatalogue:
         if str(row["product_id"]) in known:
             judgements.append(Judgement(str(row["query"]).strip(), str(row["product_id"]), grade))
     return JudgedCatalogue(_catalogue(products, directory), tuple(judgements))
+
+
+def is_pairs_file(path: Path, columns: Columns = GUESS) -> bool:
+    """A data file of judged (query, product) rows rather than a catalogue: it has a query column, or the
+    user named a query or label column."""
+    if columns.query is not None or columns.label is not None:
+        return True
+    return any(k in read_header(path) for k in QUERY_KEYS)
+
+
+def load_pairs(path: Path, columns: Columns = GUESS) -> JudgedCatalogue:
+    """One .csv/.tsv/.jsonl file of (query, product, label) rows, e.g. ESCI's examples joined with product
+    text. Columns as in a catalogue file, plus query and label (E/S/C/I or Exact/Partial/Irrelevant); the
+    category is optional (UNKNOWN_CATEGORY without one). A product in several rows is kept once."""
+    header, rows = read_table(path)
+    query_keys = keys(header, columns.query, QUERY_KEYS, "query", path)
+    label_keys = keys(header, columns.label, LABEL_KEYS, "label", path)
+    title_keys = keys(header, columns.title, TITLE_KEYS, "title", path)
+    id_keys = optional_keys(header, columns.id, ID_KEYS, "id", path)
+    category_keys = optional_keys(header, columns.category, CATEGORY_KEYS, "category", path)
+    brand_keys = tuple(k for k in BRAND_KEYS if k in header)
+    products: dict[str, Product] = {}
+    ids_by_title: dict[str, str] = {}
+    judgements = []
+    for n, row in enumerate(rows, start=1):
+        query, title, label = first(row, query_keys), first(row, title_keys), first(row, label_keys)
+        if not query or not title:
+            continue
+        grade = _PAIR_GRADES.get(label.lower())
+        if grade is None:
+            raise ValueError(f"{path}: row {n}: label {label!r} is not E/S/C/I or Exact/Partial/Irrelevant")
+        # Without an id column, rows with the same title are the same product.
+        pid = first(row, id_keys) or ids_by_title.setdefault(title, f"P{len(ids_by_title):07d}")
+        category = category_path(first(row, category_keys)) or UNKNOWN_CATEGORY
+        products.setdefault(pid, Product(pid, title, category, first(row, brand_keys)))
+        judgements.append(Judgement(query, pid, grade))
+    return JudgedCatalogue(_catalogue(list(products.values()), path), tuple(judgements))
 
 
 def _catalogue(products: list[Product], directory: Path) -> Catalogue:

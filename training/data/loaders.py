@@ -7,46 +7,67 @@ import json
 from pathlib import Path
 
 from training.data.catalogue import Catalogue, Product
+from training.data.columns import GUESS, Columns, first, keys, optional_keys
 from training.data.synthetic import generate_catalogue
 
-_TITLE_KEYS = ("title", "product_name", "name")
-_CATEGORY_KEYS = ("category", "category_path", "product_class")
-_ID_KEYS = ("id", "product_id")
+TITLE_KEYS = ("title", "product_name", "name", "product_title")
+CATEGORY_KEYS = ("category", "category_path", "product_class")
+ID_KEYS = ("id", "product_id")
+BRAND_KEYS = ("brand", "product_brand")
 
 
-def load_catalogue(data: Path | None, num_products: int, seed: int) -> Catalogue:
+def load_catalogue(data: Path | None, num_products: int, seed: int, columns: Columns = GUESS) -> Catalogue:
     """`data` None means the embedded synthetic catalogue; otherwise a .csv, .tsv or .jsonl product file.
 
-    Columns (first match wins): title|product_name|name, category|category_path|product_class (levels joined
-    by " > " or "/"), and optionally id|product_id.
+    Columns (first non-empty wins) unless `columns` names them: title|product_name|name|product_title,
+    category|category_path|product_class (levels joined by ">", ">>" or "/"), and optionally id|product_id
+    and brand|product_brand.
     """
     if data is None:
         return generate_catalogue(num_products, seed)
-    if not data.is_file():
-        raise FileNotFoundError(f"--data {data}: no such file")
-    if data.suffix == ".jsonl":
-        rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif data.suffix in (".csv", ".tsv"):
-        with data.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if data.suffix == ".tsv" else ","))
-    else:
-        raise ValueError(f"--data {data}: expected a .csv, .tsv or .jsonl catalogue")
+    header, rows = read_table(data)
+    title_keys = keys(header, columns.title, TITLE_KEYS, "title", data)
+    category_keys = keys(header, columns.category, CATEGORY_KEYS, "category", data)
+    id_keys = optional_keys(header, columns.id, ID_KEYS, "id", data)
+    brand_keys = tuple(k for k in BRAND_KEYS if k in header)
     products = []
     for n, row in enumerate(rows):
-        title = _pick(row, _TITLE_KEYS, data, n)
-        category = " > ".join(
-            p.strip() for p in _pick(row, _CATEGORY_KEYS, data, n).replace("/", ">").split(">")
-        )
-        pid = next((str(row[k]) for k in _ID_KEYS if row.get(k)), f"P{n:07d}")
-        products.append(Product(id=pid, title=title, category=category, brand=str(row.get("brand", ""))))
+        title = first(row, title_keys)
+        category = category_path(first(row, category_keys))
+        if not title or not category:
+            empty = title_keys if not title else category_keys
+            raise ValueError(f"--data {data}: row {n + 1} has no value in {', '.join(empty)}")
+        pid = first(row, id_keys) or f"P{n:07d}"
+        products.append(Product(id=pid, title=title, category=category, brand=first(row, brand_keys)))
     if not products:
         raise ValueError(f"--data {data}: no products")
     return Catalogue(products=tuple(products), categories=tuple(sorted({p.category for p in products})))
 
 
-def _pick(row: dict[str, object], keys: tuple[str, ...], data: Path, n: int) -> str:
-    for key in keys:
-        value = row.get(key)
-        if value:
-            return str(value).strip()
-    raise ValueError(f"--data {data}: row {n} has none of the columns {keys}")
+def category_path(raw: str) -> str:
+    """A category path with levels joined by " > ". Files write ">", " >> " or "/" between levels; empty
+    levels (the middle of ">>") are dropped."""
+    return " > ".join(p.strip() for p in raw.replace("/", ">").split(">") if p.strip())
+
+
+def read_header(data: Path) -> list[str]:
+    """The column names of a data file, without reading a CSV's rows."""
+    if data.suffix in (".csv", ".tsv") and data.is_file():
+        with data.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f, delimiter="\t" if data.suffix == ".tsv" else ",").fieldnames or ())
+    return read_table(data)[0]
+
+
+def read_table(data: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a .csv, .tsv or .jsonl file (a JSONL header: every key any row has)."""
+    if not data.is_file():
+        raise FileNotFoundError(f"--data {data}: no such file")
+    if data.suffix == ".jsonl":
+        rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return list(dict.fromkeys(k for row in rows for k in row)), rows
+    if data.suffix in (".csv", ".tsv"):
+        with data.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t" if data.suffix == ".tsv" else ",")
+            rows = list(reader)
+            return list(reader.fieldnames or ()), rows
+    raise ValueError(f"--data {data}: expected a .csv, .tsv or .jsonl file")

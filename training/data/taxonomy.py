@@ -5,7 +5,8 @@ labelled training data. A directory with:
   followed by a TAB and a free-text description. Blank lines and `#` comments are ignored. Only " > "
   separates levels: real class names hold "/" and "&" ("Accent Chests / Cabinets").
 - `queries.tsv` (optional): TAB separated with a header; `query` is required, `query_class` (empty =
-  unknown class) and `split` (train/dev/test) are optional.
+  unknown class) and `split` (train/dev/test) are optional. Other names for the first two are given with
+  --query-column and --category-column.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from training.data.columns import GUESS, Columns, first, keys, optional_keys
+
 CLASSES = "classes.txt"
 QUERIES = "queries.tsv"
 SEPARATOR = " > "
+QUERY_CLASS_KEYS = ("query_class",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +51,7 @@ def is_taxonomy_dir(path: Path) -> bool:
     return (path / CLASSES).is_file()
 
 
-def load_taxonomy(directory: Path, label_level: int | None = None) -> Taxonomy:
+def load_taxonomy(directory: Path, label_level: int | None = None, columns: Columns = GUESS) -> Taxonomy:
     classes = directory / CLASSES
     if not classes.is_file():
         raise FileNotFoundError(f"{classes}: missing; a taxonomy directory needs {CLASSES}")
@@ -68,11 +72,13 @@ def load_taxonomy(directory: Path, label_level: int | None = None) -> Taxonomy:
             descriptions[label] = description.strip()
     if not labels:
         raise ValueError(f"{classes}: no labels")
-    return Taxonomy(tuple(labels), descriptions, tuple(_load_queries(directory / QUERIES, full_to_label)))
+    queries = _load_queries(directory / QUERIES, full_to_label, columns)
+    return Taxonomy(tuple(labels), descriptions, tuple(queries))
 
 
-def _load_queries(path: Path, full_to_label: dict[str, str]) -> list[LabelledQuery]:
+def _load_queries(path: Path, full_to_label: dict[str, str], columns: Columns) -> list[LabelledQuery]:
     if not path.is_file():
+        columns.only((), f"{path.parent} (it has no {QUERIES})")
         return []
     # A query class may be the full path or just its leaf name (as real query logs give it).
     by_leaf: dict[str, set[str]] = {}
@@ -81,13 +87,14 @@ def _load_queries(path: Path, full_to_label: dict[str, str]) -> list[LabelledQue
     out = []
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if "query" not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: needs a header with a `query` column, got {reader.fieldnames}")
+        header = reader.fieldnames or []
+        query_keys = keys(header, columns.query, ("query",), "query", path)
+        class_keys = optional_keys(header, columns.category, QUERY_CLASS_KEYS, "category", path)
         for n, row in enumerate(reader, start=2):
-            text = (row.get("query") or "").strip()
+            text = first(row, query_keys)
             if not text:
                 continue
-            cls = (row.get("query_class") or "").strip()
+            cls = first(row, class_keys)
             label = None
             if cls:
                 full = label_at_level(cls, None)
@@ -96,6 +103,8 @@ def _load_queries(path: Path, full_to_label: dict[str, str]) -> list[LabelledQue
                 elif len(by_leaf.get(cls.lower(), ())) == 1:
                     label = next(iter(by_leaf[cls.lower()]))
                 else:
-                    raise ValueError(f"{path}:{n}: query_class {cls!r} matches no single label of {CLASSES}")
+                    raise ValueError(
+                        f"{path}:{n}: {class_keys[0]} {cls!r} matches no single label of {CLASSES}"
+                    )
             out.append(LabelledQuery(text, label, (row.get("split") or "").strip()))
     return out

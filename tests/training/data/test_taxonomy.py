@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from training.data.columns import Columns
 from training.data.taxonomy import is_taxonomy_dir, label_at_level, load_taxonomy
 
 
@@ -58,8 +59,26 @@ def test_errors_name_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"queries.tsv:2: query_class 'Beds' matches no single label"):
         load_taxonomy(root)
     write(tmp_path, "Sofas\n", "text\nsofa\n")
-    with pytest.raises(ValueError, match="needs a header with a `query` column"):
+    with pytest.raises(
+        ValueError, match=r"no query column \(looked for query\); name it with --query-column"
+    ):
         load_taxonomy(root)
     write(tmp_path, "# nothing\n")
     with pytest.raises(ValueError, match="no labels"):
         load_taxonomy(root)
+
+
+def test_query_and_class_columns_named_by_flags(tmp_path: Path) -> None:
+    root = write(
+        tmp_path, "Sofas\nBeds\n", "text\tclass\tsplit\nsofa bed\tBeds\ttest\ngrey couch\tSofas\ttrain\n"
+    )
+    tax = load_taxonomy(root, columns=Columns(query="text", category="class"))
+    assert [(q.text, q.label, q.split) for q in tax.queries] == [
+        ("sofa bed", "Beds", "test"),
+        ("grey couch", "Sofas", "train"),
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"--category-column 'cls': .*queries.tsv has no such column; it has text, class, split",
+    ):
+        load_taxonomy(root, columns=Columns(query="text", category="cls"))
