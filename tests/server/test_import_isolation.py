@@ -23,7 +23,7 @@ LAYERS = (
         "server.metrics",
         "server.ports",
     ),
-    ("server.config", "server.featurize", "server.rules", "server.relevance_cascade"),
+    ("server.config", "server.featurize", "server.query_tokens", "server.rules", "server.relevance_cascade"),
     ("server.runtime",),
     ("server.bundle",),
     ("server.service",),
