@@ -134,10 +134,6 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(args)
     engine = None
     try:
-        # TODO(lead): pass `columns=settings.columns()` to train_bundle once it takes the keyword and hands
-        # it to load_training_data; until then a column flag is refused rather than silently ignored.
-        if settings.columns().given():
-            raise ValueError(f"{', '.join(settings.columns().given())}: not yet passed to training")
         engine = LabelEngine(settings.label_engine, settings.ray_address, settings.ray_cpus)
         report = train_bundle(
             PRESETS[settings.preset],
@@ -145,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             settings.data,
             settings.seed,
             label_level=settings.label_level,
+            columns=settings.columns(),
             force=settings.force,
             resume=settings.resume,
             rerun=settings.rerun,

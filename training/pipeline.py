@@ -23,6 +23,7 @@ from server.bundle import load_bundle
 from server.featurize import Featurizer, FeaturizerConfig
 from server.rules import Rules
 from training.bundle_writer import write_manifest
+from training.data.columns import GUESS, Columns
 from training.data.dataset import TrainingData, load_training_data
 from training.gate import check_retention
 from training.intent import (
@@ -59,6 +60,7 @@ def train_bundle(
     seed: int = 0,
     *,
     label_level: int | None = None,
+    columns: Columns = GUESS,
     force: bool = False,
     resume: bool = False,
     rerun: str | None = None,
@@ -72,7 +74,7 @@ def train_bundle(
     stages = StageCache(output.parent / f".{output.name}.stages", report, resume, rerun)
     work = Path(tempfile.mkdtemp(prefix=".sift-train-", dir=output.parent))
     try:
-        _train(preset, work, data_path, seed, label_level, force, stages, report, engine)
+        _train(preset, work, data_path, seed, label_level, columns, force, stages, report, engine)
         if output.exists():
             shutil.rmtree(output)
         work.chmod(0o755)  # mkdtemp makes it private; a bundle is read by a server user too
@@ -99,6 +101,7 @@ def _train(
     data_path: Path | None,
     seed: int,
     label_level: int | None,
+    columns: Columns,
     force: bool,
     stages: StageCache,
     report: RunReport,
@@ -113,7 +116,9 @@ def _train(
 
     # 1. data: the catalogue and queries, and the intent distillation sets.
     def prepare() -> Prepared:
-        data = load_training_data(data_path, preset.num_products, preset.heldout_fraction, seed, label_level)
+        data = load_training_data(
+            data_path, preset.num_products, preset.heldout_fraction, seed, label_level, columns
+        )
         return Prepared(data, build_intent_sets(data, preset, featurizer, seed))
 
     prepared = stages.run("data", prepare)
