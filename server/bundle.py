@@ -11,6 +11,7 @@ can execute code.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,17 +24,21 @@ from server.manifest import (
     CAPABILITIES,
     MANIFEST,
     SCHEMA_VERSION,
+    SEARCH_MODES,
     BundleError,
     IndexComponent,
     Label,
+    LexicalComponent,
     Manifest,
     ModelComponent,
     category_id,
     sha256_file,
 )
+from server.query_tokens import QueryTokenizer
 from server.rules import GRADES, Rules, parse_rules
 from server.runtime.batcher import BatchPolicy
 from server.runtime.index import ProductIndex
+from server.runtime.lexical import LexicalIndex, file_names
 from server.runtime.onnx import OnnxModel, ThreadSettings
 
 # Training imports these from here; they live in server/manifest.py.
@@ -98,6 +103,7 @@ class Bundle:
         expected = {
             "intent": ({"ids": ("int64", 2)}, ("float32", n_labels)),
             "query_encoder": ({"ids": ("int64", 2)}, ("float32", dim)),
+            "query_student": ({"input_ids": ("int64", 2)}, ("float32", dim)),
             "relevance": ({"features": ("float32", 2, n_features)}, ("float32", len(GRADES))),
         }
         self.components: dict[str, Component] = {}
@@ -110,6 +116,16 @@ class Bundle:
         self.intent = models.get("intent")
         self.query_encoder = models.get("query_encoder")
         self.relevance = models.get("relevance")
+        # The transformer query tower, fed word pieces of the featurizer's own tokenizer.json.
+        self.query_student = models.get("query_student")
+        self.query_tokens: QueryTokenizer | None = None
+        if m.components.query_student is not None:
+            try:
+                self.query_tokens = QueryTokenizer(
+                    directory / m.featurizer.tokenizer, m.components.query_student.max_tokens or 0
+                )
+            except Exception as e:
+                raise BundleError(f"components.query_student: {e}") from e
         if m.components.relevance is not None:
             _check_relevance_names(m.components.relevance)
 
@@ -117,6 +133,15 @@ class Bundle:
         self.products: Products | None = None
         if m.components.index is not None:
             self.index, self.products = self._open_index(m.components.index)
+        self.lexical: LexicalIndex | None = None
+        self.lexical_spec: LexicalComponent | None = m.components.lexical
+        if self.lexical_spec is not None and self.products is not None:
+            self.lexical = self._open_lexical(self.lexical_spec, len(self.products.ids))
+        self.search_modes: tuple[str, ...] = ()
+        self.search_default_mode = ""
+        if "retrieval" in self.capabilities:
+            self.search_modes = SEARCH_MODES if self.lexical is not None else ("dense",)
+            self.search_default_mode = self.lexical_spec.default_mode if self.lexical_spec else "dense"
         # Relevance over candidates given by id reads the product side of its features from here.
         self.lexicon = (
             TitleLexicon(self.products.titles, self.featurizer)
@@ -156,6 +181,28 @@ class Bundle:
             raise BundleError(f"components.index.count: {spec.count} != {len(products.ids)}")
         return index, products
 
+    def _open_lexical(self, spec: LexicalComponent, num_products: int) -> LexicalIndex:
+        prefix = spec.vocabulary.removesuffix("_vocab.json")
+        if spec.files() != file_names(prefix):
+            raise BundleError(
+                f"components.lexical: files {list(spec.files())} are not {list(file_names(prefix))}"
+            )
+        try:
+            index = LexicalIndex.open(self.directory, num_products, prefix)
+        except (OSError, ValueError) as e:
+            raise BundleError(f"components.lexical: {e}") from e
+        sha = self.manifest.files[spec.weights].sha256
+        self.components["lexical"] = Component("lexical", spec.weights, sha, spec.description)
+        return index
+
+    def query_model(self) -> tuple[OnnxModel, Callable[[list[str]], np.ndarray]]:
+        """The model that embeds queries for Search and EmbedQuery, and how texts become its input: the
+        transformer student's word pieces when the bundle has one, else the hashed n-gram ids."""
+        if self.query_student is not None and self.query_tokens is not None:
+            return self.query_student, self.query_tokens.ids
+        assert self.query_encoder is not None
+        return self.query_encoder, self.featurizer.batch_ids
+
     def require(self, capability: str) -> None:
         """Raises FailedPrecondition when this bundle was trained without what `capability` needs."""
         if capability not in self.capabilities:
@@ -173,6 +220,10 @@ class Bundle:
         if self.query_encoder is not None and self.index is not None:
             vector = self.query_encoder.run({"ids": ids})[0]
             self.index.search(vector, min(10, len(self.products.ids)))
+        if self.query_student is not None and self.query_tokens is not None:
+            self.query_student.run({"input_ids": self.query_tokens.ids(["warm up query"])})
+        if self.lexical is not None:
+            self.lexical.search("warm up query", 10)
         if self.relevance is not None:
             self.relevance.run({"features": np.zeros((1, len(RELEVANCE_FEATURES)), dtype=np.float32)})
 

@@ -35,180 +35,67 @@ component's original kind, and today each component has only that one (KINDS).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
-SUPPORTED_SCHEMA_VERSIONS = (2,)
-MANIFEST = "manifest.json"
-# What each capability needs. A bundle trained without a product catalogue (taxonomy only) has intent alone.
-CAPABILITIES = {
-    "intent": ("intent",),
-    "retrieval": ("query_encoder", "index"),
-    "relevance": ("intent", "query_encoder", "index", "relevance"),
-}
-MODEL_COMPONENTS = ("intent", "query_encoder", "relevance")
-# In the order training writes them (its stages' order), so a manifest read and written back is unchanged.
-COMPONENTS = ("intent", "query_encoder", "index", "relevance", "rules")
-# The kinds of model each model component may hold; the first is what an absent `kind` means.
-KINDS: dict[str, tuple[str, ...]] = {
-    "intent": ("hashed_mlp",),
-    "query_encoder": ("hashed_mlp",),
-    "relevance": ("feature_mlp",),
-}
-# File kinds a bundle may hold; anything else in the manifest is refused.
-ALLOWED_SUFFIXES = (".onnx", ".json", ".usearch")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+from server.manifest_parts import (
+    ALLOWED_SUFFIXES,
+    CAPABILITIES,
+    COMPONENTS,
+    KINDS,
+    MANIFEST,
+    MODEL_COMPONENTS,
+    OPTIONAL,
+    SAFE_NAME,
+    SCHEMA_VERSION,
+    SEARCH_MODES,
+    SUPPORTED_SCHEMA_VERSIONS,
+    BundleError,
+    Components,
+    FeaturizerSection,
+    FileEntry,
+    IndexComponent,
+    Label,
+    LexicalComponent,
+    ModelComponent,
+    RulesComponent,
+    TensorSpec,
+    category_id,
+    files_of,
+    sha256_file,
+    tensor,
+)
 
-
-class BundleError(ValueError):
-    """The bundle cannot be served; the message says what is wrong."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def category_id(path: str) -> str:
-    """Stable label id from a category path: "Furniture > Accent Chairs" -> "furniture/accent-chairs"."""
-    levels = [re.sub(r"[^a-z0-9]+", "-", level.lower()).strip("-") for level in path.split(">")]
-    return "/".join(level for level in levels if level)
-
-
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-    """Static sizes as ints, dynamic axes as their names."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-
-def tensor(name: str, dtype: str, *shape: int | str) -> TensorSpec:
-    """tensor("ids", "int64", "batch", "features"): a model input or output as the manifest declares it."""
-    return TensorSpec(name, dtype, shape)
-
-
-@dataclass(frozen=True, slots=True)
-class Label:
-    id: str
-    path: str
-
-    @classmethod
-    def of(cls, path: str) -> Label:
-        return cls(category_id(path), path)
-
-
-@dataclass(frozen=True, slots=True)
-class FileEntry:
-    sha256: str
-    bytes: int | None = None  # the size, for people reading the manifest; the sha256 is what is checked
-
-    @classmethod
-    def of(cls, path: Path) -> FileEntry:
-        return cls(sha256_file(path), path.stat().st_size)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"sha256": self.sha256} | ({} if self.bytes is None else {"bytes": self.bytes})
-
-
-def files_of(directory: Path) -> dict[str, FileEntry]:
-    """Every file in `directory` but the manifest, by name in sorted order: a bundle's `files`."""
-    return {f.name: FileEntry.of(f) for f in sorted(directory.iterdir()) if f.name != MANIFEST}
-
-
-@dataclass(frozen=True, slots=True)
-class FeaturizerSection:
-    """server/featurize.py's FeaturizerConfig.to_json(), and the tokenizer file it runs after."""
-
-    config: dict[str, Any]
-    tokenizer: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.config, "tokenizer": self.tokenizer}
-
-
-@dataclass(frozen=True, slots=True)
-class ModelComponent:
-    """An ONNX model: its file, how it is called, and (relevance only) its feature columns and grades."""
-
-    file: str
-    description: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    feature_names: tuple[str, ...] | None = None
-    grades: tuple[str, ...] | None = None
-    kind: str | None = None  # None: the component's original kind, KINDS[name][0]
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "file": self.file,
-            "description": self.description,
-            "inputs": [s.to_json() for s in self.inputs],
-            "outputs": [s.to_json() for s in self.outputs],
-        }
-        optional = {"feature_names": self.feature_names, "grades": self.grades, "kind": self.kind}
-        return out | {k: list(v) if isinstance(v, tuple) else v for k, v in optional.items() if v is not None}
-
-
-@dataclass(frozen=True, slots=True)
-class IndexComponent:
-    """The usearch index (`views` vectors per product) and products.json, its row -> product map."""
-
-    file: str
-    products: str
-    description: str = ""
-    metric: str = "cos"
-    views: int = 1
-    count: int | None = None  # products in the index
-
-    def to_json(self) -> dict[str, Any]:
-        out = {"file": self.file, "products": self.products, "description": self.description}
-        return out | {"metric": self.metric, "views": self.views, "count": self.count}
-
-
-@dataclass(frozen=True, slots=True)
-class RulesComponent:
-    file: str
-    description: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "description": self.description}
-
-
-@dataclass(frozen=True, slots=True)
-class Components:
-    """The bundle's parts; every bundle has rules, the rest as its capabilities need (CAPABILITIES)."""
-
-    rules: RulesComponent
-    intent: ModelComponent | None = None
-    query_encoder: ModelComponent | None = None
-    relevance: ModelComponent | None = None
-    index: IndexComponent | None = None
-
-    def present(self) -> tuple[str, ...]:
-        """Names of the components present other than rules, in COMPONENTS order."""
-        return tuple(n for n in COMPONENTS if n != "rules" and getattr(self, n) is not None)
-
-    def capabilities(self) -> tuple[str, ...]:
-        present = self.present()
-        return tuple(cap for cap, needs in CAPABILITIES.items() if all(n in present for n in needs))
-
-    def models(self) -> dict[str, ModelComponent]:
-        return {n: getattr(self, n) for n in MODEL_COMPONENTS if getattr(self, n) is not None}
-
-    def to_json(self) -> dict[str, Any]:
-        return {n: getattr(self, n).to_json() for n in (*self.present(), "rules")}
+__all__ = [
+    "ALLOWED_SUFFIXES",
+    "CAPABILITIES",
+    "COMPONENTS",
+    "KINDS",
+    "MANIFEST",
+    "MODEL_COMPONENTS",
+    "OPTIONAL",
+    "SAFE_NAME",
+    "SCHEMA_VERSION",
+    "SEARCH_MODES",
+    "SUPPORTED_SCHEMA_VERSIONS",
+    "BundleError",
+    "Components",
+    "FeaturizerSection",
+    "FileEntry",
+    "IndexComponent",
+    "Label",
+    "LexicalComponent",
+    "Manifest",
+    "ModelComponent",
+    "RulesComponent",
+    "TensorSpec",
+    "category_id",
+    "files_of",
+    "sha256_file",
+    "tensor",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,7 +211,7 @@ def _field(obj: dict[str, Any], key: str, kind: type, where: str | None = None) 
 def _parse_files(raw: dict[str, Any]) -> dict[str, FileEntry]:
     files = {}
     for name, entry in raw.items():
-        if not _SAFE_NAME.match(name) or not name.endswith(ALLOWED_SUFFIXES):
+        if not SAFE_NAME.match(name) or not name.endswith(ALLOWED_SUFFIXES):
             raise BundleError(
                 f"files.{name}: not an allowed bundle file (plain names ending {ALLOWED_SUFFIXES})"
             )
@@ -375,9 +262,15 @@ def _parse_components(raw: dict[str, Any], files: dict[str, FileEntry]) -> Compo
     parsed["rules"] = RulesComponent(
         _listed_file(rules, "components.rules", "file", files), str(rules.get("description", ""))
     )
+    if "lexical" in raw:
+        parsed["lexical"] = _parse_lexical(_field(raw, "lexical", dict, "components.lexical"), files)
     components = Components(**parsed)
     capabilities = components.capabilities()
     for name in components.present():
+        if name in OPTIONAL:
+            if OPTIONAL[name] not in capabilities:
+                raise BundleError(f"components.{name}: present, but the bundle cannot serve {OPTIONAL[name]}")
+            continue
         if not any(name in CAPABILITIES[cap] for cap in capabilities):
             raise BundleError(
                 f"components.{name}: present, but no capability is complete without "
@@ -414,6 +307,13 @@ def _parse_model(name: str, raw: dict[str, Any], files: dict[str, FileEntry]) ->
     kind = raw.get("kind")
     if kind is not None and kind not in KINDS[name]:
         raise BundleError(f"{where}.kind: {kind!r} is not one this server serves {KINDS[name]}")
+    max_tokens = raw.get("max_tokens")
+    if (kind or KINDS[name][0]) == "transformer" and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 2 <= max_tokens <= 512
+    ):
+        raise BundleError(
+            f"{where}.max_tokens: a transformer needs an integer in [2, 512], got {max_tokens!r}"
+        )
     return ModelComponent(
         file=file,
         description=str(raw.get("description", "")),
@@ -422,6 +322,7 @@ def _parse_model(name: str, raw: dict[str, Any], files: dict[str, FileEntry]) ->
         feature_names=_strings(raw, "feature_names", where),
         grades=_strings(raw, "grades", where),
         kind=kind,
+        max_tokens=max_tokens,
     )
 
 
@@ -439,3 +340,28 @@ def _parse_index(raw: dict[str, Any], files: dict[str, FileEntry]) -> IndexCompo
     if not isinstance(metric, str):
         raise BundleError(f"{where}.metric: must be a string, got {metric!r}")
     return IndexComponent(file, products, str(raw.get("description", "")), metric, views, count)
+
+
+def _parse_lexical(raw: dict[str, Any], files: dict[str, FileEntry]) -> LexicalComponent:
+    where = "components.lexical"
+    names = [_listed_file(raw, where, key, files) for key in ("vocabulary", "indptr", "postings", "weights")]
+    for key, name in zip(("indptr", "postings", "weights"), names[1:], strict=True):
+        if not name.endswith(".npy"):
+            raise BundleError(f"{where}.{key}: {name} must be an .npy file")
+    numbers = {}
+    for key, kind, default in (
+        ("k1", float, 1.2),
+        ("b", float, 0.75),
+        ("rrf_k", int, 60),
+        ("depth", int, 100),
+    ):
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise BundleError(f"{where}.{key}: must be a non-negative number, got {value!r}")
+        numbers[key] = kind(value)
+    if numbers["depth"] < 1:
+        raise BundleError(f"{where}.depth: must be at least 1, got {numbers['depth']}")
+    mode = raw.get("default_mode", "dense")
+    if mode not in SEARCH_MODES:
+        raise BundleError(f"{where}.default_mode: must be one of {SEARCH_MODES}, got {mode!r}")
+    return LexicalComponent(*names, str(raw.get("description", "")), default_mode=mode, **numbers)

@@ -1,17 +1,28 @@
-"""The bundle's manifest.json: what each file holds, how its models are called, and how they were trained
-and evaluated. server/bundle.py validates what this writes."""
+"""The bundle's manifest.json, built with the server's own manifest types (server/manifest.py): what each
+file holds, how its models are called, and how they were trained and evaluated. Manifest.write checks the
+result as the server will read it."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from server.bundle import MANIFEST, SCHEMA_VERSION, category_id, sha256_file
 from server.featurize import RELEVANCE_FEATURES, FeaturizerConfig
+from server.manifest import (
+    Components,
+    FeaturizerSection,
+    IndexComponent,
+    Label,
+    LexicalComponent,
+    Manifest,
+    ModelComponent,
+    RulesComponent,
+    files_of,
+    tensor,
+)
 from server.rules import GRADES
 from training.data.dataset import TrainingData
 from training.presets import Preset
@@ -32,10 +43,6 @@ def code_version() -> str:
     return f"sift {package_version('sift')} (git {rev})"
 
 
-def tensor(name: str, dtype: str, *shape: int | str) -> dict[str, Any]:
-    return {"name": name, "dtype": dtype, "shape": list(shape)}
-
-
 def write_manifest(
     out: Path,
     preset: Preset,
@@ -46,70 +53,82 @@ def write_manifest(
     evaluation: dict[str, Any],
     timings: dict[str, float],
     seed: int,
+    *,
+    query_student: dict[str, Any] | None = None,
+    lexical: LexicalComponent | None = None,
 ) -> None:
+    """`query_student` is the transformer student's export record (layers, max_tokens), when it ships."""
     now = datetime.now(UTC)
-    files = {
-        f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size}
-        for f in sorted(out.iterdir())
-        if f.name != MANIFEST
-    }
-    ids = [tensor("ids", "int64", "batch", "features")]
+    ids = (tensor("ids", "int64", "batch", "features"),)
     teachers = ", ".join(TEACHERS[t] for t in preset.methods.teachers)
-    available = {
-        "intent": {
-            "file": "intent.onnx",
-            "description": f"hashed n-gram MLP distilled from {teachers} (BERT2DNN), int8",
-            "inputs": ids,
-            "outputs": [tensor("probabilities", "float32", "batch", len(data.labels))],
-        },
-        "query_encoder": {
-            "file": "query_encoder.onnx",
-            "description": f"hashed n-gram MLP trained into {TEACHERS[preset.methods.product_teacher]}'s "
-            "embedding space (asymmetric two-tower), int8",
-            "inputs": ids,
-            "outputs": [tensor("embedding", "float32", "batch", dim)],
-        },
-        "relevance": {
-            "file": "relevance.onnx",
-            "description": ("tiered (recall + refine) " if preset.methods.tiered_relevance else "")
+    product_teacher = TEACHERS[preset.methods.product_teacher]
+    available: dict[str, Any] = {
+        "intent": ModelComponent(
+            "intent.onnx",
+            f"hashed n-gram MLP distilled from {teachers} (BERT2DNN), calibrated, int8",
+            ids,
+            (tensor("probabilities", "float32", "batch", len(data.labels)),),
+        ),
+        "query_encoder": ModelComponent(
+            "query_encoder.onnx",
+            f"hashed n-gram MLP trained into {product_teacher}'s embedding space (asymmetric two-tower), int8"
+            + ("; embeds relevance candidates' titles" if query_student else ""),
+            ids,
+            (tensor("embedding", "float32", "batch", dim),),
+        ),
+        "relevance": ModelComponent(
+            "relevance.onnx",
+            ("tiered (recall + refine) " if preset.methods.tiered_relevance else "")
             + "MLP over cosine, lexical coverage and intent features, distilled from a cross-encoder",
-            "inputs": [tensor("features", "float32", "batch", len(RELEVANCE_FEATURES))],
-            "outputs": [tensor("probabilities", "float32", "batch", len(GRADES))],
-            "feature_names": list(RELEVANCE_FEATURES),
-            "grades": list(GRADES),
-        },
-        "index": {
-            "file": "index.usearch",
-            "products": "products.json",
-            "description": f"usearch HNSW over {TEACHERS[preset.methods.product_teacher]} product embeddings "
-            f"({views} view(s) per product), cos, f16",
-            "metric": "cos",
-            "views": views,
-            "count": len(data.titles),
-        },
+            (tensor("features", "float32", "batch", len(RELEVANCE_FEATURES)),),
+            (tensor("probabilities", "float32", "batch", len(GRADES)),),
+            feature_names=tuple(RELEVANCE_FEATURES),
+            grades=tuple(GRADES),
+        ),
+        "index": IndexComponent(
+            "index.usearch",
+            "products.json",
+            f"usearch HNSW over {product_teacher} product embeddings ({views} view(s) per product), cos, f16",
+            views=views,
+            count=len(data.titles),
+        ),
     }
-    manifest_components: dict[str, Any] = {name: available[name] for name in components}
-    manifest_components["rules"] = {"file": "rules.json", "description": "mined golden and corrective rules"}
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "bundle_version": f"{preset.name}-{now:%Y%m%dT%H%M%SZ}",
-        "created_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "code_version": code_version(),
-        "training": {
+    if query_student is not None:
+        available["query_student"] = ModelComponent(
+            "query_student.onnx",
+            f"transformer: all-MiniLM-L6-v2's bottom {query_student['layers']} layers (layer dropping), "
+            f"distilled into {product_teacher}'s space; serves Search and EmbedQuery, "
+            f"{query_student['method']}",
+            (tensor("input_ids", "int64", "batch", "tokens"),),
+            (tensor("embedding", "float32", "batch", dim),),
+            kind="transformer",
+            max_tokens=query_student["max_tokens"],
+        )
+        components = [*components, "query_student"]
+    if lexical is not None:
+        available["lexical"] = lexical
+        components = [*components, "lexical"]
+    manifest = Manifest(
+        bundle_version=f"{preset.name}-{now:%Y%m%dT%H%M%SZ}",
+        created_at=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        code_version=code_version(),
+        training={
             "preset": preset.to_json(),
             "seed": seed,
             "data": data.source,
             "teachers": [TEACHERS[t] for t in preset.methods.teachers],
             "stage_seconds": timings,
         },
-        "embedding_dim": dim,
-        "files": files,
-        "featurizer": {
-            **FeaturizerConfig(num_buckets=preset.num_buckets).to_json(),
-            "tokenizer": "tokenizer.json",
-        },
-        "labels": [{"id": category_id(path), "path": path} for path in data.labels],
-        "components": manifest_components,
-        "evaluation": evaluation,
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        embedding_dim=dim,
+        files=files_of(out),
+        featurizer=FeaturizerSection(
+            FeaturizerConfig(num_buckets=preset.num_buckets).to_json(), "tokenizer.json"
+        ),
+        labels=tuple(Label.of(path) for path in data.labels),
+        components=Components(
+            rules=RulesComponent("rules.json", "mined golden and corrective rules"),
+            **{name: available[name] for name in components},
+        ),
+        evaluation=evaluation,
+    )
+    manifest.write(out)

@@ -158,9 +158,8 @@ def _train(
     rules = Rules({}, (), ())
     if data.catalogue is not None and data.serves_products:
         retrieval = stages.run("retrieval", lambda: train_retrieval(data, featurizer, preset, seed, engine))
-        ev["retrieval"], gate_samples["retrieval"] = export_retrieval(
-            retrieval, featurizer, data, out, tmp, preset
-        )
+        exported = export_retrieval(retrieval, featurizer, data, out, tmp, preset, seed)
+        ev["retrieval"], gate_samples["retrieval"] = exported.evaluation, exported.paired
         relevance = stages.run(
             "relevance", lambda: train_relevance(data, featurizer, out, retrieval, preset, seed)
         )
@@ -195,7 +194,12 @@ def _train(
     tmp.rename(fp32_sibling(out))
     dim = retrieval.product_vecs.shape[-1] if "query_encoder" in components else 0
     views = preset.methods.views if "index" in components else 0
-    write_manifest(out, preset, data, dim, views, components, ev, report.timings, seed)
+    extras = (
+        {"query_student": exported.query_student, "lexical": exported.lexical}
+        if "index" in components
+        else {}
+    )
+    write_manifest(out, preset, data, dim, views, components, ev, report.timings, seed, **extras)
     bundle = load_bundle(out)  # the server's own validation: a bundle that would be refused fails training
     bundle.warm_up()
     ev["bundle_bytes"] = sum(f.stat().st_size for f in out.iterdir())

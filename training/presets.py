@@ -77,6 +77,14 @@ class Preset:
     """Queries whose candidate lists make the relevance training pairs."""
     cross_encoder_pairs: int
     """Labelled pairs the cross-encoder teacher is fine-tuned on."""
+    query_student: str = "transformer"
+    """The online query tower: "transformer" (MiniLM's bottom layers, served through tokenizers) or
+    "hashed" (the hashed n-gram MLP alone). The hashed encoder is trained either way: relevance uses it."""
+    query_student_layers: int = 3
+    """Layers kept of MiniLM's six (layer dropping): the write-ups' three-layer query BERT."""
+    query_student_epochs: int = 2
+    query_student_vocabulary: int = 20000
+    """Vocabulary-word texts in the query student's distillation set (general words, teacher-labelled)."""
     min_retention: float = 0.97
     """A student below this share of its teacher's quality is refused at export (unless --force)."""
     methods: Methods = field(default_factory=Methods)
@@ -107,6 +115,9 @@ PRESETS: dict[str, Preset] = {
         teacher_max_texts=6000,
         relevance_queries=600,
         cross_encoder_pairs=3000,
+        query_student_layers=2,
+        query_student_epochs=1,
+        query_student_vocabulary=3000,
     ),
 }
 PRESETS["default"] = replace(

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 from usearch.index import Index
 
 from server.featurize import Featurizer
+from server.manifest import LexicalComponent
 from server.runtime.index import ProductIndex
 from training.data.catalogue import Catalogue
 from training.data.dataset import TrainingData
@@ -26,9 +28,17 @@ from training.gate import PARITY, Paired
 from training.metrics import mrr, overlap_at_k, recall_at_k
 from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
+from training.query_student import (
+    distillation_texts,
+    export_query_student,
+    kept_token_share,
+    train_query_student,
+)
 from training.scale import LabelEngine
+from training.search_modes import build_lexical, choose_mode, ranked
 from training.students import QueryEncoderStudent, fit, take
-from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
+from training.teachers import TEACHERS, SentenceTeacher, minilm_dir, teacher_dir
+from training.transformer_student import TransformerStudent, load_tokenizer
 
 CONTRASTIVE_WEIGHT = 0.2
 CONTRASTIVE_TEMPERATURE = 0.05
@@ -147,6 +157,9 @@ class RetrievalResult:
     teacher_name: str
     train_queries: list = field(default_factory=list)
     train_targets: np.ndarray | None = None
+    query_student: TransformerStudent | None = None
+    """The transformer query tower that Search and EmbedQuery serve, when the preset asks for one."""
+    query_tokenizer: Tokenizer | None = None
 
 
 def train_retrieval(
@@ -169,6 +182,15 @@ def train_retrieval(
     eval_q = title_substrings(data.titles, labels, data.heldout_rows, 3, featurizer, seed + 1)
     targets = bulk.encode(name, [q.text for q in train_q], local=teacher, desc="teacher: queries")
     encoder, _ = train_query_encoder(train_q, targets, product_vecs, data.titles, featurizer, preset, seed)
+    student = tokenizer = None
+    if preset.query_student == "transformer":
+        general = distillation_texts(
+            data, load_tokenizer(minilm_dir()), preset.query_student_vocabulary, seed
+        )
+        general_targets = bulk.encode(name, general, local=teacher, desc="teacher: vocabulary texts")
+        texts = [q.text for q in train_q] + list(data.titles) + general
+        all_targets = np.concatenate([targets, product_vecs[:, 0], general_targets]).astype(np.float32)
+        student, tokenizer, _ = train_query_student(texts, all_targets, preset, seed)
     return RetrievalResult(
         product_vecs,
         encoder,
@@ -178,12 +200,31 @@ def train_retrieval(
         TEACHERS[preset.methods.product_teacher],
         train_q,
         targets,
+        student,
+        tokenizer,
     )
 
 
+@dataclass
+class RetrievalExport:
+    """What the retrieval stage puts in the bundle besides its files: its evaluation, the gate's paired
+    samples, and the manifest records of the transformer query student and the lexical index."""
+
+    evaluation: dict[str, Any]
+    paired: Paired
+    query_student: dict[str, Any] | None
+    lexical: LexicalComponent
+
+
 def export_retrieval(
-    r: RetrievalResult, featurizer: Featurizer, data: TrainingData, out: Path, tmp: Path, preset: Preset
-) -> tuple[dict[str, Any], Paired]:
+    r: RetrievalResult,
+    featurizer: Featurizer,
+    data: TrainingData,
+    out: Path,
+    tmp: Path,
+    preset: Preset,
+    seed: int,
+) -> RetrievalExport:
     ids = featurizer.batch_ids(r.eval_texts)
     export_onnx(r.encoder, torch.from_numpy(ids[:2]), "ids", "embedding", tmp / "query_encoder.onnx")
     fp32 = run_onnx(tmp / "query_encoder.onnx", "query_encoder", "ids", ids)
@@ -201,10 +242,27 @@ def export_retrieval(
         "categories": data.product_labels.tolist(),
     }
     (out / "products.json").write_text(json.dumps(products, ensure_ascii=False), encoding="utf-8")
-    result = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, int8, r.product_vecs, index)
-    student_top = np.stack([index.search(v, 10)[0] for v in int8])
+    hashed = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, int8, r.product_vecs, index)
+    served, student_gate = int8, None
+    if r.query_student is not None and r.query_tokenizer is not None:
+        student_gate, served = export_query_student(
+            r.query_student, r.query_tokenizer, r.eval_texts, tmp, out
+        )
+        student_gate["catalogue_tokens_kept"] = round(
+            kept_token_share(r.query_student, r.query_tokenizer, data.titles), 4
+        )
+    result = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, served, r.product_vecs, index)
+    result["query_student"] = "transformer" if student_gate else "hashed"
+    if student_gate:
+        result["query_student_export"] = student_gate
+        result["hashed_encoder"] = hashed  # still shipped: relevance embeds candidate titles with it
+    lexical, names = build_lexical(data.titles, out)
+    component, result["search_modes"] = choose_mode(
+        r.eval_texts, served, r.eval_targets, index, lexical, names, seed
+    )
+    student_top = ranked(component.default_mode, r.eval_texts, served, index, lexical)
     paired = Paired(
-        "recall@10 of the held-out product",
+        f"recall@10 of the held-out product ({component.default_mode} Search)",
         (student_top == r.eval_targets[:, None]).any(1).astype(float),
         (exact_top(r.eval_teacher_vecs, r.product_vecs) == r.eval_targets[:, None]).any(1).astype(float),
     )
@@ -214,4 +272,4 @@ def export_retrieval(
     result["product_teacher"] = r.teacher_name
     result["views"] = preset.methods.views
     result["eval_queries"] = len(r.eval_texts)
-    return result, paired
+    return RetrievalExport(result, paired, student_gate, component)

@@ -157,7 +157,8 @@ def _keep_ids(
     tokenizer: Tokenizer, texts: Sequence[str], vocab_size: int, budget_rows: int
 ) -> tuple[np.ndarray, int]:
     """Sorted old ids to keep, and the new id of [UNK]: specials, the most frequent general word pieces,
-    then the ids seen in `texts`, most frequent first, for as many rows as the parameter budget allows."""
+    the ids seen in `texts` (most frequent first), then further general word pieces, for as many rows as
+    the parameter budget allows."""
     specials = sorted(set(_special_ids(tokenizer)) | {tokenizer.token_to_id("[UNK]")})
     counts: Counter[int] = Counter()
     for encoding in tokenizer.encode_batch(list(texts)):
@@ -165,6 +166,12 @@ def _keep_ids(
     frequent = range(_FIRST_WORD_ID, min(_FIRST_WORD_ID + FREQUENT_IDS, vocab_size))
     keep: dict[int, None] = dict.fromkeys([*specials, *frequent])
     for token_id, _ in counts.most_common():
+        if len(keep) >= budget_rows:
+            break
+        keep.setdefault(token_id)
+    # Rows the budget still allows go to general word pieces in the vocabulary's (frequency) order: a real
+    # catalogue's words that the training texts lack are then still themselves, not [UNK].
+    for token_id in range(_FIRST_WORD_ID, vocab_size):
         if len(keep) >= budget_rows:
             break
         keep.setdefault(token_id)

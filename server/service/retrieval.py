@@ -10,6 +10,7 @@ import numpy as np
 from server import metrics, timing
 from server.bundle import Bundle
 from server.errors import InvalidArgument, NotFound
+from server.runtime.fusion import reciprocal_rank_fusion
 from server.service.cache import ResponseCache
 from server.service.store import BundleStore
 from server.service.validation import Limits, check_count, check_id, check_text, check_vector, shown
@@ -53,24 +54,34 @@ class RetrievalService:
         vector: list[float] | None,
         k: int,
         category: str,
+        mode: str = "",
         deadline: float | None = None,
     ) -> SearchResult:
         bundle = self._store.bundle
         bundle.require("retrieval")
         k = check_count(k, "k", self._limits.default_k, self._limits.max_k)
+        mode = _check_mode(bundle, mode, vector is not None)
         if vector is not None:
             query_vector = check_vector(vector, "vector", bundle.embedding_dim)
         elif query is not None:
             query = check_text(query, "query", self._limits.max_query_chars)
-            query_vector = await self._embed_cached(bundle, query, deadline, "Search")
+            query_vector = (
+                None if mode == "lexical" else await self._embed_cached(bundle, query, deadline, "Search")
+            )
         else:
             raise InvalidArgument("query", "set query or vector")
         k = min(k, len(bundle.products.ids))
-        if category:
-            rows = _category_rows(bundle, check_id(category, "category"))
-            keys, scores = bundle.index.exact_search(query_vector, rows, k)
+        rows = _category_rows(bundle, check_id(category, "category")) if category else None
+        if mode == "dense":
+            keys, scores = _dense(bundle, query_vector, k, rows)
+        elif mode == "lexical":
+            keys, scores = bundle.lexical.search(query, k, rows)
         else:
-            keys, scores = bundle.index.search(query_vector, k)
+            spec = bundle.lexical_spec
+            depth = max(k, spec.depth)
+            dense_keys, _ = _dense(bundle, query_vector, min(depth, len(bundle.products.ids)), rows)
+            lexical_keys, _ = bundle.lexical.search(query, depth, rows)
+            keys, scores = reciprocal_rank_fusion([dense_keys, lexical_keys], k, c=spec.rrf_k)
         products = bundle.products
         hits = [
             SearchHit(products.ids[row], score, bundle.labels[products.categories[row]].id)
@@ -83,17 +94,39 @@ class RetrievalService:
     ) -> np.ndarray:
         """The query's vector; its featurization is timed under `method`, the call that asked for it."""
         start = time.perf_counter()
-        words = bundle.featurizer.words(query)
-        key = (bundle.version, " ".join(words))
+        key = (bundle.version, query)
         if (cached := self._cache.get(key)) is not None:
             return cached
-        ids = bundle.featurizer.ids_of_words([words])
+        model, featurize = bundle.query_model()
+        ids = featurize([query])
         took = time.perf_counter() - start
         metrics.FEATURIZE_DURATION.labels(method=method).observe(took)
         timing.add("featurize", took)
-        vector = (await bundle.query_encoder.infer(ids, deadline))[0]
+        vector = (await model.infer(ids, deadline))[0]
         self._cache.put(key, vector)
         return vector
+
+
+def _check_mode(bundle: Bundle, mode: str, raw_vector: bool) -> str:
+    """The request's mode, or the bundle's default; a raw vector has no words, so it is searched densely."""
+    if mode and mode not in bundle.search_modes:
+        raise InvalidArgument(
+            "mode",
+            f"{shown(mode)} is not served by bundle {bundle.version}; it serves {list(bundle.search_modes)}",
+        )
+    if raw_vector:
+        if mode not in ("", "dense"):
+            raise InvalidArgument("mode", f"a raw vector is searched densely, not {mode}")
+        return "dense"
+    return mode or bundle.search_default_mode
+
+
+def _dense(
+    bundle: Bundle, vector: np.ndarray, k: int, rows: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    if rows is None:
+        return bundle.index.search(vector, k)
+    return bundle.index.exact_search(vector, rows, k)
 
 
 def _category_rows(bundle: Bundle, category: str) -> np.ndarray:

@@ -87,6 +87,15 @@ class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
         )
 
 
+# The wire's enum -> the service's mode name; an unknown number is passed on as itself to be refused.
+_SEARCH_MODES = {
+    retrieval_pb2.SEARCH_MODE_UNSPECIFIED: "",
+    retrieval_pb2.SEARCH_MODE_DENSE: "dense",
+    retrieval_pb2.SEARCH_MODE_LEXICAL: "lexical",
+    retrieval_pb2.SEARCH_MODE_HYBRID: "hybrid",
+}
+
+
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     def __init__(self, service: RetrievalService, timing_metadata: bool = True) -> None:
         self._service = service
@@ -102,6 +111,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             vector=list(request.vector.values) if which == "vector" else None,
             k=request.k,
             category=request.category,
+            mode=_SEARCH_MODES.get(request.mode, str(request.mode)),
             deadline=deadline_of(context),
         )
         return retrieval_pb2.SearchResponse(
@@ -148,6 +158,8 @@ class InfoServicer(info_pb2_grpc.InfoServiceServicer):
             num_products=len(b.products.ids) if b.products else 0,
             evaluation=evaluation,
             model_version=b.version,
+            search_modes=list(b.search_modes),
+            search_default_mode=b.search_default_mode,
         )
 
 

@@ -116,7 +116,9 @@ def test_embed_then_search_by_vector(channel: grpc.Channel, product: tuple[str, 
     embedded = stub.EmbedQuery(retrieval_pb2.EmbedQueryRequest(query=product[1]))
     assert len(embedded.vector) == 384
     assert abs(np.linalg.norm(embedded.vector) - 1) < 1e-3
-    by_text = stub.Search(retrieval_pb2.SearchRequest(query=product[1], k=5))
+    by_text = stub.Search(
+        retrieval_pb2.SearchRequest(query=product[1], k=5, mode=retrieval_pb2.SEARCH_MODE_DENSE)
+    )
     by_vector = stub.Search(
         retrieval_pb2.SearchRequest(vector=retrieval_pb2.QueryVector(values=embedded.vector), k=5)
     )
@@ -144,11 +146,36 @@ def test_score_relevance(channel: grpc.Channel, product: tuple[str, str, str]) -
     assert all(0 <= s.score <= 1 for s in reply.scores)
 
 
+@pytest.mark.parametrize("mode", ["DENSE", "LEXICAL", "HYBRID"])
+def test_every_search_mode_finds_a_product_by_its_title(
+    channel: grpc.Channel, product: tuple[str, str, str], mode: str
+) -> None:
+    pid, title, category = product
+    stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    wire_mode = retrieval_pb2.SearchMode.Value(f"SEARCH_MODE_{mode}")
+    reply = stub.Search(retrieval_pb2.SearchRequest(query=title, k=10, mode=wire_mode))
+    assert pid in [h.product_id for h in reply.hits]
+    scores = [h.score for h in reply.hits]
+    assert scores == sorted(scores, reverse=True)
+    top = category.split("/")[0]
+    filtered = stub.Search(retrieval_pb2.SearchRequest(query=title, k=5, category=top, mode=wire_mode))
+    assert filtered.hits and all(h.category.startswith(top + "/") for h in filtered.hits)
+
+
 def test_model_info(channel: grpc.Channel, tiny_bundle: Path) -> None:
     reply = info_pb2_grpc.InfoServiceStub(channel).GetModelInfo(info_pb2.GetModelInfoRequest())
     bundle = load_bundle(tiny_bundle)
     assert reply.bundle_version == reply.model_version == bundle.version
-    assert {c.name for c in reply.components} == {"intent", "query_encoder", "relevance", "index"}
+    assert {c.name for c in reply.components} == {
+        "intent",
+        "query_encoder",
+        "query_student",
+        "relevance",
+        "index",
+        "lexical",
+    }
+    assert list(reply.search_modes) == ["dense", "lexical", "hybrid"]
+    assert reply.search_default_mode == bundle.evaluation["retrieval"]["search_modes"]["default_mode"]
     assert [label.id for label in reply.labels] == [label.id for label in bundle.labels]
     assert reply.embedding_dim == 384 and reply.num_products == len(bundle.products.ids)
     assert reply.evaluation["intent"]["quantization"]["score"] >= 0.995
@@ -183,6 +210,15 @@ BAD_REQUESTS = [
         retrieval_pb2.SearchRequest(query="oak", category="nope"),
         grpc.StatusCode.NOT_FOUND,
         "category",
+    ),
+    ("search", retrieval_pb2.SearchRequest(query="oak", mode=7), grpc.StatusCode.INVALID_ARGUMENT, "mode"),
+    (
+        "search",
+        retrieval_pb2.SearchRequest(
+            vector=retrieval_pb2.QueryVector(values=[1.0] * 384), mode=retrieval_pb2.SEARCH_MODE_LEXICAL
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "mode",
     ),
     ("embed", retrieval_pb2.EmbedQueryRequest(query=" "), grpc.StatusCode.INVALID_ARGUMENT, "query"),
     (

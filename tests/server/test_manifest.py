@@ -18,6 +18,7 @@ from server.manifest import (
     FileEntry,
     IndexComponent,
     Label,
+    LexicalComponent,
     Manifest,
     ModelComponent,
     RulesComponent,
@@ -153,3 +154,59 @@ def test_verify_files_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "rules.json").unlink()
     with pytest.raises(BundleError, match="rules.json: listed in the manifest but missing"):
         manifest.verify_files(tmp_path)
+
+
+def with_extras(directory: Path) -> Manifest:
+    """The manifest above plus the optional retrieval parts: the transformer query student and BM25."""
+    manifest = build(directory)
+    (directory / "query_student.onnx").write_bytes(b"student")
+    names = ("lexical_vocab.json", "lexical_indptr.npy", "lexical_postings.npy", "lexical_weights.npy")
+    for name in names:
+        (directory / name).write_bytes(name.encode())
+    student = ModelComponent(
+        "query_student.onnx",
+        "three layers",
+        (tensor("input_ids", "int64", "batch", "tokens"),),
+        (tensor("embedding", "float32", "batch", 384),),
+        kind="transformer",
+        max_tokens=32,
+    )
+    parts = {name: getattr(manifest.components, name) for name in Components.__dataclass_fields__}
+    components = Components(**{**parts, "query_student": student, "lexical": LexicalComponent(*names)})
+    return Manifest(**{**_fields(manifest), "files": files_of(directory), "components": components})
+
+
+def test_optional_retrieval_parts_round_trip(tmp_path: Path) -> None:
+    manifest = with_extras(tmp_path)
+    manifest.write(tmp_path)
+    read = Manifest.read(tmp_path)
+    assert read == manifest
+    raw = read.to_json()["components"]
+    assert raw["query_student"]["kind"] == "transformer" and raw["query_student"]["max_tokens"] == 32
+    assert raw["lexical"]["default_mode"] == "dense" and raw["lexical"]["rrf_k"] == 60
+
+
+def _refused_extras(tmp_path: Path, change: Any, match: str) -> None:
+    raw = with_extras(tmp_path).to_json()
+    change(raw)
+    with pytest.raises(BundleError, match=match):
+        Manifest.from_json(json.loads(json.dumps(raw)))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda m: m["components"]["query_student"].pop("max_tokens"), "query_student.max_tokens"),
+        (lambda m: m["components"]["query_student"].update(max_tokens=4096), "query_student.max_tokens"),
+        (lambda m: m["components"]["query_student"].update(kind="hashed_mlp"), "query_student.kind"),
+        (lambda m: m["components"]["lexical"].update(default_mode="fuzzy"), "lexical.default_mode"),
+        (lambda m: m["components"]["lexical"].update(depth=0), "lexical.depth"),
+        (lambda m: m["components"]["lexical"].update(weights="lexical_vocab.json"), "lexical.weights"),
+        (
+            lambda m: [m["components"].pop(n) for n in ("index", "relevance", "query_encoder")],
+            "components.query_student: present, but the bundle cannot serve retrieval",
+        ),
+    ],
+)
+def test_a_bad_optional_part_is_named(tmp_path: Path, change: Any, match: str) -> None:
+    _refused_extras(tmp_path, change, match)

@@ -24,25 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sift/v1/retrieval.proto\x12\x07sift.v1\"\x1d\n\x0bQueryVector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"t\n\rSearchRequest\x12\x0f\n\x05query\x18\x01 \x01(\tH\x00\x12&\n\x06vector\x18\x02 \x01(\x0b\x32\x14.sift.v1.QueryVectorH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\tB\r\n\x0bquery_input\":\n\x03Hit\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\"C\n\x0eSearchResponse\x12\x1a\n\x04hits\x18\x01 \x03(\x0b\x32\x0c.sift.v1.Hit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\"\n\x11\x45mbedQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\";\n\x12\x45mbedQueryResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\x15\n\rmodel_version\x18\x02 \x01(\t2\x94\x01\n\x10RetrievalService\x12\x39\n\x06Search\x12\x16.sift.v1.SearchRequest\x1a\x17.sift.v1.SearchResponse\x12\x45\n\nEmbedQuery\x12\x1a.sift.v1.EmbedQueryRequest\x1a\x1b.sift.v1.EmbedQueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sift/v1/retrieval.proto\x12\x07sift.v1\"\x1d\n\x0bQueryVector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x97\x01\n\rSearchRequest\x12\x0f\n\x05query\x18\x01 \x01(\tH\x00\x12&\n\x06vector\x18\x02 \x01(\x0b\x32\x14.sift.v1.QueryVectorH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12!\n\x04mode\x18\x05 \x01(\x0e\x32\x13.sift.v1.SearchModeB\r\n\x0bquery_input\":\n\x03Hit\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\"C\n\x0eSearchResponse\x12\x1a\n\x04hits\x18\x01 \x03(\x0b\x32\x0c.sift.v1.Hit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\"\n\x11\x45mbedQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\";\n\x12\x45mbedQueryResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\x15\n\rmodel_version\x18\x02 \x01(\t*q\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x17\n\x13SEARCH_MODE_LEXICAL\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x32\x94\x01\n\x10RetrievalService\x12\x39\n\x06Search\x12\x16.sift.v1.SearchRequest\x1a\x17.sift.v1.SearchResponse\x12\x45\n\nEmbedQuery\x12\x1a.sift.v1.EmbedQueryRequest\x1a\x1b.sift.v1.EmbedQueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sift.v1.retrieval_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SEARCHMODE']._serialized_start=447
+  _globals['_SEARCHMODE']._serialized_end=560
   _globals['_QUERYVECTOR']._serialized_start=36
   _globals['_QUERYVECTOR']._serialized_end=65
-  _globals['_SEARCHREQUEST']._serialized_start=67
-  _globals['_SEARCHREQUEST']._serialized_end=183
-  _globals['_HIT']._serialized_start=185
-  _globals['_HIT']._serialized_end=243
-  _globals['_SEARCHRESPONSE']._serialized_start=245
-  _globals['_SEARCHRESPONSE']._serialized_end=312
-  _globals['_EMBEDQUERYREQUEST']._serialized_start=314
-  _globals['_EMBEDQUERYREQUEST']._serialized_end=348
-  _globals['_EMBEDQUERYRESPONSE']._serialized_start=350
-  _globals['_EMBEDQUERYRESPONSE']._serialized_end=409
-  _globals['_RETRIEVALSERVICE']._serialized_start=412
-  _globals['_RETRIEVALSERVICE']._serialized_end=560
+  _globals['_SEARCHREQUEST']._serialized_start=68
+  _globals['_SEARCHREQUEST']._serialized_end=219
+  _globals['_HIT']._serialized_start=221
+  _globals['_HIT']._serialized_end=279
+  _globals['_SEARCHRESPONSE']._serialized_start=281
+  _globals['_SEARCHRESPONSE']._serialized_end=348
+  _globals['_EMBEDQUERYREQUEST']._serialized_start=350
+  _globals['_EMBEDQUERYREQUEST']._serialized_end=384
+  _globals['_EMBEDQUERYRESPONSE']._serialized_start=386
+  _globals['_EMBEDQUERYRESPONSE']._serialized_end=445
+  _globals['_RETRIEVALSERVICE']._serialized_start=563
+  _globals['_RETRIEVALSERVICE']._serialized_end=711
 # @@protoc_insertion_point(module_scope)

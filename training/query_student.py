@@ -1,0 +1,151 @@
+"""The online tower of the asymmetric two-tower as a small transformer: the bottom layers of all-MiniLM-L6-v2
+(layer dropping), distilled to put a query where the product teacher puts it.
+
+The hashed n-gram query encoder (training/retrieval.py) knows only the words of its training texts, so on
+real shoppers' queries it drifts from its teacher. This student keeps MiniLM's own sub-word embeddings and
+attention, so a word it never saw in training still lands near where the teacher puts it. It is served
+through `tokenizers` with the bundle's tokenizer.json (server/query_tokens.py), truncated to MAX_TOKENS.
+
+Its distillation set is unlabelled text: the catalogue's title substrings (JD pre-training), the titles,
+and words of the tokenizer's own vocabulary alone and before category names (training/data/augment.py),
+so that it learns general words no catalogue here holds. The targets are the teacher's vectors; the loss
+is 1 - cosine.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from server.query_tokens import PAD_ID
+from server.runtime.onnx import OnnxModel, ThreadSettings
+from training.data.augment import vocabulary_queries
+from training.data.dataset import TrainingData
+from training.gate import PARITY
+from training.onnx_teacher import quantize_with_gate
+from training.presets import Preset
+from training.teachers import minilm_dir
+from training.transformer_student import (
+    MAX_TOKENS,
+    TransformerStudent,
+    build_transformer_student,
+    count_parameters,
+    distil_transformer_student,
+    encode_texts,
+)
+
+FILE = "query_student.onnx"
+
+
+def distillation_texts(data: TrainingData, tokenizer: Tokenizer, n_vocabulary: int, seed: int) -> list[str]:
+    """Vocabulary words alone and before category names: the general part of the distillation set."""
+    vocab = sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
+    return vocabulary_queries(vocab, data.labels, data.descriptions, n_vocabulary, seed)
+
+
+def train_query_student(
+    texts: Sequence[str], targets: np.ndarray, preset: Preset, seed: int
+) -> tuple[TransformerStudent, Tokenizer, list[float]]:
+    """MiniLM's bottom `preset.query_student_layers` layers, with a projection head when the product
+    teacher's space is not MiniLM's (mpnet: 768 dims), distilled on (texts, teacher vectors)."""
+    torch.manual_seed(seed)
+    dim = targets.shape[1]
+    student, tokenizer = build_transformer_student(
+        minilm_dir(),
+        texts,
+        num_layers=preset.query_student_layers,
+        out_dim=None if dim == 384 else dim,
+    )
+    history = distil_transformer_student(
+        student,
+        tokenizer,
+        texts,
+        embedding_targets=targets,
+        epochs=preset.query_student_epochs,
+        batch_size=64,
+        learning_rate=1e-4,
+        seed=seed,
+    )
+    return student, tokenizer, history
+
+
+class _IdsOnly(torch.nn.Module):
+    """The served graph: the attention mask is derived from the ids ([PAD] = 0), so the server feeds one
+    matrix and the micro-batcher's zero-padding is [PAD] padding (server/query_tokens.py)."""
+
+    def __init__(self, student: TransformerStudent) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.student(input_ids, (input_ids != PAD_ID).to(torch.int64))
+
+
+def export_ids_only(student: TransformerStudent, tokenizer: Tokenizer, path: Path) -> None:
+    """fp32 ONNX: int64 `input_ids` [batch, tokens] -> `embedding` [batch, dim]."""
+    ids, _ = encode_texts(tokenizer, ["example query for tracing", "a second one"])
+    student.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation on every call
+        torch.onnx.export(
+            _IdsOnly(student),
+            (torch.from_numpy(ids),),
+            str(path),
+            input_names=["input_ids"],
+            output_names=["embedding"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def encode_onnx(path: Path, tokenizer: Tokenizer, texts: Sequence[str], batch: int = 256) -> np.ndarray:
+    """The exported student's vectors, fed as the server feeds it (padded batches of the tokenizer's ids)."""
+    model = OnnxModel(path, "query_student", ThreadSettings(intra_op=2))
+    out = []
+    for start in range(0, len(texts), batch):
+        ids, _ = encode_texts(tokenizer, texts[start : start + batch])
+        out.append(model.run({"input_ids": ids}))
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def export_query_student(
+    student: TransformerStudent, tokenizer: Tokenizer, check_texts: Sequence[str], tmp: Path, out: Path
+) -> tuple[dict[str, Any], np.ndarray]:
+    """fp32 ONNX, then the first int8 scheme whose minimum cosine to fp32 passes PARITY; returns the gate's
+    record and the shipped model's vectors of `check_texts`."""
+    export_ids_only(student, tokenizer, tmp / FILE)
+    fp32 = encode_onnx(tmp / FILE, tokenizer, check_texts)
+    gate = quantize_with_gate(
+        tmp / FILE,
+        out / FILE,
+        lambda path: float((encode_onnx(path, tokenizer, check_texts) * fp32).sum(1).min()),
+        PARITY["query_encoder"],
+    )
+    gate["parameters"] = count_parameters(student)
+    gate["layers"] = len(student.layers)
+    gate["max_tokens"] = MAX_TOKENS
+    return gate, encode_onnx(out / FILE, tokenizer, check_texts)
+
+
+def kept_token_share(student: TransformerStudent, tokenizer: Tokenizer, texts: Sequence[str]) -> float:
+    """Share of the texts' word pieces that the pruned vocabulary keeps (the rest are served as [UNK])."""
+    if student.remap is None:
+        return 1.0
+    unk = int(student.remap[tokenizer.token_to_id("[UNK]")])
+    remap = student.remap.numpy()
+    ids = [
+        i
+        for e in tokenizer.encode_batch(list(texts))
+        for i, m in zip(e.ids, e.attention_mask, strict=True)
+        if m
+    ]
+    real_unk = tokenizer.token_to_id("[UNK]")
+    kept = [remap[i] != unk or i == real_unk for i in ids]
+    return float(np.mean(kept)) if kept else 1.0

@@ -1,0 +1,96 @@
+"""Hybrid Search: the BM25 index over titles that ships in the bundle, and the choice of Search's default
+mode (dense, lexical or hybrid) by what measures better on held-out products.
+
+Every mode is evaluated through the served code (server/runtime/lexical.py, server/runtime/fusion.py and
+the usearch index), so the figures are what Search answers. The held-out queries are split by product into
+two halves: the default mode is chosen on the first ("dev") and reported on both, so the choice is not
+graded on the queries that made it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from server.manifest import LexicalComponent
+from server.runtime.fusion import reciprocal_rank_fusion
+from server.runtime.index import ProductIndex
+from server.runtime.lexical import LexicalIndex, build_lexical_index, save
+from training.metrics import bootstrap_ci, recall_at_k
+
+MODES = ("dense", "lexical", "hybrid")
+RRF_K = 60
+DEPTH = 100
+
+
+def build_lexical(titles: Sequence[str], out: Path) -> tuple[LexicalIndex, list[str]]:
+    """Writes the BM25 files into the bundle directory; returns the opened index and the file names."""
+    names = save(out, build_lexical_index(titles))
+    return LexicalIndex.open(out, len(titles)), names
+
+
+def ranked(
+    mode: str,
+    texts: Sequence[str],
+    vectors: np.ndarray,
+    index: ProductIndex,
+    lexical: LexicalIndex,
+    k: int = 10,
+) -> np.ndarray:
+    """[queries, k] product rows as Search ranks them in `mode` (-1 pads a short list)."""
+    out = np.full((len(texts), k), -1, dtype=np.int64)
+    depth = max(k, DEPTH)
+    for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
+        if mode == "dense":
+            rows = index.search(vector, k)[0]
+        elif mode == "lexical":
+            rows = lexical.search(text, k)[0]
+        else:
+            dense = index.search(vector, min(depth, len(lexical)))[0]
+            rows = reciprocal_rank_fusion([dense, lexical.search(text, depth)[0]], k, c=RRF_K)[0]
+        out[i, : len(rows)] = rows
+    return out
+
+
+def _recall_with_ci(top: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    hits = (top == targets[:, None]).any(1).astype(float)
+    lo, hi = bootstrap_ci(np.mean, hits)
+    return {"recall_at_10": round(recall_at_k(top, targets, 10), 4), "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def choose_mode(
+    texts: Sequence[str],
+    vectors: np.ndarray,
+    targets: np.ndarray,
+    index: ProductIndex,
+    lexical: LexicalIndex,
+    names: list[str],
+    seed: int,
+) -> tuple[LexicalComponent, dict[str, Any]]:
+    """Every mode's recall@10 on the dev and test halves of the held-out queries (split by product), and
+    the manifest component with the mode that measured best on dev as the default."""
+    products = np.unique(targets)
+    dev_products = np.random.default_rng(seed).permutation(products)[: len(products) // 2]
+    is_dev = np.isin(targets, dev_products)
+    tops = {mode: ranked(mode, texts, vectors, index, lexical) for mode in MODES}
+    result: dict[str, Any] = {"queries_dev": int(is_dev.sum()), "queries_test": int((~is_dev).sum())}
+    for mode, top in tops.items():
+        result[mode] = {
+            "dev": _recall_with_ci(top[is_dev], targets[is_dev]),
+            "test": _recall_with_ci(top[~is_dev], targets[~is_dev]),
+        }
+    # Ties go to the earlier mode in MODES: dense needs no lexical index on the hot path.
+    best = max(MODES, key=lambda m: (result[m]["dev"]["recall_at_10"], -MODES.index(m)))
+    result["default_mode"] = best
+    result["rule"] = "the mode with the best recall@10 on the dev half of the held-out products"
+    component = LexicalComponent(
+        *names,
+        description="BM25 over product titles (k1 1.2, b 0.75), fused with dense hits by reciprocal rank",
+        default_mode=best,
+        rrf_k=RRF_K,
+        depth=DEPTH,
+    )
+    return component, result
