@@ -10,6 +10,11 @@ Parts (each rerunnable alone with --parts; results of the others are kept from r
 - layers: teacher fine-tuning time against quality (full, frozen bottom, dropped top) and kernel analysis
   of every teacher layer, checked against the fine-tuned results;
 - latency: per call at batch 1 on one thread, students (ONNX) against teachers (PyTorch and ONNX).
+
+Parts run only when named (they evaluate shipped bundles through the served code, training nothing):
+- real_queries: the default bundle's query side against its teacher on real WANDS and ESCI query text;
+- wands: the WANDS taxonomy bundle on the WANDS test split;
+- flipkart: the Flipkart-names bundle on its test split (intent and similar-product search).
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from training.report.intent import intent_part
 from training.report.latency import latency_part
 from training.report.layers import layers_part
 from training.report.markdown import write_report
+from training.report.real_flipkart import flipkart_part
+from training.report.real_queries import real_queries_part
+from training.report.real_wands import wands_part
 
 log = logging.getLogger("sift.report")
 RUN_PART: dict[str, Callable[[Context], dict[str, Any]]] = {
@@ -40,6 +48,9 @@ RUN_PART: dict[str, Callable[[Context], dict[str, Any]]] = {
     "catalogue": catalogue_part,
     "layers": layers_part,
     "latency": latency_part,
+    "real_queries": real_queries_part,
+    "wands": wands_part,
+    "flipkart": flipkart_part,
 }
 
 

@@ -14,7 +14,11 @@ from training.intent import IntentSets, build_intent_sets
 from training.presets import PRESETS, Preset
 from training.teachers import minilm_dir
 
-PARTS = ("intent", "catalogue", "layers", "latency")
+DEFAULT_PARTS = ("intent", "catalogue", "layers", "latency")
+"""What a bare `sift-train report` runs (unchanged since before the real-data parts)."""
+BUNDLE_PARTS = ("real_queries", "wands", "flipkart")
+"""Parts that evaluate shipped bundles on the real data sets; run only when named with --parts."""
+PARTS = DEFAULT_PARTS + BUNDLE_PARTS
 
 
 class ReportSettings(BaseSettings):
@@ -32,8 +36,18 @@ class ReportSettings(BaseSettings):
     """Sizes of the catalogue part (two product teachers, several students; mpnet makes it slow)."""
     teachers: tuple[str, ...] = ("minilm", "mpnet")
     """Intent teachers compared and stacked."""
-    parts: tuple[str, ...] = PARTS
-    """Which parts to (re)run."""
+    parts: tuple[str, ...] = DEFAULT_PARTS
+    """Which parts to (re)run: any of intent, catalogue, layers, latency (the default), and real_queries,
+    wands, flipkart (shipped bundles on the real data sets)."""
+    data_dir: Path = Path("../shared/data")
+    """Folder of the real data sets (wands-queries, esci-judgments, esci-pairs, flipkart-names)."""
+    default_bundle: Path = Path("bundles/default")
+    """Bundle of the README's default command: its query side is measured against its teacher
+    (real_queries)."""
+    wands_bundle: Path = Path("bundles/wands")
+    """Taxonomy bundle trained on wands-queries: answers the WANDS test split (wands)."""
+    flipkart_bundle: Path = Path("bundles/flipkart")
+    """Bundle trained on flipkart-names/products_train.csv: answers the test split (flipkart)."""
     seed: int = Field(0, ge=0)
 
 

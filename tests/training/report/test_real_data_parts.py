@@ -1,0 +1,134 @@
+"""The pure helpers of the report's real-data parts (real_queries, wands, flipkart), on tiny hand-made
+inputs: no data set is read and no bundle is trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from training.report.context import DEFAULT_PARTS, PARTS, ReportSettings
+from training.report.real_common import (
+    UNKNOWN,
+    UNMAPPED,
+    distinct,
+    exact_top_k,
+    label_mapper,
+    precision_at_k_by_category,
+    weighted_vote,
+)
+from training.report.real_flipkart import distinct_names
+from training.report.real_queries import graph_remap, overlap_per_query
+
+PATHS = [
+    "Accent Chests / Cabinets",
+    "Furniture > Accent Chairs",
+    "Bags, Wallets & Belts",
+    "Clothing > Shorts & 3 > 4ths",
+]
+
+
+def test_label_mapper_matches_path_id_and_leaf() -> None:
+    to_label = label_mapper(PATHS)
+    assert to_label("Accent Chests / Cabinets") == 0  # exact path: "/" inside a WANDS class name
+    assert to_label("furniture >> accent chairs") == 1  # by id, catalogue-style separators
+    assert to_label("Accent Chairs") == 1  # unique leaf, as the taxonomy loader maps query classes
+    assert to_label("Bags, Wallets & Belts") == 2
+    assert to_label("Clothing / Shorts & 3/4ths") == 3  # the catalogue loader reads "/" as a level separator
+    assert to_label("") == UNKNOWN
+    assert to_label("  ") == UNKNOWN
+    assert to_label("Sunglasses") == UNMAPPED
+
+
+def test_label_mapper_refuses_an_ambiguous_leaf() -> None:
+    to_label = label_mapper(["A > Rugs", "B > Rugs"])
+    assert to_label("Rugs") == UNMAPPED
+    assert to_label("B > Rugs") == 1
+
+
+def test_weighted_vote_sums_weights_per_class() -> None:
+    labels = np.array([[0, 1, 1], [2, 0, 0], [1, 1, 0]])
+    weights = np.array([[0.9, 0.5, 0.5], [0.9, 0.4, 0.4], [0.0, 0.0, 0.0]])
+    # Row 0: class 1 has 1.0 against 0.9; row 1: class 2 has 0.9 against 0.8; row 2: no evidence.
+    assert weighted_vote(labels, weights, 3, fallback=2).tolist() == [1, 2, 2]
+
+
+def test_weighted_vote_ignores_padding_and_negative_weights_and_breaks_ties_low() -> None:
+    labels = np.array([[-1, 2, 1], [0, 1, 2]])
+    weights = np.array([[5.0, 0.5, 0.5], [-1.0, 0.3, 0.3]])
+    assert weighted_vote(labels, weights, 3, fallback=0).tolist() == [1, 1]
+
+
+def test_precision_at_k_by_category_counts_short_lists_as_misses() -> None:
+    categories = np.array([0, 0, 1, 2])
+    top = np.array([[0, 1, 2], [2, 3, -1], [-1, -1, -1]])
+    gold = np.array([0, 1, 0])
+    assert precision_at_k_by_category(top, categories, gold, k=3).tolist() == pytest.approx(
+        [2 / 3, 1 / 3, 0.0]
+    )
+    # Asked for 4 hits but given 3 columns: the missing one is a miss.
+    assert precision_at_k_by_category(top[:1], categories, gold[:1], k=4).tolist() == [0.5]
+
+
+def test_exact_top_k_is_cosine_order() -> None:
+    docs = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    rows, sims = exact_top_k(np.array([[0.0, 1.0], [1.0, 0.0]]), docs, 2)
+    assert rows.tolist() == [[1, 2], [0, 2]]
+    np.testing.assert_allclose(sims, [[1.0, 0.8], [1.0, 0.6]])
+
+
+def test_overlap_per_query_ignores_padding() -> None:
+    a = np.array([[1, 2, 3, -1], [4, 5, 6, 7]])
+    b = np.array([[3, 2, 9, -1], [0, 1, 2, 3]])
+    assert overlap_per_query(a, b, k=4).tolist() == [0.5, 0.0]
+
+
+def test_distinct_and_distinct_names_vote_once_per_name() -> None:
+    assert distinct(["Red Shoe", "red  shoe ", "", "Blue"]) == ["Red Shoe", "Blue"]
+    rows = [
+        {"product_name": "Red Shoe", "cat_l1": "Footwear"},
+        {"product_name": "red shoe", "cat_l1": "Clothing"},
+        {"product_name": "RED SHOE", "cat_l1": "Clothing"},
+        {"product_name": "Ring", "cat_l1": "Jewellery"},
+    ]
+    names, gold, two = distinct_names(rows, label_mapper(["Footwear", "Clothing"]))
+    assert names == ["Red Shoe", "Ring"]
+    assert gold.tolist() == [1, UNMAPPED]  # the most frequent category; Jewellery is not a bundle label
+    assert two == 1
+
+
+def test_graph_remap_reads_the_pruned_vocabulary(tmp_path: Path) -> None:
+    remap = np.array([0, 1, 1, 2, 1], dtype=np.int64)  # ids 2 and 4 are dropped to [UNK] (new id 1)
+    table = numpy_helper.from_array(np.zeros((3, 2), dtype=np.float32), "embeddings")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["remap", "input_ids"], ["new_ids"]),
+            helper.make_node("Gather", ["embeddings", "new_ids"], ["out"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "t"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", "t", 2])],
+        [numpy_helper.from_array(remap, "remap"), table],
+    )
+    onnx.save(helper.make_model(graph), tmp_path / "student.onnx")
+    assert graph_remap(tmp_path / "student.onnx").tolist() == remap.tolist()
+    plain = helper.make_graph(
+        [helper.make_node("Gather", ["embeddings", "input_ids"], ["out"])],
+        "g",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "t"])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["b", "t", 2])],
+        [table],
+    )
+    onnx.save(helper.make_model(plain), tmp_path / "plain.onnx")
+    assert graph_remap(tmp_path / "plain.onnx") is None
+
+
+def test_bundle_parts_are_known_but_not_run_by_default() -> None:
+    settings = ReportSettings(_cli_parse_args=[])
+    assert settings.parts == DEFAULT_PARTS == ("intent", "catalogue", "layers", "latency")
+    assert {"real_queries", "wands", "flipkart"} <= set(PARTS)
+    given = ReportSettings(_cli_parse_args=["--parts", '["wands"]', "--wands-bundle", "/tmp/b"])
+    assert given.parts == ("wands",) and given.wands_bundle == Path("/tmp/b")

@@ -1,0 +1,212 @@
+"""The real_queries part: does the default bundle's served query side land where its teacher puts real
+shopping queries it never saw? (Issue 13: mean cosine >= 0.90, retrieval overlap@10 >= 0.70.)
+
+For every real query text staged in --data-dir (WANDS, ESCI judged and unlabelled queries, ESCI pairs), the
+served query vector (Bundle.query_model(), the model EmbedQuery and Search run) is compared with the vector
+of the teacher whose space the bundle's index is in: cosine per query, and the overlap of the index's top 10
+for the two vectors (same usearch index, so only the query side differs). When the bundle serves a
+transformer query student, its hashed n-gram query encoder is measured too, as the "before" row. Finally
+the share of real query word pieces that reach the student as themselves, not as [UNK].
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from server.bundle import Bundle
+from server.runtime.onnx import OnnxModel
+from training.report.context import Context
+from training.report.real_common import (
+    distinct,
+    mean_ci,
+    normalize,
+    open_bundle,
+    read_rows,
+    teacher_name,
+    unit,
+)
+from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
+
+log = logging.getLogger("sift.report")
+K = 10
+BATCH = 64
+SOURCES: dict[str, tuple[str, ...]] = {
+    "WANDS queries": ("wands-queries/queries.tsv",),
+    "ESCI judged queries": ("esci-judgments/queries.csv",),
+    "ESCI unlabelled queries": ("esci-judgments/unlabelled_queries.csv",),
+    "ESCI pairs queries": tuple(f"esci-pairs/pairs_{s}.csv" for s in ("train", "dev", "test")),
+}
+
+
+def load_sources(data_dir: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """Distinct query texts per source (all splits: the default bundle saw none of them), and the files
+    that are missing."""
+    out, missing = {}, []
+    for source, files in SOURCES.items():
+        texts = []
+        for name in files:
+            path = data_dir / name
+            if not path.is_file():
+                missing.append(str(path))
+                continue
+            texts += [row["query"] for row in read_rows(path)]
+        if texts:
+            out[source] = distinct(texts)
+    return out, missing
+
+
+def embed(model: OnnxModel, featurize: Any, texts: list[str]) -> np.ndarray:
+    """The served query vectors, in small batches (the graph takes [PAD]/0 padding as the batcher pads)."""
+    name = model.signature()[0][0].name  # "ids" for the hashed encoder, "input_ids" for the transformer
+    return np.concatenate(
+        [model.run({name: featurize(texts[i : i + BATCH])}) for i in range(0, len(texts), BATCH)]
+    )
+
+
+def top_rows(bundle: Bundle, vectors: np.ndarray) -> np.ndarray:
+    assert bundle.index is not None and bundle.products is not None
+    k = min(K, len(bundle.products.ids))
+    out = np.full((len(vectors), K), -1, dtype=np.int64)
+    for i, v in enumerate(vectors):
+        rows = bundle.index.search(np.ascontiguousarray(v, dtype=np.float32), k)[0]
+        out[i, : len(rows)] = rows
+    return out
+
+
+def overlap_per_query(a: np.ndarray, b: np.ndarray, k: int = K) -> np.ndarray:
+    """|top-k(a) ∩ top-k(b)| / k per row; -1 padding never counts."""
+    return np.array(
+        [len((set(x[:k].tolist()) & set(y[:k].tolist())) - {-1}) / k for x, y in zip(a, b, strict=True)]
+    )
+
+
+def graph_remap(path: Path) -> np.ndarray | None:
+    """The old-id -> new-id remap of a pruned-vocabulary student: the int64 vector that the graph's first
+    Gather reads with input_ids (training/transformer_student.py); None when the graph has none."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inputs = {i.name for i in graph.input}
+    inits = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in inputs:
+            table = inits.get(node.input[0])
+            if table is not None and table.data_type == onnx.TensorProto.INT64 and len(table.dims) == 1:
+                return numpy_helper.to_array(table)
+    return None
+
+
+def token_shares(bundle: Bundle, by_source: dict[str, list[str]]) -> dict[str, Any]:
+    """Per source: word pieces (specials excluded) of the bundle's tokenizer.json that are not [UNK], and,
+    for a pruned student, those the graph's remap keeps (a dropped id is served as [UNK])."""
+    tokenizer = Tokenizer.from_file(str(bundle.directory / bundle.manifest.featurizer.tokenizer))
+    # The featurizer's tokenizer.json may carry padding and truncation settings: count real pieces only.
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    unk = tokenizer.token_to_id("[UNK]")
+    spec = bundle.manifest.components.query_student
+    remap = graph_remap(bundle.directory / spec.file) if spec is not None else None
+    out: dict[str, Any] = {
+        "measures": "share of real query word pieces (bundle tokenizer.json, no [CLS]/[SEP]) that are not "
+        "[UNK] under the tokenizer, and that the query student's vocabulary keeps (the remap inside its ONNX "
+        "graph sends dropped ids to [UNK])",
+        "student_vocabulary": None if remap is None else len(np.unique(remap)),
+        "rows": [],
+    }
+    for source, texts in {
+        **by_source,
+        "all (distinct)": distinct([t for ts in by_source.values() for t in ts]),
+    }.items():
+        ids = np.array([i for e in tokenizer.encode_batch(texts, add_special_tokens=False) for i in e.ids])
+        row: dict[str, Any] = {"source": source, "word_pieces": len(ids)}
+        row["tokenizer_not_unk"] = round(float(np.mean(ids != unk)), 4) if len(ids) else None
+        if remap is not None and len(ids):
+            row["student_kept"] = round(float(np.mean((ids != unk) & (remap[ids] != remap[unk]))), 4)
+        out["rows"].append(row)
+    recorded = bundle.evaluation.get("retrieval", {}).get("query_student_export") or {}
+    if "catalogue_tokens_kept" in recorded:
+        out["recorded_catalogue_tokens_kept"] = recorded["catalogue_tokens_kept"]
+    return out
+
+
+def agreement_rows(
+    name: str,
+    student: np.ndarray,
+    teacher: np.ndarray,
+    student_top: Any,
+    teacher_top: Any,
+    groups: dict[str, np.ndarray],
+) -> list[dict[str, Any]]:
+    cosine = np.sum(unit(student) * unit(teacher), axis=1)
+    overlap = None if student_top is None else overlap_per_query(student_top, teacher_top)
+    rows = []
+    for source, idx in groups.items():
+        c = mean_ci(cosine[idx])
+        o = mean_ci(overlap[idx]) if overlap is not None else {"mean": None, "ci95": [None, None]}
+        rows.append(
+            {
+                "model": name,
+                "source": source,
+                "queries": len(idx),
+                "mean_cosine": c["mean"],
+                "cosine_ci95": c["ci95"],
+                "cosine_p10": round(float(np.quantile(cosine[idx], 0.1)), 4),
+                "overlap_at_10": o["mean"],
+                "overlap_ci95": o["ci95"],
+            }
+        )
+    return rows
+
+
+def real_queries_part(ctx: Context) -> dict[str, Any]:
+    s = ctx.settings
+    bundle = open_bundle(s.default_bundle)
+    bundle.require("retrieval")
+    by_source, missing = load_sources(s.data_dir)
+    if not by_source:
+        raise SystemExit(f"real_queries: no query file found under {s.data_dir}")
+    texts = distinct([t for ts in by_source.values() for t in ts])
+    position = {normalize(t): i for i, t in enumerate(texts)}
+    groups = {src: np.array([position[normalize(t)] for t in ts]) for src, ts in by_source.items()}
+    groups["all (distinct)"] = np.arange(len(texts))
+
+    teacher = teacher_name(bundle)
+    log.info("real_queries: %d distinct queries, teacher %s", len(texts), teacher)
+    teacher_vecs = SentenceTeacher(teacher_dir(teacher)).encode(texts, desc="teacher on real queries")
+    has_index = bundle.index is not None
+    teacher_top = top_rows(bundle, teacher_vecs) if has_index else None
+
+    models: list[tuple[str, OnnxModel, Any]] = []
+    served, featurize = bundle.query_model()
+    if bundle.query_student is not None:
+        layers = (bundle.evaluation.get("retrieval", {}).get("query_student_export") or {}).get("layers")
+        models.append((f"served: transformer query student ({layers or '?'} layers)", served, featurize))
+    else:
+        models.append(("served: hashed n-gram query encoder", served, featurize))
+    if bundle.query_student is not None and bundle.query_encoder is not None:
+        models.append(
+            ("before: hashed n-gram query encoder", bundle.query_encoder, bundle.featurizer.batch_ids)
+        )
+    rows = []
+    for name, model, feat in models:
+        vecs = embed(model, feat, texts)
+        rows += agreement_rows(
+            name, vecs, teacher_vecs, top_rows(bundle, vecs) if has_index else None, teacher_top, groups
+        )
+    return {
+        "bundle": str(s.default_bundle),
+        "bundle_version": bundle.version,
+        "teacher": TEACHERS.get(teacher, teacher),
+        "index_products": len(bundle.products.ids) if bundle.products else 0,
+        "sources": {src: len(ts) for src, ts in by_source.items()},
+        "missing_files": missing,
+        "rows": rows,
+        "tokens": token_shares(bundle, by_source),
+        "targets": {"mean_cosine": 0.90, "overlap_at_10": 0.70},
+    }
