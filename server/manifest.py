@@ -353,6 +353,7 @@ def _parse_lexical(raw: dict[str, Any], files: dict[str, FileEntry]) -> LexicalC
         ("k1", float, 1.2),
         ("b", float, 0.75),
         ("rrf_k", int, 60),
+        ("dense_weight", float, 1.0),
         ("depth", int, 100),
     ):
         value = raw.get(key, default)

@@ -174,6 +174,8 @@ class LexicalComponent:
     """The Search mode of a request that names none: whichever measured best on held-out products."""
     rrf_k: int = 60
     """Reciprocal rank fusion's constant (1 / (rrf_k + rank))."""
+    dense_weight: float = 1.0
+    """The dense list's weight in the fusion (the lexical list's is 1), chosen on held-out products."""
     depth: int = 100
     """Hits taken from each side before fusing (at least the request's k)."""
 
@@ -191,6 +193,7 @@ class LexicalComponent:
             "b": self.b,
             "default_mode": self.default_mode,
             "rrf_k": self.rrf_k,
+            "dense_weight": self.dense_weight,
             "depth": self.depth,
         }
 

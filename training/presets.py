@@ -82,6 +82,9 @@ class Preset:
     "hashed" (the hashed n-gram MLP alone). The hashed encoder is trained either way: relevance uses it."""
     query_student_layers: int = 3
     """Layers kept of MiniLM's six (layer dropping): the write-ups' three-layer query BERT."""
+    query_student_embedding: str = "factorized"
+    """"factorized": the whole word-piece vocabulary as a low-rank table (no real word becomes [UNK]);
+    "pruned": full-width rows for the word pieces the training texts use, then the most frequent others."""
     query_student_epochs: int = 2
     query_student_vocabulary: int = 20000
     """Vocabulary-word texts in the query student's distillation set (general words, teacher-labelled)."""

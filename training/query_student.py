@@ -14,6 +14,7 @@ is 1 - cosine.
 
 from __future__ import annotations
 
+import random
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,44 +33,54 @@ from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
 from training.teachers import minilm_dir
 from training.transformer_student import (
+    FIRST_WORD_ID,
     MAX_TOKENS,
     TransformerStudent,
     build_transformer_student,
     count_parameters,
     distil_transformer_student,
     encode_texts,
+    factorized_student,
 )
 
 FILE = "query_student.onnx"
 
 
 def distillation_texts(data: TrainingData, tokenizer: Tokenizer, n_vocabulary: int, seed: int) -> list[str]:
-    """Vocabulary words alone and before category names: the general part of the distillation set."""
-    vocab = sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
-    return vocabulary_queries(vocab, data.labels, data.descriptions, n_vocabulary, seed)
+    """The general part of the distillation set: half vocabulary words alone and before category names,
+    half random runs of two to four whole words of the vocabulary ("lacoste tennis", "usb charger cable
+    white"), so that words and word pairs no catalogue here holds are still put where the teacher puts
+    them."""
+    ids = tokenizer.get_vocab()
+    vocab = sorted(ids, key=ids.get)
+    texts = vocabulary_queries(vocab, data.labels, data.descriptions, n_vocabulary // 2, seed)
+    words = [w for w in vocab if ids[w] >= FIRST_WORD_ID and w.isalpha() and len(w) >= 3]
+    rng = random.Random(seed)
+    texts += [" ".join(rng.sample(words, rng.choice((2, 2, 3, 4)))) for _ in range(n_vocabulary - len(texts))]
+    return texts
 
 
 def train_query_student(
     texts: Sequence[str], targets: np.ndarray, preset: Preset, seed: int
 ) -> tuple[TransformerStudent, Tokenizer, list[float]]:
     """MiniLM's bottom `preset.query_student_layers` layers, with a projection head when the product
-    teacher's space is not MiniLM's (mpnet: 768 dims), distilled on (texts, teacher vectors)."""
+    teacher's space is not MiniLM's (mpnet: 768 dims), over the whole vocabulary factorized or a vocabulary
+    pruned to the budget (preset.query_student_embedding), distilled on (texts, teacher vectors)."""
     torch.manual_seed(seed)
-    dim = targets.shape[1]
-    student, tokenizer = build_transformer_student(
-        minilm_dir(),
-        texts,
-        num_layers=preset.query_student_layers,
-        out_dim=None if dim == 384 else dim,
-    )
+    out_dim = None if targets.shape[1] == 384 else targets.shape[1]
+    layers = preset.query_student_layers
+    if preset.query_student_embedding == "factorized":
+        student, tokenizer = factorized_student(minilm_dir(), layers, out_dim)
+    else:
+        student, tokenizer = build_transformer_student(minilm_dir(), texts, layers, out_dim=out_dim)
     history = distil_transformer_student(
         student,
         tokenizer,
         texts,
         embedding_targets=targets,
         epochs=preset.query_student_epochs,
-        batch_size=64,
-        learning_rate=1e-4,
+        batch_size=128,
+        learning_rate=1.5e-4,
         seed=seed,
     )
     return student, tokenizer, history

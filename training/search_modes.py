@@ -32,6 +32,10 @@ def build_lexical(titles: Sequence[str], out: Path) -> tuple[LexicalIndex, list[
     return LexicalIndex.open(out, len(titles)), names
 
 
+DENSE_WEIGHTS = (0.5, 1.0, 2.0)
+"""Weights of the dense list in the fusion tried on dev (the lexical list's is 1)."""
+
+
 def ranked(
     mode: str,
     texts: Sequence[str],
@@ -39,6 +43,7 @@ def ranked(
     index: ProductIndex,
     lexical: LexicalIndex,
     k: int = 10,
+    dense_weight: float = 1.0,
 ) -> np.ndarray:
     """[queries, k] product rows as Search ranks them in `mode` (-1 pads a short list)."""
     out = np.full((len(texts), k), -1, dtype=np.int64)
@@ -50,7 +55,8 @@ def ranked(
             rows = lexical.search(text, k)[0]
         else:
             dense = index.search(vector, min(depth, len(lexical)))[0]
-            rows = reciprocal_rank_fusion([dense, lexical.search(text, depth)[0]], k, c=RRF_K)[0]
+            lists = [dense, lexical.search(text, depth)[0]]
+            rows = reciprocal_rank_fusion(lists, k, weights=[dense_weight, 1.0], c=RRF_K)[0]
         out[i, : len(rows)] = rows
     return out
 
@@ -75,8 +81,17 @@ def choose_mode(
     products = np.unique(targets)
     dev_products = np.random.default_rng(seed).permutation(products)[: len(products) // 2]
     is_dev = np.isin(targets, dev_products)
-    tops = {mode: ranked(mode, texts, vectors, index, lexical) for mode in MODES}
     result: dict[str, Any] = {"queries_dev": int(is_dev.sum()), "queries_test": int((~is_dev).sum())}
+    # The hybrid's dense weight first, on dev alone.
+    by_weight = {w: ranked("hybrid", texts, vectors, index, lexical, dense_weight=w) for w in DENSE_WEIGHTS}
+    dev_recall = {w: recall_at_k(top[is_dev], targets[is_dev], 10) for w, top in by_weight.items()}
+    weight = max(DENSE_WEIGHTS, key=lambda w: (dev_recall[w], w == 1.0))
+    result["hybrid_dense_weight"] = {
+        "chosen": weight,
+        "dev_recall_at_10": {str(w): round(r, 4) for w, r in dev_recall.items()},
+    }
+    tops = {mode: ranked(mode, texts, vectors, index, lexical) for mode in ("dense", "lexical")}
+    tops["hybrid"] = by_weight[weight]
     for mode, top in tops.items():
         result[mode] = {
             "dev": _recall_with_ci(top[is_dev], targets[is_dev]),
@@ -91,6 +106,7 @@ def choose_mode(
         description="BM25 over product titles (k1 1.2, b 0.75), fused with dense hits by reciprocal rank",
         default_mode=best,
         rrf_k=RRF_K,
+        dense_weight=weight,
         depth=DEPTH,
     )
     return component, result

@@ -35,7 +35,7 @@ PARAMETER_BUDGET = 11_000_000
 """10% of BERT-base: the ceiling for every student."""
 FREQUENT_IDS = 1000
 """Besides every id seen in the texts, keep this many of the most frequent general word pieces."""
-_FIRST_WORD_ID = 1996
+FIRST_WORD_ID = 1996
 """In BERT's uncased vocab, ids from 1996 ("the") on are whole-word pieces in roughly descending frequency
 (below are [unused*] slots and single characters): the next FREQUENT_IDS ids are its most frequent words."""
 _MASK_VALUE = -1e9
@@ -108,6 +108,8 @@ class TransformerStudent(nn.Module):
         self.remap: torch.Tensor | None
         self.register_buffer("remap", remap)
         self.word_embeddings = nn.Embedding(vocab_size, hidden)
+        # Set by factorize_embeddings: a low-rank table and its projection to `hidden`.
+        self.word_projection: nn.Linear | None = None
         self.position_embeddings = nn.Embedding(max_positions, hidden)
         # All inputs are single segments: only row 0 of the teacher's token-type table is ever used.
         self.token_type = nn.Parameter(torch.zeros(hidden))
@@ -124,7 +126,10 @@ class TransformerStudent(nn.Module):
         ids = self.remap[input_ids] if self.remap is not None else input_ids
         # cumsum rather than arange(seq_len): the exported graph then has no traced shape constants.
         positions = torch.cumsum(torch.ones_like(input_ids), dim=1) - 1
-        x = self.word_embeddings(ids) + self.position_embeddings(positions) + self.token_type
+        words = self.word_embeddings(ids)
+        if self.word_projection is not None:
+            words = self.word_projection(words)
+        x = words + self.position_embeddings(positions) + self.token_type
         x = self.embedding_norm(x)
         mask = attention_mask.to(x.dtype)
         bias = ((1.0 - mask) * _MASK_VALUE)[:, None, None, :]
@@ -163,7 +168,7 @@ def _keep_ids(
     counts: Counter[int] = Counter()
     for encoding in tokenizer.encode_batch(list(texts)):
         counts.update(encoding.ids)
-    frequent = range(_FIRST_WORD_ID, min(_FIRST_WORD_ID + FREQUENT_IDS, vocab_size))
+    frequent = range(FIRST_WORD_ID, min(FIRST_WORD_ID + FREQUENT_IDS, vocab_size))
     keep: dict[int, None] = dict.fromkeys([*specials, *frequent])
     for token_id, _ in counts.most_common():
         if len(keep) >= budget_rows:
@@ -171,7 +176,7 @@ def _keep_ids(
         keep.setdefault(token_id)
     # Rows the budget still allows go to general word pieces in the vocabulary's (frequency) order: a real
     # catalogue's words that the training texts lack are then still themselves, not [UNK].
-    for token_id in range(_FIRST_WORD_ID, vocab_size):
+    for token_id in range(FIRST_WORD_ID, vocab_size):
         if len(keep) >= budget_rows:
             break
         keep.setdefault(token_id)
@@ -268,6 +273,32 @@ def build_transformer_student(
         raise ValueError(f"{num_layers} layers leave no room for a vocabulary under {PARAMETER_BUDGET}")
     kept, unk = _keep_ids(tokenizer, texts, config["vocab_size"], budget_rows)
     return _build(config, weights, num_layers, kept, unk, num_classes, out_dim), tokenizer
+
+
+def factorized_student(
+    teacher_dir: Path, num_layers: int, out_dim: int | None = None
+) -> tuple[TransformerStudent, Tokenizer]:
+    """The teacher's bottom `num_layers` layers over its WHOLE vocabulary, the word-embedding table
+    factorized by truncated SVD (vocab x rank, then rank x hidden) at the largest rank PARAMETER_BUDGET
+    allows. Unlike a pruned vocabulary, no word piece of a real catalogue or query becomes [UNK]."""
+    config, weights = _load_teacher(teacher_dir)
+    if not 1 <= num_layers <= config["num_hidden_layers"]:
+        raise ValueError(f"num_layers must be in 1..{config['num_hidden_layers']}, not {num_layers}")
+    student = _build(config, weights, num_layers, None, 0, None, out_dim)
+    table = student.word_embeddings.weight.detach()
+    vocab, hidden = table.shape
+    body = count_parameters(student) - table.numel()
+    rank = min(hidden, (PARAMETER_BUDGET - 1 - body) // (vocab + hidden))
+    if rank < 16:
+        raise ValueError(
+            f"{num_layers} layers leave no room for a factorized vocabulary under {PARAMETER_BUDGET}"
+        )
+    u, singular, vt = torch.linalg.svd(table, full_matrices=False)
+    student.word_embeddings = nn.Embedding.from_pretrained(u[:, :rank] * singular[:rank], freeze=False)
+    student.word_projection = nn.Linear(rank, hidden, bias=False)
+    with torch.no_grad():
+        student.word_projection.weight.copy_(vt[:rank].T)
+    return student.eval(), load_tokenizer(teacher_dir)
 
 
 def full_encoder(model_dir: Path) -> TransformerStudent:

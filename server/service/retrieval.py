@@ -81,7 +81,9 @@ class RetrievalService:
             depth = max(k, spec.depth)
             dense_keys, _ = _dense(bundle, query_vector, min(depth, len(bundle.products.ids)), rows)
             lexical_keys, _ = bundle.lexical.search(query, depth, rows)
-            keys, scores = reciprocal_rank_fusion([dense_keys, lexical_keys], k, c=spec.rrf_k)
+            keys, scores = reciprocal_rank_fusion(
+                [dense_keys, lexical_keys], k, weights=[spec.dense_weight, 1.0], c=spec.rrf_k
+            )
         products = bundle.products
         hits = [
             SearchHit(products.ids[row], score, bundle.labels[products.categories[row]].id)
