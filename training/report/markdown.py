@@ -7,25 +7,11 @@ from typing import Any
 
 import matplotlib
 
+from training.report.markdown_real import real_flipkart_section, real_queries_section, real_wands_section
+from training.report.tables import fmt, table
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[str]:
-    out = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        out.append("| " + " | ".join(_fmt(row.get(key)) for key, _ in columns) + " |")
-    return [*out, ""]
 
 
 def write_report(results: dict[str, Any], out: Path) -> None:
@@ -57,11 +43,11 @@ def write_report(results: dict[str, Any], out: Path) -> None:
     if "intent" in results and "latency" in results:
         lines += _decision(results["intent"], results["latency"])
     if "real_queries" in results:
-        lines += _real_queries(results["real_queries"])
+        lines += real_queries_section(results["real_queries"])
     if "wands" in results:
-        lines += _real_wands(results["wands"])
+        lines += real_wands_section(results["wands"])
     if "flipkart" in results:
-        lines += _real_flipkart(results["flipkart"])
+        lines += real_flipkart_section(results["flipkart"])
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -79,7 +65,7 @@ def _intent(r: dict[str, Any], out: Path) -> list[str]:
         "teacher's top-1, on the test queries and on all real query text.",
         "",
     ]
-    lines += _table(
+    lines += table(
         rows,
         [
             ("name", "model"),
@@ -96,9 +82,9 @@ def _intent(r: dict[str, Any], out: Path) -> list[str]:
     )
     lines += [
         f"int8 vs fp32 top-1 agreement of the shipped student on all real query text: "
-        f"{_fmt(r['int8_fp32_top1_agreement_real_queries'])}. Mean top probability: "
-        f"{_fmt(r['known_class_mean_top_probability'])} on queries of a known class, "
-        f"{_fmt(r['unknown_class_mean_top_probability'])} on those of unknown class.",
+        f"{fmt(r['int8_fp32_top1_agreement_real_queries'])}. Mean top probability: "
+        f"{fmt(r['known_class_mean_top_probability'])} on queries of a known class, "
+        f"{fmt(r['unknown_class_mean_top_probability'])} on those of unknown class.",
         "",
         "![intent top-1](intent_top1.png)",
         "",
@@ -155,7 +141,7 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
                 "mrr_": row.get("student_mrr", row.get("mrr")),
             }
         )
-    lines += _table(
+    lines += table(
         rows,
         [
             ("product_teacher", "product tower (teacher)"),
@@ -172,7 +158,7 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
     np_ = r["retrieval_without_substring_pairs"]
     lines += [
         f"Without the substring-product pairs (in-batch negatives), the student's recall@10 is "
-        f"{_fmt(np_['student_recall_at_10'])} (teacher {_fmt(np_['teacher_recall_at_10'])}).",
+        f"{fmt(np_['student_recall_at_10'])} (teacher {fmt(np_['teacher_recall_at_10'])}).",
         "",
         "### Relevance",
         "",
@@ -185,7 +171,7 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
         row["bm25_ndcg"] = m["bm25"]["ndcg_at_10"]
         row["retention"] = m.get("retention")
         rows.append(row)
-    lines += _table(
+    lines += table(
         rows,
         [
             ("variant", "student"),
@@ -203,16 +189,16 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
     if "teacher_cross_encoder" in shipped:
         t = shipped["teacher_cross_encoder"]
         lines += [
-            f"Cross-encoder teacher grade accuracy {_fmt(t.get('grade_accuracy'))} "
-            f"(irrelevant {_fmt(t.get('accuracy_irrelevant'))}, partial {_fmt(t.get('accuracy_partial'))}, "
-            f"exact {_fmt(t.get('accuracy_exact'))}).",
+            f"Cross-encoder teacher grade accuracy {fmt(t.get('grade_accuracy'))} "
+            f"(irrelevant {fmt(t.get('accuracy_irrelevant'))}, partial {fmt(t.get('accuracy_partial'))}, "
+            f"exact {fmt(t.get('accuracy_exact'))}).",
             "",
         ]
     lines += ["Mined rules of the shipped student, with coverage and precision on the held-out pairs:", ""]
     rule_rows = [{"kind": "pre (golden)", **x} for x in shipped["pre_rules"]] + [
         {"kind": "post (corrective)", **x} for x in shipped["post_rules"]
     ]
-    lines += _table(
+    lines += table(
         rule_rows, [("kind", "kind"), ("rule", "rule"), ("coverage", "coverage"), ("precision", "precision")]
     )
     lines += ["### Teacher-student agreement on real query text", ""]
@@ -220,7 +206,7 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
     for key, value in r.items():
         if key.startswith("real_query_agreement_"):
             agreement_rows.append({"what": f"query embedding vs {key.rsplit('_', 1)[1]} teacher", **value})
-    lines += _table(
+    lines += table(
         agreement_rows,
         [
             ("what", "what"),
@@ -233,9 +219,9 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
         a = r["real_query_relevance_agreement"]
         lines += [
             f"Relevance on a fixed set of {a['candidates_per_query']} products for each of {a['queries']} "
-            f"real queries: Spearman of student and cross-encoder scores {_fmt(a['spearman_pooled'])} "
-            f"pooled, {_fmt(a['spearman_mean_per_query'])} mean per query; grade agreement "
-            f"{_fmt(a['grade_agreement'])}.",
+            f"real queries: Spearman of student and cross-encoder scores {fmt(a['spearman_pooled'])} "
+            f"pooled, {fmt(a['spearman_mean_per_query'])} mean per query; grade agreement "
+            f"{fmt(a['grade_agreement'])}.",
             "",
         ]
     return lines
@@ -251,7 +237,7 @@ def _layers(r: dict[str, Any], out: Path) -> list[str]:
         "top.",
         "",
     ]
-    lines += _table(
+    lines += table(
         r["rows"],
         [
             ("config", "configuration"),
@@ -270,7 +256,7 @@ def _layers(r: dict[str, Any], out: Path) -> list[str]:
     ]
     for name, layers in r["kernel"].items():
         lines += [f"**{name}**", ""]
-        lines += _table(
+        lines += table(
             layers,
             [
                 ("layer", "layer"),
@@ -316,7 +302,7 @@ def _latency(r: dict[str, Any], out: Path) -> list[str]:
         "student's median measured in the same run.",
         "",
     ]
-    lines += _table(
+    lines += table(
         r["rows"],
         [
             ("model", "model"),
@@ -363,179 +349,3 @@ def _decision(intent: dict[str, Any], latency: dict[str, Any]) -> list[str]:
         "students of those tasks), with the retention shown in the catalogue tables.",
         "",
     ]
-
-
-def _ci(interval: list[Any] | None) -> str:
-    if not interval or interval[0] is None:
-        return "-"
-    return f"{interval[0]:.3f}-{interval[1]:.3f}"
-
-
-def _made_by(r: dict[str, Any]) -> list[str]:
-    return [
-        f"Made by `{r['command']}` ({r['seconds']:,.0f} s), bundle `{r['bundle']}` ({r['bundle_version']}).",
-        "",
-    ]
-
-
-def _real_queries(r: dict[str, Any]) -> list[str]:
-    lines = [
-        "## Query side on real query text (default bundle)",
-        "",
-        *_made_by(r),
-        f"Every distinct real query staged ({', '.join(f'{k} {v:,}' for k, v in r['sources'].items())}; none "
-        f"seen in training) is embedded by the served query model and by the teacher ({r['teacher']}) whose "
-        "space the index is in. Cosine of the two vectors per query; overlap@10 is the share of the index's "
-        f"top 10 ({r['index_products']:,} products) for the served vector that is also in the top 10 for the "
-        f"teacher's vector. Targets: mean cosine >= {r['targets']['mean_cosine']}, overlap@10 >= "
-        f"{r['targets']['overlap_at_10']}. Intervals are 95% bootstrap over queries.",
-        "",
-    ]
-    rows = [{**x, "cos_ci": _ci(x["cosine_ci95"]), "ov_ci": _ci(x["overlap_ci95"])} for x in r["rows"]]
-    lines += _table(
-        rows,
-        [
-            ("model", "query model"),
-            ("source", "queries from"),
-            ("queries", "n"),
-            ("mean_cosine", "mean cosine"),
-            ("cos_ci", "95% CI"),
-            ("cosine_p10", "10th pct cosine"),
-            ("overlap_at_10", "overlap@10"),
-            ("ov_ci", "95% CI"),
-        ],
-    )
-    t = r["tokens"]
-    lines += [f"Vocabulary: {t['measures']}.", ""]
-    lines += _table(
-        t["rows"],
-        [
-            ("source", "queries from"),
-            ("word_pieces", "word pieces"),
-            ("tokenizer_not_unk", "not [UNK] (tokenizer)"),
-            ("student_kept", "kept by the student's vocabulary"),
-        ],
-    )
-    if "recorded_catalogue_tokens_kept" in t:
-        lines += [
-            f"Recorded at training (manifest): the student keeps {_fmt(t['recorded_catalogue_tokens_kept'])} "
-            "of the training catalogue's word pieces.",
-            "",
-        ]
-    if r.get("missing_files"):
-        lines += [f"Missing data files (skipped): {', '.join(r['missing_files'])}.", ""]
-    return lines
-
-
-def _real_wands(r: dict[str, Any]) -> list[str]:
-    lines = [
-        "## WANDS intent (taxonomy bundle, test split)",
-        "",
-        *_made_by(r),
-        f"{r['test_queries']} test queries of `wands-queries/queries.tsv` ({r['known_class_queries']} of a "
-        f"known class, {r['unknown_class_queries']} with an empty class, {r['unmapped_class_queries']} of a "
-        f"class the bundle lacks), {r['labels']} labels. The student is the served ClassifyIntent "
-        f"(golden rule, then the intent model; {r['answered_by_rule']} answered by the rule), called "
-        f"in-process. Target: top-1 >= {r['target_top1']}. Intervals are 95% bootstrap over queries.",
-        "",
-    ]
-    rows = [{**x, "t_ci": _ci(x["top1_ci95"]), "f_ci": _ci(x["macro_f1_ci95"])} for x in r["rows"]]
-    lines += _table(
-        rows,
-        [
-            ("name", "model"),
-            ("kind", "kind"),
-            ("top1", "top-1"),
-            ("t_ci", "95% CI"),
-            ("macro_f1", "macro-F1"),
-            ("f_ci", "95% CI"),
-            ("queries", "queries"),
-        ],
-    )
-    ret = r["retention_vs_zero_shot"]
-    known, unk, unk_all = (
-        r["mean_top_probability_known"],
-        r["mean_top_probability_unknown_test"],
-        r["mean_top_probability_unknown_all_splits"],
-    )
-    lines += [
-        f"- Student over MiniLM zero-shot on the same queries: {_fmt(ret['retention'])} (paired 95% CI "
-        f"{_ci(ret['ci95'])}).",
-        "- Teacher figures recorded in the bundle's manifest at training time (on "
-        f"{r['recorded_eval'] or '?'}): "
-        + (", ".join(f"{k} {_fmt(v)}" for k, v in r["recorded_teacher"].items()) or "none recorded")
-        + ".",
-        f"- Mean top probability: {_fmt(known['mean'])} ({_ci(known['ci95'])}, n {known['n']}) on queries "
-        f"of a known class; {_fmt(unk['mean'])} (n {unk['n']}) on test queries of no class; "
-        f"{_fmt(unk_all['mean'])} "
-        f"({_ci(unk_all['ci95'])}, n {unk_all['n']}) on the empty-class queries of every split (train and "
-        "dev ones may have been seen in training).",
-        f"- Expected calibration error of the served probabilities (15 bins, known-class queries): "
-        f"{_fmt(r['ece'])} (95% CI {_ci(r['ece_ci95'])}).",
-        "- Latency in-process, 1 in flight: ClassifyIntent p50 "
-        f"{_fmt(r['latency_classify_intent']['p50_ms'])} ms "
-        f"(p90 {_fmt(r['latency_classify_intent']['p90_ms'])}); the intent model alone "
-        f"(featurize + ONNX run) p50 {_fmt(r['latency_intent_model']['p50_ms'])} ms.",
-        "",
-    ]
-    return lines
-
-
-def _real_flipkart(r: dict[str, Any]) -> list[str]:
-    lines = [
-        "## Flipkart names (catalogue bundle, test split)",
-        "",
-        *_made_by(r),
-        f"Each of the {r['distinct_test_names']:,} distinct test product names ({r['test_rows']:,} rows of "
-        "`flipkart-names/products_test.csv`, de-duplicated lower-cased with whitespace squeezed so that size "
-        f"and colour variants vote once; {r['names_with_two_categories']} names with two categories take "
-        f"their most frequent; {r['names_of_a_class_the_bundle_lacks']} are of a class the bundle lacks and "
-        "count as errors) is a query, against the bundle's catalogue of "
-        f"{r['catalogue_products']:,} products (train CSV rows: {_fmt(r['train_csv_rows'])}). These are "
-        "product titles, not shopper queries. Intervals are 95% bootstrap over names; retention intervals "
-        "are paired.",
-        "",
-        "### Intent (gold: cat_l1)",
-        "",
-    ]
-    lines += _table(
-        [{**x, "ci": _ci(x["top1_ci95"])} for x in r["intent_rows"]],
-        [("name", "model"), ("kind", "kind"), ("top1", "top-1"), ("ci", "95% CI"), ("queries", "names")],
-    )
-    ret = r["intent_retention"]
-    lines += [
-        f"Student over teacher: {_fmt(ret['retention'])} (95% CI {_ci(ret['ci95'])}); target >= "
-        f"{r['targets']['intent_retention']}.",
-        "",
-        "### Similar-product search",
-        "",
-        "precision@10: the share of the 10 hits in the query product's own category. Served Search in each "
-        f"mode the bundle serves (default: {r['default_mode']}); teacher: exact k-NN by "
-        f"{r['product_teacher']} cosine; x teacher: ratio to the teacher, target >= "
-        f"{r['targets']['search_vs_teacher']}.",
-        "",
-    ]
-    lines += _table(
-        [{**x, "ci": _ci(x["ci95"]), "vci": _ci(x.get("vs_teacher_ci95"))} for x in r["search_rows"]],
-        [
-            ("name", "model"),
-            ("kind", "kind"),
-            ("precision_at_10", "precision@10"),
-            ("ci", "95% CI"),
-            ("vs_teacher", "x teacher"),
-            ("vci", "95% CI"),
-        ],
-    )
-    lat = r["latency_classify_intent"]
-    lines += [
-        f"Latency in-process, 1 in flight, p50 (p90): ClassifyIntent {_fmt(lat['p50_ms'])} ms "
-        f"({_fmt(lat['p90_ms'])}); "
-        + "; ".join(
-            f"Search {mode} {_fmt(x['p50_ms'])} ms ({_fmt(x['p90_ms'])})"
-            for mode, x in r["latency_search"].items()
-        )
-        + f". Search in the default mode over ClassifyIntent: {_fmt(r['latency_search_default_vs_intent'])}x "
-        "(in-process, not a sift-bench run).",
-        "",
-    ]
-    return lines

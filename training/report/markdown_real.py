@@ -1,0 +1,184 @@
+"""The report's sections on shipped bundles against the real data sets (parts real_queries, wands and
+flipkart): one table per data set, each with 95% intervals and the command that made it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.report.tables import fmt, table
+
+
+def _ci(interval: list[Any] | None) -> str:
+    if not interval or interval[0] is None:
+        return "-"
+    return f"{interval[0]:.3f}-{interval[1]:.3f}"
+
+
+def _made_by(r: dict[str, Any]) -> list[str]:
+    return [
+        f"Made by `{r['command']}` ({r['seconds']:,.0f} s), bundle `{r['bundle']}` ({r['bundle_version']}).",
+        "",
+    ]
+
+
+def real_queries_section(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Query side on real query text (default bundle)",
+        "",
+        *_made_by(r),
+        f"Every distinct real query staged ({', '.join(f'{k} {v:,}' for k, v in r['sources'].items())}; none "
+        f"seen in training) is embedded by the served query model and by the teacher ({r['teacher']}) whose "
+        "space the index is in. Cosine of the two vectors per query; overlap@10 is the share of the index's "
+        f"top 10 ({r['index_products']:,} products) for the served vector that is also in the top 10 for the "
+        f"teacher's vector. Targets: mean cosine >= {r['targets']['mean_cosine']}, overlap@10 >= "
+        f"{r['targets']['overlap_at_10']}. Intervals are 95% bootstrap over queries.",
+        "",
+    ]
+    rows = [{**x, "cos_ci": _ci(x["cosine_ci95"]), "ov_ci": _ci(x["overlap_ci95"])} for x in r["rows"]]
+    lines += table(
+        rows,
+        [
+            ("model", "query model"),
+            ("source", "queries from"),
+            ("queries", "n"),
+            ("mean_cosine", "mean cosine"),
+            ("cos_ci", "95% CI"),
+            ("cosine_p10", "10th pct cosine"),
+            ("overlap_at_10", "overlap@10"),
+            ("ov_ci", "95% CI"),
+        ],
+    )
+    t = r["tokens"]
+    lines += [f"Vocabulary: {t['measures']}.", ""]
+    lines += table(
+        t["rows"],
+        [
+            ("source", "queries from"),
+            ("word_pieces", "word pieces"),
+            ("tokenizer_not_unk", "not [UNK] (tokenizer)"),
+            ("student_kept", "kept by the student's vocabulary"),
+        ],
+    )
+    if "recorded_catalogue_tokens_kept" in t:
+        lines += [
+            f"Recorded at training (manifest): the student keeps {fmt(t['recorded_catalogue_tokens_kept'])} "
+            "of the training catalogue's word pieces.",
+            "",
+        ]
+    if r.get("missing_files"):
+        lines += [f"Missing data files (skipped): {', '.join(r['missing_files'])}.", ""]
+    return lines
+
+
+def real_wands_section(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "## WANDS intent (taxonomy bundle, test split)",
+        "",
+        *_made_by(r),
+        f"{r['test_queries']} test queries of `wands-queries/queries.tsv` ({r['known_class_queries']} of a "
+        f"known class, {r['unknown_class_queries']} with an empty class, {r['unmapped_class_queries']} of a "
+        f"class the bundle lacks), {r['labels']} labels. The student is the served ClassifyIntent "
+        f"(golden rule, then the intent model; {r['answered_by_rule']} answered by the rule), called "
+        f"in-process. Target: top-1 >= {r['target_top1']}. Intervals are 95% bootstrap over queries.",
+        "",
+    ]
+    rows = [{**x, "t_ci": _ci(x["top1_ci95"]), "f_ci": _ci(x["macro_f1_ci95"])} for x in r["rows"]]
+    lines += table(
+        rows,
+        [
+            ("name", "model"),
+            ("kind", "kind"),
+            ("top1", "top-1"),
+            ("t_ci", "95% CI"),
+            ("macro_f1", "macro-F1"),
+            ("f_ci", "95% CI"),
+            ("queries", "queries"),
+        ],
+    )
+    ret = r["retention_vs_zero_shot"]
+    known, unk, unk_all = (
+        r["mean_top_probability_known"],
+        r["mean_top_probability_unknown_test"],
+        r["mean_top_probability_unknown_all_splits"],
+    )
+    lines += [
+        f"- Student over MiniLM zero-shot on the same queries: {fmt(ret['retention'])} (paired 95% CI "
+        f"{_ci(ret['ci95'])}).",
+        "- Teacher figures recorded in the bundle's manifest at training time (on "
+        f"{r['recorded_eval'] or '?'}): "
+        + (", ".join(f"{k} {fmt(v)}" for k, v in r["recorded_teacher"].items()) or "none recorded")
+        + ".",
+        f"- Mean top probability: {fmt(known['mean'])} ({_ci(known['ci95'])}, n {known['n']}) on queries "
+        f"of a known class; {fmt(unk['mean'])} (n {unk['n']}) on test queries of no class; "
+        f"{fmt(unk_all['mean'])} "
+        f"({_ci(unk_all['ci95'])}, n {unk_all['n']}) on the empty-class queries of every split (train and "
+        "dev ones may have been seen in training).",
+        f"- Expected calibration error of the served probabilities (15 bins, known-class queries): "
+        f"{fmt(r['ece'])} (95% CI {_ci(r['ece_ci95'])}).",
+        "- Latency in-process, 1 in flight: ClassifyIntent p50 "
+        f"{fmt(r['latency_classify_intent']['p50_ms'])} ms "
+        f"(p90 {fmt(r['latency_classify_intent']['p90_ms'])}); the intent model alone "
+        f"(featurize + ONNX run) p50 {fmt(r['latency_intent_model']['p50_ms'])} ms.",
+        "",
+    ]
+    return lines
+
+
+def real_flipkart_section(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Flipkart names (catalogue bundle, test split)",
+        "",
+        *_made_by(r),
+        f"Each of the {r['distinct_test_names']:,} distinct test product names ({r['test_rows']:,} rows of "
+        "`flipkart-names/products_test.csv`, de-duplicated lower-cased with whitespace squeezed so that size "
+        f"and colour variants vote once; {r['names_with_two_categories']} names with two categories take "
+        f"their most frequent; {r['names_of_a_class_the_bundle_lacks']} are of a class the bundle lacks and "
+        "count as errors) is a query, against the bundle's catalogue of "
+        f"{r['catalogue_products']:,} products (train CSV rows: {fmt(r['train_csv_rows'])}). These are "
+        "product titles, not shopper queries. Intervals are 95% bootstrap over names; retention intervals "
+        "are paired.",
+        "",
+        "### Intent (gold: cat_l1)",
+        "",
+    ]
+    lines += table(
+        [{**x, "ci": _ci(x["top1_ci95"])} for x in r["intent_rows"]],
+        [("name", "model"), ("kind", "kind"), ("top1", "top-1"), ("ci", "95% CI"), ("queries", "names")],
+    )
+    ret = r["intent_retention"]
+    lines += [
+        f"Student over teacher: {fmt(ret['retention'])} (95% CI {_ci(ret['ci95'])}); target >= "
+        f"{r['targets']['intent_retention']}.",
+        "",
+        "### Similar-product search",
+        "",
+        "precision@10: the share of the 10 hits in the query product's own category. Served Search in each "
+        f"mode the bundle serves (default: {r['default_mode']}); teacher: exact k-NN by "
+        f"{r['product_teacher']} cosine; x teacher: ratio to the teacher, target >= "
+        f"{r['targets']['search_vs_teacher']}.",
+        "",
+    ]
+    lines += table(
+        [{**x, "ci": _ci(x["ci95"]), "vci": _ci(x.get("vs_teacher_ci95"))} for x in r["search_rows"]],
+        [
+            ("name", "model"),
+            ("kind", "kind"),
+            ("precision_at_10", "precision@10"),
+            ("ci", "95% CI"),
+            ("vs_teacher", "x teacher"),
+            ("vci", "95% CI"),
+        ],
+    )
+    lat = r["latency_classify_intent"]
+    lines += [
+        f"Latency in-process, 1 in flight, p50 (p90): ClassifyIntent {fmt(lat['p50_ms'])} ms "
+        f"({fmt(lat['p90_ms'])}); "
+        + "; ".join(
+            f"Search {mode} {fmt(x['p50_ms'])} ms ({fmt(x['p90_ms'])})"
+            for mode, x in r["latency_search"].items()
+        )
+        + f". Search in the default mode over ClassifyIntent: {fmt(r['latency_search_default_vs_intent'])}x "
+        "(in-process, not a sift-bench run).",
+        "",
+    ]
+    return lines
