@@ -125,6 +125,8 @@ class IntentTeacher:
     zero_shot_eval_logits: np.ndarray
     model: torch.nn.Module | None = None
     tokenizer: object | None = None
+    choice: dict[str, Any] = field(default_factory=dict)
+    """Which candidate labels the distillation set, and every candidate's dev accuracy."""
 
 
 def label_prompts(labels: list[str], descriptions: dict[str, str]) -> list[list[str]]:
@@ -151,6 +153,23 @@ def label_prototypes(encoder: SentenceTeacher, labels: list[str], descriptions: 
     return out
 
 
+def few_shot_prototypes(
+    encoder: SentenceTeacher, prototypes: np.ndarray, texts: list[str], labels: np.ndarray
+) -> np.ndarray | None:
+    """Label prototypes moved toward the labelled real queries of their class (the mean of the prototype
+    and of those queries' vectors), or None without labelled real queries. Few real queries per class (WANDS:
+    192 for 188 classes) are too few to fine-tune on, but enough to say how shoppers word a class."""
+    known = labels >= 0
+    if not known.any():
+        return None
+    vecs = encoder.encode([t for t, k in zip(texts, known, strict=True) if k], desc="teacher: few-shot")
+    out = prototypes.copy()
+    for label in np.unique(labels[known]):
+        mean = prototypes[label] + vecs[labels[known] == label].mean(0)
+        out[label] = mean / np.linalg.norm(mean)
+    return out
+
+
 def train_intent_teacher(
     name: str,
     data: TrainingData,
@@ -159,67 +178,100 @@ def train_intent_teacher(
     seed: int,
     engine: LabelEngine | None = None,
 ) -> IntentTeacher:
-    """Zero-shot from label prototypes; then, unless switched off, fine-tuned on the labelled texts with the
-    head initialised from those prototypes and the bottom layers frozen. `engine` labels the distillation
-    set (`sets.texts`, the big one): in this process by default, or on Ray (training/scale.py)."""
+    """Candidates: zero-shot from label prototypes, few-shot prototypes (moved toward the labelled real
+    training queries) and, unless switched off, the model fine-tuned on the labelled texts with the head
+    initialised from the prototypes and the bottom layers frozen. The one with the best dev accuracy labels
+    the distillation set (a tie goes to the later in that order): on a few real queries fine-tuning can
+    lose to the prototypes, and dev says so. `engine` labels the distillation set (`sets.texts`, the big
+    one): in this process by default, or on Ray (training/scale.py)."""
     bulk = engine or LabelEngine()
     model_dir = teacher_dir(name)
     encoder = SentenceTeacher(model_dir)
     prototypes = label_prototypes(encoder, data.labels, data.descriptions)
+    candidates = {"zero-shot": prototypes}
+    shots = few_shot_prototypes(encoder, prototypes, *data.real("train"))
+    if shots is not None:
+        candidates["few-shot"] = shots
 
-    def zero_shot(texts: list[str], on: LabelEngine | None = None) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, len(data.labels)), dtype=np.float32)
-        desc = f"{name}: zero-shot"
-        vecs = on.encode(name, texts, local=encoder, desc=desc) if on else encoder.encode(texts, desc=desc)
-        return PROTOTYPE_SCALE * vecs @ prototypes.T
+    def encode(texts: list[str], on: LabelEngine | None = None) -> np.ndarray:
+        desc = f"{name}: prototypes"
+        return on.encode(name, texts, local=encoder, desc=desc) if on else encoder.encode(texts, desc=desc)
 
-    zero_eval = zero_shot(sets.eval_texts)
-    if not preset.methods.teacher_finetune:
+    dev_known = sets.dev_labels >= 0
+    dev_vecs, eval_vecs = (
+        encode(t) if t else np.zeros((0, prototypes.shape[1]), np.float32)
+        for t in (sets.dev_texts, sets.eval_texts)
+    )
+    zero_eval = PROTOTYPE_SCALE * eval_vecs @ prototypes.T
+
+    def dev_accuracy(dev_logits: np.ndarray) -> float:
+        if not dev_known.any():
+            return float("nan")
+        return accuracy(dev_logits.argmax(1)[dev_known], sets.dev_labels[dev_known])
+
+    scores = {kind: dev_accuracy(PROTOTYPE_SCALE * dev_vecs @ p.T) for kind, p in candidates.items()}
+    result = None
+    seconds = 0.0
+    if preset.methods.teacher_finetune:
+        labelled = np.flatnonzero(sets.hard >= 0)
+        rng = np.random.default_rng(seed)
+        if len(labelled) > preset.teacher_max_texts:
+            labelled = np.sort(rng.choice(labelled, preset.teacher_max_texts, replace=False))
+        start = time.perf_counter()
+        result = finetune_classifier(
+            model_dir,
+            [sets.texts[i] for i in labelled],
+            sets.hard[labelled],
+            len(data.labels),
+            init_head=prototypes,
+            train_top=preset.teacher_train_top,
+            epochs=preset.teacher_epochs,
+            seed=seed,
+            desc=f"{name}: fine-tune",
+        )
+        seconds = time.perf_counter() - start
+        scores["fine-tuned"] = dev_accuracy(classifier_logits(result.model, result.tokenizer, sets.dev_texts))
+    order = list(scores)
+    chosen = max(order, key=lambda k: (np.nan_to_num(scores[k], nan=-1.0), order.index(k)))
+    choice = {"chosen": chosen, "dev_accuracy": {k: round(v, 4) for k, v in scores.items()}}
+    if chosen != "fine-tuned" or result is None:
+        protos = candidates[chosen]
+
+        def logits(texts: list[str], on: LabelEngine | None = None) -> np.ndarray:
+            if not texts:
+                return np.zeros((0, len(data.labels)), dtype=np.float32)
+            return PROTOTYPE_SCALE * encode(texts, on) @ protos.T
+
         return IntentTeacher(
             name,
-            zero_shot(sets.texts, bulk),
-            zero_shot(sets.dev_texts),
-            zero_eval,
+            logits(sets.texts, bulk),
+            PROTOTYPE_SCALE * dev_vecs @ protos.T,
+            PROTOTYPE_SCALE * eval_vecs @ protos.T,
             encoder.num_parameters,
-            0.0,
+            round(seconds, 2),
             zero_eval,
+            choice=choice,
         )
-    labelled = np.flatnonzero(sets.hard >= 0)
-    rng = np.random.default_rng(seed)
-    if len(labelled) > preset.teacher_max_texts:
-        labelled = np.sort(rng.choice(labelled, preset.teacher_max_texts, replace=False))
-    start = time.perf_counter()
-    result = finetune_classifier(
-        model_dir,
-        [sets.texts[i] for i in labelled],
-        sets.hard[labelled],
-        len(data.labels),
-        init_head=prototypes,
-        train_top=preset.teacher_train_top,
-        epochs=preset.teacher_epochs,
-        seed=seed,
-        desc=f"{name}: fine-tune",
-    )
-    seconds = time.perf_counter() - start
+    model, tokenizer = result.model, result.tokenizer
 
-    def logits(texts: list[str], on: LabelEngine | None = None) -> np.ndarray:
+    def tuned(texts: list[str], on: LabelEngine | None = None) -> np.ndarray:
         if not texts:
             return np.zeros((0, len(data.labels)), dtype=np.float32)
         if on is not None:
-            return on.classifier_logits(name, result.model, result.tokenizer, texts)
-        return classifier_logits(result.model, result.tokenizer, texts)
+            return on.classifier_logits(name, model, tokenizer, texts)
+        return classifier_logits(model, tokenizer, texts)
 
     return IntentTeacher(
         name,
-        logits(sets.texts, bulk),
-        logits(sets.dev_texts),
-        logits(sets.eval_texts),
+        tuned(sets.texts, bulk),
+        tuned(sets.dev_texts),
+        tuned(sets.eval_texts),
         result.total_parameters,
         round(seconds, 2),
         zero_eval,
-        result.model,
-        result.tokenizer,
+        model,
+        tokenizer,
+        choice=choice,
     )
 
 
@@ -344,6 +396,7 @@ def evaluate_intent(
         )
         result[f"teacher_{t.name}_accuracy"] = round(accuracy(t.eval_logits.argmax(1)[known], gold), 4)
         result[f"teacher_{t.name}_train_seconds"] = t.train_seconds
+        result[f"teacher_{t.name}_choice"] = t.choice
     result["teacher_accuracy"] = round(accuracy(teacher_pred[known], gold), 4)
     result["teacher_macro_f1"] = round(macro_f1(teacher_pred[known], gold), 4)
     result["student_int8_accuracy"] = round(accuracy(student_pred[known], gold), 4)

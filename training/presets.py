@@ -86,8 +86,11 @@ class Preset:
     """"factorized": the whole word-piece vocabulary as a low-rank table (no real word becomes [UNK]);
     "pruned": full-width rows for the word pieces the training texts use, then the most frequent others."""
     query_student_epochs: int = 2
-    query_student_vocabulary: int = 20000
-    """Vocabulary-word texts in the query student's distillation set (general words, teacher-labelled)."""
+    query_student_vocabulary: int = 50000
+    """General texts in the query student's distillation set (vocabulary words and runs of them,
+    teacher-labelled): on real queries they matter more than more catalogue text."""
+    query_student_catalogue_texts: int = 15000
+    """Title substrings (a random sample) in the query student's distillation set, besides every title."""
     min_retention: float = 0.97
     """A student below this share of its teacher's quality is refused at export (unless --force)."""
     methods: Methods = field(default_factory=Methods)
@@ -121,6 +124,7 @@ PRESETS: dict[str, Preset] = {
         query_student_layers=2,
         query_student_epochs=1,
         query_student_vocabulary=3000,
+        query_student_catalogue_texts=3000,
     ),
 }
 PRESETS["default"] = replace(

@@ -188,8 +188,12 @@ def train_retrieval(
             data, load_tokenizer(minilm_dir()), preset.query_student_vocabulary, seed
         )
         general_targets = bulk.encode(name, general, local=teacher, desc="teacher: vocabulary texts")
-        texts = [q.text for q in train_q] + list(data.titles) + general
-        all_targets = np.concatenate([targets, product_vecs[:, 0], general_targets]).astype(np.float32)
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.permutation(len(train_q))[: preset.query_student_catalogue_texts])
+        texts = [train_q[i].text for i in sample] + list(data.titles) + general
+        all_targets = np.concatenate([targets[sample], product_vecs[:, 0], general_targets]).astype(
+            np.float32
+        )
         student, tokenizer, _ = train_query_student(texts, all_targets, preset, seed)
     return RetrievalResult(
         product_vecs,
