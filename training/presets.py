@@ -146,6 +146,10 @@ PRESETS["default"] = replace(
     teacher_max_texts=20000,
     relevance_queries=4000,
     cross_encoder_pairs=6000,
+    query_student_layers=3,
+    query_student_epochs=2,
+    query_student_vocabulary=50000,
+    query_student_catalogue_texts=15000,
 )
 PRESETS["full"] = replace(
     PRESETS["default"],
