@@ -82,6 +82,12 @@ def add_workload_args(parser: argparse.ArgumentParser, default: str = "intent") 
     parser.add_argument("--k", type=int, default=10, help="Search k")
     parser.add_argument("--candidates", type=int, default=100, help="candidates per ScoreRelevance call")
     parser.add_argument("--candidates-by", choices=("id", "text"), default="id")
+    parser.add_argument(
+        "--search-mode",
+        choices=("", "dense", "lexical", "hybrid"),
+        default="",
+        help="Search's mode; empty (default) = the bundle's default mode",
+    )
 
 
 def add_load_args(parser: argparse.ArgumentParser) -> None:
@@ -115,7 +121,11 @@ def prepare_payloads(args: argparse.Namespace, address: str) -> tuple[list, str]
         pool = read_queries(Path(args.queries))
     queries = draw(pool, max(4 * args.distinct_queries, 4000), args.query_dist, args.seed)
     shape = CallShape(
-        top_k=args.top_k, k=args.k, candidates=args.candidates, candidates_by=args.candidates_by
+        top_k=args.top_k,
+        k=args.k,
+        candidates=args.candidates,
+        candidates_by=args.candidates_by,
+        search_mode=args.search_mode,
     )
     ids: list[str] = []
     if "relevance" in mix and shape.candidates_by == "id":
@@ -132,7 +142,7 @@ def prepare_payloads(args: argparse.Namespace, address: str) -> tuple[list, str]
     for name, weight in mix.items():
         extra = {
             "intent": f"top_k {shape.top_k}",
-            "search": f"k {shape.k}",
+            "search": f"k {shape.k}, mode {shape.search_mode or 'the bundle default'}",
             "embed": "",
             "relevance": f"{shape.candidates} candidates by {shape.candidates_by}",
         }[name]

@@ -104,6 +104,7 @@ class CallShape:
     k: int = 10
     candidates: int = 100
     candidates_by: str = "id"  # "id" reads the product side from the bundle; "text" sends titles
+    search_mode: str = ""  # "", dense, lexical or hybrid; "" = the bundle's default
 
 
 async def product_ids(channel: grpc.aio.Channel, n: int) -> list[str]:
@@ -139,7 +140,10 @@ def build_payloads(
         if call == "intent":
             message = intent_pb2.ClassifyIntentRequest(query=query, top_k=shape.top_k)
         elif call == "search":
-            message = retrieval_pb2.SearchRequest(query=query, k=shape.k)
+            mode = retrieval_pb2.SearchMode.Value(
+                f"SEARCH_MODE_{(shape.search_mode or 'unspecified').upper()}"
+            )
+            message = retrieval_pb2.SearchRequest(query=query, k=shape.k, mode=mode)
         elif call == "embed":
             message = retrieval_pb2.EmbedQueryRequest(query=query)
         else:
