@@ -151,6 +151,15 @@ async function main() {
     ms,
   );
   result.search_by_vector = { category, hits: byVector.hits };
+  // The same query text in dense mode (the bundle's default may be lexical or hybrid) finds what its
+  // vector finds.
+  const dense = await unary(
+    retrieval,
+    'Search',
+    { query: args.query, k: 3, category, mode: 'SEARCH_MODE_DENSE' },
+    ms,
+  );
+  result.search_dense = { hits: dense.hits };
 
   // Candidates are either product ids the bundle knows or free titles (the oneof `item`).
   const candidates = [

@@ -74,7 +74,8 @@ def test_calls_every_public_rpc(node_client: list[str], live_server: LiveServer,
     assert by_vector["hits"] and all(
         h["category"].startswith(by_vector["category"]) for h in by_vector["hits"]
     )
-    assert by_vector["hits"][0]["product_id"] == hits[0]["product_id"]  # same query, vector or text
+    # Same query, as a vector or as text in dense mode.
+    assert by_vector["hits"][0]["product_id"] == out["search_dense"]["hits"][0]["product_id"]
 
     relevance = out["relevance"]["scores"]
     assert len(relevance) == 4  # one per candidate, in request order
