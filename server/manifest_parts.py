@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,10 @@ def sha256_file(path: Path) -> str:
 
 
 def category_id(path: str) -> str:
-    """Stable label id from a category path: "Furniture > Accent Chairs" -> "furniture/accent-chairs"."""
-    levels = [re.sub(r"[^a-z0-9]+", "-", level.lower()).strip("-") for level in path.split(">")]
+    """Stable label id from a category path: "Furniture > Accent Chairs" -> "furniture/accent-chairs".
+    Accented letters keep their base letter ("Wall Décor" -> "wall-decor", not "wall-d-cor")."""
+    ascii_path = unicodedata.normalize("NFKD", path).encode("ascii", "ignore").decode("ascii")
+    levels = [re.sub(r"[^a-z0-9]+", "-", level.lower()).strip("-") for level in ascii_path.split(">")]
     return "/".join(level for level in levels if level)
 
 

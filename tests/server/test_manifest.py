@@ -210,3 +210,8 @@ def _refused_extras(tmp_path: Path, change: Any, match: str) -> None:
 )
 def test_a_bad_optional_part_is_named(tmp_path: Path, change: Any, match: str) -> None:
     _refused_extras(tmp_path, change, match)
+
+
+def test_category_ids_keep_the_base_letter_of_accented_words() -> None:
+    assert Label.of("Décor > Wall Décor").id == "decor/wall-decor"
+    assert Label.of("Furniture > Accent Chairs").id == "furniture/accent-chairs"
