@@ -103,8 +103,9 @@ def graph_remap(path: Path) -> np.ndarray | None:
 
 
 def token_shares(bundle: Bundle, by_source: dict[str, list[str]]) -> dict[str, Any]:
-    """Per source: word pieces (specials excluded) of the bundle's tokenizer.json that are not [UNK], and,
-    for a pruned student, those the graph's remap keeps (a dropped id is served as [UNK])."""
+    """Per source: word pieces (specials excluded) of the bundle's tokenizer.json that are not [UNK], and
+    those the student keeps: for a pruned student, those its graph's remap keeps (a dropped id is served as
+    [UNK]); a student without a remap embeds the whole vocabulary."""
     tokenizer = Tokenizer.from_file(str(bundle.directory / bundle.manifest.featurizer.tokenizer))
     # The featurizer's tokenizer.json may carry padding and truncation settings: count real pieces only.
     tokenizer.no_padding()
@@ -128,6 +129,9 @@ def token_shares(bundle: Bundle, by_source: dict[str, list[str]]) -> dict[str, A
         row["tokenizer_not_unk"] = round(float(np.mean(ids != unk)), 4) if len(ids) else None
         if remap is not None and len(ids):
             row["student_kept"] = round(float(np.mean((ids != unk) & (remap[ids] != remap[unk]))), 4)
+        elif spec is not None and len(ids):
+            # No remap in the graph: the student embeds the whole vocabulary (a factorized table).
+            row["student_kept"] = row["tokenizer_not_unk"]
         out["rows"].append(row)
     recorded = bundle.evaluation.get("retrieval", {}).get("query_student_export") or {}
     if "catalogue_tokens_kept" in recorded:
