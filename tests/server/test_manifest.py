@@ -106,8 +106,8 @@ def _fields(manifest: Manifest) -> dict[str, Any]:
     return {name: getattr(manifest, name) for name in Manifest.__dataclass_fields__}
 
 
-def _refused(tmp_path: Path, change: Any, match: str) -> None:
-    raw = build(tmp_path).to_json()
+def _refused(tmp_path: Path, change: Any, match: str, make: Any = None) -> None:
+    raw = (make or build)(tmp_path).to_json()
     change(raw)
     with pytest.raises(BundleError, match=match):
         Manifest.from_json(json.loads(json.dumps(raw)))
@@ -186,13 +186,6 @@ def test_optional_retrieval_parts_round_trip(tmp_path: Path) -> None:
     assert raw["lexical"]["default_mode"] == "dense" and raw["lexical"]["rrf_k"] == 60
 
 
-def _refused_extras(tmp_path: Path, change: Any, match: str) -> None:
-    raw = with_extras(tmp_path).to_json()
-    change(raw)
-    with pytest.raises(BundleError, match=match):
-        Manifest.from_json(json.loads(json.dumps(raw)))
-
-
 @pytest.mark.parametrize(
     ("change", "match"),
     [
@@ -209,7 +202,7 @@ def _refused_extras(tmp_path: Path, change: Any, match: str) -> None:
     ],
 )
 def test_a_bad_optional_part_is_named(tmp_path: Path, change: Any, match: str) -> None:
-    _refused_extras(tmp_path, change, match)
+    _refused(tmp_path, change, match, with_extras)
 
 
 def test_category_ids_keep_the_base_letter_of_accented_words() -> None:
