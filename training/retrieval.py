@@ -264,9 +264,7 @@ def export_retrieval(
     component, result["search_modes"] = choose_mode(
         r.eval_texts, served, r.eval_targets, index, lexical, names, seed
     )
-    student_top = ranked(
-        component.default_mode, r.eval_texts, served, index, lexical, dense_weight=component.dense_weight
-    )
+    student_top = ranked(component.default_mode, r.eval_texts, served, index, lexical, component)
     paired = Paired(
         f"recall@10 of the held-out product ({component.default_mode} Search)",
         (student_top == r.eval_targets[:, None]).any(1).astype(float),

@@ -1,8 +1,8 @@
 """Hybrid Search: the BM25 index over titles that ships in the bundle, and the choice of Search's default
 mode (dense, lexical or hybrid) by what measures better on held-out products.
 
-Every mode is evaluated through the served code (server/runtime/lexical.py, server/runtime/fusion.py and
-the usearch index), so the figures are what Search answers. The held-out queries are split by product into
+Every mode is evaluated through the served code (server/runtime/search.py over the usearch and BM25
+indexes), so the figures are what Search answers. The held-out queries are split by product into
 two halves: the default mode is chosen on the first ("dev") and reported on both, so the choice is not
 graded on the queries that made it.
 """
@@ -10,20 +10,19 @@ graded on the queries that made it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from server.manifest import LexicalComponent
-from server.runtime.fusion import reciprocal_rank_fusion
 from server.runtime.index import ProductIndex
 from server.runtime.lexical import LexicalIndex, build_lexical_index, save
+from server.runtime.search import search
 from training.metrics import bootstrap_ci, recall_at_k
 
 MODES = ("dense", "lexical", "hybrid")
-RRF_K = 60
-DEPTH = 100
 
 
 def build_lexical(titles: Sequence[str], out: Path) -> tuple[LexicalIndex, list[str]]:
@@ -42,21 +41,13 @@ def ranked(
     vectors: np.ndarray,
     index: ProductIndex,
     lexical: LexicalIndex,
+    fusion: LexicalComponent,
     k: int = 10,
-    dense_weight: float = 1.0,
 ) -> np.ndarray:
     """[queries, k] product rows as Search ranks them in `mode` (-1 pads a short list)."""
     out = np.full((len(texts), k), -1, dtype=np.int64)
-    depth = max(k, DEPTH)
     for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
-        if mode == "dense":
-            rows = index.search(vector, k)[0]
-        elif mode == "lexical":
-            rows = lexical.search(text, k)[0]
-        else:
-            dense = index.search(vector, min(depth, len(lexical)))[0]
-            lists = [dense, lexical.search(text, depth)[0]]
-            rows = reciprocal_rank_fusion(lists, k, weights=[dense_weight, 1.0], c=RRF_K)[0]
+        rows = search(mode, index, lexical, fusion, vector, text, k)[0]
         out[i, : len(rows)] = rows
     return out
 
@@ -82,15 +73,22 @@ def choose_mode(
     dev_products = np.random.default_rng(seed).permutation(products)[: len(products) // 2]
     is_dev = np.isin(targets, dev_products)
     result: dict[str, Any] = {"queries_dev": int(is_dev.sum()), "queries_test": int((~is_dev).sum())}
+    base = LexicalComponent(
+        *names,
+        description="BM25 over product titles (k1 1.2, b 0.75), fused with dense hits by reciprocal rank",
+    )
     # The hybrid's dense weight first, on dev alone.
-    by_weight = {w: ranked("hybrid", texts, vectors, index, lexical, dense_weight=w) for w in DENSE_WEIGHTS}
+    by_weight = {
+        w: ranked("hybrid", texts, vectors, index, lexical, replace(base, dense_weight=w))
+        for w in DENSE_WEIGHTS
+    }
     dev_recall = {w: recall_at_k(top[is_dev], targets[is_dev], 10) for w, top in by_weight.items()}
     weight = max(DENSE_WEIGHTS, key=lambda w: (dev_recall[w], w == 1.0))
     result["hybrid_dense_weight"] = {
         "chosen": weight,
         "dev_recall_at_10": {str(w): round(r, 4) for w, r in dev_recall.items()},
     }
-    tops = {mode: ranked(mode, texts, vectors, index, lexical) for mode in ("dense", "lexical")}
+    tops = {mode: ranked(mode, texts, vectors, index, lexical, base) for mode in ("dense", "lexical")}
     tops["hybrid"] = by_weight[weight]
     for mode, top in tops.items():
         result[mode] = {
@@ -101,12 +99,4 @@ def choose_mode(
     best = max(MODES, key=lambda m: (result[m]["dev"]["recall_at_10"], -MODES.index(m)))
     result["default_mode"] = best
     result["rule"] = "the mode with the best recall@10 on the dev half of the held-out products"
-    component = LexicalComponent(
-        *names,
-        description="BM25 over product titles (k1 1.2, b 0.75), fused with dense hits by reciprocal rank",
-        default_mode=best,
-        rrf_k=RRF_K,
-        dense_weight=weight,
-        depth=DEPTH,
-    )
-    return component, result
+    return replace(base, default_mode=best, dense_weight=weight), result

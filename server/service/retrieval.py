@@ -10,7 +10,7 @@ import numpy as np
 from server import metrics, timing
 from server.bundle import Bundle
 from server.errors import InvalidArgument, NotFound
-from server.runtime.fusion import reciprocal_rank_fusion
+from server.runtime.search import search
 from server.service.cache import ResponseCache
 from server.service.store import BundleStore
 from server.service.validation import Limits, check_count, check_id, check_text, check_vector, shown
@@ -72,18 +72,9 @@ class RetrievalService:
             raise InvalidArgument("query", "set query or vector")
         k = min(k, len(bundle.products.ids))
         rows = _category_rows(bundle, check_id(category, "category")) if category else None
-        if mode == "dense":
-            keys, scores = _dense(bundle, query_vector, k, rows)
-        elif mode == "lexical":
-            keys, scores = bundle.lexical.search(query, k, rows)
-        else:
-            spec = bundle.lexical_spec
-            depth = max(k, spec.depth)
-            dense_keys, _ = _dense(bundle, query_vector, min(depth, len(bundle.products.ids)), rows)
-            lexical_keys, _ = bundle.lexical.search(query, depth, rows)
-            keys, scores = reciprocal_rank_fusion(
-                [dense_keys, lexical_keys], k, weights=[spec.dense_weight, 1.0], c=spec.rrf_k
-            )
+        keys, scores = search(
+            mode, bundle.index, bundle.lexical, bundle.lexical_spec, query_vector, query, k, rows
+        )
         products = bundle.products
         hits = [
             SearchHit(products.ids[row], score, bundle.labels[products.categories[row]].id)
@@ -121,14 +112,6 @@ def _check_mode(bundle: Bundle, mode: str, raw_vector: bool) -> str:
             raise InvalidArgument("mode", f"a raw vector is searched densely, not {mode}")
         return "dense"
     return mode or bundle.search_default_mode
-
-
-def _dense(
-    bundle: Bundle, vector: np.ndarray, k: int, rows: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    if rows is None:
-        return bundle.index.search(vector, k)
-    return bundle.index.exact_search(vector, rows, k)
 
 
 def _category_rows(bundle: Bundle, category: str) -> np.ndarray:
