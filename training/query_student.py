@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from server.query_tokens import PAD_ID
+from server.query_tokens import PAD_ID, QueryTokenizer
 from server.runtime.onnx import OnnxModel, ThreadSettings
 from training.data.augment import vocabulary_queries
 from training.data.dataset import TrainingData
@@ -116,13 +116,14 @@ def export_ids_only(student: TransformerStudent, tokenizer: Tokenizer, path: Pat
         )
 
 
-def encode_onnx(path: Path, tokenizer: Tokenizer, texts: Sequence[str], batch: int = 256) -> np.ndarray:
-    """The exported student's vectors, fed as the server feeds it (padded batches of the tokenizer's ids)."""
+def encode_onnx(path: Path, texts: Sequence[str], batch: int = 256) -> np.ndarray:
+    """The exported student's vectors, fed by the server's own QueryTokenizer over the tokenizer.json the
+    bundle ships (MiniLM's), so the parity gate and the evaluation see the ids Search will feed."""
     model = OnnxModel(path, "query_student", ThreadSettings(intra_op=2))
-    out = []
-    for start in range(0, len(texts), batch):
-        ids, _ = encode_texts(tokenizer, texts[start : start + batch])
-        out.append(model.run({"input_ids": ids}))
+    tokens = QueryTokenizer(minilm_dir() / "tokenizer.json", MAX_TOKENS)
+    out = [
+        model.run({"input_ids": tokens.ids(list(texts[i : i + batch]))}) for i in range(0, len(texts), batch)
+    ]
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -132,17 +133,17 @@ def export_query_student(
     """fp32 ONNX, then the first int8 scheme whose minimum cosine to fp32 passes PARITY; returns the gate's
     record and the shipped model's vectors of `check_texts`."""
     export_ids_only(student, tokenizer, tmp / FILE)
-    fp32 = encode_onnx(tmp / FILE, tokenizer, check_texts)
+    fp32 = encode_onnx(tmp / FILE, check_texts)
     gate = quantize_with_gate(
         tmp / FILE,
         out / FILE,
-        lambda path: float((encode_onnx(path, tokenizer, check_texts) * fp32).sum(1).min()),
+        lambda path: float((encode_onnx(path, check_texts) * fp32).sum(1).min()),
         PARITY["query_encoder"],
     )
     gate["parameters"] = count_parameters(student)
     gate["layers"] = len(student.layers)
     gate["max_tokens"] = MAX_TOKENS
-    return gate, encode_onnx(out / FILE, tokenizer, check_texts)
+    return gate, encode_onnx(out / FILE, check_texts)
 
 
 def kept_token_share(student: TransformerStudent, tokenizer: Tokenizer, texts: Sequence[str]) -> float:
