@@ -381,7 +381,10 @@ def evaluate_intent(
     tmp: Path,
     preset: Preset,
     history: list[float],
+    gate_items: Paired,
 ) -> dict[str, Any]:
+    """The evaluation split's figures for teachers and the served student; the dev figures come from the
+    retention gate's items (`intent_paired`), so dev is scored once."""
     known = sets.eval_labels >= 0
     gold = sets.eval_labels[known]
     eval_ids = featurizer.batch_ids(sets.eval_texts)
@@ -403,18 +406,11 @@ def evaluate_intent(
     result["student_int8_macro_f1"] = round(macro_f1(student_pred[known], gold), 4)
     result["student_teacher_top1_agreement"] = round(float(np.mean(student_pred == teacher_pred)), 4)
     result["retention"] = round(result["student_int8_accuracy"] / max(result["teacher_accuracy"], 1e-9), 4)
-    if sets.dev_texts:
-        dev_known = sets.dev_labels >= 0
-        dev_student = run_onnx(
-            out / "intent.onnx", "intent", "ids", featurizer.batch_ids(sets.dev_texts)
-        ).argmax(1)
-        dev_teacher = stack_logits([t.dev_logits for t in teachers], preset.temperature).argmax(1)
-        result["dev_teacher_accuracy"] = round(
-            accuracy(dev_teacher[dev_known], sets.dev_labels[dev_known]), 4
-        )
-        result["dev_student_int8_accuracy"] = round(
-            accuracy(dev_student[dev_known], sets.dev_labels[dev_known]), 4
-        )
+    if sets.dev_texts:  # then the gate's items are the dev split's labelled queries (intent_paired)
+        for name, correct in (("teacher", gate_items.teacher), ("student_int8", gate_items.student)):
+            result[f"dev_{name}_accuracy"] = (
+                round(float(np.mean(correct)), 4) if len(correct) else float("nan")
+            )
     if (~known).any():
         # Queries of no known class should get low confidence.
         result["unknown_class_mean_top_probability"] = round(float(student_probs[~known].max(1).mean()), 4)

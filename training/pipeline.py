@@ -148,10 +148,12 @@ def _train(
     )
     calibration = calibrate_intent(student, featurizer, sets)
     intent_gate = export_intent(student, featurizer, sets, tmp, out)
-    ev["intent"] = evaluate_intent(teachers, student, sets, featurizer, out, tmp, preset, history)
+    gate_samples = {"intent": intent_paired(teachers, sets, featurizer, out, preset)}
+    ev["intent"] = evaluate_intent(
+        teachers, student, sets, featurizer, out, tmp, preset, history, gate_samples["intent"]
+    )
     ev["intent"]["quantization"] = intent_gate
     ev["intent"]["calibration"] = calibration
-    gate_samples = {"intent": intent_paired(teachers, sets, featurizer, out, preset)}
 
     # 4-5. retrieval and relevance, when the data has a catalogue to serve.
     components = ["intent"]
