@@ -15,6 +15,7 @@ import numpy as np
 
 from server import metrics, timing
 from server.bundle import Bundle
+from server.errors import InvalidArgument, NotFound
 from server.featurize import LEXICAL_FEATURES, lexical_features
 from server.relevance_cascade import (
     CandidateFeatures,
@@ -24,7 +25,6 @@ from server.relevance_cascade import (
     pre_rules,
 )
 from server.rules import GRADES
-from server.service.errors import InvalidArgument, NotFound
 from server.service.intent import SOURCE_MODEL, SOURCE_RULE
 from server.service.store import BundleStore
 from server.service.validation import Limits, check_id, check_text, shown

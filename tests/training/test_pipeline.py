@@ -69,7 +69,7 @@ def test_taxonomy_only_bundle_serves_intent(tmp_path: Path) -> None:
     the calls it cannot answer fail with a precondition error."""
     from dataclasses import replace
 
-    from server.service.errors import FailedPrecondition
+    from server.errors import FailedPrecondition
     from training.pipeline import train_bundle
     from training.presets import PRESETS
 
