@@ -28,14 +28,16 @@ from training.gate import PARITY, Paired
 from training.metrics import mrr, overlap_at_k, recall_at_k
 from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
+from training.query_student import FILE as QUERY_STUDENT_FILE
 from training.query_student import (
     distillation_texts,
+    encode_onnx,
     export_query_student,
     kept_token_share,
     train_query_student,
 )
 from training.scale import LabelEngine
-from training.search_modes import build_lexical, choose_mode, ranked
+from training.search_modes import SimilarProducts, build_lexical, choose_mode, ranked
 from training.students import QueryEncoderStudent, fit, take
 from training.teachers import TEACHERS, SentenceTeacher, minilm_dir, teacher_dir
 from training.transformer_student import TransformerStudent, load_tokenizer
@@ -261,8 +263,19 @@ def export_retrieval(
         result["query_student_export"] = student_gate
         result["hashed_encoder"] = hashed  # still shipped: relevance embeds candidate titles with it
     lexical, names = build_lexical(data.titles, out)
+    heldout = np.asarray(data.heldout_rows, dtype=np.int64)
+    heldout = heldout[data.product_labels[heldout] >= 0]  # a product of no known category has no answer
+    titles = [data.titles[i] for i in heldout]
+    similar = SimilarProducts(
+        titles,
+        encode_onnx(out / QUERY_STUDENT_FILE, titles)
+        if student_gate
+        else run_onnx(out / "query_encoder.onnx", "query_encoder", "ids", featurizer.batch_ids(titles)),
+        heldout,
+        data.product_labels,
+    )
     component, result["search_modes"] = choose_mode(
-        r.eval_texts, served, r.eval_targets, index, lexical, names, seed
+        r.eval_texts, served, r.eval_targets, similar, index, lexical, names, seed
     )
     student_top = ranked(component.default_mode, r.eval_texts, served, index, lexical, component)
     paired = Paired(

@@ -65,6 +65,20 @@ def real_queries_section(r: dict[str, Any]) -> list[str]:
             "of the training catalogue's word pieces.",
             "",
         ]
+    if c := r.get("choice"):
+        lines += [f"Which query model ships: {c['rule']}.", ""]
+        lines += table(
+            c["candidates"],
+            [
+                ("model", "query model"),
+                ("mean_cosine", "mean cosine (all)"),
+                ("p50_ms", "embed p50 ms"),
+                ("p90_ms", "embed p90 ms"),
+                ("within_budget", f"<= {c['budget_ms']} ms"),
+            ],
+        )
+        verdict = "the bundle serves it" if c["served_is_chosen"] else "the bundle serves another: retrain"
+        lines += [f"Chosen: {c['chosen']}; {verdict}.", ""]
     if r.get("missing_files"):
         lines += [f"Missing data files (skipped): {', '.join(r['missing_files'])}.", ""]
     return lines

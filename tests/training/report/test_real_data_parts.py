@@ -21,7 +21,7 @@ from training.report.real_common import (
     weighted_vote,
 )
 from training.report.real_flipkart import distinct_names
-from training.report.real_queries import graph_remap, overlap_per_query
+from training.report.real_queries import EMBED_BUDGET_MS, choose_query_model, graph_remap, overlap_per_query
 
 PATHS = [
     "Accent Chests / Cabinets",
@@ -132,3 +132,20 @@ def test_bundle_parts_are_known_but_not_run_by_default() -> None:
     assert {"real_queries", "wands", "flipkart"} <= set(PARTS)
     given = ReportSettings(_cli_parse_args=["--parts", '["wands"]', "--wands-bundle", "/tmp/b"])
     assert given.parts == ("wands",) and given.wands_bundle == Path("/tmp/b")
+
+
+def test_query_model_choice_is_the_best_cosine_within_the_budget() -> None:
+    def row(model: str, cosine: float, source: str = "all (distinct)") -> dict:
+        return {"model": model, "source": source, "mean_cosine": cosine}
+
+    rows = [row("served: big", 0.95), row("before: small", 0.60), row("served: big", 0.10, "WANDS queries")]
+    fast, slow = {"p50_ms": EMBED_BUDGET_MS / 10}, {"p50_ms": EMBED_BUDGET_MS * 2}
+    within = choose_query_model(rows, {"served: big": fast, "before: small": fast})
+    assert within["chosen"] == "served: big" and within["served_is_chosen"]
+    # Over the budget, the better model loses to the one within it.
+    over = choose_query_model(rows, {"served: big": slow, "before: small": fast})
+    assert over["chosen"] == "before: small" and not over["served_is_chosen"]
+    assert [c["within_budget"] for c in over["candidates"]] == [False, True]
+    # None within: the fastest.
+    none = choose_query_model(rows, {"served: big": slow, "before: small": {"p50_ms": EMBED_BUDGET_MS * 3}})
+    assert none["chosen"] == "served: big"
