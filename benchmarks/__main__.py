@@ -6,6 +6,7 @@
   sift-bench startup cold start to SERVING, and the memory of one serving process
   sift-bench soak    a long mixed open-loop run that fails on RSS growth or p99 drift
   sift-bench drain   SIGTERM under open-loop load: every call sent is answered, refused, or lost (must be 0)
+  sift-bench overload  1x-10x capacity and a retry flood: goodput, admitted latency, refusals by code
   sift-bench ray-labelling   teacher labelling throughput on Ray at 1 and 2 CPUs against one process
 
 Each writes results.json (every raw figure), README.md (tables) and PNG plots into --output.
@@ -271,6 +272,7 @@ def cmd_peer(args: argparse.Namespace) -> dict[str, Any]:
 class SiftRun(NamedTuple):
     process: Process
     address: str
+    metrics_url: str
     common: dict[str, Any]  # the result's fields every command writes
     payloads: list
     workdir: Path  # removed afterwards, with anything else the command started in it
@@ -282,7 +284,7 @@ def one_sift(args: argparse.Namespace, serve_args: list[str]) -> Iterator[SiftRu
     workdir = Path(tempfile.mkdtemp(prefix=f"sift-bench-{args.command}-"))
     sift = None
     try:
-        sift, address, _ = start_sift(args.bundle, serve_args, workdir)
+        sift, address, metrics_url = start_sift(args.bundle, serve_args, workdir)
         info = model_info(address)
         payloads, description = prepare_payloads(args, address)
         common = {
@@ -291,7 +293,7 @@ def one_sift(args: argparse.Namespace, serve_args: list[str]) -> Iterator[SiftRu
             "workload": args.workload,
             "calls_description": description,
         }
-        yield SiftRun(sift, address, common, payloads, workdir)
+        yield SiftRun(sift, address, metrics_url, common, payloads, workdir)
     finally:
         if sift is not None:
             sift.stop()
@@ -351,6 +353,125 @@ def cmd_drain(args: argparse.Namespace) -> dict[str, Any]:
         )
         log_tail = run.process.log.read_text()[-1500:]
     return run.common | {"serve_args": serve_args, "drain": measured, "server_log_tail": log_tail}
+
+
+def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks import overload as ov
+    from benchmarks.loadgen import LoadGenerator
+
+    args.workload, args.candidates, args.candidates_by = args.mix, args.heavy_candidates, "text"
+    with one_sift(args, args.serve_arg) as run, LoadGenerator(args.processes) as gen:
+        server = ov.Server(run.address, run.process.popen.pid, run.metrics_url)
+        by_method: dict[str, list] = {}
+        for path, body in run.payloads:
+            by_method.setdefault(path.rsplit("/", 1)[-1], []).append((path, body))
+        quick = {"warmup_s": 0.5, "duration_s": args.duration / 2}
+        solo = {
+            m: ov.run_case(gen, server, p, retry="none", concurrency=1, timeout_s=10, **quick)
+            for m, p in sorted(by_method.items())
+        }
+        print(f"solo: {[(m, c['admitted_ms'][m]['p50']) for m, c in solo.items()]}", file=sys.stderr)
+        spec = {"warmup_s": args.warmup, "duration_s": args.duration, "timeout_s": args.deadline}
+        # Capacity: the mix's calls served one after another, each at its solo latency.
+        mix = parse_mix(args.mix)
+        paths = {"intent": "ClassifyIntent", "search": "Search", "relevance": "ScoreRelevance"}
+        seconds = sum(w * solo[paths[n]]["admitted_ms"][paths[n]]["p50"] / 1000 for n, w in mix.items())
+        cap = round(1 / seconds, 1)
+        print(f"capacity: {cap}/s", file=sys.stderr)
+        ladder = []
+        for multiple in args.multiples:
+            for retry in ("immediate", "pushback"):
+                case = ov.run_case(gen, server, run.payloads, retry=retry, rate=multiple * cap, **spec)
+                case |= {"label": f"{multiple:g}x, {retry}", "multiple": multiple}
+                first = next((row for row in ladder if row["retry"] == retry), case)
+                case["goodput_ratio"] = round(case["goodput_per_s"] / first["goodput_per_s"], 3)
+                print(f"ladder {case['label']}: goodput {case['goodput_per_s']}/s", file=sys.stderr)
+                ladder.append(case)
+        heavy = by_method["ScoreRelevance"]
+        flood = ov.run_case(
+            gen,
+            server,
+            heavy,
+            retry="immediate",
+            concurrency=args.flood_concurrency,
+            warmup_s=args.warmup,
+            duration_s=args.flood_duration,
+            timeout_s=args.timeout,
+        )
+        print(f"flood: {flood['admitted_ms']} {flood['refusals_by_code']}", file=sys.stderr)
+        intent = by_method["ClassifyIntent"]
+        intent_cap = ov.run_case(gen, server, intent, retry="none", concurrency=16, timeout_s=10, **quick)[
+            "goodput_per_s"
+        ]
+        intent_rate = args.hol_load * intent_cap
+        heavy_s = solo["ScoreRelevance"]["admitted_ms"]["ScoreRelevance"]["p50"] / 1000
+        heavy_rate = args.hol_heavy_cpu / heavy_s
+        alone = ov.run_case(gen, server, intent, retry="none", rate=intent_rate, **spec)
+        # Superposed Poisson streams: the heavy calls' share of the payloads is their share of the rate.
+        every = max(round(intent_rate / heavy_rate), 1)
+        mixed = [heavy[i % len(heavy)] if i % every == 0 else p for i, p in enumerate(intent)]
+        beside = ov.run_case(gen, server, mixed, retry="none", rate=intent_rate + heavy_rate, **spec)
+        hol_ratio = (
+            beside["admitted_ms"]["ClassifyIntent"]["p99"] / alone["admitted_ms"]["ClassifyIntent"]["p99"]
+        )
+    flood_rel = flood["admitted_ms"].get("ScoreRelevance") or {"p99": float("inf")}
+    refused = flood["refusals"] or 1
+    worst = min(ladder, key=lambda row: row["goodput_ratio"]) if ladder else None
+    checks = [
+        {
+            "what": "flood: admitted ScoreRelevance p99",
+            "figure": f"{flood_rel['p99']:.1f} ms",
+            "target": "<= 250 ms",
+            "met": flood_rel["p99"] <= 250,
+        },
+        {
+            "what": "flood: refusals that are RESOURCE_EXHAUSTED / CANCELLED",
+            "figure": f"{flood['refusals_by_code'].get('RESOURCE_EXHAUSTED', 0) / refused:.2%} / "
+            f"{flood['cancelled_share']:.2%}",
+            "target": "> 99% / < 1%",
+            "met": flood["refusals_by_code"].get("RESOURCE_EXHAUSTED", 0) / refused > 0.99
+            and flood["cancelled_share"] < 0.01,
+        },
+    ]
+    if worst is not None:
+        checks.append(
+            {
+                "what": "ladder: lowest goodput over the same clients' goodput at 1x, 1x-10x",
+                "figure": f"{worst['goodput_ratio']:.2f}x ({worst['label']})",
+                "target": ">= 0.80x",
+                "met": worst["goodput_ratio"] >= 0.8,
+            }
+        )
+    checks.append(
+        {
+            "what": "hol: ClassifyIntent p99 beside heavy relevance / alone",
+            "figure": f"{hol_ratio:.2f}x",
+            "target": "<= 2x",
+            "met": hol_ratio <= 2,
+        }
+    )
+    return run.common | {
+        "serve_args": args.serve_arg,
+        "overload": {
+            "deadline_s": args.deadline,
+            "heavy_candidates": args.heavy_candidates,
+            "capacity_per_s": cap,
+            "solo": solo,
+            "ladder": ladder,
+            "flood": flood,
+            "hol": {
+                "load": args.hol_load,
+                "heavy_cpu": args.hol_heavy_cpu,
+                "intent_capacity": intent_cap,
+                "intent_rate": round(intent_rate, 1),
+                "heavy_rate": round(heavy_rate, 2),
+                "alone": alone,
+                "beside": beside,
+                "p99_ratio": round(hol_ratio, 3),
+            },
+            "checks": checks,
+        },
+    }
 
 
 def _intent_query(payload: bytes) -> str:
@@ -434,7 +555,33 @@ def main(argv: list[str] | None = None) -> None:
     drain.add_argument("--sigterm-at", type=float, default=3.0, help="seconds of load before SIGTERM")
     drain.add_argument("--drain-period", type=float, default=1.0, help="sift-serve --drain-period")
     drain.add_argument("--grace-period", type=float, default=5.0, help="sift-serve --grace-period")
+    over = sub.add_parser("overload", help="1x-10x capacity and a retry flood, two kinds of client")
+    over.add_argument("--bundle", type=Path, default=Path("bundles/default"))
+    over.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
+    add_workload_args(over)
+    over.add_argument("--mix", default="intent=0.45,search=0.45,relevance=0.1", help="the ladder's calls")
+    over.add_argument("--heavy-candidates", type=int, default=1000, help="titles per ScoreRelevance")
+    over.add_argument("--multiples", type=_floats, default=[1, 2, 5, 10], help="of capacity")
+    over.add_argument("--deadline", type=float, default=1.0, help="seconds per call in the ladder and hol")
+    over.add_argument("--flood-concurrency", type=int, default=256)
+    over.add_argument("--flood-duration", type=float, default=8.0)
+    over.add_argument("--timeout", type=float, default=10.0, help="seconds per call in the flood")
+    over.add_argument("--hol-load", type=float, default=0.5, help="of ClassifyIntent's capacity")
+    over.add_argument("--hol-heavy-cpu", type=float, default=0.2, help="core share of the heavy calls")
+    over.add_argument("--duration", type=float, default=4.0, help="measured seconds per case")
+    over.add_argument("--warmup", type=float, default=1.0)
+    over.add_argument("--processes", type=int, default=2, help="client processes")
+    over.add_argument("--seed", type=int, default=0)
+    over.add_argument("--output", type=Path, default=RESULTS / "overload")
     args = parser.parse_args(argv)
+
+    if args.command == "overload":
+        from benchmarks.overload import overload_markdown
+
+        result = cmd_overload(args)
+        markdown = overload_markdown(result, report.header(result, "sift-bench overload"))
+        report.write_results(args.output, result, markdown)
+        print(markdown, file=sys.stderr)
 
     if args.command == "drain":
         from benchmarks.drain import drain_markdown

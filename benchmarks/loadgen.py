@@ -224,10 +224,12 @@ class LoadGenerator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit(self, plans: list[Plan], lead_s: float = 0.5) -> tuple[list[Future], float]:
-        """Starts one plan per process at one shared instant, `lead_s` from now."""
+    def submit(
+        self, plans: list, lead_s: float = 0.5, worker: Callable = run_worker
+    ) -> tuple[list[Future], float]:
+        """Starts one plan per process at one shared instant, `lead_s` from now: `worker(plan, start)`."""
         start = time.monotonic() + lead_s
-        return [self._pool.submit(run_worker, plan, start) for plan in plans], start
+        return [self._pool.submit(worker, plan, start) for plan in plans], start
 
     def run(
         self,

@@ -26,12 +26,15 @@ from server._proto.sift.v1 import (
     relevance_pb2,
     retrieval_pb2,
 )
+from server.admission import Admission, AdmissionPolicy
 from server.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from server.config import Settings
 from server.logs import FIELDS
 from server.runtime.batcher import BatchPolicy
 from server.runtime.onnx import ThreadSettings
+from server.service import calibration
 from server.service.admin import AdminService
+from server.service.heavy import HeavyWork
 from server.service.info import InfoService
 from server.service.intent import IntentService
 from server.service.relevance import RelevanceService
@@ -81,7 +84,7 @@ SERVICES = (
         relevance_pb2,
         "RelevanceService",
         "relevance",
-        lambda s: RelevanceServicer(RelevanceService(s.store, s.limits), s.settings.timing_metadata),
+        lambda s: RelevanceServicer(RelevanceService(s.store, s.limits, s.heavy), s.settings.timing_metadata),
     ),
     Service(
         retrieval_pb2,
@@ -122,6 +125,14 @@ class SiftServer:
             max_candidates=settings.max_candidates,
             max_k=settings.max_k,
         )
+        self.heavy = HeavyWork(settings.slice_rows, settings.offload_rows)
+        self.admission = Admission(
+            AdmissionPolicy(
+                settings.admission_target_ms / 1000,
+                frozenset(m.strip() for m in settings.admission_heavy_methods.split(",") if m.strip()),
+                settings.admission_heavy_share,
+            )
+        )
         cap = settings.max_message_bytes
         self.server = grpc.aio.server(
             options=[
@@ -146,7 +157,10 @@ class SiftServer:
             maximum_concurrent_rpcs=settings.max_concurrent_requests,
         )
         for service in SERVICES:
-            add_servicer(self.server, service.servicer(self), service.pb2, service.name)
+            servicer = service.servicer(self)
+            if hasattr(servicer, "admission"):
+                servicer.admission = self.admission
+            add_servicer(self.server, servicer, service.pb2, service.name)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -189,6 +203,8 @@ class SiftServer:
                 log.error("bundle refused: %s (from %s)", e, path)
                 raise
             seconds = time.perf_counter() - start
+            if not self.store.loaded:  # no call runs yet: time each kind of call alone, for admission
+                self.admission.calibrate(await calibration.measure(bundle, self.limits, self.heavy))
             previous = self.store.swap(bundle)  # calls in flight keep the bundle they started with
             # The bundle's objects live as long as it serves: freeze them out of the cyclic collector, so
             # its full collections (pauses every call waiting behind them would pay) skip them.

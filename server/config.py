@@ -84,13 +84,30 @@ class Settings(BaseSettings):
     RESOURCE_EXHAUSTED at once ("Concurrent RPC limit exceeded"), so a burst cannot queue without bound
     and the calls admitted keep their latency. 0 is not allowed: an unbounded queue is how latency
     collapses under overload."""
-    max_pending_requests: int = Field(64, ge=1)
+    max_pending_requests: int = Field(512, ge=1)
     """Calls gRPC core may hold that the event loop has not picked up yet: when the loop is saturated, calls
-    wait there, before --max-concurrent-requests can count them. Beyond it core refuses new calls at once,
-    with status CANCELLED (core's choice of code, not Sift's: clients should treat it like
-    RESOURCE_EXHAUSTED). The bound on queueing delay is about this number / throughput: 64 is ~30 ms at
-    one worker's ~2,000 calls/s, where gRPC's own default (1,000) let admitted calls wait ~0.5 s under
-    overload (benchmarks/results/overload)."""
+    wait there, before admission (--admission-target-ms) can see them. Beyond it core refuses new calls at
+    once with status CANCELLED (core's choice of code, not Sift's, and one standard retry policies do not
+    retry), so it is the last line of defence: large enough that admission, which refuses with
+    RESOURCE_EXHAUSTED and a pushback, answers a flood of a few hundred callers itself; sift-bench overload
+    counts how often it still fires (benchmarks/results/overload)."""
+    admission_target_ms: float = Field(100.0, ge=0)
+    """Admission by cost: calls are admitted while the estimated work already admitted and unfinished (the
+    new call's queueing delay) is under this many milliseconds; the rest get RESOURCE_EXHAUSTED at once with
+    `grpc-retry-pushback-ms` trailing metadata saying when to retry (server/admission.py). 0 turns it off.
+    100 kept admitted ScoreRelevance p99 within 250 ms under a flood of 1,000-title calls
+    (benchmarks/results/overload)."""
+    admission_heavy_methods: str = "ScoreRelevance"
+    """Comma-separated methods shed first under overload: they may fill only admission_heavy_share of the
+    target, so the cheap calls a search stack makes on every query (ClassifyIntent, Search) keep room."""
+    admission_heavy_share: float = Field(0.5, gt=0, le=1)
+    """Share of --admission-target-ms the heavy methods may fill; 1 treats every method alike."""
+    slice_rows: int = Field(32, ge=0)
+    """A call with more rows than this (ScoreRelevance candidates) is featurized in slices of this many,
+    yielding the event loop between them, so cheap calls do not wait behind it; 0 featurizes in one go."""
+    offload_rows: int = Field(64, ge=0)
+    """Model runs of at least this many rows run on a worker thread beside the event loop (onnxruntime
+    releases the GIL); smaller ones run inline, where they are fastest. 0 runs every model inline."""
     max_connection_age: float = Field(0.0, ge=0)
     """Seconds after which a client connection is asked to reconnect (GOAWAY; calls in flight get the grace
     period), so that long-lived channels spread over replicas added since; 0 keeps connections forever."""

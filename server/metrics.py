@@ -59,6 +59,13 @@ BUNDLE = Gauge(
 )
 BUNDLE_LOAD_FAILURES = Counter("sift_bundle_load_failures_total", "Bundles refused at load time.")
 
+ADMISSION_REFUSED = Counter(
+    "sift_admission_refused_total",
+    "Calls refused by admission (RESOURCE_EXHAUSTED with grpc-retry-pushback-ms) because the estimated work "
+    "queued ahead was over the delay target, by method.",
+    ["method"],
+)
+
 
 def calls_by_code() -> Tally[str]:
     """RPCs this process has finished since it started, by gRPC status code (all methods)."""

@@ -3,7 +3,10 @@ Knows nothing of requests."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,10 @@ from server.runtime.batcher import Batcher, BatchPolicy
 from server.runtime.session import ThreadSettings, open_session
 
 __all__ = ["OnnxModel", "TensorSpec", "ThreadSettings"]
+
+# Model runs of heavy calls go here, beside the event loop (onnxruntime releases the GIL while it runs): one
+# thread per serving process, so a process uses at most its event loop's core and this thread's.
+_OFFLOAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-model")
 
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
@@ -51,10 +58,19 @@ class OnnxModel:
         self._batch.observe(len(next(iter(inputs.values()))))
         return out
 
-    async def infer(self, rows: np.ndarray, deadline: float | None = None) -> np.ndarray:
+    async def infer(
+        self, rows: np.ndarray, deadline: float | None = None, offload: bool = False
+    ) -> np.ndarray:
         """The model's output for `rows` (its single input), through the micro-batcher when there is one.
-        `deadline` is a time.monotonic() instant; the batcher drops or sheds calls that cannot meet it."""
+        `deadline` is a time.monotonic() instant; the batcher drops or sheds calls that cannot meet it.
+        `offload` runs it on the model thread instead of the event loop (for large runs; a small one costs
+        more to hand over than to run)."""
         if self._policy is None:
+            if offload:  # the call's context goes along, so its time breakdown still counts the run
+                run = contextvars.copy_context().run
+                return await asyncio.get_running_loop().run_in_executor(
+                    _OFFLOAD, run, self.run, {self._input: rows}
+                )
             return self.run({self._input: rows})
         if self._batcher is None:  # made on first use, inside the serving event loop
             self._batcher = Batcher(

@@ -16,7 +16,7 @@ import numpy as np
 from server import metrics, timing
 from server.bundle import Bundle
 from server.errors import InvalidArgument, NotFound
-from server.featurize import LEXICAL_FEATURES, lexical_features
+from server.featurize import LEXICAL_FEATURES, lexical_features, pad_ids
 from server.relevance_cascade import (
     CandidateFeatures,
     candidate_features,
@@ -25,6 +25,7 @@ from server.relevance_cascade import (
     pre_rules,
 )
 from server.rules import GRADES
+from server.service.heavy import HeavyWork, Slices
 from server.service.intent import SOURCE_MODEL, SOURCE_RULE
 from server.service.store import BundleStore
 from server.service.validation import Limits, check_id, check_text, shown
@@ -51,9 +52,10 @@ class RelevanceResult:
 
 
 class RelevanceService:
-    def __init__(self, store: BundleStore, limits: Limits) -> None:
+    def __init__(self, store: BundleStore, limits: Limits, heavy: HeavyWork | None = None) -> None:
         self._store = store
         self._limits = limits
+        self._heavy = heavy or HeavyWork()
 
     async def score(
         self, query: str, candidates: list[CandidateInput], deadline: float | None = None
@@ -83,6 +85,10 @@ class RelevanceService:
             else:
                 raise InvalidArgument(f"candidates[{i}]", "set product_id or title")
         featurizer = bundle.featurizer
+        # Many candidates are featurized in slices with the event loop yielded between them (cheap calls
+        # run in the gaps), and their model runs go to a worker thread: server/service/heavy.py.
+        slices = Slices(self._heavy.slice_rows)
+        offload = self._heavy.offload(len(candidates))
         start = time.perf_counter()
         query_words = featurizer.words(query)
         # Products given by id read their precomputed side of the features; only titles are featurized.
@@ -91,12 +97,16 @@ class RelevanceService:
         if len(by_id):
             for key, values in bundle.lexicon.features(query_words, rows[by_id]).items():
                 lexical[key][by_id] = values
-        title_words = {i: featurizer.words(t) for i, t in titles.items()}
+        words = await slices.map(featurizer.words, list(titles.values()))
+        title_words = dict(zip(titles, words, strict=True))
         if title_words:
             given = np.fromiter(title_words, dtype=np.int64)
-            for key, values in lexical_features(query_words, list(title_words.values()), featurizer).items():
-                lexical[key][given] = values
-        took = time.perf_counter() - start
+            parts = await slices.chunks(
+                lambda part: lexical_features(query_words, list(part), featurizer), words
+            )
+            for key in LEXICAL_FEATURES:
+                lexical[key][given] = np.concatenate([part[key] for part in parts])
+        took = time.perf_counter() - start - slices.waited
         metrics.FEATURIZE_DURATION.labels(method="ScoreRelevance").observe(took)
         timing.add("featurize", took)
 
@@ -114,8 +124,10 @@ class RelevanceService:
                 rows[todo],
                 {k: v[todo] for k, v in lexical.items()},
                 deadline,
+                slices,
+                offload,
             )
-            probs = await bundle.relevance.infer(features.model_input, deadline)
+            probs = await bundle.relevance.infer(features.model_input, deadline, offload=offload)
             model = model_verdicts(rules, features, probs)
         verdicts = combine(pre_grades, pre_fired, todo, model)
         return RelevanceResult(
@@ -143,6 +155,8 @@ async def _candidate_features(
     rows: np.ndarray,
     lexical: dict[str, np.ndarray],
     deadline: float | None,
+    slices: Slices,
+    offload: bool,
 ) -> CandidateFeatures:
     """The cascade's features of the candidates, from the query encoder and the intent model. `rows` holds
     the product row of candidates given by id, -1 for titles; `title_words` the words of those given by
@@ -150,15 +164,15 @@ async def _candidate_features(
     by_id = rows >= 0
     by_title = ~by_id
     new_texts = [query_words, *title_words]
-    ids = bundle.featurizer.ids_of_words(new_texts)
+    ids = pad_ids(await slices.map(bundle.featurizer.ids, new_texts))
     # One encoder call embeds the query and every title candidate.
-    vectors = await bundle.query_encoder.infer(ids, deadline)
+    vectors = await bundle.query_encoder.infer(ids, deadline, offload=offload)
     candidate_vectors = np.empty((len(rows), bundle.embedding_dim), dtype=np.float32)
     candidate_vectors[by_id] = bundle.index.vectors(rows[by_id])
     candidate_vectors[by_title] = vectors[1:]
 
     # The query's intent, and each candidate's category: known for products, predicted for titles.
-    intents = await bundle.intent.infer(ids, deadline)
+    intents = await bundle.intent.infer(ids, deadline, offload=offload)
     categories = np.empty(len(rows), dtype=np.int64)
     categories[by_id] = bundle.products.categories[rows[by_id]]
     categories[by_title] = intents[1:].argmax(axis=1)

@@ -1,9 +1,11 @@
 """The per-call middleware every servicer method runs in: `rpc(name)`.
 
 It reads the request id, refuses a call whose deadline has already passed or whose request could not be
-decoded, times the call (duration by status code, in-flight gauge, the time breakdown in trailing metadata),
-and turns errors into statuses: a kind of server/errors.py becomes its status (transport/status.py) with the
-message naming the field; anything unexpected is logged and becomes INTERNAL without leaking internals.
+decoded, admits the call by its estimated cost when the servicer has an admission controller
+(server/admission.py: a refusal is RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms`), times the call
+(duration by status code, in-flight gauge, the time breakdown in trailing metadata), and turns errors into
+statuses: a kind of server/errors.py becomes its status (transport/status.py) with the message naming the
+field; anything unexpected is logged and becomes INTERNAL without leaking internals.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, TypeVar
 import grpc
 
 from server import metrics, timing
+from server.admission import PUSHBACK_KEY, Overloaded, Ticket, Work
 from server.errors import DeadlineExceeded, InvalidArgument, SiftError
 from server.logs import REQUEST_ID, request_id_from
 from server.transport.register import Undecodable
@@ -36,8 +39,9 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def rpc(method: str) -> Callable[[Handler], Handler]:
-    """Wraps a servicer method: error mapping, request duration by status code, in-flight gauge, and the
+def rpc(method: str, work: Callable[[Any], Work] | None = None) -> Callable[[Handler], Handler]:
+    """Wraps a servicer method: admission by `work` (the call's estimated work, from its request) when the
+    servicer's `admission` is set, error mapping, request duration by status code, in-flight gauge, and the
     call's time breakdown in trailing metadata when the servicer's `timing_metadata` is set."""
 
     def wrap(handler: Handler) -> Handler:
@@ -52,12 +56,16 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
             breakdown = timing.open_breakdown()
             request_id = request_id_from(context.invocation_metadata())
             REQUEST_ID.set(request_id)
+            ticket: Ticket | None = None
+            admission = getattr(self, "admission", None)
             try:
                 remaining = context.time_remaining()
                 if remaining is not None and remaining <= 0:  # never start work nobody waits for
                     raise DeadlineExceeded("the deadline passed before the call started")
                 if isinstance(request, Undecodable):
                     raise InvalidArgument("request", f"not a valid {request.message_type}: {request.error}")
+                if work is not None and admission is not None:
+                    ticket = admission.admit(work(request))
                 response = await handler(self, request, context)
                 trailing: tuple[tuple[str, str], ...] = (("x-request-id", request_id),)
                 if self.timing_metadata:
@@ -66,11 +74,17 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
                 return response
             except SiftError as e:
                 code = status_of(e)
-                # The message names the field and the problem, never the request's content.
-                level = logging.INFO if code == grpc.StatusCode.UNAVAILABLE else logging.WARNING
-                log.log(level, "%s refused with %s: %s", method, code.name, e)
+                trailing = (("x-request-id", request_id),)
+                # The message names the field and the problem, never the request's content. Admission's
+                # refusals are counted (sift_admission_refused_total), not logged: under a retry storm
+                # a log line each would cost more than the refusal.
+                if isinstance(e, Overloaded):
+                    trailing += ((PUSHBACK_KEY, str(e.pushback_ms)),)
+                else:
+                    level = logging.INFO if code == grpc.StatusCode.UNAVAILABLE else logging.WARNING
+                    log.log(level, "%s refused with %s: %s", method, code.name, e)
                 details = f"{method}: {e}" if e.names_method else str(e)
-                await context.abort(code, details, trailing_metadata=(("x-request-id", request_id),))
+                await context.abort(code, details, trailing_metadata=trailing)
             except asyncio.CancelledError:  # the client went away, or its deadline cut the call
                 remaining = context.time_remaining()
                 late = remaining is not None and remaining <= 0
@@ -81,6 +95,8 @@ def rpc(method: str) -> Callable[[Handler], Handler]:
                 log.exception("unexpected error in %s", method)
                 await context.abort(code, f"internal error in {method}; see the server log")
             finally:
+                if ticket is not None:
+                    admission.done(ticket, learn=code == grpc.StatusCode.OK)
                 in_flight.dec()
                 if code not in durations:
                     durations[code] = metrics.REQUEST_DURATION.labels(method=method, code=code.name)

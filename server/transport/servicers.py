@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 import grpc
 from google.protobuf import json_format, struct_pb2
@@ -20,6 +21,7 @@ from server._proto.sift.v1 import (
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
+from server.admission import Admission, Work
 from server.errors import PermissionDenied
 from server.service.admin import AdminService
 from server.service.info import InfoService
@@ -42,12 +44,28 @@ _GRADES = {
 }
 
 
+# The work each call asks for, read from its request for admission (server/admission.py).
+def _one(method: str) -> Callable[[object], Work]:
+    work = Work.of(method)
+    return lambda request: work
+
+
+def _relevance_work(request: relevance_pb2.ScoreRelevanceRequest) -> Work:
+    # The first candidate says whether the call embeds titles or reads known products: counting every
+    # candidate's kind would cost a refused call more than the rest of its refusal.
+    candidates = request.candidates
+    kind = "id" if candidates and candidates[0].product_id else "title"
+    return Work.of("ScoreRelevance", **{kind: len(candidates)})
+
+
 class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
+    admission: Admission | None = None
+
     def __init__(self, service: IntentService, timing_metadata: bool = True) -> None:
         self._service = service
         self.timing_metadata = timing_metadata
 
-    @rpc("ClassifyIntent")
+    @rpc("ClassifyIntent", _one("ClassifyIntent"))
     async def ClassifyIntent(
         self, request: intent_pb2.ClassifyIntentRequest, context: Context
     ) -> intent_pb2.ClassifyIntentResponse:
@@ -66,11 +84,13 @@ class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
 
 
 class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
+    admission: Admission | None = None
+
     def __init__(self, service: RelevanceService, timing_metadata: bool = True) -> None:
         self._service = service
         self.timing_metadata = timing_metadata
 
-    @rpc("ScoreRelevance")
+    @rpc("ScoreRelevance", _relevance_work)
     async def ScoreRelevance(
         self, request: relevance_pb2.ScoreRelevanceRequest, context: Context
     ) -> relevance_pb2.ScoreRelevanceResponse:
@@ -96,12 +116,18 @@ _SEARCH_MODES = {
 }
 
 
+# Search's modes cost differently (dense and hybrid embed the query): one cost kind each.
+_SEARCH_WORK = {number: Work.of("Search", **{name or "default": 1}) for number, name in _SEARCH_MODES.items()}
+
+
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
+    admission: Admission | None = None
+
     def __init__(self, service: RetrievalService, timing_metadata: bool = True) -> None:
         self._service = service
         self.timing_metadata = timing_metadata
 
-    @rpc("Search")
+    @rpc("Search", lambda request: _SEARCH_WORK.get(request.mode, _SEARCH_WORK[0]))
     async def Search(
         self, request: retrieval_pb2.SearchRequest, context: Context
     ) -> retrieval_pb2.SearchResponse:
@@ -122,7 +148,7 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
             model_version=result.model_version,
         )
 
-    @rpc("EmbedQuery")
+    @rpc("EmbedQuery", _one("EmbedQuery"))
     async def EmbedQuery(
         self, request: retrieval_pb2.EmbedQueryRequest, context: Context
     ) -> retrieval_pb2.EmbedQueryResponse:

@@ -1,0 +1,403 @@
+"""`sift-bench overload`: Sift above its capacity, with clients that retry at once and clients that honour
+`grpc-retry-pushback-ms`, and an account of what was answered, refused and how fast.
+
+Cases (each on the same sift-serve, one after the other):
+- **solo**: each call alone (1 in flight, no retries): its latency, which sets the rates below.
+- **capacity** of the mix (ClassifyIntent, Search, and ScoreRelevance of `--heavy-candidates` titles): its
+  calls served one after another at their solo latency, 1 / sum(weight x solo p50). (A closed loop of the
+  mix would measure admission, not capacity: it sheds the heavy calls and answers the cheap ones.)
+- **ladder**: the mix open loop (Poisson) at each multiple of capacity, once per client kind: `immediate`
+  resends a refused call at once until its deadline; `pushback` retries RESOURCE_EXHAUSTED and UNAVAILABLE
+  only (never CANCELLED), after `grpc-retry-pushback-ms` when the server sends it and after exponential
+  backoff otherwise, at most 4 attempts, with gRPC's retry throttling (10 tokens, 0.1 back per success).
+- **flood**: `--flood-concurrency` calls in flight, each a ScoreRelevance of `--heavy-candidates` titles,
+  closed loop from clients that retry at once (the issue's flood).
+- **hol**: ClassifyIntent open loop at `--hol-load` of its own capacity, alone and then beside heavy
+  relevance calls at a rate that takes `--hol-heavy-cpu` of one core (from their solo latency).
+
+Per case: goodput (calls answered OK within their deadline, per second), latency of the admitted attempts
+per method (send of the attempt that was answered, to its answer), final outcomes and refusals (every
+refused attempt) by status code, server CPU, and the server's own time in refused calls' handlers
+(`sift_request_duration_seconds` of RESOURCE_EXHAUSTED calls: the admission check and the status, not gRPC
+core's share of the call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import resource
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import grpc
+import numpy as np
+import uvloop
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.histogram import LatencyHistogram
+from benchmarks.loadgen import CHANNEL_OPTIONS, LoadGenerator, Payload, method_name
+
+Retry = Literal["none", "immediate", "pushback"]
+RETRYABLE = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")  # what a well-behaved client retries
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+# The pushback client's policy: examples/python_client.py's service config, done by hand so that every
+# refused attempt is seen and counted.
+MAX_ATTEMPTS = 4
+INITIAL_BACKOFF_S = 0.05
+MAX_BACKOFF_S = 0.5
+THROTTLE_TOKENS, THROTTLE_RATIO = 10.0, 0.1
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: str
+    payloads: list[Payload]
+    warmup_s: float
+    duration_s: float
+    retry: Retry
+    timeout_s: float
+    rate: float = 0.0  # open loop (arrivals/s from this process); 0 = closed loop
+    concurrency: int = 0  # closed loop: calls in flight from this process
+    seed: int = 0
+
+
+@dataclass
+class Outcome:
+    """One run, merged over client processes (measured window only)."""
+
+    admitted: dict[str, LatencyHistogram] = field(default_factory=dict)  # per method, OK attempts
+    final: Counter[str] = field(default_factory=Counter)  # per call: its last status
+    refusals: Counter[str] = field(default_factory=Counter)  # per refused attempt
+    good_by_method: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+    good_in_window: int = 0
+    window_s: float = 0.0
+    client_cpu_s: float = 0.0
+
+    def merge(self, other: Outcome) -> None:
+        for name, hist in other.admitted.items():
+            self.admitted.setdefault(name, LatencyHistogram()).merge(hist)
+        self.final.update(other.final)
+        self.refusals.update(other.refusals)
+        self.good_by_method.update(other.good_by_method)
+        self.sent += other.sent
+        self.good_in_window += other.good_in_window
+        self.window_s = max(self.window_s, other.window_s)
+        self.client_cpu_s += other.client_cpu_s
+
+
+class _Throttle:
+    """gRPC's retry throttling: a failed attempt costs a token, a success gives back `ratio`; no retries
+    while the bucket is at or below half."""
+
+    def __init__(self) -> None:
+        self.tokens = THROTTLE_TOKENS
+
+    def failed(self) -> bool:
+        """Records a failure; True when a retry is allowed."""
+        self.tokens = max(self.tokens - 1, 0.0)
+        return self.tokens > THROTTLE_TOKENS / 2
+
+    def succeeded(self) -> None:
+        self.tokens = min(self.tokens + THROTTLE_RATIO, THROTTLE_TOKENS)
+
+
+class _Client:
+    def __init__(self, plan: Plan, stubs: dict, window: tuple[float, float], seed: int) -> None:
+        self.plan = plan
+        self.stubs = stubs
+        self.window = window
+        self.out = Outcome(window_s=window[1] - window[0])
+        self.throttle = _Throttle()
+        self.rng = random.Random(seed)
+
+    async def call(self, path: str, payload: bytes, origin: float) -> None:
+        """One logical call from `origin` with its retries, until answered, given up, or past its deadline."""
+        name = method_name(path)
+        deadline = origin + self.plan.timeout_s
+        measured = origin >= self.window[0]
+        attempt, backoff, code = 0, INITIAL_BACKOFF_S, "DEADLINE_EXCEEDED"
+        while (left := deadline - time.monotonic()) > 0:
+            attempt += 1
+            sent = time.monotonic()
+            try:
+                await self.stubs[path](payload, timeout=left)
+                code = "OK"
+            except grpc.aio.AioRpcError as e:
+                code = e.code().name
+                if code != "DEADLINE_EXCEEDED" and measured:
+                    self.out.refusals[code] += 1
+                if not self._retry(e, code, attempt, backoff):
+                    break
+                if self.plan.retry == "pushback":
+                    await asyncio.sleep(self._wait(e, backoff))
+                    backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            done = time.monotonic()
+            self.throttle.succeeded()
+            if measured:
+                self.out.admitted.setdefault(name, LatencyHistogram()).record(done - sent)
+            if self.window[0] <= done <= self.window[1]:
+                self.out.good_in_window += 1
+                self.out.good_by_method[name] += 1
+            break
+        if measured:
+            self.out.final[code] += 1
+
+    def _retry(self, error: grpc.aio.AioRpcError, code: str, attempt: int, backoff: float) -> bool:
+        if self.plan.retry == "none" or code == "DEADLINE_EXCEEDED":
+            return False
+        if self.plan.retry == "immediate":
+            return True
+        allowed = self.throttle.failed()
+        pushback = _pushback_ms(error)
+        # gRPC: a negative pushback means "do not retry"; CANCELLED is never retried.
+        refused_for_good = pushback is not None and pushback < 0
+        return allowed and code in RETRYABLE and attempt < MAX_ATTEMPTS and not refused_for_good
+
+    def _wait(self, error: grpc.aio.AioRpcError, backoff: float) -> float:
+        pushback = _pushback_ms(error)
+        return pushback / 1000 if pushback is not None else self.rng.uniform(0, backoff)
+
+
+def _pushback_ms(error: grpc.aio.AioRpcError) -> int | None:
+    for key, value in error.trailing_metadata() or ():
+        if key == PUSHBACK_KEY:
+            try:
+                return int(value)
+            except ValueError:
+                return -1
+    return None
+
+
+async def _drive(plan: Plan, start: float) -> Outcome:
+    window = (start + plan.warmup_s, start + plan.warmup_s + plan.duration_s)
+    async with grpc.aio.insecure_channel(plan.target, options=CHANNEL_OPTIONS) as channel:
+        await asyncio.wait_for(channel.channel_ready(), timeout=max(start - time.monotonic(), 1.0))
+        stubs = {path: channel.unary_unary(path) for path in {p for p, _ in plan.payloads}}
+        client = _Client(plan, stubs, window, plan.seed)
+        rng = np.random.default_rng(plan.seed)
+        cpu_before = _cpu_seconds()
+        await asyncio.sleep(max(start - time.monotonic(), 0.0))
+        if plan.rate:
+            total = plan.warmup_s + plan.duration_s
+            n = int(plan.rate * total + 6 * math.sqrt(plan.rate * total) + 16)
+            offsets = np.cumsum(rng.exponential(1 / plan.rate, size=n))
+            tasks = []
+            for i, offset in enumerate(offsets[offsets < total]):
+                intended = start + offset
+                if (delay := intended - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)
+                path, payload = plan.payloads[i % len(plan.payloads)]
+                if window[0] <= intended <= window[1]:
+                    client.out.sent += 1
+                tasks.append(asyncio.ensure_future(client.call(path, payload, intended)))
+            await asyncio.gather(*tasks)
+        else:
+
+            async def user(first: int) -> None:
+                i = first
+                while (now := time.monotonic()) < window[1]:
+                    path, payload = plan.payloads[i % len(plan.payloads)]
+                    if now >= window[0]:
+                        client.out.sent += 1
+                    await client.call(path, payload, now)
+                    i += plan.concurrency
+
+            await asyncio.gather(*(user(j) for j in range(plan.concurrency)))
+        client.out.client_cpu_s = _cpu_seconds() - cpu_before
+    return client.out
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_worker(plan: Plan, start: float) -> Outcome:
+    return uvloop.run(_drive(plan, start))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its reaped children) from /proc; Linux only."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def refused_handler_seconds(metrics_url: str) -> tuple[float, int]:
+    """(seconds, calls) in handlers of calls refused with RESOURCE_EXHAUSTED, from the server's metrics."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    seconds, calls = 0.0, 0
+    for family in text_string_to_metric_families(text):
+        if family.name != "sift_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("code") != "RESOURCE_EXHAUSTED":
+                continue
+            if sample.name.endswith("_sum"):
+                seconds += sample.value
+            elif sample.name.endswith("_count"):
+                calls += int(sample.value)
+    return seconds, calls
+
+
+@dataclass(frozen=True)
+class Server:
+    address: str
+    pid: int
+    metrics_url: str
+
+
+def run_case(
+    gen: LoadGenerator,
+    server: Server,
+    payloads: list[Payload],
+    *,
+    retry: Retry,
+    warmup_s: float,
+    duration_s: float,
+    timeout_s: float,
+    rate: float = 0.0,
+    concurrency: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One case, split over the generator's processes, with the server's CPU and refusal time around it."""
+    workers = gen.processes if rate else min(gen.processes, concurrency)
+    plans = [
+        Plan(
+            target=server.address,
+            payloads=payloads[w::workers] or payloads,
+            warmup_s=warmup_s,
+            duration_s=duration_s,
+            retry=retry,
+            timeout_s=timeout_s,
+            rate=rate / workers,
+            concurrency=concurrency // workers + (1 if w < concurrency % workers else 0),
+            seed=seed * 1000 + w,
+        )
+        for w in range(workers)
+    ]
+    cpu_before = process_cpu_seconds(server.pid)
+    refused_before = refused_handler_seconds(server.metrics_url)
+    futures, start = gen.submit(plans, worker=run_worker)
+    merged = Outcome()
+    for future in futures:
+        merged.merge(future.result())
+    wall = time.monotonic() - start
+    cpu = process_cpu_seconds(server.pid) - cpu_before
+    refused_after = refused_handler_seconds(server.metrics_url)
+    refusals = sum(merged.refusals.values())
+    return {
+        "retry": retry,
+        "offered_per_s": round(rate, 1) if rate else None,
+        "concurrency": concurrency or None,
+        "sent": merged.sent,
+        "goodput_per_s": round(merged.good_in_window / merged.window_s, 1) if merged.window_s else 0.0,
+        "goodput_by_method_per_s": {
+            m: round(n / merged.window_s, 1) for m, n in sorted(merged.good_by_method.items())
+        },
+        "admitted_ms": {m: h.summary_ms() for m, h in sorted(merged.admitted.items())},
+        "final_codes": dict(merged.final),
+        "refusals_by_code": dict(merged.refusals),
+        "refusals": refusals,
+        "cancelled_share": round(merged.refusals["CANCELLED"] / refusals, 4) if refusals else 0.0,
+        "server_cpu_cores": round(cpu / wall, 3),
+        "refusing_handler_s": round(refused_after[0] - refused_before[0], 3),
+        "refusing_handler_us_each": round(
+            1e6 * (refused_after[0] - refused_before[0]) / max(refused_after[1] - refused_before[1], 1), 1
+        ),
+        "client_cpu_cores": round(merged.client_cpu_s / wall, 3),
+    }
+
+
+def _ms(summary: dict[str, float] | None, key: str) -> str:
+    return f"{summary[key]:.1f}" if summary else "-"
+
+
+def _codes(codes: dict[str, int]) -> str:
+    return ", ".join(f"{c} {n:,}" for c, n in sorted(codes.items(), key=lambda kv: -kv[1])) or "-"
+
+
+def case_row(label: str, case: dict[str, Any], methods: tuple[str, ...]) -> str:
+    admitted = case["admitted_ms"]
+    latency = " | ".join(f"{_ms(admitted.get(m), 'p50')} / {_ms(admitted.get(m), 'p99')}" for m in methods)
+    return (
+        f"| {label} | {case['goodput_per_s']:,.1f} | {latency} | {_codes(case['final_codes'])} "
+        f"| {_codes(case['refusals_by_code'])} | {case['cancelled_share']:.2%} "
+        f"| {case['server_cpu_cores']:.2f} "
+        f"| {case['refusing_handler_s']:.2f} s ({case['refusing_handler_us_each']:.0f} us each) "
+        f"| {case['client_cpu_cores']:.2f} |"
+    )
+
+
+def table_head(first: str, methods: tuple[str, ...]) -> list[str]:
+    names = " | ".join(f"{m} p50 / p99 ms" for m in methods)
+    return [
+        f"| {first} | goodput /s | {names} | final status | refused attempts by code | CANCELLED share "
+        "| server CPU cores | in refused calls' handlers | client CPU cores |",
+        "|---|---:|" + "---:|" * len(methods) + "---|---|---:|---:|---:|---:|",
+    ]
+
+
+METHODS = ("ClassifyIntent", "Search", "ScoreRelevance")
+
+
+def overload_markdown(result: dict[str, Any], header: list[str]) -> str:
+    r = result["overload"]
+    lines = [*header, f"Calls: {result['calls_description']}.", ""]
+    lines += ["## Done-when figures", ""]
+    lines += [
+        f"- {check['what']}: **{check['figure']}** (target {check['target']}): "
+        f"{'met' if check['met'] else 'MISSED'}"
+        for check in r["checks"]
+    ]
+    lines += ["", "## Each call alone (1 in flight)", "", *table_head("call", METHODS)]
+    lines += [case_row(name, case, METHODS) for name, case in r["solo"].items()]
+    lines += [
+        "",
+        f"## Ladder: the mix open loop at multiples of capacity ({r['capacity_per_s']:,.1f}/s), "
+        f"deadline {r['deadline_s']:g} s",
+        "",
+        "Goodput relative to the same clients' at 1x: "
+        + ", ".join(f"{row['label']} {row['goodput_ratio']:.2f}x" for row in r["ladder"]),
+        "",
+        *table_head("offered, clients", METHODS),
+    ]
+    lines += [case_row(row["label"], row, METHODS) for row in r["ladder"]]
+    flood = r["flood"]
+    hol = r["hol"]
+    lines += [
+        "",
+        f"## Flood: {flood['concurrency']} in flight, each ScoreRelevance of {r['heavy_candidates']:,} "
+        "titles, clients that retry at once",
+        "",
+        *table_head("case", METHODS),
+        case_row("flood", flood, METHODS),
+        "",
+        "## Head-of-line: ClassifyIntent open loop beside heavy relevance calls",
+        "",
+        f"ClassifyIntent at {hol['intent_rate']:,.1f}/s ({hol['load']:.0%} of its closed-loop capacity "
+        f"{hol['intent_capacity']:,.1f}/s); heavy relevance at {hol['heavy_rate']:.2f}/s "
+        f"({hol['heavy_cpu']:.0%} of a core at its solo latency). ClassifyIntent p99 beside them / alone: "
+        f"**{hol['p99_ratio']:.2f}x**.",
+        "",
+        *table_head("case", METHODS),
+        case_row("intent alone", hol["alone"], METHODS),
+        case_row("intent + heavy", hol["beside"], METHODS),
+        "",
+        "Admitted latency runs from the send of the attempt that was answered to its answer; goodput counts "
+        "calls answered OK within their deadline in the measured window. Refused attempts: every attempt "
+        "that came back with a status other than OK or DEADLINE_EXCEEDED. CANCELLED comes from gRPC core's "
+        "pending-queue bound (--max-pending-requests), the last line of defence. 'In refused calls' "
+        "handlers' is Sift's own time in calls it refused with RESOURCE_EXHAUSTED (from its "
+        "sift_request_duration_seconds); gRPC's per-call cost of receiving them is in the server CPU.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,162 @@
+"""Admission by cost: each call carries an estimate of its work, and a worker admits calls while the work
+already admitted (its estimated queueing delay) stays under a target; the rest are refused at once with
+RESOURCE_EXHAUSTED and a `grpc-retry-pushback-ms` hint saying when to come back.
+
+- **The estimate.** A call's work is `units` of its method: 1 for ClassifyIntent, Search and EmbedQuery,
+  the number of candidates for ScoreRelevance (titles and product ids apart: a title is featurized and
+  embedded, an id only looked up). Each (method, kind) has the micro-batcher's cost model
+  (server/runtime/batcher.py: seconds = a * units + b, least squares with forgetting), fitted on the wall time
+  of calls that ran alone (no other call admitted while they ran, so the time is their own work), and
+  seeded when a bundle loads by timing each call alone (`calibrate`). Under sustained overload no call runs
+  alone and the estimates keep their last fit.
+- **The queueing delay** of a new call is the estimated work of the calls admitted and not yet finished.
+  Refusing above a delay target, instead of above a count of calls, is how Triton's max queue delay and
+  CoDel shed: a call of 1,000 titles fills as much of the target as a hundred cheap calls.
+- **Fairness.** Methods named as heavy (ScoreRelevance by default) may fill only a share of the target, so
+  under overload they are shed first and the cheap calls a search stack makes on every query keep their
+  room. A share of 1 treats every method alike.
+- **An idle worker admits anything**, however large, so every call the limits accept can be served.
+
+Refusing costs one dictionary lookup and a few additions before the call's status is sent: no
+featurization, no model, no response. The pending-queue bound of gRPC core (--max-pending-requests) stays
+behind this as the last line of defence.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from server import metrics
+from server.errors import ResourceExhausted
+from server.runtime.batcher import CostModel
+
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
+class Overloaded(ResourceExhausted):
+    """Admission refused the call: the work admitted ahead of it is over the delay target."""
+
+    names_method = True
+
+    def __init__(self, message: str, pushback_ms: int) -> None:
+        super().__init__(message)
+        self.pushback_ms = pushback_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What one call asks for: units of work per cost kind, e.g. {"ScoreRelevance/title": 1000}."""
+
+    method: str
+    parts: tuple[tuple[str, int], ...]
+
+    @classmethod
+    def of(cls, method: str, **kinds: int) -> Work:
+        """Work of `method`; keyword arguments name kinds within it and their units (zero units dropped)."""
+        parts = tuple((f"{method}/{kind}", n) for kind, n in kinds.items() if n > 0)
+        return cls(method, parts or ((method, 1),))
+
+
+@dataclass(slots=True)
+class Ticket:
+    work: Work
+    cost: float  # estimated seconds
+    alone: bool  # nothing else in flight when it was admitted
+    epoch: int  # admissions so far, when it was admitted
+    start: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class AdmissionPolicy:
+    target_s: float
+    """Estimated queueing delay above which calls are refused; 0 turns cost admission off."""
+    heavy_methods: frozenset[str] = frozenset({"ScoreRelevance"})
+    heavy_share: float = 0.5
+    """Share of the target heavy methods may fill; 1.0 treats every method alike."""
+
+    def limit(self, method: str) -> float:
+        return self.target_s * (self.heavy_share if method in self.heavy_methods else 1.0)
+
+
+class Admission:
+    """One worker's admission control. Used from its event loop only (no locks)."""
+
+    def __init__(self, policy: AdmissionPolicy, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self._models: dict[str, CostModel] = {}
+        self._queued = 0.0  # estimated seconds of the calls admitted and not finished
+        self._in_flight = 0
+        self._epoch = 0
+        self._rng = rng or random.Random()
+        self._refused = {
+            method: metrics.ADMISSION_REFUSED.labels(method=method)
+            for method in ("ClassifyIntent", "Search", "EmbedQuery", "ScoreRelevance")
+        }
+
+    @property
+    def enabled(self) -> bool:
+        return self.policy.target_s > 0
+
+    @property
+    def queued_seconds(self) -> float:
+        return self._queued
+
+    def estimate(self, work: Work) -> float:
+        """Estimated seconds of `work`; 0 for a kind never measured."""
+        total = 0.0
+        for kind, units in work.parts:
+            model = self._models.get(kind)
+            if model is not None:
+                total += model.predict(units)
+        return total
+
+    def admit(self, work: Work) -> Ticket:
+        """A ticket for `work`, or Overloaded when the estimated delay is over the method's limit."""
+        cost = self.estimate(work)
+        if self.enabled and self._in_flight:
+            limit = self.policy.limit(work.method)
+            if self._queued > limit:
+                raise self._refusal(work, cost, limit)
+        self._epoch += 1
+        self._in_flight += 1
+        self._queued += cost
+        return Ticket(work, cost, alone=self._in_flight == 1, epoch=self._epoch)
+
+    def done(self, ticket: Ticket, learn: bool = True) -> None:
+        """The call is finished; a call that ran alone (and succeeded: `learn`) teaches its cost."""
+        self._in_flight -= 1
+        self._queued = max(self._queued - ticket.cost, 0.0) if self._in_flight else 0.0
+        if learn and ticket.alone and self._epoch == ticket.epoch:
+            self.observe(ticket.work, time.perf_counter() - ticket.start)
+
+    def observe(self, work: Work, seconds: float) -> None:
+        """One measured run of `work` alone. A call of several kinds is split in proportion to the
+        estimates (evenly before any)."""
+        estimates = [self._models[k].predict(n) if k in self._models else 0.0 for k, n in work.parts]
+        total = sum(estimates)
+        for (kind, units), estimate in zip(work.parts, estimates, strict=True):
+            share = estimate / total if total > 0 else 1 / len(work.parts)
+            self._models.setdefault(kind, CostModel()).observe(units, seconds * share)
+
+    def calibrate(self, runs: Iterable[tuple[Work, float]]) -> None:
+        """Seeds the cost models with runs measured alone (see server/service/calibration.py)."""
+        for work, seconds in runs:
+            self.observe(work, seconds)
+
+    def _refusal(self, work: Work, cost: float, limit: float) -> Overloaded:
+        # Come back when the work ahead should have drained under the limit, spread over [1x, 2x) of
+        # that so that the clients refused together do not all return at the same instant.
+        wait = max(self._queued - limit, cost, 0.001) * (1.0 + self._rng.random())
+        pushback_ms = math.ceil(wait * 1000)
+        self._refused[work.method].inc()
+        heavy = " (shed first under overload)" if work.method in self.policy.heavy_methods else ""
+        return Overloaded(
+            f"server busy: ~{self._queued * 1000:.0f} ms of estimated work is queued, over the "
+            f"{limit * 1000:.0f} ms admitted for this method{heavy}; retry after {pushback_ms} ms "
+            f"({PUSHBACK_KEY} in the trailing metadata) or on another replica",
+            pushback_ms,
+        )
