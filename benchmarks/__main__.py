@@ -379,7 +379,7 @@ def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
         cap = round(1 / seconds, 1)
         print(f"capacity: {cap}/s", file=sys.stderr)
         ladder = []
-        for multiple in args.multiples:
+        for multiple in args.multiples if "ladder" in args.cases else []:
             for retry in ("immediate", "pushback"):
                 case = ov.run_case(gen, server, run.payloads, retry=retry, rate=multiple * cap, **spec)
                 case |= {"label": f"{multiple:g}x, {retry}", "multiple": multiple}
@@ -388,52 +388,43 @@ def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"ladder {case['label']}: goodput {case['goodput_per_s']}/s", file=sys.stderr)
                 ladder.append(case)
         heavy = by_method["ScoreRelevance"]
-        flood = ov.run_case(
-            gen,
-            server,
-            heavy,
-            retry="immediate",
-            concurrency=args.flood_concurrency,
-            warmup_s=args.warmup,
-            duration_s=args.flood_duration,
-            timeout_s=args.timeout,
-        )
-        print(f"flood: {flood['admitted_ms']} {flood['refusals_by_code']}", file=sys.stderr)
-        intent = by_method["ClassifyIntent"]
-        intent_cap = ov.run_case(gen, server, intent, retry="none", concurrency=16, timeout_s=10, **quick)[
-            "goodput_per_s"
+        flood = None
+        if "flood" in args.cases:
+            flood = ov.run_case(
+                gen,
+                server,
+                heavy,
+                retry="immediate",
+                concurrency=args.flood_concurrency,
+                warmup_s=args.warmup,
+                duration_s=args.flood_duration,
+                timeout_s=args.timeout,
+            )
+            print(f"flood: {flood['admitted_ms']} {flood['refusals_by_code']}", file=sys.stderr)
+        hol = None
+        if "hol" in args.cases:
+            hol = _hol(args, gen, server, solo, by_method["ClassifyIntent"], heavy, spec, quick)
+    checks = []
+    if flood is not None:
+        flood_rel = flood["admitted_ms"].get("ScoreRelevance") or {"p99": float("inf")}
+        refused = flood["refusals"] or 1
+        exhausted = flood["refusals_by_code"].get("RESOURCE_EXHAUSTED", 0) / refused
+        checks += [
+            {
+                "what": "flood: admitted ScoreRelevance p99",
+                "figure": f"{flood_rel['p99']:.1f} ms",
+                "target": "<= 250 ms",
+                "met": flood_rel["p99"] <= 250,
+            },
+            {
+                "what": "flood: refusals that are RESOURCE_EXHAUSTED / CANCELLED",
+                "figure": f"{exhausted:.2%} / {flood['cancelled_share']:.2%}",
+                "target": "> 99% / < 1%",
+                "met": exhausted > 0.99 and flood["cancelled_share"] < 0.01,
+            },
         ]
-        intent_rate = args.hol_load * intent_cap
-        heavy_s = solo["ScoreRelevance"]["admitted_ms"]["ScoreRelevance"]["p50"] / 1000
-        heavy_rate = args.hol_heavy_cpu / heavy_s
-        alone = ov.run_case(gen, server, intent, retry="none", rate=intent_rate, **spec)
-        # Superposed Poisson streams: the heavy calls' share of the payloads is their share of the rate.
-        every = max(round(intent_rate / heavy_rate), 1)
-        mixed = [heavy[i % len(heavy)] if i % every == 0 else p for i, p in enumerate(intent)]
-        beside = ov.run_case(gen, server, mixed, retry="none", rate=intent_rate + heavy_rate, **spec)
-        hol_ratio = (
-            beside["admitted_ms"]["ClassifyIntent"]["p99"] / alone["admitted_ms"]["ClassifyIntent"]["p99"]
-        )
-    flood_rel = flood["admitted_ms"].get("ScoreRelevance") or {"p99": float("inf")}
-    refused = flood["refusals"] or 1
-    worst = min(ladder, key=lambda row: row["goodput_ratio"]) if ladder else None
-    checks = [
-        {
-            "what": "flood: admitted ScoreRelevance p99",
-            "figure": f"{flood_rel['p99']:.1f} ms",
-            "target": "<= 250 ms",
-            "met": flood_rel["p99"] <= 250,
-        },
-        {
-            "what": "flood: refusals that are RESOURCE_EXHAUSTED / CANCELLED",
-            "figure": f"{flood['refusals_by_code'].get('RESOURCE_EXHAUSTED', 0) / refused:.2%} / "
-            f"{flood['cancelled_share']:.2%}",
-            "target": "> 99% / < 1%",
-            "met": flood["refusals_by_code"].get("RESOURCE_EXHAUSTED", 0) / refused > 0.99
-            and flood["cancelled_share"] < 0.01,
-        },
-    ]
-    if worst is not None:
+    if ladder:
+        worst = min(ladder, key=lambda row: row["goodput_ratio"])
         checks.append(
             {
                 "what": "ladder: lowest goodput over the same clients' goodput at 1x, 1x-10x",
@@ -442,35 +433,64 @@ def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
                 "met": worst["goodput_ratio"] >= 0.8,
             }
         )
-    checks.append(
-        {
-            "what": "hol: ClassifyIntent p99 beside heavy relevance / alone",
-            "figure": f"{hol_ratio:.2f}x",
-            "target": "<= 2x",
-            "met": hol_ratio <= 2,
-        }
-    )
+    if hol is not None:
+        checks.append(
+            {
+                "what": "hol: ClassifyIntent p99 beside heavy relevance / alone",
+                "figure": f"{hol['p99_ratio']:.2f}x",
+                "target": "<= 2x",
+                "met": hol["p99_ratio"] <= 2,
+            }
+        )
     return run.common | {
         "serve_args": args.serve_arg,
         "overload": {
+            "cases": args.cases,
             "deadline_s": args.deadline,
             "heavy_candidates": args.heavy_candidates,
             "capacity_per_s": cap,
             "solo": solo,
             "ladder": ladder,
             "flood": flood,
-            "hol": {
-                "load": args.hol_load,
-                "heavy_cpu": args.hol_heavy_cpu,
-                "intent_capacity": intent_cap,
-                "intent_rate": round(intent_rate, 1),
-                "heavy_rate": round(heavy_rate, 2),
-                "alone": alone,
-                "beside": beside,
-                "p99_ratio": round(hol_ratio, 3),
-            },
+            "hol": hol,
             "checks": checks,
         },
+    }
+
+
+def _hol(
+    args: argparse.Namespace,
+    gen: Any,
+    server: Any,
+    solo: dict[str, Any],
+    intent: list,
+    heavy: list,
+    spec: dict[str, Any],
+    quick: dict[str, Any],
+) -> dict[str, Any]:
+    """ClassifyIntent open loop at a share of its capacity, alone and beside heavy relevance calls."""
+    from benchmarks import overload as ov
+
+    capacity = ov.run_case(gen, server, intent, retry="none", concurrency=16, timeout_s=10, **quick)
+    intent_cap = capacity["goodput_per_s"]
+    intent_rate = args.hol_load * intent_cap
+    heavy_s = solo["ScoreRelevance"]["admitted_ms"]["ScoreRelevance"]["p50"] / 1000
+    heavy_rate = args.hol_heavy_cpu / heavy_s
+    alone = ov.run_case(gen, server, intent, retry="none", rate=intent_rate, **spec)
+    # Superposed Poisson streams: the heavy calls' share of the payloads is their share of the rate.
+    every = max(round(intent_rate / heavy_rate), 1)
+    mixed = [heavy[i % len(heavy)] if i % every == 0 else p for i, p in enumerate(intent)]
+    beside = ov.run_case(gen, server, mixed, retry="none", rate=intent_rate + heavy_rate, **spec)
+    ratio = beside["admitted_ms"]["ClassifyIntent"]["p99"] / alone["admitted_ms"]["ClassifyIntent"]["p99"]
+    return {
+        "load": args.hol_load,
+        "heavy_cpu": args.hol_heavy_cpu,
+        "intent_capacity": intent_cap,
+        "intent_rate": round(intent_rate, 1),
+        "heavy_rate": round(heavy_rate, 2),
+        "alone": alone,
+        "beside": beside,
+        "p99_ratio": round(ratio, 3),
     }
 
 
@@ -559,6 +579,9 @@ def main(argv: list[str] | None = None) -> None:
     over.add_argument("--bundle", type=Path, default=Path("bundles/default"))
     over.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
     add_workload_args(over)
+    over.add_argument(
+        "--cases", type=lambda t: t.split(","), default=["ladder", "flood", "hol"], help="of ladder,flood,hol"
+    )
     over.add_argument("--mix", default="intent=0.45,search=0.45,relevance=0.1", help="the ladder's calls")
     over.add_argument("--heavy-candidates", type=int, default=1000, help="titles per ScoreRelevance")
     over.add_argument("--multiples", type=_floats, default=[1, 2, 5, 10], help="of capacity")
@@ -572,7 +595,7 @@ def main(argv: list[str] | None = None) -> None:
     over.add_argument("--warmup", type=float, default=1.0)
     over.add_argument("--processes", type=int, default=2, help="client processes")
     over.add_argument("--seed", type=int, default=0)
-    over.add_argument("--output", type=Path, default=RESULTS / "overload")
+    over.add_argument("--output", type=Path, default=RESULTS / "overload-admission")
     args = parser.parse_args(argv)
 
     if args.command == "overload":

@@ -355,49 +355,54 @@ def overload_markdown(result: dict[str, Any], header: list[str]) -> str:
     lines = [*header, f"Calls: {result['calls_description']}.", ""]
     lines += ["## Done-when figures", ""]
     lines += [
-        f"- {check['what']}: **{check['figure']}** (target {check['target']}): "
-        f"{'met' if check['met'] else 'MISSED'}"
-        for check in r["checks"]
+        f"- {c['what']}: **{c['figure']}** (target {c['target']}): {'met' if c['met'] else 'MISSED'}"
+        for c in r["checks"]
     ]
     lines += ["", "## Each call alone (1 in flight)", "", *table_head("call", METHODS)]
     lines += [case_row(name, case, METHODS) for name, case in r["solo"].items()]
+    if r["ladder"]:
+        lines += [
+            "",
+            f"## Ladder: the mix open loop at multiples of capacity ({r['capacity_per_s']:,.1f}/s), "
+            f"deadline {r['deadline_s']:g} s",
+            "",
+            "Goodput relative to the same clients' at 1x: "
+            + ", ".join(f"{row['label']} {row['goodput_ratio']:.2f}x" for row in r["ladder"]),
+            "",
+            *table_head("offered, clients", METHODS),
+            *(case_row(row["label"], row, METHODS) for row in r["ladder"]),
+        ]
+    if (flood := r["flood"]) is not None:
+        lines += [
+            "",
+            f"## Flood: {flood['concurrency']} in flight, each ScoreRelevance of {r['heavy_candidates']:,} "
+            "titles, clients that retry at once",
+            "",
+            *table_head("case", METHODS),
+            case_row("flood", flood, METHODS),
+        ]
+    if (hol := r["hol"]) is not None:
+        lines += [
+            "",
+            "## Head-of-line: ClassifyIntent open loop beside heavy relevance calls",
+            "",
+            f"ClassifyIntent at {hol['intent_rate']:,.1f}/s ({hol['load']:.0%} of its closed-loop capacity "
+            f"{hol['intent_capacity']:,.1f}/s); heavy relevance at {hol['heavy_rate']:.2f}/s "
+            f"({hol['heavy_cpu']:.0%} of a core at its solo latency). ClassifyIntent p99 beside them / "
+            f"alone: **{hol['p99_ratio']:.2f}x**.",
+            "",
+            *table_head("case", METHODS),
+            case_row("intent alone", hol["alone"], METHODS),
+            case_row("intent + heavy", hol["beside"], METHODS),
+        ]
     lines += [
-        "",
-        f"## Ladder: the mix open loop at multiples of capacity ({r['capacity_per_s']:,.1f}/s), "
-        f"deadline {r['deadline_s']:g} s",
-        "",
-        "Goodput relative to the same clients' at 1x: "
-        + ", ".join(f"{row['label']} {row['goodput_ratio']:.2f}x" for row in r["ladder"]),
-        "",
-        *table_head("offered, clients", METHODS),
-    ]
-    lines += [case_row(row["label"], row, METHODS) for row in r["ladder"]]
-    flood = r["flood"]
-    hol = r["hol"]
-    lines += [
-        "",
-        f"## Flood: {flood['concurrency']} in flight, each ScoreRelevance of {r['heavy_candidates']:,} "
-        "titles, clients that retry at once",
-        "",
-        *table_head("case", METHODS),
-        case_row("flood", flood, METHODS),
-        "",
-        "## Head-of-line: ClassifyIntent open loop beside heavy relevance calls",
-        "",
-        f"ClassifyIntent at {hol['intent_rate']:,.1f}/s ({hol['load']:.0%} of its closed-loop capacity "
-        f"{hol['intent_capacity']:,.1f}/s); heavy relevance at {hol['heavy_rate']:.2f}/s "
-        f"({hol['heavy_cpu']:.0%} of a core at its solo latency). ClassifyIntent p99 beside them / alone: "
-        f"**{hol['p99_ratio']:.2f}x**.",
-        "",
-        *table_head("case", METHODS),
-        case_row("intent alone", hol["alone"], METHODS),
-        case_row("intent + heavy", hol["beside"], METHODS),
         "",
         "Admitted latency runs from the send of the attempt that was answered to its answer; goodput counts "
         "calls answered OK within their deadline in the measured window. Refused attempts: every attempt "
         "that came back with a status other than OK or DEADLINE_EXCEEDED. CANCELLED comes from gRPC core's "
         "pending-queue bound (--max-pending-requests), the last line of defence. 'In refused calls' "
-        "handlers' is Sift's own time in calls it refused with RESOURCE_EXHAUSTED (from its "
-        "sift_request_duration_seconds); gRPC's per-call cost of receiving them is in the server CPU.",
+        "handlers' is Sift's own wall time in calls it refused with RESOURCE_EXHAUSTED (its "
+        "sift_request_duration_seconds, sending the status included, so an upper bound of its CPU); gRPC "
+        "core's cost of receiving them is in the server CPU.",
     ]
     return "\n".join(lines) + "\n"

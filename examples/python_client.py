@@ -12,8 +12,14 @@ What matters, and where it is:
   reconnects on its own; opening one per request costs a TCP (and TLS) handshake on the hot path.
 - **Retries in the service config** (`SERVICE_CONFIG`). gRPC retries transparently, with exponential backoff,
   the status codes listed there. A call gets UNAVAILABLE when a replica shuts down (SIGTERM: its port
-  closes after the drain period) or cannot be reached, and RESOURCE_EXHAUSTED when a Sift worker already
-  holds `--max-concurrent-requests` calls: both are safe to retry, and all Sift calls are idempotent reads.
+  closes after the drain period) or cannot be reached, and RESOURCE_EXHAUSTED when Sift's admission finds
+  more estimated work queued than `--admission-target-ms` (or a worker holds `--max-concurrent-requests`
+  calls): both are safe to retry, and all Sift calls are idempotent reads. Sift's RESOURCE_EXHAUSTED
+  carries `grpc-retry-pushback-ms` trailing metadata; gRPC's retry honours it by itself, waiting that long
+  instead of its backoff before the next attempt (a negative value would mean: do not retry).
+  Not CANCELLED: gRPC core sends it for calls beyond `--max-pending-requests` (the server's last line of
+  defence, which admission keeps from firing) and for calls held when a port closes, and a client cannot
+  tell those from its own cancellations; standard policies do not retry it, and neither does this one.
   Not DEADLINE_EXCEEDED: the deadline covers the whole call, every attempt included, so once it has passed
   there is no time left for another attempt; and when Sift itself sheds a call because it cannot meet the
   deadline, an immediate retry with even less time would be shed too, adding load exactly when the server
@@ -63,17 +69,17 @@ from server._proto.sift.v1 import (
 
 SIFT_SERVICES = ("sift.v1.IntentService", "sift.v1.RelevanceService", "sift.v1.RetrievalService")
 
-# Retries with exponential backoff (grpc waits a random time up to the current backoff before each attempt),
-# for every method of the Sift services. maxAttempts counts the first attempt; grpc caps it at 5.
-# CANCELLED is retried too: a server sends it for a call gRPC core held but no handler had started, when
-# the port closes (sift-bench drain) or beyond --max-pending-requests. The client's own cancellations are
-# never retried, and Sift's calls are reads, so a retry cannot do anything twice.
+# Retries with exponential backoff (grpc waits a random time up to the current backoff before each attempt,
+# or exactly the server's grpc-retry-pushback-ms when it sends one), for every method of the Sift services.
+# maxAttempts counts the first attempt; grpc caps it at 5. RESOURCE_EXHAUSTED (Sift's admission: busy, come
+# back after the pushback) and UNAVAILABLE (a replica stopping or unreachable) only; not CANCELLED (see the
+# module docstring). Sift's calls are reads, so a retry cannot do anything twice.
 RETRY_POLICY = {
     "maxAttempts": 4,
     "initialBackoff": "0.05s",
     "maxBackoff": "0.5s",
     "backoffMultiplier": 2,
-    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"],
+    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
 }
 SERVICE_CONFIG = {
     "methodConfig": [

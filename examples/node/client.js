@@ -36,6 +36,31 @@ const LOADER_OPTIONS = {
   includeDirs: [PROTOS],
 };
 
+// Retries, as in examples/python_client.py: RESOURCE_EXHAUSTED (Sift's admission: busy; its trailing
+// grpc-retry-pushback-ms says when to come back, and grpc-js waits exactly that long before the next attempt,
+// or gives up on a negative value) and UNAVAILABLE (a replica stopping or unreachable). Not CANCELLED: gRPC
+// core's code for calls beyond --max-pending-requests, which standard policies do not retry. retryThrottling
+// stops retrying when most calls fail (each failure costs a token, each success gives back 0.1), so an
+// overloaded or down cluster gets no retry storm. Every Sift call is a read, so a retry is always safe.
+const SERVICE_CONFIG = {
+  methodConfig: [
+    {
+      name: ['sift.v1.IntentService', 'sift.v1.RelevanceService', 'sift.v1.RetrievalService'].map(
+        (service) => ({ service }),
+      ),
+      retryPolicy: {
+        maxAttempts: 4,
+        initialBackoff: '0.05s',
+        maxBackoff: '0.5s',
+        backoffMultiplier: 2,
+        retryableStatusCodes: ['RESOURCE_EXHAUSTED', 'UNAVAILABLE'],
+      },
+    },
+  ],
+  retryThrottling: { maxTokens: 10, tokenRatio: 0.1 },
+};
+const CHANNEL_OPTIONS = { 'grpc.service_config': JSON.stringify(SERVICE_CONFIG), 'grpc.enable_retries': 1 };
+
 function parseArgs(argv) {
   const args = { address: null, tlsCa: null, query: 'oak coffee table', deadlineMs: 2000 };
   for (let i = 0; i < argv.length; i++) {
@@ -112,7 +137,7 @@ async function main() {
     ? grpc.credentials.createSsl(fs.readFileSync(args.tlsCa))
     : grpc.credentials.createInsecure();
   // One channel for all five stubs: the first client owns it, the others ride on it.
-  const health = new proto.grpc.health.v1.Health(args.address, credentials);
+  const health = new proto.grpc.health.v1.Health(args.address, credentials, CHANNEL_OPTIONS);
   const shared = { channelOverride: health.getChannel() };
   const intent = new proto.sift.v1.IntentService(args.address, credentials, shared);
   const relevance = new proto.sift.v1.RelevanceService(args.address, credentials, shared);

@@ -83,10 +83,11 @@ def test_request_id_reaches_the_server_log(client: ModuleType, live_server: Live
 
 
 class Flaky:
-    """ClassifyIntent that answers `code` to its first `failures` attempts, then succeeds."""
+    """ClassifyIntent that answers `code` to its first `failures` attempts (with `pushback` as
+    grpc-retry-pushback-ms, as Sift's admission sends it), then succeeds."""
 
-    def __init__(self, code: grpc.StatusCode, failures: int) -> None:
-        self.code, self.failures, self.attempts = code, failures, 0
+    def __init__(self, code: grpc.StatusCode, failures: int, pushback: str | None = None) -> None:
+        self.code, self.failures, self.attempts, self.pushback = code, failures, 0, pushback
         self.lock = threading.Lock()
 
     def classify(
@@ -96,6 +97,8 @@ class Flaky:
             self.attempts += 1
             fail = self.attempts <= self.failures
         if fail:
+            if self.pushback is not None:
+                context.set_trailing_metadata((("grpc-retry-pushback-ms", self.pushback),))
             context.abort(self.code, f"attempt failed on purpose ({self.code.name})")
         return intent_pb2.ClassifyIntentResponse(
             categories=[intent_pb2.Category(id="x", path="X", probability=1.0)], model_version="flaky"
@@ -124,14 +127,17 @@ def flaky_server() -> Iterator[tuple[str, list[Flaky]]]:
 
 
 @pytest.mark.parametrize(
-    ("code", "failures", "outcome", "attempts"),
+    ("code", "failures", "outcome", "attempts", "pushback"),
     [
-        (grpc.StatusCode.UNAVAILABLE, 2, grpc.StatusCode.OK, 3),  # a replica shutting down
-        (grpc.StatusCode.RESOURCE_EXHAUSTED, 3, grpc.StatusCode.OK, 4),  # over --max-concurrent-requests
-        (grpc.StatusCode.CANCELLED, 1, grpc.StatusCode.OK, 2),  # held by gRPC core as the port closed
-        (grpc.StatusCode.UNAVAILABLE, 100, grpc.StatusCode.UNAVAILABLE, 4),  # maxAttempts, then give up
-        (grpc.StatusCode.INVALID_ARGUMENT, 1, grpc.StatusCode.INVALID_ARGUMENT, 1),  # never retried
-        (grpc.StatusCode.DEADLINE_EXCEEDED, 1, grpc.StatusCode.DEADLINE_EXCEEDED, 1),  # never retried
+        (grpc.StatusCode.UNAVAILABLE, 2, grpc.StatusCode.OK, 3, None),  # a replica shutting down
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 3, grpc.StatusCode.OK, 4, None),  # --max-concurrent-requests
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 2, grpc.StatusCode.OK, 3, "20"),  # admission: back in 20 ms
+        # A negative pushback means "do not retry"; gRPC's retry obeys the server.
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, 1, grpc.StatusCode.RESOURCE_EXHAUSTED, 1, "-1"),
+        (grpc.StatusCode.CANCELLED, 1, grpc.StatusCode.CANCELLED, 1, None),  # core's code: not retried
+        (grpc.StatusCode.UNAVAILABLE, 100, grpc.StatusCode.UNAVAILABLE, 4, None),  # maxAttempts, give up
+        (grpc.StatusCode.INVALID_ARGUMENT, 1, grpc.StatusCode.INVALID_ARGUMENT, 1, None),  # never retried
+        (grpc.StatusCode.DEADLINE_EXCEEDED, 1, grpc.StatusCode.DEADLINE_EXCEEDED, 1, None),  # never retried
     ],
 )
 def test_retry_policy(
@@ -141,9 +147,10 @@ def test_retry_policy(
     failures: int,
     outcome: grpc.StatusCode,
     attempts: int,
+    pushback: str | None,
 ) -> None:
     address, behaviour = flaky_server
-    flaky = Flaky(code, failures)
+    flaky = Flaky(code, failures, pushback)
     behaviour.append(flaky)
     assert client.RETRY_POLICY["maxAttempts"] == 4
     with client.open_channel(address) as channel:

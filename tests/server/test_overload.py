@@ -22,7 +22,7 @@ SLOW = relevance_pb2.ScoreRelevanceRequest(
 
 
 def test_calls_beyond_the_limit_get_resource_exhausted_at_once(tiny_bundle: Path) -> None:
-    server = start_server(tiny_bundle, "--max-concurrent-requests", "2")
+    server = start_server(tiny_bundle, "--max-concurrent-requests", "2", "--admission-target-ms", "0")
     codes: list[tuple[grpc.StatusCode, str]] = []
     lock = threading.Lock()
 
@@ -61,7 +61,10 @@ def test_calls_beyond_the_pending_bound_are_refused_by_grpc_core_at_once(tiny_bu
     """A burst far larger than the event loop can pick up: gRPC core holds at most --max-pending-requests
     of the calls the loop has not taken yet and refuses the rest (CANCELLED, core's code), instead of
     queueing them for seconds."""
-    server = start_server(tiny_bundle, "--max-pending-requests", "4", "--max-concurrent-requests", "1000")
+    server = start_server(
+        tiny_bundle,
+        *("--max-pending-requests", "4", "--max-concurrent-requests", "1000", "--admission-target-ms", "0"),
+    )
 
     async def burst() -> list[grpc.StatusCode]:
         async with grpc.aio.insecure_channel(server.address) as channel:
@@ -84,6 +87,52 @@ def test_calls_beyond_the_pending_bound_are_refused_by_grpc_core_at_once(tiny_bu
                 intent_pb2.ClassifyIntentRequest(query="oak"), timeout=5
             )
             assert reply.categories
+    finally:
+        stop_server(server)
+
+
+def test_admission_refuses_heavy_calls_with_a_pushback_and_keeps_answering_cheap_ones(
+    tiny_bundle: Path,
+) -> None:
+    """A burst of heavy calls: admission refuses what is over its delay target with RESOURCE_EXHAUSTED,
+    a grpc-retry-pushback-ms hint and a message saying what to do, while ClassifyIntent is still admitted."""
+    server = start_server(tiny_bundle)
+
+    async def burst() -> tuple[list[grpc.aio.AioRpcError | None], list[grpc.StatusCode]]:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            relevance = relevance_pb2_grpc.RelevanceServiceStub(channel)
+            intent = intent_pb2_grpc.IntentServiceStub(channel)
+
+            async def heavy() -> grpc.aio.AioRpcError | None:
+                try:
+                    await relevance.ScoreRelevance(SLOW, timeout=60)
+                except grpc.aio.AioRpcError as e:
+                    return e
+                return None
+
+            async def cheap() -> grpc.StatusCode:
+                await asyncio.sleep(0.05)  # while the heavy calls are queued
+                try:
+                    await intent.ClassifyIntent(intent_pb2.ClassifyIntentRequest(query="oak"), timeout=60)
+                except grpc.aio.AioRpcError as e:
+                    return e.code()
+                return grpc.StatusCode.OK
+
+            heavy_out = asyncio.gather(*(heavy() for _ in range(40)))
+            cheap_out = asyncio.gather(*(cheap() for _ in range(5)))
+            return await heavy_out, await cheap_out
+
+    try:
+        heavy, cheap = asyncio.run(burst())
+        refused = [e for e in heavy if e is not None]
+        assert refused and len(refused) < len(heavy)  # some admitted, the rest refused
+        for error in refused:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+            pushback = dict(error.trailing_metadata())["grpc-retry-pushback-ms"]
+            assert int(pushback) > 0
+            assert "retry after" in error.details() and "ScoreRelevance" in error.details()
+        assert cheap == [grpc.StatusCode.OK] * 5
+        assert f'sift_admission_refused_total{{method="ScoreRelevance"}} {len(refused)}.0' in server.metrics()
     finally:
         stop_server(server)
 

@@ -1,0 +1,81 @@
+"""Admission by cost (server/admission.py), without a server: estimates, the delay target, fairness between
+methods, pushback, and what it learns from."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from server.admission import Admission, AdmissionPolicy, Overloaded, Work
+
+HEAVY = Work.of("ScoreRelevance", title=1000)
+CHEAP = Work.of("ClassifyIntent")
+
+
+def admission(target_s: float = 0.1, share: float = 0.5) -> Admission:
+    a = Admission(AdmissionPolicy(target_s, frozenset({"ScoreRelevance"}), share), random.Random(0))
+    # Seconds as if measured alone: 10 us + 50 us per title, and 1 ms per ClassifyIntent.
+    a.calibrate(
+        [
+            (Work.of("ScoreRelevance", title=1), 60e-6),
+            (Work.of("ScoreRelevance", title=100), 5.01e-3),
+            (CHEAP, 1e-3),
+        ]
+    )
+    return a
+
+
+def test_work_names_its_kinds() -> None:
+    assert Work.of("ScoreRelevance", title=3, id=0).parts == (("ScoreRelevance/title", 3),)
+    assert Work.of("ClassifyIntent").parts == (("ClassifyIntent", 1),)
+
+
+def test_estimates_follow_the_calibrated_cost_per_row() -> None:
+    a = admission()
+    assert a.estimate(HEAVY) == pytest.approx(0.05001, rel=1e-3)
+    assert a.estimate(CHEAP) == pytest.approx(1e-3)
+    assert a.estimate(Work.of("Search", default=1)) == 0.0  # never measured
+
+
+def test_heavy_calls_are_shed_first_and_cheap_ones_keep_their_room() -> None:
+    a = admission(target_s=0.12)
+    tickets = [a.admit(HEAVY), a.admit(HEAVY)]  # the first on an idle worker; the second within 60 ms
+    with pytest.raises(Overloaded) as refused:
+        a.admit(HEAVY)  # 100 ms queued: over the heavy share (60 ms) of the 120 ms target
+    assert refused.value.pushback_ms > 0
+    assert "grpc-retry-pushback-ms" in str(refused.value) and "shed first" in str(refused.value)
+    tickets += [a.admit(CHEAP) for _ in range(20)]  # while under 120 ms queued, the whole target
+    with pytest.raises(Overloaded):
+        a.admit(CHEAP)  # 120.02 ms queued is over it
+    for ticket in tickets:
+        a.done(ticket, learn=False)
+    assert a.queued_seconds == 0.0
+    a.done(a.admit(HEAVY), learn=False)  # room again once the work is done
+
+
+def test_a_share_of_one_treats_every_method_alike() -> None:
+    a = admission(target_s=0.12, share=1.0)
+    for _ in range(3):
+        a.admit(HEAVY)
+    with pytest.raises(Overloaded):
+        a.admit(HEAVY)
+
+
+def test_an_idle_worker_admits_any_call_and_a_zero_target_admits_everything() -> None:
+    a = admission(target_s=0.001)
+    a.admit(Work.of("ScoreRelevance", title=100_000))
+    off = admission(target_s=0.0)
+    for _ in range(100):
+        off.admit(HEAVY)
+
+
+def test_only_calls_that_ran_alone_teach_their_cost() -> None:
+    a = admission()
+    before = a.estimate(CHEAP)
+    first, second = a.admit(CHEAP), a.admit(CHEAP)  # they overlapped: neither ran alone
+    a.done(first)
+    a.done(second)
+    assert a.estimate(CHEAP) == before
+    a.observe(CHEAP, 3e-3)  # a run alone moves the estimate toward it
+    assert before < a.estimate(CHEAP) < 3e-3
