@@ -243,9 +243,9 @@ def drain_markdown(result: dict[str, Any], header: list[str]) -> str:
         "",
         "Refused calls are not lost: no Sift handler took them. The closed port never saw some, and gRPC "
         "core answers CANCELLED for calls it held that no handler had taken when the port closed (or "
-        "beyond --max-pending-requests). A client retries them on another replica; for CANCELLED it has "
-        "to be told to (examples/python_client.py's retry policy does), since it is not retried by "
-        "default. Sift's calls are reads, so a retry is always safe.",
+        "beyond --max-pending-requests). A client retries UNAVAILABLE on another replica; CANCELLED is "
+        "core's code and standard retry policies (examples/python_client.py's too) leave it to the caller, "
+        "who may resend it: Sift's calls are reads, so a retry is always safe.",
     ]
     return "\n".join(lines) + "\n"
 
