@@ -3,9 +3,9 @@
 A bundle is a directory holding manifest.json plus the files it lists. server/manifest.py reads and checks
 the manifest itself; this module checks what only the files can tell (the ONNX graphs against the manifest
 and against what the server feeds them, the index against the products) and opens the models, the
-featurizer, the index and the rules. Every refusal is a BundleError whose message names the file or field
-at fault. Only JSON, ONNX, tokenizer JSON and a usearch index are ever read from a bundle: nothing in it
-can execute code.
+featurizer, the index, the product arrays (server/catalogue.py) and the rules. Every refusal is a BundleError
+whose message names the file or field at fault. Only JSON, ONNX, tokenizer JSON, a usearch index and .npy
+arrays (without pickle) are ever read from a bundle: nothing in it can execute code.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from server.catalogue import ProductTable, from_products_json
 from server.errors import FailedPrecondition
-from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig, TitleLexicon
+from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig
 from server.manifest import (
     CAPABILITIES,
     MANIFEST,
@@ -66,14 +67,8 @@ class Component:
     description: str
 
 
-@dataclass(frozen=True, slots=True)
-class Products:
-    """The id map of the index: row i of the index is ids[i]."""
-
-    ids: tuple[str, ...]
-    titles: tuple[str, ...]
-    categories: np.ndarray  # int32 label index per row
-    row_of: dict[str, int]
+Products = ProductTable
+"""The id map of the index: row i of the index is ids[i] (server/catalogue.py)."""
 
 
 class Bundle:
@@ -144,7 +139,7 @@ class Bundle:
             self.search_default_mode = self.lexical_spec.default_mode if self.lexical_spec else "dense"
         # Relevance over candidates given by id reads the product side of its features from here.
         self.lexicon = (
-            TitleLexicon(self.products.titles, self.featurizer)
+            self.products.lexicon(self.featurizer)
             if self.products is not None and self.relevance is not None
             else None
         )
@@ -171,7 +166,20 @@ class Bundle:
             )
         if index.metric != "cos":
             raise BundleError(f"{index_file}: index metric must be cos, got {index.metric}")
-        products = _load_products(self.directory / products_file, products_file, len(self.labels))
+        if spec.arrays is not None:
+            if len(index) != (spec.count or 0) * views:
+                raise BundleError(
+                    f"{index_file}: index holds {len(index)} vectors but the product arrays list "
+                    f"{spec.count} products with {views} view(s) each"
+                )
+            self.manifest.check_arrays()
+            products = ProductTable.open(self.directory, spec.arrays, len(self.labels), views)
+        else:  # schema 2: products.json, turned into the same arrays here
+            assert products_file is not None
+            products = from_products_json(
+                self.directory / products_file, len(self.labels), self.featurizer, index.all_views
+            )
+        products_file = products_file or "the product arrays"
         if len(index) != len(products.ids) * views:
             raise BundleError(
                 f"{index_file}: index holds {len(index)} vectors but {products_file} "
@@ -301,19 +309,3 @@ def _check_relevance_names(relevance: ModelComponent) -> None:
     grades = None if relevance.grades is None else list(relevance.grades)
     if grades != list(GRADES):
         raise BundleError(f"components.relevance.grades: expected {list(GRADES)}, got {grades}")
-
-
-def _load_products(path: Path, name: str, n_labels: int) -> Products:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        ids, titles, categories = raw["ids"], raw["titles"], raw["categories"]
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise BundleError(f"{name}: must be JSON with ids, titles and categories lists ({e})") from e
-    if not (len(ids) == len(titles) == len(categories)):
-        raise BundleError(f"{name}: ids, titles and categories differ in length")
-    if len(set(ids)) != len(ids):
-        raise BundleError(f"{name}: product ids are not unique")
-    cats = np.asarray(categories, dtype=np.int64)
-    if len(cats) and (cats.min() < 0 or cats.max() >= n_labels):
-        raise BundleError(f"{name}: a category index is outside the {n_labels} labels")
-    return Products(tuple(ids), tuple(titles), cats.astype(np.int32), {pid: i for i, pid in enumerate(ids)})

@@ -14,7 +14,9 @@ Ids are stable across processes and machines (crc32, never Python's salted hash(
 
 from __future__ import annotations
 
+import hashlib
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -206,41 +208,74 @@ def relevance_features(
 
 
 class TitleLexicon:
-    """The product side of the lexical features, computed once per bundle: each title's distinct word ids
-    and character n-gram ids as CSR rows, and its normalized text. Candidates given by product id then
-    get their features with array operations, with no Python loop over candidates; the numbers equal
-    `lexical_features` on the same titles."""
+    """The product side of the lexical features, computed once per catalogue: each title's distinct words
+    (as 64-bit hashes) and character n-gram ids as CSR rows, and a 64-bit hash of its normalized text.
+    Candidates given by product id then get their features with array operations, with no Python loop over
+    candidates; the numbers equal `lexical_features` on the same titles. The arrays (`ARRAYS`) are what a
+    bundle stores (server/catalogue.py), so a server opens them memory-mapped instead of building them."""
 
-    def __init__(self, titles: list[str], featurizer: Featurizer) -> None:
+    ARRAYS = ("word_indptr", "word_ids", "char_indptr", "char_ids", "text_hash")
+
+    def __init__(self, arrays: dict[str, np.ndarray], featurizer: Featurizer) -> None:
         self._featurizer = featurizer
-        self._word_ids: dict[str, int] = {}
-        word_rows, char_rows, texts = [], [], []
-        for title in titles:
-            words = featurizer.words(title)
-            word_rows.append(sorted({self._word_ids.setdefault(w, len(self._word_ids)) for w in words}))
-            char_rows.append(sorted(featurizer.char_ids(words)))
-            texts.append(" ".join(words))
-        self._words = _csr(word_rows)
-        self._chars = _csr(char_rows)
-        self._texts = np.array(texts, dtype=object)
+        self._words = arrays["word_indptr"], arrays["word_ids"]
+        self._chars = arrays["char_indptr"], arrays["char_ids"]
+        self._text_hash = arrays["text_hash"]
+
+    @classmethod
+    def of_titles(cls, titles: Sequence[str], featurizer: Featurizer) -> TitleLexicon:
+        return cls(title_lexicon_arrays(titles, featurizer), featurizer)
 
     def features(self, query_words: list[str], rows: np.ndarray) -> dict[str, np.ndarray]:
         """`lexical_features` for the products at `rows`."""
-        q_words = {self._word_ids.get(w, -1) for w in set(query_words)}
+        q_words = {word_hash(w) for w in set(query_words)}
         q_chars = self._featurizer.char_ids(query_words)
         n_words, n_chars = len(set(query_words)), len(q_chars)
         return {
-            "title_equal": (self._texts[rows] == " ".join(query_words)).astype(np.float32),
+            "title_equal": (self._text_hash[rows] == text_hash(query_words)).astype(np.float32),
             "word_coverage": _hits(self._words, rows, q_words) / max(n_words, 1),
             "char_coverage": _hits(self._chars, rows, q_chars) / max(n_chars, 1),
             "query_words": np.full(len(rows), len(query_words), dtype=np.float32),
         }
 
 
-def _csr(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+def word_hash(word: str) -> int:
+    """A stable signed 64-bit id of a word: ids need no vocabulary, so a catalogue update adds titles
+    without renumbering the others."""
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def text_hash(words: list[str]) -> np.uint64:
+    """A stable 64-bit hash of a normalized text (its words joined by spaces): equal texts, equal hashes."""
+    digest = hashlib.blake2b(" ".join(words).encode(), digest_size=8).digest()
+    return np.uint64(int.from_bytes(digest, "little"))
+
+
+def title_lexicon_arrays(titles: Sequence[str], featurizer: Featurizer) -> dict[str, np.ndarray]:
+    """TitleLexicon.ARRAYS of `titles`: int64 CSR of word hashes, int32 CSR of character n-gram ids (sorted
+    and distinct within a row), and uint64 text hashes."""
+    word_rows, char_rows = [], []
+    hashes = np.empty(len(titles), dtype=np.uint64)
+    for i, title in enumerate(titles):
+        words = featurizer.words(title)
+        word_rows.append(sorted({word_hash(w) for w in words}))
+        char_rows.append(sorted(featurizer.char_ids(words)))
+        hashes[i] = text_hash(words)
+    word_indptr, word_ids = _csr(word_rows, np.int64)
+    char_indptr, char_ids = _csr(char_rows, np.int32)
+    return {
+        "word_indptr": word_indptr,
+        "word_ids": word_ids,
+        "char_indptr": char_indptr,
+        "char_ids": char_ids,
+        "text_hash": hashes,
+    }
+
+
+def _csr(rows: list[list[int]], dtype: type[np.generic]) -> tuple[np.ndarray, np.ndarray]:
     starts = np.zeros(len(rows) + 1, dtype=np.int64)
     starts[1:] = np.cumsum([len(r) for r in rows])
-    values = np.fromiter((v for r in rows for v in r), dtype=np.int64, count=int(starts[-1]))
+    values = np.fromiter((v for r in rows for v in r), dtype=dtype, count=int(starts[-1]))
     return starts, values
 
 

@@ -48,10 +48,12 @@ from server.manifest_parts import (
     MANIFEST,
     MODEL_COMPONENTS,
     OPTIONAL,
+    PRODUCT_ARRAYS,
     SAFE_NAME,
     SCHEMA_VERSION,
     SEARCH_MODES,
     SUPPORTED_SCHEMA_VERSIONS,
+    ArraySpec,
     BundleError,
     Components,
     FeaturizerSection,
@@ -62,8 +64,11 @@ from server.manifest_parts import (
     ModelComponent,
     RulesComponent,
     TensorSpec,
+    array_file,
     category_id,
+    check_array_shapes,
     files_of,
+    parts_sha256,
     sha256_file,
     tensor,
 )
@@ -76,10 +81,12 @@ __all__ = [
     "MANIFEST",
     "MODEL_COMPONENTS",
     "OPTIONAL",
+    "PRODUCT_ARRAYS",
     "SAFE_NAME",
     "SCHEMA_VERSION",
     "SEARCH_MODES",
     "SUPPORTED_SCHEMA_VERSIONS",
+    "ArraySpec",
     "BundleError",
     "Components",
     "FeaturizerSection",
@@ -91,8 +98,11 @@ __all__ = [
     "ModelComponent",
     "RulesComponent",
     "TensorSpec",
+    "array_file",
     "category_id",
+    "check_array_shapes",
     "files_of",
+    "parts_sha256",
     "sha256_file",
     "tensor",
 ]
@@ -171,6 +181,14 @@ class Manifest:
         tokenizer = _listed_file(featurizer_json, "featurizer", "tokenizer", files)
         del featurizer_json["tokenizer"]
         components = _parse_components(_field(m, "components", dict), files)
+        index = components.index
+        if index is not None and index.arrays is not None:
+            if version < 3:
+                raise BundleError(
+                    f"components.index.arrays: needs schema_version 3, the manifest says {version}"
+                )
+            if index.count is None:
+                raise BundleError("components.index.count: needed with arrays")
         return cls(
             bundle_version=bundle_version,
             created_at=created_at,
@@ -185,14 +203,39 @@ class Manifest:
             schema_version=version,
         )
 
+    def check_arrays(self) -> None:
+        """The product arrays' dtypes and shapes against PRODUCT_ARRAYS, the product count and the labels
+        (server/bundle.py calls it once the models agree with the labels, so a label count that disagrees
+        with the models is reported as that)."""
+        index = self.components.index
+        if index is not None and index.arrays is not None:
+            check_array_shapes(
+                index.arrays,
+                index.count or 0,
+                len(self.labels),
+                self.embedding_dim,
+                "components.index.arrays",
+            )
+
     def verify_files(self, directory: Path) -> None:
-        """Every listed file is in `directory` with the sha256 the manifest gives."""
+        """Every listed file is in `directory` with the size and hash the manifest gives: the parts hash
+        (every part of every file in parallel) where the manifest has one, else the whole file's sha256."""
         for name, entry in self.files.items():
             path = directory / name
             if not path.is_file():
                 raise BundleError(f"{name}: listed in the manifest but missing from {directory}")
-            actual = sha256_file(path)
-            if actual != entry.sha256:
+            size = path.stat().st_size
+            if entry.bytes is not None and size != entry.bytes:
+                raise BundleError(f"{name}: sha256 mismatch: {size} bytes, the manifest says {entry.bytes}")
+        parted = [name for name, entry in self.files.items() if entry.parts is not None]
+        for name, actual in zip(parted, parts_sha256([directory / n for n in parted]), strict=True):
+            if actual != self.files[name].parts:
+                raise BundleError(
+                    f"{name}: parts sha256 mismatch (manifest {self.files[name].parts[:12]}..., "
+                    f"file {actual[:12]}...)"
+                )
+        for name, entry in self.files.items():
+            if entry.parts is None and (actual := sha256_file(directory / name)) != entry.sha256:
                 raise BundleError(
                     f"{name}: sha256 mismatch (manifest {entry.sha256[:12]}..., file {actual[:12]}...)"
                 )
@@ -220,7 +263,10 @@ def _parse_files(raw: dict[str, Any]) -> dict[str, FileEntry]:
         size = entry.get("bytes")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
             raise BundleError(f"files.{name}.bytes: must be a non-negative integer, got {size!r}")
-        files[name] = FileEntry(entry["sha256"], size)
+        parts = entry.get("parts")
+        if parts is not None and not isinstance(parts, str):
+            raise BundleError(f"files.{name}.parts: must be a string, got {parts!r}")
+        files[name] = FileEntry(entry["sha256"], size, parts)
     return files
 
 
@@ -326,10 +372,32 @@ def _parse_model(name: str, raw: dict[str, Any], files: dict[str, FileEntry]) ->
     )
 
 
+def _parse_arrays(raw: Any, files: dict[str, FileEntry], where: str) -> dict[str, ArraySpec]:
+    if not isinstance(raw, dict):
+        raise BundleError(f"{where}: must be an object of {list(PRODUCT_ARRAYS)}")
+    arrays = {}
+    for role, spec in raw.items():
+        if not isinstance(spec, dict):
+            raise BundleError(f"{where}.{role}: must be an object with file, dtype and shape")
+        file = _listed_file(spec, f"{where}.{role}", "file", files)
+        dtype, shape = spec.get("dtype"), spec.get("shape")
+        if not file.endswith(".npy") or not isinstance(dtype, str):
+            raise BundleError(f"{where}.{role}: needs an .npy file and a dtype string")
+        if not isinstance(shape, list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape
+        ):
+            raise BundleError(f"{where}.{role}.shape: must be a list of non-negative integers, got {shape!r}")
+        arrays[role] = ArraySpec(file, dtype, tuple(shape))
+    return arrays
+
+
 def _parse_index(raw: dict[str, Any], files: dict[str, FileEntry]) -> IndexComponent:
     where = "components.index"
     file = _listed_file(raw, where, "file", files)
-    products = _listed_file(raw, where, "products", files)
+    arrays = _parse_arrays(raw["arrays"], files, f"{where}.arrays") if "arrays" in raw else None
+    products = (
+        None if arrays is not None and "products" not in raw else _listed_file(raw, where, "products", files)
+    )
     views = raw.get("views", 1)
     if not isinstance(views, int) or isinstance(views, bool) or views < 1:
         raise BundleError(f"{where}.views: must be a positive integer, got {views!r}")
@@ -339,7 +407,7 @@ def _parse_index(raw: dict[str, Any], files: dict[str, FileEntry]) -> IndexCompo
     metric = raw.get("metric", "cos")
     if not isinstance(metric, str):
         raise BundleError(f"{where}.metric: must be a string, got {metric!r}")
-    return IndexComponent(file, products, str(raw.get("description", "")), metric, views, count)
+    return IndexComponent(file, products, str(raw.get("description", "")), metric, views, count, arrays)
 
 
 def _parse_lexical(raw: dict[str, Any], files: dict[str, FileEntry]) -> LexicalComponent:

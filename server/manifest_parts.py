@@ -5,14 +5,17 @@ manifest itself, its parsing and its writing are in server/manifest.py, which re
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
-SUPPORTED_SCHEMA_VERSIONS = (2,)
+# 3: the product side as memory-mapped arrays (components.index.arrays) and files hashed in parts.
+SCHEMA_VERSION = 3
+SUPPORTED_SCHEMA_VERSIONS = (2, 3)
 MANIFEST = "manifest.json"
 # What each capability needs. A bundle trained without a product catalogue (taxonomy only) has intent alone.
 CAPABILITIES = {
@@ -45,12 +48,44 @@ class BundleError(ValueError):
     """The bundle cannot be served; the message says what is wrong."""
 
 
+PART_BYTES = 64 << 20
+"""A file's `parts` hash is the sha256 of its PART_BYTES parts' sha256 digests, in order: the parts of
+every file are hashed in parallel (hashlib releases the GIL), so a gigabyte index is checked in a fraction
+of the time one whole-file sha256 takes."""
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _part_digest(path: Path, start: int) -> bytes:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        f.seek(start)
+        left = PART_BYTES
+        while left and (chunk := f.read(min(left, 8 << 20))):
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.digest()
+
+
+def parts_sha256(paths: list[Path], threads: int | None = None) -> list[str]:
+    """Each file's `parts` hash (see PART_BYTES), every part of every file on a pool of `threads` (default:
+    the CPUs this process may use)."""
+    jobs = [
+        (i, start) for i, p in enumerate(paths) for start in range(0, max(p.stat().st_size, 1), PART_BYTES)
+    ]
+    workers = threads or len(os.sched_getaffinity(0))
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
+        digests = list(pool.map(lambda job: _part_digest(paths[job[0]], job[1]), jobs))
+    out = [hashlib.sha256() for _ in paths]
+    for (i, _), d in zip(jobs, digests, strict=True):
+        out[i].update(d)
+    return [h.hexdigest() for h in out]
 
 
 def category_id(path: str) -> str:
@@ -90,19 +125,81 @@ class Label:
 @dataclass(frozen=True, slots=True)
 class FileEntry:
     sha256: str
-    bytes: int | None = None  # the size, for people reading the manifest; the sha256 is what is checked
+    bytes: int | None = None  # the size; checked before any hash when given
+    parts: str | None = None  # the parts hash (PART_BYTES); when given, it is what is checked, in parallel
 
     @classmethod
-    def of(cls, path: Path) -> FileEntry:
-        return cls(sha256_file(path), path.stat().st_size)
+    def of(cls, path: Path, parts: str | None = None) -> FileEntry:
+        return cls(sha256_file(path), path.stat().st_size, parts or parts_sha256([path])[0])
 
     def to_json(self) -> dict[str, Any]:
-        return {"sha256": self.sha256} | ({} if self.bytes is None else {"bytes": self.bytes})
+        optional = {"bytes": self.bytes, "parts": self.parts}
+        return {"sha256": self.sha256} | {k: v for k, v in optional.items() if v is not None}
 
 
 def files_of(directory: Path) -> dict[str, FileEntry]:
     """Every file in `directory` but the manifest, by name in sorted order: a bundle's `files`."""
-    return {f.name: FileEntry.of(f) for f in sorted(directory.iterdir()) if f.name != MANIFEST}
+    paths = [f for f in sorted(directory.iterdir()) if f.name != MANIFEST]
+    return {f.name: FileEntry.of(f, parts) for f, parts in zip(paths, parts_sha256(paths), strict=True)}
+
+
+@dataclass(frozen=True, slots=True)
+class ArraySpec:
+    """A memory-mapped .npy file of the product side: its dtype (numpy's dtype.str) and shape."""
+
+    file: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+# What a bundle stores per product (schema 3), computed when it is built, so a server opens it memory-mapped
+# (server/catalogue.py): role -> (dtype, shape), where n is the product count, L the label count, v the
+# views, d the embedding dim, and None a size the other arrays fix. "|S" is fixed-width UTF-8 bytes.
+PRODUCT_ARRAYS: dict[str, tuple[str, tuple[str | None, ...]]] = {
+    "ids": ("|S", ("n",)),  # product ids in row order
+    "sorted_ids": ("|S", ("n",)),  # the same, sorted: an id is found by binary search
+    "sorted_rows": ("<i8", ("n",)),  # the row of each sorted id
+    "categories": ("<i4", ("n",)),  # label index per row
+    "title_offsets": ("<i8", ("n+1",)),  # row i's title is title_bytes[offsets[i]:offsets[i + 1]]
+    "title_bytes": ("|u1", (None,)),  # the titles, UTF-8
+    "word_indptr": ("<i8", ("n+1",)),  # relevance lexicon (server/featurize.py TitleLexicon)
+    "word_ids": ("<i8", (None,)),
+    "char_indptr": ("<i8", ("n+1",)),
+    "char_ids": ("<i4", (None,)),
+    "text_hash": ("<u8", ("n",)),
+    "category_offsets": ("<i8", ("L+1",)),  # label c's rows are category_rows[offsets[c]:offsets[c + 1]]
+    "category_rows": ("<i8", ("n",)),
+    "exact_start": ("<i8", ("L",)),  # first exact_vectors row of label c's vectors, -1 if not stored
+    "exact_vectors": ("<f2", (None, "d")),  # [rows x views, d]: small categories' vectors, contiguous
+}
+
+
+def array_file(role: str) -> str:
+    return f"products_{role}.npy"
+
+
+def check_array_shapes(arrays: dict[str, ArraySpec], count: int, labels: int, dim: int, where: str) -> None:
+    """Each array's dtype and shape as PRODUCT_ARRAYS states them; BundleError names the one at fault."""
+    sizes = {"n": count, "n+1": count + 1, "L": labels, "L+1": labels + 1, "d": dim}
+    missing = [role for role in PRODUCT_ARRAYS if role not in arrays]
+    unknown = [role for role in arrays if role not in PRODUCT_ARRAYS]
+    if missing or unknown:
+        raise BundleError(f"{where}: arrays missing {missing}, unknown {unknown}")
+    for role, (dtype, shape) in PRODUCT_ARRAYS.items():
+        spec = arrays[role]
+        ok_dtype = spec.dtype.startswith(dtype) if dtype == "|S" else spec.dtype == dtype
+        expected = tuple(sizes[s] if isinstance(s, str) else None for s in shape)
+        ok_shape = len(spec.shape) == len(expected) and all(
+            e is None or e == a for e, a in zip(expected, spec.shape, strict=True)
+        )
+        if not ok_dtype or not ok_shape:
+            raise BundleError(
+                f"{where}.{role}: {spec.file} is {spec.dtype}{list(spec.shape)}, expected {dtype}"
+                f"{[s if s else '*' for s in shape]} with n={count}, L={labels}, d={dim}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,18 +244,26 @@ class ModelComponent:
 
 @dataclass(frozen=True, slots=True)
 class IndexComponent:
-    """The usearch index (`views` vectors per product) and products.json, its row -> product map."""
+    """The usearch index (`views` vectors per product) and its row -> product map: the product arrays
+    (schema 3, PRODUCT_ARRAYS) or, in schema 2 bundles, products.json."""
 
     file: str
-    products: str
+    products: str | None
     description: str = ""
     metric: str = "cos"
     views: int = 1
     count: int | None = None  # products in the index
+    arrays: dict[str, ArraySpec] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out = {"file": self.file, "products": self.products, "description": self.description}
-        return out | {"metric": self.metric, "views": self.views, "count": self.count}
+        out: dict[str, Any] = {"file": self.file}
+        if self.products is not None:
+            out["products"] = self.products
+        out |= {"description": self.description, "metric": self.metric, "views": self.views}
+        out["count"] = self.count
+        if self.arrays is not None:
+            out["arrays"] = {role: spec.to_json() for role, spec in self.arrays.items()}
+        return out
 
 
 @dataclass(frozen=True, slots=True)

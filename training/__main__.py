@@ -1,7 +1,8 @@
 """sift-train: distil transformer teachers into small students and write a versioned artifact bundle.
 
 `sift-train [options]` trains a bundle; `sift-train report [options]` writes the quality report (see
-training/report/)."""
+training/report/); `sift-train update --bundle OLD --data FILE --output NEW [--remove IDS]` changes a
+bundle's catalogue without retraining (training/catalogue_update.py)."""
 
 from __future__ import annotations
 
@@ -130,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
         from training.report import main as report_main
 
         report_main(args[1:])
+        return
+    if args[:1] == ["update"]:
+        from training.catalogue_update import update_main
+
+        update_main(args[1:])
         return
     settings = parse_settings(args)
     engine = None

@@ -12,6 +12,7 @@ from typing import Any
 
 from server.featurize import RELEVANCE_FEATURES, FeaturizerConfig
 from server.manifest import (
+    ArraySpec,
     Components,
     FeaturizerSection,
     IndexComponent,
@@ -56,8 +57,10 @@ def write_manifest(
     *,
     query_student: dict[str, Any] | None = None,
     lexical: LexicalComponent | None = None,
+    arrays: dict[str, ArraySpec] | None = None,
 ) -> None:
-    """`query_student` is the transformer student's export record (layers, max_tokens), when it ships."""
+    """`query_student` is the transformer student's export record (layers, max_tokens), when it ships;
+    `arrays` the product arrays (training/catalogue_update.py write_product_side)."""
     now = datetime.now(UTC)
     ids = (tensor("ids", "int64", "batch", "features"),)
     teachers = ", ".join(TEACHERS[t] for t in preset.methods.teachers)
@@ -87,10 +90,11 @@ def write_manifest(
         ),
         "index": IndexComponent(
             "index.usearch",
-            "products.json",
+            None,
             f"usearch HNSW over {product_teacher} product embeddings ({views} view(s) per product), cos, f16",
             views=views,
             count=len(data.titles),
+            arrays=arrays,
         ),
     }
     if query_student is not None:

@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime  # noqa: F401 - must load before usearch: the reverse order segfaults in onnxruntime's import
-from usearch.index import Index
+from usearch.index import Index, MetricKind
+from usearch.index import search as exact_vectors_search
+
+OVERFETCH = 2.0
+"""A filtered search through the ANN index asks for OVERFETCH x k x views / share hits, so that about twice
+the k it needs fall in the category; it asks again for 4x as many when fewer than k did."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowFilter:
+    """The rows a category filter allows (server/catalogue.py builds it), and what searching them needs."""
+
+    rows: np.ndarray
+    """int64 rows of the products in the filter's categories."""
+    share: float
+    """len(rows) / the catalogue's products."""
+    vectors: np.ndarray | None
+    """float16 [len(rows) x views, dim], row by row in `rows` order, when the bundle stores them."""
+    labels: np.ndarray
+    """The filter's label indices."""
+    categories: np.ndarray
+    """The label index of every product row (to test a hit's membership)."""
+
+    def allows(self, rows: np.ndarray) -> np.ndarray:
+        return np.isin(self.categories[rows], self.labels)
 
 
 class ProductIndex:
@@ -64,6 +90,36 @@ class ProductIndex:
         if len(keys) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack(self._index.get(keys.astype(np.uint64))).astype(np.float32)
+
+    def filtered_search(self, query: np.ndarray, k: int, where: RowFilter) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows among `where`'s and their cosine similarities, nearest first: exact over the stored
+        vectors of small categories, else over-fetched from the ANN index and filtered, else (when even a
+        wider over-fetch leaves fewer than k) exact over the rows' vectors fetched from the index."""
+        k = min(k, len(where.rows))
+        if k == 0:
+            return where.rows[:0], np.zeros(0, dtype=np.float32)
+        if where.vectors is not None:
+            found = exact_vectors_search(
+                where.vectors, query.astype(np.float16), k * self.views, MetricKind.Cos, exact=True, threads=1
+            )
+            return self._best_rows(where.rows[found.keys.astype(np.int64) // self.views], found.distances, k)
+        count = math.ceil(OVERFETCH * k * self.views / max(where.share, 1e-9))
+        while count < len(self):
+            matches = self._index.search(query, count)
+            keys = matches.keys.astype(np.int64) // self.views
+            keep = where.allows(keys)
+            if np.unique(keys[keep]).size >= k:
+                return self._best_rows(keys[keep], matches.distances[keep], k)
+            count *= 4
+        return self.exact_search(query, where.rows, k)
+
+    @staticmethod
+    def _best_rows(rows: np.ndarray, distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first k distinct rows of hits ordered nearest first (a row's first hit is its best view)."""
+        scores = 1.0 - distances.astype(np.float32)
+        _, first = np.unique(rows, return_index=True)
+        first = np.sort(first)[:k]
+        return rows[first], scores[first]
 
     def exact_search(self, query: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k among the given rows (used for category filters)."""

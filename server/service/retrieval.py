@@ -10,6 +10,7 @@ import numpy as np
 from server import metrics, timing
 from server.bundle import Bundle
 from server.errors import InvalidArgument, NotFound
+from server.runtime.index import RowFilter
 from server.runtime.search import search
 from server.service.cache import ResponseCache
 from server.service.store import BundleStore
@@ -114,7 +115,7 @@ def _check_mode(bundle: Bundle, mode: str, raw_vector: bool) -> str:
     return mode or bundle.search_default_mode
 
 
-def _category_rows(bundle: Bundle, category: str) -> np.ndarray:
+def _category_rows(bundle: Bundle, category: str) -> RowFilter:
     """Rows of products in `category` (an id or a path) or any category below it."""
     wanted = category.strip().lower()
     matches = [
@@ -127,4 +128,4 @@ def _category_rows(bundle: Bundle, category: str) -> np.ndarray:
     ]
     if not matches:
         raise NotFound("category", f"no category id or path matches {shown(category)}")
-    return np.flatnonzero(np.isin(bundle.products.categories, matches)).astype(np.int64)
+    return bundle.products.category_filter(matches, bundle.index.views)

@@ -261,7 +261,7 @@ def test_bad_input_gets_status_naming_field(
     assert ok.categories
 
 
-def test_metrics_endpoint(live_server: LiveServer, channel: grpc.Channel) -> None:
+def test_metrics_endpoint(live_server: LiveServer, channel: grpc.Channel, tiny_bundle: Path) -> None:
     intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(intent_pb2.ClassifyIntentRequest(query="lamp"))
     text = live_server.metrics()
     assert 'sift_request_duration_seconds_count{code="OK",method="ClassifyIntent"}' in text
@@ -271,7 +271,8 @@ def test_metrics_endpoint(live_server: LiveServer, channel: grpc.Channel) -> Non
     )
     assert 'sift_inference_duration_seconds_count{model="intent"}' in text
     assert "sift_featurize_duration_seconds_count" in text
-    assert 'sift_bundle_info{schema_version="2",version="tiny-' in text
+    schema = load_bundle(tiny_bundle).schema_version
+    assert f'sift_bundle_info{{schema_version="{schema}",version="tiny-' in text
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed (Debian package prometheus); .ci/run installs it")

@@ -13,7 +13,7 @@ import pytest
 
 from server.bundle import MANIFEST, BundleError, load_bundle, sha256_file
 from server.errors import FailedPrecondition
-from server.manifest import Manifest
+from server.manifest import FileEntry, Manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,8 +26,31 @@ def edit_manifest(bundle: Path, change: Callable[[dict[str, Any]], None]) -> Non
 
 
 def reseal(bundle: Path, name: str) -> None:
-    """Updates a file's sha256 in the manifest, so only the deeper check can catch the change."""
-    edit_manifest(bundle, lambda m: m["files"][name].update(sha256=sha256_file(bundle / name)))
+    """Updates a file's hashes in the manifest, so only the deeper check can catch the change."""
+    edit_manifest(bundle, lambda m: m["files"].update({name: FileEntry.of(bundle / name).to_json()}))
+
+
+def as_schema2(bundle: Path) -> None:
+    """Rewrites a bundle as schema 2 wrote it: products.json instead of the product arrays."""
+    products = load_bundle(bundle).products
+    assert products is not None
+    raw = {
+        "ids": list(products.ids),
+        "titles": list(products.titles),
+        "categories": products.categories.tolist(),
+    }
+    (bundle / "products.json").write_text(json.dumps(raw))
+
+    def older(m: dict[str, Any]) -> None:
+        index = m["components"]["index"]
+        for spec in index.pop("arrays", {}).values():
+            m["files"].pop(spec["file"])
+            (bundle / spec["file"]).unlink()
+        index["products"] = "products.json"
+        m["schema_version"] = 2
+
+    edit_manifest(bundle, older)
+    reseal(bundle, "products.json")
 
 
 def test_tiny_bundle_loads(tiny_bundle: Path) -> None:
@@ -127,7 +150,35 @@ def test_path_outside_bundle(bundle_copy: Path) -> None:
         load_bundle(bundle_copy)
 
 
+def test_schema2_bundle_loads(bundle_copy: Path, tiny_bundle: Path) -> None:
+    """A bundle written before the product arrays (products.json) loads and answers as the new one."""
+    as_schema2(bundle_copy)
+    old, new = load_bundle(bundle_copy), load_bundle(tiny_bundle)
+    assert old.schema_version == 2 and list(old.products.ids) == list(new.products.ids)
+    for role in ("categories", "text_hash", "word_ids", "char_ids", "category_rows", "exact_vectors"):
+        assert (old.products.arrays[role] == new.products.arrays[role]).all(), role
+
+
+def test_product_array_dtype_mismatch(bundle_copy: Path) -> None:
+    edit_manifest(bundle_copy, lambda m: m["components"]["index"]["arrays"]["categories"].update(dtype="<i8"))
+    with pytest.raises(BundleError, match="arrays.categories: products_categories.npy is <i8"):
+        load_bundle(bundle_copy)
+
+
+def test_product_array_category_out_of_range(bundle_copy: Path) -> None:
+    import numpy as np
+
+    path = bundle_copy / "products_categories.npy"
+    categories = np.load(path)
+    categories[0] = 10_000
+    np.save(path, categories, allow_pickle=False)
+    reseal(bundle_copy, path.name)
+    with pytest.raises(BundleError, match="products_categories.npy: values outside"):
+        load_bundle(bundle_copy)
+
+
 def test_index_count_mismatch(bundle_copy: Path) -> None:
+    as_schema2(bundle_copy)
     products = json.loads((bundle_copy / "products.json").read_text())
     for key in ("ids", "titles", "categories"):
         products[key].pop()
@@ -138,6 +189,7 @@ def test_index_count_mismatch(bundle_copy: Path) -> None:
 
 
 def test_product_category_out_of_range(bundle_copy: Path) -> None:
+    as_schema2(bundle_copy)
     products = json.loads((bundle_copy / "products.json").read_text())
     products["categories"][0] = 10_000
     (bundle_copy / "products.json").write_text(json.dumps(products))

@@ -95,7 +95,7 @@ def test_title_lexicon_equals_lexical_features(featurizer: Featurizer) -> None:
         "Brass Floor Lamp with Shade",
         "Chairs chair CHAIR",
     ]
-    lexicon = TitleLexicon(titles, featurizer)
+    lexicon = TitleLexicon.of_titles(titles, featurizer)
     rows = np.array([4, 0, 1, 3, 0, 5, 2], dtype=np.int64)
     for query in ("oak coffee table", "chair", "brass lamps shade", "zzz unknown", "Navy velvet chairs"):
         words = featurizer.words(query)

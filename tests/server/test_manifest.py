@@ -91,7 +91,9 @@ def test_built_manifest_round_trips(tmp_path: Path) -> None:
 def test_files_of_lists_sizes_and_skips_the_manifest(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_text("[]")
     (tmp_path / MANIFEST).write_text("{}")
-    assert files_of(tmp_path) == {"a.json": FileEntry(hashlib.sha256(b"[]").hexdigest(), 2)}
+    digest = hashlib.sha256(b"[]")
+    parts = hashlib.sha256(digest.digest()).hexdigest()  # one part: the sha256 of its sha256
+    assert files_of(tmp_path) == {"a.json": FileEntry(digest.hexdigest(), 2, parts)}
 
 
 def test_write_refuses_an_invalid_manifest(tmp_path: Path) -> None:
@@ -116,7 +118,7 @@ def _refused(tmp_path: Path, change: Any, match: str, make: Any = None) -> None:
 @pytest.mark.parametrize(
     ("change", "match"),
     [
-        (lambda m: m.update(schema_version=3), "schema_version 3 is not supported"),
+        (lambda m: m.update(schema_version=4), "schema_version 4 is not supported"),
         (lambda m: m.pop("code_version"), "field code_version is missing"),
         (lambda m: m.update(embedding_dim=True), "field embedding_dim must be int, got bool"),
         (lambda m: m["files"].update({"x.pkl": {"sha256": "0"}}), "files.x.pkl: not an allowed bundle file"),

@@ -23,6 +23,7 @@ from server._proto.sift.v1 import (
     relevance_pb2,
     relevance_pb2_grpc,
 )
+from server.manifest import Manifest
 from tests.conftest import LiveServer, start_server, stop_server
 from tests.server.test_bundle import edit_manifest
 
@@ -114,7 +115,8 @@ def test_reload_under_load_good_then_corrupt(tiny_bundle: Path, tmp_path: Path) 
         assert _version(server) == "tiny-reloaded"
         text = server.metrics()
         assert "sift_bundle_load_failures_total 1.0" in text
-        assert 'sift_bundle_info{schema_version="2",version="tiny-reloaded"} 1.0' in text
+        schema = Manifest.read(new).schema_version
+        assert f'sift_bundle_info{{schema_version="{schema}",version="tiny-reloaded"}} 1.0' in text
         assert before not in text
     finally:
         assert stop_server(server) == 0

@@ -17,6 +17,7 @@ from server._proto.sift.v1 import (
     retrieval_pb2,
     retrieval_pb2_grpc,
 )
+from server.manifest import Manifest
 from tests.conftest import LiveServer, start_server, stop_server
 
 QUERIES = ["oak coffee table", "velvet chair", "brass lamp", "rug", "bath vanity", "oak coffee table"]
@@ -135,7 +136,8 @@ def test_two_workers_share_the_port_and_one_metrics_endpoint(
             v for v in lines if v.startswith('sift_request_duration_seconds_count{code="OK",method="Search"}')
         )
         assert float(count.split()[-1]) == 3 * len(QUERIES)  # summed over both workers' files
-        assert any(v.startswith('sift_bundle_info{schema_version="2",version="tiny-') for v in lines)
+        schema = Manifest.read(tiny_bundle).schema_version
+        assert any(v.startswith(f'sift_bundle_info{{schema_version="{schema}",version="tiny-') for v in lines)
     finally:
         assert stop_server(server) == 0
     log = server.log()

@@ -1,0 +1,251 @@
+"""The product side of a bundle as arrays: ids, titles, categories, the relevance lexicon and the rows and
+vectors a category filter searches (server/manifest_parts.py PRODUCT_ARRAYS states each one's dtype and
+shape).
+
+Training computes them when it writes a bundle (`product_arrays`, `save_product_arrays`), and the server
+opens them memory-mapped (`ProductTable.open`, numpy without pickle): opening costs the same at a hundred or
+a million products, and every worker shares the pages through the page cache. A schema 2 bundle's
+products.json is turned into the same arrays in memory at load, as it always was parsed.
+
+A category filter (`ProductTable.category_filter`) is searched exactly over its vectors when the bundle
+stores them contiguously (categories of at most EXACT_MAX_VECTORS vectors), otherwise through the ANN index
+with enough over-fetch for the category's share of the catalogue (server/runtime/index.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+
+from server.featurize import Featurizer, TitleLexicon, title_lexicon_arrays
+from server.manifest import PRODUCT_ARRAYS, ArraySpec, BundleError, array_file
+from server.runtime.index import RowFilter
+
+EXACT_MAX_VECTORS = 65536
+"""Categories with at most this many vectors (products x views) keep theirs contiguous for exact search:
+a few ms of SIMD distances at the limit, and below it cheaper than over-fetching from the ANN index."""
+
+
+class StrColumn(Sequence[str]):
+    """A read-only column of strings over either fixed-width bytes ([n] |S) or UTF-8 bytes and offsets."""
+
+    def __init__(self, fixed: np.ndarray | None = None, blob: np.ndarray | None = None, offsets=None) -> None:
+        self._fixed, self._blob, self._offsets = fixed, blob, offsets
+
+    def __len__(self) -> int:
+        return len(self._fixed) if self._fixed is not None else len(self._offsets) - 1
+
+    def _one(self, i: int) -> str:
+        if self._fixed is not None:
+            return bytes(self._fixed[i]).decode("utf-8")
+        start, end = int(self._offsets[i]), int(self._offsets[i + 1])
+        return bytes(self._blob[start:end]).decode("utf-8")
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self._one(j) for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._one(i)
+
+
+class IdLookup:
+    """Product id -> row, by binary search over the sorted ids (no dict of a million strings)."""
+
+    def __init__(self, sorted_ids: np.ndarray, sorted_rows: np.ndarray) -> None:
+        self._ids, self._rows = sorted_ids, sorted_rows
+        self._width = sorted_ids.dtype.itemsize
+
+    def get(self, product_id: str, default: int | None = None) -> int | None:
+        key = product_id.encode("utf-8")
+        if not key or len(key) > self._width or key.endswith(b"\0") or not len(self._ids):
+            return default
+        i = int(np.searchsorted(self._ids, np.array(key, dtype=self._ids.dtype)))
+        if i < len(self._ids) and bytes(self._ids[i]) == key:
+            return int(self._rows[i])
+        return default
+
+    def __getitem__(self, product_id: str) -> int:
+        row = self.get(product_id)
+        if row is None:
+            raise KeyError(product_id)
+        return row
+
+    def __contains__(self, product_id: object) -> bool:
+        return isinstance(product_id, str) and self.get(product_id) is not None
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+class ProductTable:
+    """What the services read per product: ids, titles, categories, the id lookup, the relevance lexicon's
+    arrays, and category filters."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+        self.ids = StrColumn(fixed=arrays["ids"])
+        self.titles = StrColumn(blob=arrays["title_bytes"], offsets=arrays["title_offsets"])
+        self.categories = arrays["categories"]
+        self.row_of = IdLookup(arrays["sorted_ids"], arrays["sorted_rows"])
+
+    def __len__(self) -> int:
+        return len(self.categories)
+
+    @classmethod
+    def open(cls, directory: Path, specs: dict[str, ArraySpec], n_labels: int, views: int) -> ProductTable:
+        """The arrays memory-mapped; each one's dtype and shape must be the manifest's (which were checked
+        against PRODUCT_ARRAYS), and the few that index others are range-checked (a pass over a few MB)."""
+        arrays = {}
+        for role, spec in specs.items():
+            try:
+                array = np.load(directory / spec.file, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise BundleError(f"{spec.file}: cannot load as .npy without pickle ({e})") from e
+            if (
+                not isinstance(array, np.ndarray)
+                or array.dtype.str != spec.dtype
+                or array.shape != spec.shape
+            ):
+                raise BundleError(
+                    f"{spec.file}: holds {getattr(array, 'dtype', '?')}{list(getattr(array, 'shape', ()))}, "
+                    f"the manifest says {spec.dtype}{list(spec.shape)}"
+                )
+            arrays[role] = array
+        _check_ranges(arrays, n_labels, views)
+        return cls(arrays)
+
+    def lexicon(self, featurizer: Featurizer) -> TitleLexicon:
+        return TitleLexicon({k: self.arrays[k] for k in TitleLexicon.ARRAYS}, featurizer)
+
+    def category_filter(self, labels: list[int], views: int) -> RowFilter:
+        """The rows of products in any of `labels` (label indices)."""
+        offsets, rows = self.arrays["category_offsets"], self.arrays["category_rows"]
+        starts, exact = self.arrays["exact_start"], self.arrays["exact_vectors"]
+        parts = [(int(offsets[c]), int(offsets[c + 1]), int(starts[c])) for c in sorted(labels)]
+        selected = [rows[a:b] for a, b, _ in parts]
+        vectors = None
+        if all(s >= 0 for _, _, s in parts):
+            pieces = [exact[s : s + (b - a) * views] for a, b, s in parts]
+            vectors = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        picked = np.concatenate(selected).astype(np.int64) if selected else np.zeros(0, dtype=np.int64)
+        share = len(picked) / max(len(self), 1)
+        return RowFilter(picked, share, vectors, np.asarray(sorted(labels), dtype=np.int64), self.categories)
+
+
+def _check_ranges(arrays: dict[str, np.ndarray], n_labels: int, views: int) -> None:
+    n = len(arrays["categories"])
+    for role in ("title_offsets", "word_indptr", "char_indptr", "category_offsets"):
+        a = arrays[role]
+        end = {"title_offsets": "title_bytes", "word_indptr": "word_ids", "char_indptr": "char_ids"}
+        limit = len(arrays[end[role]]) if role in end else n
+        if len(a) and (a[0] != 0 or a[-1] != limit or np.any(np.diff(a) < 0)):
+            raise BundleError(f"{array_file(role)}: offsets must run from 0 to {limit} without decreasing")
+    for role, limit in (("categories", n_labels), ("sorted_rows", n), ("category_rows", n)):
+        a = arrays[role]
+        if len(a) and (int(a.min()) < 0 or int(a.max()) >= limit):
+            raise BundleError(f"{array_file(role)}: values outside [0, {limit})")
+    ends = arrays["exact_start"] + np.diff(arrays["category_offsets"]) * views
+    stored = arrays["exact_start"] >= 0
+    if np.any(arrays["exact_start"] < -1) or np.any(ends[stored] > len(arrays["exact_vectors"])):
+        raise BundleError(f"{array_file('exact_start')}: a category's vectors run past exact_vectors")
+
+
+def product_arrays(
+    ids: Sequence[str],
+    titles: Sequence[str],
+    categories: np.ndarray,
+    n_labels: int,
+    featurizer: Featurizer,
+    vectors: Callable[[np.ndarray], np.ndarray],
+    lexicon: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Every PRODUCT_ARRAYS array of a catalogue. `vectors(rows)` gives those rows' vectors, [rows, views,
+    dim]; `lexicon` the TitleLexicon arrays when the caller has them (an update splices them)."""
+    n = len(ids)
+    if len(set(ids)) != n:
+        raise ValueError("product ids are not unique")
+    if len(titles) != n or len(categories) != n:
+        raise ValueError("ids, titles and categories differ in length")
+    cats = np.asarray(categories, dtype=np.int64)
+    if n and (cats.min() < 0 or cats.max() >= n_labels):
+        raise ValueError(f"a category index is outside the {n_labels} labels")
+    encoded = np.array(
+        [i.encode("utf-8") for i in ids], dtype=f"S{max((len(i.encode()) for i in ids), default=1) or 1}"
+    )
+    order = np.argsort(encoded, kind="stable")
+    title_blobs = [t.encode("utf-8") for t in titles]
+    title_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in title_blobs], out=title_offsets[1:])
+    counts = np.bincount(cats, minlength=n_labels)
+    category_offsets = np.zeros(n_labels + 1, dtype=np.int64)
+    np.cumsum(counts, out=category_offsets[1:])
+    category_rows = np.argsort(cats, kind="stable").astype(np.int64)
+    probe = vectors(np.zeros(0, dtype=np.int64)) if n == 0 else vectors(np.arange(1))
+    views, dim = probe.shape[1], probe.shape[2]
+    exact_start = np.full(n_labels, -1, dtype=np.int64)
+    small = [c for c in range(n_labels) if 0 < counts[c] * views <= EXACT_MAX_VECTORS]
+    pieces, at = [], 0
+    for c in small:
+        rows = category_rows[category_offsets[c] : category_offsets[c + 1]]
+        pieces.append(np.asarray(vectors(rows), dtype=np.float16).reshape(-1, dim))
+        exact_start[c] = at
+        at += len(rows) * views
+    empty = [c for c in range(n_labels) if counts[c] == 0]
+    exact_start[empty] = 0
+    return {
+        "ids": encoded,
+        "sorted_ids": encoded[order],
+        "sorted_rows": order.astype(np.int64),
+        "categories": cats.astype(np.int32),
+        "title_offsets": title_offsets,
+        "title_bytes": np.frombuffer(b"".join(title_blobs), dtype=np.uint8),
+        **(lexicon if lexicon is not None else title_lexicon_arrays(titles, featurizer)),
+        "category_offsets": category_offsets,
+        "category_rows": category_rows,
+        "exact_start": exact_start,
+        "exact_vectors": np.concatenate(pieces) if pieces else np.zeros((0, dim), dtype=np.float16),
+    }
+
+
+def save_product_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> dict[str, ArraySpec]:
+    """Writes each array as products_<role>.npy; returns the manifest's `arrays` for them."""
+    specs = {}
+    for role in PRODUCT_ARRAYS:
+        array = np.ascontiguousarray(arrays[role])
+        np.save(directory / array_file(role), array, allow_pickle=False)
+        specs[role] = ArraySpec(array_file(role), array.dtype.str, tuple(int(x) for x in array.shape))
+    return specs
+
+
+def from_products_json(
+    path: Path, n_labels: int, featurizer: Featurizer, vectors: Callable[[np.ndarray], np.ndarray]
+) -> ProductTable:
+    """A schema 2 bundle's products.json, as the same arrays, built in memory."""
+    name = path.name
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        ids, titles, categories = raw["ids"], raw["titles"], raw["categories"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise BundleError(f"{name}: must be JSON with ids, titles and categories lists ({e})") from e
+    if not (len(ids) == len(titles) == len(categories)):
+        raise BundleError(f"{name}: ids, titles and categories differ in length")
+    if not all(isinstance(i, str) for i in ids) or not all(isinstance(t, str) for t in titles):
+        raise BundleError(f"{name}: ids and titles must be strings")
+    try:
+        return ProductTable(
+            product_arrays(ids, titles, np.asarray(categories, dtype=np.int64), n_labels, featurizer, vectors)
+        )
+    except ValueError as e:
+        raise BundleError(f"{name}: {e}") from e
