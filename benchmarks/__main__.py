@@ -8,6 +8,7 @@
   sift-bench drain   SIGTERM under open-loop load: every call sent is answered, refused, or lost (must be 0)
   sift-bench overload  1x-10x capacity and a retry flood: goodput, admitted latency, refusals by code
   sift-bench ray-labelling   teacher labelling throughput on Ray at 1 and 2 CPUs against one process
+  sift-bench scale   one replica at 10k, 100k and 1M products: build, update, memory, latency, recall
 
 Each writes results.json (every raw figure), README.md (tables) and PNG plots into --output.
 """
@@ -551,6 +552,9 @@ def main(argv: list[str] | None = None) -> None:
     add_load_args(peer_cmd)
     peer_cmd.set_defaults(concurrency=[1, 4, 16, 64])
     peer_cmd.add_argument("--output", type=Path, default=RESULTS / "peer")
+    from benchmarks.scale import add_scale_parser, cmd_scale
+
+    add_scale_parser(sub)
     startup = sub.add_parser("startup", help="cold start to SERVING and the memory of one process")
     startup.add_argument("--bundle", type=Path, default=Path("bundles/default"))
     startup.add_argument("--repeats", type=int, default=5)
@@ -618,6 +622,8 @@ def main(argv: list[str] | None = None) -> None:
         result = cmd_soak(args)
         markdown = soak_markdown(result, report.header(result, "sift-bench soak"))
         write_verdict(args, result, markdown, shown=markdown.split("| window")[0])
+    if args.command == "scale":
+        cmd_scale(args)
     if args.command == "startup":
         from benchmarks.startup import measure_startup, startup_markdown
 

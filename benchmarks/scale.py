@@ -1,0 +1,442 @@
+"""`sift-bench scale`: one replica at 10k, 100k and 1M products.
+
+For each size, from a real bundle grown as benchmarks/scale_catalogue.py describes (cached outside the
+repository, since a million products' index takes many minutes to build):
+- build: index seconds (usearch, training's settings), product side seconds (arrays, lexicon, BM25), bytes;
+- update: `sift-train update` adding 1% new products, embedded by the bundle's real product teacher;
+- cold start to SERVING, and RssAnon (private) and RssFile (mapped) of one worker and of `--workers 2`;
+- p50/p99 at one call in flight of ClassifyIntent, Search (dense, and the bundle's default mode), Search
+  filtered to a 1% and to the 40% category, ScoreRelevance of 100 product ids;
+- recall@10 of Search (unfiltered and both filters) against exact search over the same vectors.
+
+Sizes may be run one at a time (`--sizes 1000000`): each run merges its sizes into the results.json of
+`--output` and rewrites the table and plots from every size there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import report
+from benchmarks.scale_catalogue import BIG_SHARE, Grown, cached
+from benchmarks.servers import Process, free_port, proc_status, wait_serving
+
+RESULTS = Path("benchmarks/results/scale")
+CALLS = 300  # timed calls per kind, after WARMUP
+WARMUP = 30
+RECALL_QUERIES = 200
+MIB = 1 << 20
+
+
+def add_scale_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "scale", help="one replica at 10k, 100k and 1M products: build, update, memory, latency"
+    )
+    p.add_argument("--base", type=Path, default=Path("bundles/default"), help="the real bundle to grow")
+    p.add_argument("--sizes", default="10000,100000,1000000", help="product counts, comma separated")
+    p.add_argument("--cache", type=Path, default=Path("/work/scale-cache"), help="grown catalogues, bundles")
+    p.add_argument("--update-share", type=float, default=0.01, help="products added by the timed update")
+    p.add_argument("--no-update", action="store_true", help="skip the update (and its teacher)")
+    p.add_argument("--output", type=Path, default=RESULTS)
+
+
+def cmd_scale(args: argparse.Namespace) -> None:
+    args.cache.mkdir(parents=True, exist_ok=True)
+    path = args.output / "results.json"
+    result = json.loads(path.read_text()) if path.is_file() else {"sizes": {}}
+    result["environment"] = report.environment()
+    for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
+        print(f"scale: {n:,} products", file=sys.stderr)
+        result["sizes"][str(n)] = measure_size(
+            args.base, n, args.cache, args.update_share, not args.no_update
+        )
+        args.output.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    markdown = scale_markdown(result, report.header(result, "sift-bench scale"))
+    report.write_results(args.output, result, markdown)
+    scale_plot(result, args.output)
+    print(markdown, file=sys.stderr)
+
+
+def build_bundle(base: Path, grown: Grown, index_file: Path, out: Path) -> dict[str, float]:
+    """A schema 3 bundle of the grown catalogue: the base's models, rules and settings, the grown index
+    (hard-linked from the cache), product arrays and BM25 index. Returns the seconds of each part."""
+    from server.featurize import Featurizer, FeaturizerConfig
+    from server.manifest import Manifest, files_of
+    from server.runtime.lexical import build_lexical_index, save
+    from training.catalogue_update import write_product_side
+
+    old = Manifest.read(base)
+    spec, lexical = old.components.index, old.components.lexical
+    assert spec is not None
+    work = Path(tempfile.mkdtemp(prefix=".scale-", dir=out.parent))
+    skip = {spec.file, spec.products, *(a.file for a in (spec.arrays or {}).values())}
+    skip |= set(lexical.files()) if lexical else set()
+    for name in old.files:
+        if name not in skip:
+            shutil.copy2(base / name, work / name)
+    os.link(index_file, work / spec.file)
+    featurizer = Featurizer(
+        base / old.featurizer.tokenizer, FeaturizerConfig.from_json(old.featurizer.config)
+    )
+    start = time.perf_counter()
+    arrays = write_product_side(
+        work,
+        grown.ids,
+        grown.titles,
+        grown.categories,
+        len(old.labels),
+        featurizer,
+        lambda r: grown.vectors[r],
+    )
+    seconds = {"product_arrays": time.perf_counter() - start}
+    if lexical is not None:
+        start = time.perf_counter()
+        save(
+            work,
+            build_lexical_index(grown.titles, lexical.k1, lexical.b),
+            lexical.vocabulary[: -len("_vocab.json")],
+        )
+        seconds["bm25"] = time.perf_counter() - start
+    start = time.perf_counter()
+    files = files_of(work)
+    seconds["hash"] = time.perf_counter() - start
+    now = datetime.now(UTC)
+    manifest = replace(
+        old,
+        bundle_version=f"scale{len(grown.ids)}-{now:%Y%m%dT%H%M%SZ}",
+        files=files,
+        components=replace(
+            old.components, index=replace(spec, products=None, arrays=arrays, count=len(grown.ids))
+        ),
+        training={**old.training, "scale": f"grown from {old.bundle_version} by sift-bench scale"},
+        schema_version=3,
+    )
+    manifest.write(work)
+    if out.exists():
+        shutil.rmtree(out)
+    work.rename(out)
+    return {k: round(v, 1) for k, v in seconds.items()}
+
+
+def update_file(base: Path, grown: Grown, count: int, path: Path, seed: int = 1) -> None:
+    """`count` new products as a catalogue file: real titles of the base with a new model code, in the
+    categories of their source products."""
+    from server.manifest import Manifest
+
+    labels = Manifest.read(base).labels
+    rng = np.random.default_rng(seed)
+    source = rng.integers(0, len(grown.ids), count)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "title", "category"])
+        for i, s in enumerate(source.tolist()):
+            w.writerow([f"U{i:08d}", f"{grown.titles[s]} u{i:05d}", labels[int(grown.categories[s])].path])
+
+
+def serve(bundle: Path, workdir: Path, *extra: str) -> tuple[Process, str, float]:
+    port = free_port()
+    args = [sys.executable, "-m", "server", "--bundle", str(bundle), "--port", str(port)]
+    args += ["--metrics-port", "0", "--drain-period", "0", *extra]
+    start = time.monotonic()
+    process = Process(args, workdir / f"serve-{port}.log")
+    target = f"127.0.0.1:{port}"
+    wait_serving(target, timeout_s=600, process=process.popen, poll_s=0.005)
+    return process, target, time.monotonic() - start
+
+
+def _memory(pid: int) -> dict[str, int]:
+    status = proc_status(pid)
+    return {"RssAnon": status["RssAnon"], "RssFile": status["RssFile"]}
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(x) for x in path.read_text().split()] if path.is_file() else []
+
+
+def startup(bundle: Path, workdir: Path, repeats: int = 3) -> dict[str, Any]:
+    runs = []
+    for _ in range(repeats):
+        process, _, seconds = serve(bundle, workdir)
+        try:
+            runs.append({"seconds": round(seconds, 3), **_memory(process.popen.pid)})
+        finally:
+            process.stop()
+    process, _, seconds = serve(bundle, workdir, "--workers", "2")
+    try:
+        workers = [_memory(pid) for pid in _children(process.popen.pid)]
+        supervisor = _memory(process.popen.pid)
+    finally:
+        process.stop()
+    return {
+        "cold_start_s": statistics.median(r["seconds"] for r in runs),
+        "rss_anon": statistics.median(r["RssAnon"] for r in runs),
+        "rss_file": statistics.median(r["RssFile"] for r in runs),
+        "runs": runs,
+        "two_workers": {
+            "cold_start_s": round(seconds, 3),
+            "workers": workers,
+            "supervisor": supervisor,
+            "rss_anon_total": sum(w["RssAnon"] for w in workers) + supervisor["RssAnon"],
+        },
+    }
+
+
+def _queries(grown: Grown, count: int, seed: int = 2) -> list[str]:
+    """Title substrings of random products: two to four words of the title."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for row in rng.integers(0, len(grown.ids), count).tolist():
+        words = grown.titles[row].replace(",", " ").split()
+        size = int(rng.integers(2, 5))
+        start = int(rng.integers(0, max(1, len(words) - size + 1)))
+        out.append(" ".join(words[start : start + size]))
+    return out
+
+
+def _pct(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "p50": round(ordered[len(ordered) // 2] * 1e3, 3),
+        "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1e3, 3),
+    }
+
+
+def latencies(target: str, bundle: Path, grown: Grown, labels: list[str], small: int) -> dict[str, Any]:
+    """p50/p99 of each call at one in flight, and recall@10 of Search against exact search."""
+    import grpc
+
+    from server._proto.sift.v1 import (
+        intent_pb2,
+        intent_pb2_grpc,
+        relevance_pb2,
+        relevance_pb2_grpc,
+        retrieval_pb2,
+        retrieval_pb2_grpc,
+    )
+
+    DENSE = retrieval_pb2.SEARCH_MODE_DENSE
+    queries = _queries(grown, CALLS + WARMUP)
+    rng = np.random.default_rng(3)
+    big = labels[grown.big]
+    calls: dict[str, Any] = {}
+    with grpc.insecure_channel(target) as channel:
+        intent = intent_pb2_grpc.IntentServiceStub(channel)
+        retrieval = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+        relevance = relevance_pb2_grpc.RelevanceServiceStub(channel)
+        kinds = {
+            "ClassifyIntent": lambda q: intent.ClassifyIntent(
+                intent_pb2.ClassifyIntentRequest(query=q, top_k=5)
+            ),
+            "Search dense": lambda q: retrieval.Search(
+                retrieval_pb2.SearchRequest(query=q, k=10, mode=DENSE)
+            ),
+            "Search default mode": lambda q: retrieval.Search(retrieval_pb2.SearchRequest(query=q, k=10)),
+            "Search dense, 1% category": lambda q: retrieval.Search(
+                retrieval_pb2.SearchRequest(query=q, k=10, mode=DENSE, category=labels[small])
+            ),
+            "Search dense, 40% category": lambda q: retrieval.Search(
+                retrieval_pb2.SearchRequest(query=q, k=10, mode=DENSE, category=big)
+            ),
+        }
+        ids = [grown.ids[i] for i in rng.integers(0, len(grown.ids), 100 * (CALLS + WARMUP)).tolist()]
+        candidates = [
+            [relevance_pb2.Candidate(product_id=pid) for pid in ids[i * 100 : (i + 1) * 100]]
+            for i in range(CALLS + WARMUP)
+        ]
+        for name, call in kinds.items():
+            took = []
+            for i, q in enumerate(queries):
+                start = time.perf_counter()
+                call(q)
+                if i >= WARMUP:
+                    took.append(time.perf_counter() - start)
+            calls[name] = _pct(took)
+        took = []
+        for i, q in enumerate(queries):
+            request = relevance_pb2.ScoreRelevanceRequest(query=q, candidates=candidates[i])
+            start = time.perf_counter()
+            relevance.ScoreRelevance(request)
+            if i >= WARMUP:
+                took.append(time.perf_counter() - start)
+        calls["ScoreRelevance 100 ids"] = _pct(took)
+
+        # Recall@10: the served Search of the query's vector against exact search over the same vectors.
+        vectors = [
+            np.array(retrieval.EmbedQuery(retrieval_pb2.EmbedQueryRequest(query=q)).vector, dtype=np.float32)
+            for q in queries[:RECALL_QUERIES]
+        ]
+        recall = {}
+        for name, label in (("all", None), ("1% category", small), ("40% category", grown.big)):
+            served = []
+            for v in vectors:
+                category = labels[label] if label is not None else ""
+                request = retrieval_pb2.SearchRequest(
+                    vector=retrieval_pb2.QueryVector(values=v.tolist()), k=10, category=category
+                )
+                served.append([h.product_id for h in retrieval.Search(request).hits])
+            exact = exact_top(grown, np.stack(vectors), label)
+            recall[name] = round(
+                float(
+                    np.mean(
+                        [len(set(s) & set(e)) / max(len(e), 1) for s, e in zip(served, exact, strict=True)]
+                    )
+                ),
+                4,
+            )
+    return {"calls": calls, "recall_at_10": recall}
+
+
+def exact_top(grown: Grown, queries: np.ndarray, label: int | None, k: int = 10) -> list[list[str]]:
+    """Exact top-k product ids by best view's cosine, over every product or one category's."""
+    rows = np.arange(len(grown.ids)) if label is None else np.flatnonzero(grown.categories == label)
+    best = np.full((len(queries), len(rows)), -np.inf, dtype=np.float32)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    for start in range(0, len(rows), 65536):
+        part = np.asarray(grown.vectors[rows[start : start + 65536]], dtype=np.float32)
+        scores = np.einsum("pvd,qd->qpv", part, q).max(axis=2)
+        best[:, start : start + len(part)] = scores
+    top = np.argpartition(-best, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(best, top, axis=1).argsort(axis=1)[:, ::-1]
+    picked = np.take_along_axis(top, order, axis=1)
+    return [[grown.ids[rows[j]] for j in row] for row in picked.tolist()]
+
+
+def measure_size(base: Path, n: int, cache: Path, update_share: float, update: bool) -> dict[str, Any]:
+    from server.manifest import Manifest
+    from training.catalogue_update import update_bundle
+
+    grown, index_file, index_seconds = cached(base, n, cache)
+    bundle = cache / f"bundle-{n}"
+    build_json = cache / f"bundle-{n}.build.json"
+    if not (bundle / "manifest.json").is_file() or not build_json.is_file():
+        build = build_bundle(base, grown, index_file, bundle)
+        build_json.write_text(json.dumps(build))
+    build = json.loads(build_json.read_text())
+    labels = [label.id for label in Manifest.read(bundle).labels]
+    counts = np.bincount(grown.categories, minlength=len(labels))
+    small = int(np.argmin(np.abs(counts / n - 0.01) + (counts == 0)))  # the category nearest 1%
+    out: dict[str, Any] = {
+        "products": n,
+        "index_build_s": index_seconds,
+        "product_side_build_s": build,
+        "bundle_bytes": sum(f.stat().st_size for f in bundle.iterdir()),
+        "index_bytes": index_file.stat().st_size,
+        "categories": {
+            "1%": {"id": labels[small], "share": round(float(counts[small] / n), 4)},
+            "40%": {"id": labels[grown.big], "share": round(float(counts[grown.big] / n), 4)},
+        },
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="sift-bench-scale-"))
+    try:
+        out["startup"] = startup(bundle, workdir)
+        process, target, _ = serve(bundle, workdir)
+        try:
+            out |= latencies(target, bundle, grown, labels, small)
+        finally:
+            process.stop()
+        if update:
+            data = workdir / "update.csv"
+            added = max(1, int(n * update_share))
+            update_file(base, grown, added, data)
+            start = time.perf_counter()
+            result = update_bundle(bundle, cache / f"bundle-{n}-updated", data)
+            out["update"] = {
+                "added": added,
+                "seconds": round(time.perf_counter() - start, 1),
+                "stages": result.seconds,
+                "bundle_bytes": sum(f.stat().st_size for f in (cache / f"bundle-{n}-updated").iterdir()),
+            }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
+
+
+def scale_markdown(result: dict[str, Any], head: list[str]) -> str:
+    sizes = sorted(result["sizes"].values(), key=lambda s: s["products"])
+    calls = list(sizes[0]["calls"]) if sizes else []
+    lines = [
+        *head,
+        "Each catalogue is a real bundle's products grown with noisy copies of their real teacher vectors "
+        f"({BIG_SHARE:.0%} of the products in one category); its index is built with training's usearch "
+        "settings. Latency at one call in flight, from a client on the same machine; memory from /proc once "
+        "SERVING: RssAnon is private memory, RssFile mapped files (the index and product arrays, shared by "
+        "workers through the page cache).",
+        "",
+        "| products | index build s | product side s | bundle MiB | cold start s | RssAnon MiB | RssFile MiB "
+        "| 2 workers RssAnon MiB | update s (added) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in sizes:
+        st, up = s["startup"], s.get("update")
+        side = sum(s["product_side_build_s"].values())
+        updated = f"{up['seconds']:.0f} ({up['added']:,})" if up else "-"
+        lines.append(
+            f"| {s['products']:,} | {s['index_build_s']:.0f} | {side:.1f} | {s['bundle_bytes'] / MIB:,.0f} "
+            f"| {st['cold_start_s']:.2f} | {st['rss_anon'] / MIB:.0f} | {st['rss_file'] / MIB:,.0f} "
+            f"| {st['two_workers']['rss_anon_total'] / MIB:.0f} "
+            f"| {updated} |"
+        )
+    lines += ["", "p50 / p99 ms:", "", "| products | " + " | ".join(calls) + " |"]
+    lines.append("|---:|" + "---:|" * len(calls))
+    for s in sizes:
+        cells = [f"{s['calls'][c]['p50']:.2f} / {s['calls'][c]['p99']:.2f}" for c in calls]
+        lines.append(f"| {s['products']:,} | " + " | ".join(cells) + " |")
+    lines += ["", "Recall@10 of Search against exact search over the same vectors:", ""]
+    lines += ["| products | all | 1% category (share) | 40% category (share) |", "|---:|---:|---:|---:|"]
+    for s in sizes:
+        r, c = s["recall_at_10"], s["categories"]
+        lines.append(
+            f"| {s['products']:,} | {r['all']:.3f} | {r['1% category']:.3f} ({c['1%']['share']:.2%}) "
+            f"| {r['40% category']:.3f} ({c['40%']['share']:.2%}) |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def scale_plot(result: dict[str, Any], directory: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(result["sizes"].values(), key=lambda s: s["products"])
+    if not sizes:
+        return
+    x = [s["products"] for s in sizes]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for call in sizes[0]["calls"]:
+        left.plot(x, [s["calls"][call]["p50"] for s in sizes], marker="o", label=call)
+    left.set(
+        xscale="log", xlabel="products", ylabel="p50 ms (1 in flight)", title="latency against catalogue size"
+    )
+    left.legend(fontsize=7)
+    right.plot(
+        x, [s["startup"]["cold_start_s"] for s in sizes], marker="o", color="black", label="cold start s"
+    )
+    right.set(xscale="log", xlabel="products", ylabel="seconds to SERVING")
+    twin = right.twinx()
+    twin.plot(x, [s["startup"]["rss_anon"] / MIB for s in sizes], marker="s", label="RssAnon MiB")
+    twin.plot(x, [s["startup"]["rss_file"] / MIB for s in sizes], marker="^", label="RssFile MiB")
+    twin.set(ylabel="MiB, one worker")
+    right.legend(loc="upper left", fontsize=7)
+    twin.legend(loc="lower right", fontsize=7)
+    right.set_title("cold start and memory")
+    fig.tight_layout()
+    fig.savefig(directory / "scale.png", dpi=110)
+    plt.close(fig)
