@@ -75,10 +75,10 @@ def cmd_scale(args: argparse.Namespace) -> None:
 def build_bundle(base: Path, grown: Grown, index_file: Path, out: Path) -> dict[str, float]:
     """A schema 3 bundle of the grown catalogue: the base's models, rules and settings, the grown index
     (hard-linked from the cache), product arrays and BM25 index. Returns the seconds of each part."""
+    from server.catalogue import product_arrays, save_product_arrays
     from server.featurize import Featurizer, FeaturizerConfig
     from server.manifest import Manifest, files_of
     from server.runtime.lexical import build_lexical_index, save
-    from training.catalogue_update import write_product_side
 
     old = Manifest.read(base)
     spec, lexical = old.components.index, old.components.lexical
@@ -94,14 +94,9 @@ def build_bundle(base: Path, grown: Grown, index_file: Path, out: Path) -> dict[
         base / old.featurizer.tokenizer, FeaturizerConfig.from_json(old.featurizer.config)
     )
     start = time.perf_counter()
-    arrays = write_product_side(
-        work,
-        grown.ids,
-        grown.titles,
-        grown.categories,
-        len(old.labels),
-        featurizer,
-        lambda r: grown.vectors[r],
+    vectors = lambda rows: grown.vectors[rows]  # noqa: E731
+    arrays = save_product_arrays(
+        work, product_arrays(grown.ids, grown.titles, grown.categories, len(old.labels), featurizer, vectors)
     )
     seconds = {"product_arrays": time.perf_counter() - start}
     if lexical is not None:
@@ -194,6 +189,66 @@ def startup(bundle: Path, workdir: Path, repeats: int = 3) -> dict[str, Any]:
             "supervisor": supervisor,
             "rss_anon_total": sum(w["RssAnon"] for w in workers) + supervisor["RssAnon"],
         },
+    }
+
+
+def reload_under_load(old: Path, new: Path, workdir: Path, threads: int = 2) -> dict[str, Any]:
+    """A server on `old` under closed-loop Search and ClassifyIntent load reloads `new` (AdminService
+    ReloadBundle); every call's outcome is counted."""
+    import threading
+
+    import grpc
+
+    from server._proto.sift.v1 import (
+        admin_pb2,
+        admin_pb2_grpc,
+        intent_pb2,
+        intent_pb2_grpc,
+        retrieval_pb2,
+        retrieval_pb2_grpc,
+    )
+
+    process, target, _ = serve(old, workdir)
+    outcomes: list[str] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def run() -> None:
+        with grpc.insecure_channel(target) as channel:
+            intent = intent_pb2_grpc.IntentServiceStub(channel)
+            retrieval = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+            while not stop.is_set():
+                try:
+                    a = intent.ClassifyIntent(intent_pb2.ClassifyIntentRequest(query="oak table"), timeout=10)
+                    b = retrieval.Search(retrieval_pb2.SearchRequest(query="oak table", k=10), timeout=10)
+                    outcomes.extend(["OK", "OK"])
+                    versions.update((a.model_version, b.model_version))
+                except grpc.RpcError as e:
+                    outcomes.append(e.code().name)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    try:
+        for t in workers:
+            t.start()
+        time.sleep(1.0)
+        start = time.perf_counter()
+        with grpc.insecure_channel(target) as channel:
+            reply = admin_pb2_grpc.AdminServiceStub(channel).ReloadBundle(
+                admin_pb2.ReloadBundleRequest(path=str(new)), timeout=600
+            )
+        seconds = time.perf_counter() - start
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in workers:
+            t.join()
+        process.stop()
+    return {
+        "calls": len(outcomes),
+        "failed": sum(o != "OK" for o in outcomes),
+        "reload_s": round(seconds, 2),
+        "new_version": reply.bundle_version,
+        "versions_answered": sorted(versions),
     }
 
 
@@ -361,6 +416,7 @@ def measure_size(base: Path, n: int, cache: Path, update_share: float, update: b
                 "seconds": round(time.perf_counter() - start, 1),
                 "stages": result.seconds,
                 "bundle_bytes": sum(f.stat().st_size for f in (cache / f"bundle-{n}-updated").iterdir()),
+                "reload_under_load": reload_under_load(bundle, cache / f"bundle-{n}-updated", workdir),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -379,18 +435,20 @@ def scale_markdown(result: dict[str, Any], head: list[str]) -> str:
         "workers through the page cache).",
         "",
         "| products | index build s | product side s | bundle MiB | cold start s | RssAnon MiB | RssFile MiB "
-        "| 2 workers RssAnon MiB | update s (added) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| 2 workers RssAnon MiB | update s (added) | reload under load: calls, failed |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in sizes:
         st, up = s["startup"], s.get("update")
         side = sum(s["product_side_build_s"].values())
         updated = f"{up['seconds']:.0f} ({up['added']:,})" if up else "-"
+        reload = up.get("reload_under_load") if up else None
+        reloaded = f"{reload['calls']:,}, {reload['failed']}" if reload else "-"
         lines.append(
             f"| {s['products']:,} | {s['index_build_s']:.0f} | {side:.1f} | {s['bundle_bytes'] / MIB:,.0f} "
             f"| {st['cold_start_s']:.2f} | {st['rss_anon'] / MIB:.0f} | {st['rss_file'] / MIB:,.0f} "
             f"| {st['two_workers']['rss_anon_total'] / MIB:.0f} "
-            f"| {updated} |"
+            f"| {updated} | {reloaded} |"
         )
     lines += ["", "p50 / p99 ms:", "", "| products | " + " | ".join(calls) + " |"]
     lines.append("|---:|" + "---:|" * len(calls))

@@ -134,12 +134,13 @@ class ProductTable:
         offsets, rows = self.arrays["category_offsets"], self.arrays["category_rows"]
         starts, exact = self.arrays["exact_start"], self.arrays["exact_vectors"]
         parts = [(int(offsets[c]), int(offsets[c + 1]), int(starts[c])) for c in sorted(labels)]
+        # One category (the common case) is a slice of the memory-mapped arrays: nothing copied.
         selected = [rows[a:b] for a, b, _ in parts]
         vectors = None
         if all(s >= 0 for _, _, s in parts):
             pieces = [exact[s : s + (b - a) * views] for a, b, s in parts]
             vectors = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-        picked = np.concatenate(selected).astype(np.int64) if selected else np.zeros(0, dtype=np.int64)
+        picked = selected[0] if len(selected) == 1 else np.concatenate(selected or [rows[:0]])
         share = len(picked) / max(len(self), 1)
         return RowFilter(picked, share, vectors, np.asarray(sorted(labels), dtype=np.int64), self.categories)
 

@@ -60,7 +60,7 @@ def write_manifest(
     arrays: dict[str, ArraySpec] | None = None,
 ) -> None:
     """`query_student` is the transformer student's export record (layers, max_tokens), when it ships;
-    `arrays` the product arrays (training/catalogue_update.py write_product_side)."""
+    `arrays` the product arrays (server/catalogue.py save_product_arrays)."""
     now = datetime.now(UTC)
     ids = (tensor("ids", "int64", "batch", "features"),)
     teachers = ", ".join(TEACHERS[t] for t in preset.methods.teachers)

@@ -1,7 +1,6 @@
 """The catalogue side of a bundle, written at training and changed without retraining.
 
-`write_product_side` writes the product arrays (server/catalogue.py) of a catalogue: training's retrieval
-export and `update_bundle` both call it. `update_bundle` is `sift-train update`: products of a catalogue file
+`update_bundle` is `sift-train update`: products of a catalogue file
 replace the bundle's products of the same id or are added, `--remove` drops ids, and only the new and
 changed products are embedded, by the bundle's own product teacher. The students, rules and evaluation are
 kept as they are; the index is updated in place (removed keys dropped, the last rows renamed into their
@@ -29,7 +28,7 @@ from usearch.index import Index
 from server.bundle import load_bundle
 from server.catalogue import ProductTable, from_products_json, product_arrays, save_product_arrays
 from server.featurize import Featurizer, FeaturizerConfig, title_lexicon_arrays
-from server.manifest import ArraySpec, Label, Manifest, files_of
+from server.manifest import Label, Manifest, files_of
 from server.runtime.index import ProductIndex
 from server.runtime.lexical import build_lexical_index, save
 from training.bundle_writer import code_version
@@ -43,21 +42,6 @@ log = logging.getLogger("sift.update")
 MIN_TEACHER_COSINE = 0.99
 """The product teacher must still give a stored product's title vector (f16 in the index) to this cosine:
 otherwise it is not the teacher the bundle was built with, and new vectors would not fit the old ones."""
-
-
-def write_product_side(
-    out: Path,
-    ids: Sequence[str],
-    titles: Sequence[str],
-    categories: np.ndarray,
-    n_labels: int,
-    featurizer: Featurizer,
-    vectors: Callable[[np.ndarray], np.ndarray],
-    lexicon: dict[str, np.ndarray] | None = None,
-) -> dict[str, ArraySpec]:
-    """The product arrays into `out`; returns the manifest's components.index.arrays."""
-    arrays = product_arrays(ids, titles, categories, n_labels, featurizer, vectors, lexicon)
-    return save_product_arrays(out, arrays)
 
 
 @dataclass(frozen=True)
@@ -285,8 +269,9 @@ def update_bundle(
         index.save(str(work / spec.file))
         del index
         served = ProductIndex(work / spec.file, views)
-        arrays = write_product_side(
-            work, ids, titles, categories, len(old.labels), featurizer, served.all_views, lexicon
+        arrays = save_product_arrays(
+            work,
+            product_arrays(ids, titles, categories, len(old.labels), featurizer, served.all_views, lexicon),
         )
         lexical = old.components.lexical
         if lexical is not None:

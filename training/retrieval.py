@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from usearch.index import Index
 
+from server.catalogue import product_arrays, save_product_arrays
 from server.featurize import Featurizer
 from server.manifest import ArraySpec, LexicalComponent
 from server.runtime.index import ProductIndex
@@ -242,17 +243,11 @@ def export_retrieval(
     )
     int8 = run_onnx(out / "query_encoder.onnx", "query_encoder", "ids", ids)
     index = write_index(r.product_vecs, out / "index.usearch")
-    from training.catalogue_update import write_product_side
-
-    arrays = write_product_side(
-        out,
-        [p.id for p in data.catalogue.products],
-        data.titles,
-        data.product_labels,
-        len(data.labels),
-        featurizer,
-        lambda rows: r.product_vecs[rows],
+    ids = [p.id for p in data.catalogue.products]
+    catalogue = product_arrays(
+        ids, data.titles, data.product_labels, len(data.labels), featurizer, lambda rows: r.product_vecs[rows]
     )
+    arrays = save_product_arrays(out, catalogue)
     hashed = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, int8, r.product_vecs, index)
     served, student_gate = int8, None
     if r.query_student is not None and r.query_tokenizer is not None:
