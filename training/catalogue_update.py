@@ -70,7 +70,7 @@ def load_catalogue_side(directory: Path, manifest: Manifest) -> CatalogueSide:
         )
     lexicon = {k: np.asarray(table.arrays[k]) for k in ("word_indptr", "word_ids", "char_indptr", "char_ids")}
     lexicon["text_hash"] = np.asarray(table.arrays["text_hash"])
-    return CatalogueSide(list(table.ids), list(table.titles), np.asarray(table.categories), lexicon)
+    return CatalogueSide(table.ids.tolist(), table.titles.tolist(), np.asarray(table.categories), lexicon)
 
 
 def label_index(labels: Sequence[Label], path: str) -> int | None:
