@@ -24,6 +24,7 @@ import numpy as np
 
 from server.featurize import Featurizer, TitleLexicon, title_lexicon_arrays
 from server.manifest import PRODUCT_ARRAYS, ArraySpec, BundleError, array_file
+from server.manifest_parts import COARSE_DIMS
 from server.runtime.index import RowFilter
 
 EXACT_MAX_VECTORS = 65536
@@ -140,17 +141,24 @@ class ProductTable:
     def category_filter(self, labels: list[int], views: int) -> RowFilter:
         """The rows of products in any of `labels` (label indices)."""
         offsets, rows = self.arrays["category_offsets"], self.arrays["category_rows"]
-        starts, exact = self.arrays["exact_start"], self.arrays["exact_vectors"]
+        starts = self.arrays["exact_start"]
         parts = [(int(offsets[c]), int(offsets[c + 1]), int(starts[c])) for c in sorted(labels)]
         # One category (the common case) is a slice of the memory-mapped arrays: nothing copied.
         selected = [rows[a:b] for a, b, _ in parts]
-        vectors = None
+        vectors = coarse = None
         if all(s >= 0 for _, _, s in parts):
-            pieces = [exact[s : s + (b - a) * views] for a, b, s in parts]
-            vectors = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            spans = [(s, s + (b - a) * views) for a, b, s in parts]
+            vectors, coarse = (
+                self.arrays[name][spans[0][0] : spans[0][1]]
+                if len(spans) == 1
+                else np.concatenate([self.arrays[name][a:b] for a, b in spans])
+                for name in ("exact_vectors", "exact_coarse")
+            )
         picked = selected[0] if len(selected) == 1 else np.concatenate(selected or [rows[:0]])
         share = len(picked) / max(len(self), 1)
-        return RowFilter(picked, share, vectors, np.asarray(sorted(labels), dtype=np.int64), self.categories)
+        coarse_of = (coarse, self.arrays["coarse_projection"]) if coarse is not None else None
+        labels_array = np.asarray(sorted(labels), dtype=np.int64)
+        return RowFilter(picked, share, vectors, labels_array, self.categories, coarse_of)
 
 
 def _check_ranges(arrays: dict[str, np.ndarray], n_labels: int, views: int) -> None:
@@ -213,6 +221,8 @@ def product_arrays(
         at += len(rows) * views
     empty = [c for c in range(n_labels) if counts[c] == 0]
     exact_start[empty] = 0
+    exact = np.concatenate(pieces) if pieces else np.zeros((0, dim), dtype=np.float16)
+    mean, projection = coarse_projection(exact)
     return {
         "ids": encoded,
         "sorted_ids": encoded[order],
@@ -224,8 +234,34 @@ def product_arrays(
         "category_offsets": category_offsets,
         "category_rows": category_rows,
         "exact_start": exact_start,
-        "exact_vectors": np.concatenate(pieces) if pieces else np.zeros((0, dim), dtype=np.float16),
+        "exact_vectors": exact,
+        "coarse_projection": projection,
+        "coarse_mean": mean,
+        "exact_coarse": _coarse(exact, mean, projection),
     }
+
+
+def coarse_projection(vectors: np.ndarray, sample: int = 20_000) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and top COARSE_DIMS principal directions ([d, c]) of (a seeded sample of) `vectors`."""
+    dim = vectors.shape[1]
+    dims = min(COARSE_DIMS, dim)
+    if len(vectors) < 2:
+        return np.zeros(dim, dtype=np.float32), np.eye(dim, dims, dtype=np.float32)
+    rows = np.random.default_rng(0).permutation(len(vectors))[:sample]
+    x = np.asarray(vectors[np.sort(rows)], dtype=np.float32)
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    projection = np.zeros((dim, dims), dtype=np.float32)
+    projection[:, : min(dims, len(vt))] = vt[:dims].T
+    return mean.astype(np.float32), projection
+
+
+def _coarse(vectors: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    out = np.empty((len(vectors), projection.shape[1]), dtype=np.float16)
+    for start in range(0, len(vectors), 65536):
+        part = np.asarray(vectors[start : start + 65536], dtype=np.float32) - mean
+        out[start : start + len(part)] = part @ projection
+    return out
 
 
 def save_product_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> dict[str, ArraySpec]:

@@ -174,7 +174,12 @@ PRODUCT_ARRAYS: dict[str, tuple[str, tuple[str | None, ...]]] = {
     "category_rows": ("<i8", ("n",)),
     "exact_start": ("<i8", ("L",)),  # first exact_vectors row of label c's vectors, -1 if not stored
     "exact_vectors": ("<f2", (None, "d")),  # [rows x views, d]: small categories' vectors, contiguous
+    # The same vectors in COARSE_DIMS principal directions: scanned first, the best few rescored in full.
+    "coarse_projection": ("<f4", ("d", "c")),  # [d, c]: x @ projection, after subtracting coarse_mean
+    "coarse_mean": ("<f4", ("d",)),
+    "exact_coarse": ("<f2", (None, "c")),  # [rows x views, c], row for row with exact_vectors
 }
+COARSE_DIMS = 64
 
 
 def array_file(role: str) -> str:
@@ -183,7 +188,14 @@ def array_file(role: str) -> str:
 
 def check_array_shapes(arrays: dict[str, ArraySpec], count: int, labels: int, dim: int, where: str) -> None:
     """Each array's dtype and shape as PRODUCT_ARRAYS states them; BundleError names the one at fault."""
-    sizes = {"n": count, "n+1": count + 1, "L": labels, "L+1": labels + 1, "d": dim}
+    sizes = {
+        "n": count,
+        "n+1": count + 1,
+        "L": labels,
+        "L+1": labels + 1,
+        "d": dim,
+        "c": min(COARSE_DIMS, dim),
+    }
     missing = [role for role in PRODUCT_ARRAYS if role not in arrays]
     unknown = [role for role in arrays if role not in PRODUCT_ARRAYS]
     if missing or unknown:
@@ -200,6 +212,11 @@ def check_array_shapes(arrays: dict[str, ArraySpec], count: int, labels: int, di
                 f"{where}.{role}: {spec.file} is {spec.dtype}{list(spec.shape)}, expected {dtype}"
                 f"{[s if s else '*' for s in shape]} with n={count}, L={labels}, d={dim}"
             )
+    if arrays["exact_coarse"].shape[0] != arrays["exact_vectors"].shape[0]:
+        raise BundleError(
+            f"{where}.exact_coarse: {arrays['exact_coarse'].shape[0]} rows, "
+            f"exact_vectors has {arrays['exact_vectors'].shape[0]}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

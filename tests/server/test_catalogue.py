@@ -64,3 +64,20 @@ def test_overfetch_of_a_large_filter_keeps_recall(bundle: Bundle) -> None:
         assert where.allows(got).all() and len(got) == 10
         recalls.append(len(set(got.tolist()) & set(exact.tolist())) / 10)
     assert np.mean(recalls) >= 0.95
+
+
+def test_coarse_scan_of_a_stored_filter_keeps_recall(bundle: Bundle) -> None:
+    """A stored filter of more than RESCORED x k x views vectors is scanned in its coarse projection, and
+    the best of that scan rescored in full."""
+    from server.runtime.index import RESCORED
+
+    labels = list(range(12))
+    where = bundle.products.category_filter(labels, bundle.index.views)
+    assert where.vectors is not None and len(where.vectors) > RESCORED * 10 * bundle.index.views
+    recalls = []
+    for q in _queries(bundle):
+        got, scores = bundle.index.filtered_search(q, 10, where)
+        exact, _ = bundle.index.exact_search(q, where.rows, 10)
+        assert where.allows(got).all() and len(got) == 10 and np.all(np.diff(scores) <= 1e-6)
+        recalls.append(len(set(got.tolist()) & set(exact.tolist())) / 10)
+    assert np.mean(recalls) >= 0.95
