@@ -1,5 +1,6 @@
-"""The online tower of the asymmetric two-tower as a small transformer: the bottom layers of all-MiniLM-L6-v2
-(layer dropping), distilled to put a query where the product teacher puts it.
+"""The online tower of the asymmetric two-tower as a small transformer: layers of all-MiniLM-L6-v2 (layer
+dropping: the first, a middle one and the last by default), distilled to put a query where the product
+teacher puts it.
 
 The hashed n-gram query encoder (training/retrieval.py) knows only the words of its training texts, so on
 real shoppers' queries it drifts from its teacher. This student keeps MiniLM's own sub-word embeddings and
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from training.transformer_student import (
     distil_transformer_student,
     encode_texts,
     factorized_student,
+    load_tokenizer,
 )
 
 FILE = "query_student.onnx"
@@ -60,10 +62,31 @@ def distillation_texts(data: TrainingData, tokenizer: Tokenizer, n_vocabulary: i
     return texts
 
 
+def distillation_set(
+    data: TrainingData,
+    substrings: Sequence[str],
+    title_vecs: np.ndarray,
+    encode: Callable[[list[str]], np.ndarray],
+    preset: Preset,
+    seed: int,
+    substring_vecs: np.ndarray | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """The query student's texts and teacher vectors: a sample of the catalogue's title substrings (JD
+    pre-training; `substring_vecs` when the caller has them all, else the sample is encoded), every title,
+    and the general texts. `encode` is the product teacher."""
+    general = distillation_texts(data, load_tokenizer(minilm_dir()), preset.query_student_vocabulary, seed)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.permutation(len(substrings))[: preset.query_student_catalogue_texts])
+    picked = [substrings[i] for i in sample]
+    picked_vecs = encode(picked) if substring_vecs is None else substring_vecs[sample]
+    texts = picked + list(data.titles) + general
+    return texts, np.concatenate([picked_vecs, title_vecs, encode(general)]).astype(np.float32)
+
+
 def train_query_student(
     texts: Sequence[str], targets: np.ndarray, preset: Preset, seed: int
 ) -> tuple[TransformerStudent, Tokenizer, list[float]]:
-    """MiniLM's bottom `preset.query_student_layers` layers, with a projection head when the product
+    """MiniLM's layers `preset.query_student_layers`, with a projection head when the product
     teacher's space is not MiniLM's (mpnet: 768 dims), over the whole vocabulary factorized or a vocabulary
     pruned to the budget (preset.query_student_embedding), distilled on (texts, teacher vectors)."""
     torch.manual_seed(seed)

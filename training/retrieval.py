@@ -6,6 +6,7 @@ The retrieval stage (`train_retrieval`), its export to the bundle and its evalua
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,8 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from usearch.index import Index
 
-from server.catalogue import product_arrays, save_product_arrays
 from server.featurize import Featurizer
-from server.manifest import ArraySpec, LexicalComponent
+from server.manifest import LexicalComponent
 from server.runtime.index import ProductIndex
 from training.data.catalogue import Catalogue
 from training.data.dataset import TrainingData
@@ -30,7 +30,7 @@ from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
 from training.query_student import FILE as QUERY_STUDENT_FILE
 from training.query_student import (
-    distillation_texts,
+    distillation_set,
     encode_onnx,
     export_query_student,
     kept_token_share,
@@ -39,8 +39,8 @@ from training.query_student import (
 from training.scale import LabelEngine
 from training.search_modes import SimilarProducts, build_lexical, choose_mode, ranked
 from training.students import QueryEncoderStudent, fit, take
-from training.teachers import TEACHERS, SentenceTeacher, minilm_dir, teacher_dir
-from training.transformer_student import TransformerStudent, load_tokenizer
+from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
+from training.transformer_student import TransformerStudent
 
 CONTRASTIVE_WEIGHT = 0.2
 CONTRASTIVE_TEMPERATURE = 0.05
@@ -186,15 +186,14 @@ def train_retrieval(
     encoder, _ = train_query_encoder(train_q, targets, product_vecs, data.titles, featurizer, preset, seed)
     student = tokenizer = None
     if preset.query_student == "transformer":
-        general = distillation_texts(
-            data, load_tokenizer(minilm_dir()), preset.query_student_vocabulary, seed
-        )
-        general_targets = bulk.encode(name, general, local=teacher, desc="teacher: vocabulary texts")
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.permutation(len(train_q))[: preset.query_student_catalogue_texts])
-        texts = [train_q[i].text for i in sample] + list(data.titles) + general
-        all_targets = np.concatenate([targets[sample], product_vecs[:, 0], general_targets]).astype(
-            np.float32
+        texts, all_targets = distillation_set(
+            data,
+            [q.text for q in train_q],
+            product_vecs[:, 0],
+            lambda t: bulk.encode(name, t, local=teacher, desc="teacher: query student texts"),
+            preset,
+            seed,
+            substring_vecs=targets,
         )
         student, tokenizer, _ = train_query_student(texts, all_targets, preset, seed)
     return RetrievalResult(
@@ -220,7 +219,6 @@ class RetrievalExport:
     paired: Paired
     query_student: dict[str, Any] | None
     lexical: LexicalComponent
-    arrays: dict[str, ArraySpec]
 
 
 def export_retrieval(
@@ -243,17 +241,19 @@ def export_retrieval(
     )
     int8 = run_onnx(out / "query_encoder.onnx", "query_encoder", "ids", ids)
     index = write_index(r.product_vecs, out / "index.usearch")
-    ids = [p.id for p in data.catalogue.products]
-    catalogue = product_arrays(
-        ids, data.titles, data.product_labels, len(data.labels), featurizer, lambda rows: r.product_vecs[rows]
-    )
-    arrays = save_product_arrays(out, catalogue)
+    products = {
+        "ids": [p.id for p in data.catalogue.products],
+        "titles": data.titles,
+        "categories": data.product_labels.tolist(),
+    }
+    (out / "products.json").write_text(json.dumps(products, ensure_ascii=False), encoding="utf-8")
     hashed = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, int8, r.product_vecs, index)
     served, student_gate = int8, None
     if r.query_student is not None and r.query_tokenizer is not None:
         student_gate, served = export_query_student(
             r.query_student, r.query_tokenizer, r.eval_texts, tmp, out
         )
+        student_gate["teacher_layers"] = list(preset.query_student_layers)
         student_gate["catalogue_tokens_kept"] = round(
             kept_token_share(r.query_student, r.query_tokenizer, data.titles), 4
         )
@@ -289,4 +289,4 @@ def export_retrieval(
     result["product_teacher"] = r.teacher_name
     result["views"] = preset.methods.views
     result["eval_queries"] = len(r.eval_texts)
-    return RetrievalExport(result, paired, student_gate, component, arrays)
+    return RetrievalExport(result, paired, student_gate, component)

@@ -199,14 +199,20 @@ def _load_teacher(model_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 def _build(
     config: dict,
     weights: dict[str, torch.Tensor],
-    num_layers: int,
+    layers: int | Sequence[int],
     kept: np.ndarray | None,
     unk: int,
     num_classes: int | None,
     out_dim: int | None,
 ) -> TransformerStudent:
-    """A student from the teacher's first `num_layers` layers and the word-embedding rows `kept` (all if
-    None); the head, if any, starts from PyTorch's default initialisation."""
+    """A student from the teacher's `layers` (their indices, bottom first; an int n is the first n) and the
+    word-embedding rows `kept` (all if None); the head, if any, starts from PyTorch's default
+    initialisation."""
+    picked = list(range(layers)) if isinstance(layers, int) else list(layers)
+    total = config["num_hidden_layers"]
+    if not picked or sorted(set(picked)) != picked or picked[0] < 0 or picked[-1] >= total:
+        raise ValueError(f"layers must be distinct teacher layers in 0..{total - 1}, ascending, not {layers}")
+    num_layers = len(picked)
     remap = None
     if kept is not None:
         remap = torch.full((config["vocab_size"],), unk, dtype=torch.int64)
@@ -242,10 +248,10 @@ def _build(
         "output": "output.dense",
         "output_norm": "output.LayerNorm",
     }
-    for i in range(num_layers):
+    for i, layer in enumerate(picked):
         for ours, theirs in names.items():
             for kind in ("weight", "bias"):
-                state[f"layers.{i}.{ours}.{kind}"] = weights[f"encoder.layer.{i}.{theirs}.{kind}"]
+                state[f"layers.{i}.{ours}.{kind}"] = weights[f"encoder.layer.{layer}.{theirs}.{kind}"]
     missing, unexpected = student.load_state_dict(state, strict=False)
     left = [m for m in missing if not m.startswith(("head.", "remap"))]
     if left or unexpected:
@@ -256,15 +262,14 @@ def _build(
 def build_transformer_student(
     teacher_dir: Path,
     texts: Sequence[str],
-    num_layers: int = 2,
+    num_layers: int | Sequence[int] = 2,
     num_classes: int | None = None,
     out_dim: int | None = None,
 ) -> tuple[TransformerStudent, Tokenizer]:
-    """The teacher's bottom `num_layers` layers over the vocabulary that `texts` use (plus specials and the
-    most frequent general words), cut further by frequency if needed to stay under PARAMETER_BUDGET."""
+    """The teacher's bottom `num_layers` layers (or those listed) over the vocabulary that `texts` use (plus
+    specials and the most frequent general words), cut further by frequency if needed to stay under
+    PARAMETER_BUDGET."""
     config, weights = _load_teacher(teacher_dir)
-    if not 1 <= num_layers <= config["num_hidden_layers"]:
-        raise ValueError(f"num_layers must be in 1..{config['num_hidden_layers']}, not {num_layers}")
     tokenizer = load_tokenizer(teacher_dir)
     # Size the body with a one-row vocabulary to learn how many embedding rows the budget leaves.
     probe = _build(config, weights, num_layers, np.array([0]), 0, num_classes, out_dim)
@@ -276,22 +281,21 @@ def build_transformer_student(
 
 
 def factorized_student(
-    teacher_dir: Path, num_layers: int, out_dim: int | None = None
+    teacher_dir: Path, layers: int | Sequence[int], out_dim: int | None = None
 ) -> tuple[TransformerStudent, Tokenizer]:
-    """The teacher's bottom `num_layers` layers over its WHOLE vocabulary, the word-embedding table
-    factorized by truncated SVD (vocab x rank, then rank x hidden) at the largest rank PARAMETER_BUDGET
-    allows. Unlike a pruned vocabulary, no word piece of a real catalogue or query becomes [UNK]."""
+    """The teacher's `layers` (indices, or an int n for the bottom n) over its WHOLE vocabulary, the
+    word-embedding table factorized by truncated SVD (vocab x rank, then rank x hidden) at the largest rank
+    PARAMETER_BUDGET allows. Unlike a pruned vocabulary, no word piece of a real catalogue or query becomes
+    [UNK]."""
     config, weights = _load_teacher(teacher_dir)
-    if not 1 <= num_layers <= config["num_hidden_layers"]:
-        raise ValueError(f"num_layers must be in 1..{config['num_hidden_layers']}, not {num_layers}")
-    student = _build(config, weights, num_layers, None, 0, None, out_dim)
+    student = _build(config, weights, layers, None, 0, None, out_dim)
     table = student.word_embeddings.weight.detach()
     vocab, hidden = table.shape
     body = count_parameters(student) - table.numel()
     rank = min(hidden, (PARAMETER_BUDGET - 1 - body) // (vocab + hidden))
     if rank < 16:
         raise ValueError(
-            f"{num_layers} layers leave no room for a factorized vocabulary under {PARAMETER_BUDGET}"
+            f"{len(student.layers)} layers leave no room for a factorized vocabulary under {PARAMETER_BUDGET}"
         )
     u, singular, vt = torch.linalg.svd(table, full_matrices=False)
     student.word_embeddings = nn.Embedding.from_pretrained(u[:, :rank] * singular[:rank], freeze=False)

@@ -142,7 +142,7 @@ def test_embedding_onnx_matches_pytorch(teacher_dir: Path, tmp_path: Path) -> No
 
 
 def test_factorized_student_keeps_the_whole_vocabulary_under_budget(teacher_dir: Path) -> None:
-    student, tokenizer = factorized_student(teacher_dir, num_layers=3)
+    student, tokenizer = factorized_student(teacher_dir, 3)
     assert count_parameters(student) < PARAMETER_BUDGET
     assert student.remap is None and student.word_embeddings.num_embeddings == tokenizer.get_vocab_size()
     assert student.word_projection is not None
@@ -151,3 +151,18 @@ def test_factorized_student_keeps_the_whole_vocabulary_under_budget(teacher_dir:
     with torch.no_grad():
         vectors = student(torch.from_numpy(ids), torch.from_numpy(mask))
     assert torch.allclose(vectors.norm(dim=-1), torch.ones(len(TEXTS)), atol=1e-4)
+
+
+def test_a_student_takes_the_teacher_layers_it_is_given(teacher_dir: Path) -> None:
+    """Layer dropping may keep every other layer: layer i of the student is the teacher's picked[i]."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(teacher_dir / "model.safetensors"))
+    student, _ = factorized_student(teacher_dir, (0, 2, 4))
+    assert len(student.layers) == 3
+    for i, layer in enumerate((0, 2, 4)):
+        theirs = weights[f"encoder.layer.{layer}.attention.self.query.weight"]
+        assert torch.equal(student.layers[i].query.weight, theirs)
+    for bad in ((), (2, 1), (0, 0), (0, 6)):
+        with pytest.raises(ValueError, match="layers must be distinct teacher layers"):
+            factorized_student(teacher_dir, bad)

@@ -15,6 +15,9 @@ Parts run only when named (they evaluate shipped bundles through the served code
 - real_queries: the default bundle's query side against its teacher on real WANDS and ESCI query text;
 - wands: the WANDS taxonomy bundle on the WANDS test split;
 - flipkart: the Flipkart-names bundle on its test split (intent and similar-product search).
+
+And one that trains: query_levers, the query student distilled keeping each choice of MiniLM layers, on
+real WANDS and ESCI query text.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from training.report.intent import intent_part
 from training.report.latency import latency_part
 from training.report.layers import layers_part
 from training.report.markdown import write_report
+from training.report.query_levers import query_levers_part
 from training.report.real_flipkart import flipkart_part
 from training.report.real_queries import real_queries_part
 from training.report.real_wands import wands_part
@@ -51,6 +55,7 @@ RUN_PART: dict[str, Callable[[Context], dict[str, Any]]] = {
     "real_queries": real_queries_part,
     "wands": wands_part,
     "flipkart": flipkart_part,
+    "query_levers": query_levers_part,
 }
 
 

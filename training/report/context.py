@@ -18,7 +18,9 @@ DEFAULT_PARTS = ("intent", "catalogue", "layers", "latency")
 """What a bare `sift-train report` runs (unchanged since before the real-data parts)."""
 BUNDLE_PARTS = ("real_queries", "wands", "flipkart")
 """Parts that evaluate shipped bundles on the real data sets; run only when named with --parts."""
-PARTS = DEFAULT_PARTS + BUNDLE_PARTS
+LEVER_PARTS = ("query_levers",)
+"""Parts that train several students to compare one choice; run only when named with --parts."""
+PARTS = DEFAULT_PARTS + BUNDLE_PARTS + LEVER_PARTS
 
 
 class ReportSettings(BaseSettings):
@@ -38,7 +40,8 @@ class ReportSettings(BaseSettings):
     """Intent teachers compared and stacked."""
     parts: tuple[str, ...] = DEFAULT_PARTS
     """Which parts to (re)run: any of intent, catalogue, layers, latency (the default), and real_queries,
-    wands, flipkart (shipped bundles on the real data sets)."""
+    wands, flipkart (shipped bundles on the real data sets), and query_levers (the query student's layers,
+    on real query text)."""
     data_dir: Path = Path("../shared/data")
     """Folder of the real data sets (wands-queries, esci-judgments, esci-pairs, flipkart-names)."""
     default_bundle: Path = Path("bundles/default")

@@ -7,7 +7,12 @@ from typing import Any
 
 import matplotlib
 
-from training.report.markdown_real import real_flipkart_section, real_queries_section, real_wands_section
+from training.report.markdown_real import (
+    query_levers_section,
+    real_flipkart_section,
+    real_queries_section,
+    real_wands_section,
+)
 from training.report.tables import fmt, table
 
 matplotlib.use("Agg")
@@ -48,6 +53,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         lines += real_wands_section(results["wands"])
     if "flipkart" in results:
         lines += real_flipkart_section(results["flipkart"])
+    if "query_levers" in results:
+        lines += query_levers_section(results["query_levers"])
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

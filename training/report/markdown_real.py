@@ -196,3 +196,40 @@ def real_flipkart_section(r: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def query_levers_section(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Query student: which MiniLM layers to keep",
+        "",
+        f"Made by `{r['command']}` ({r['seconds']:,.0f} s).",
+        "",
+        f"Each choice of three of MiniLM's six layers is distilled as the {r['preset']} preset's query "
+        f"student is ({r['distillation_texts']:,} teacher-labelled texts over the embedded catalogue), "
+        f"exported to int8 through the parity gate, and compared with the teacher ({r['teacher']}) on the "
+        f"{r['real_queries']:,} distinct real WANDS and ESCI queries (none seen in training). Intervals are "
+        "95% bootstrap over queries.",
+        "",
+    ]
+    rows = [
+        {
+            **x,
+            "layers_shown": ", ".join(map(str, x["layers"]))
+            + (" (the preset's)" if x["shipped_by_preset"] else ""),
+            "ci": _ci(x["cosine_ci95"]),
+        }
+        for x in r["rows"]
+    ]
+    lines += table(
+        rows,
+        [
+            ("layers_shown", "teacher layers kept"),
+            ("mean_cosine", "mean cosine"),
+            ("ci", "95% CI"),
+            ("cosine_p10", "10th pct cosine"),
+            ("final_loss", "last epoch loss"),
+            ("train_seconds", "train s"),
+            ("int8", "int8 scheme"),
+        ],
+    )
+    return lines

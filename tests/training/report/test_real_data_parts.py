@@ -149,3 +149,30 @@ def test_query_model_choice_is_the_best_cosine_within_the_budget() -> None:
     # None within: the fastest.
     none = choose_query_model(rows, {"served: big": slow, "before: small": {"p50_ms": EMBED_BUDGET_MS * 3}})
     assert none["chosen"] == "served: big"
+
+
+def test_query_levers_section_marks_the_presets_choice() -> None:
+    from training.report.markdown_real import query_levers_section
+
+    row = {
+        "cosine_ci95": [0.8, 0.9],
+        "cosine_p10": 0.7,
+        "final_loss": 0.1,
+        "train_seconds": 600,
+        "int8": "int8",
+    }
+    r = {
+        "command": "sift-train report --parts '[\"query_levers\"]'",
+        "seconds": 1800,
+        "preset": "default",
+        "distillation_texts": 71000,
+        "teacher": "MiniLM",
+        "real_queries": 793,
+        "rows": [
+            {**row, "layers": [0, 1, 2], "shipped_by_preset": False, "mean_cosine": 0.85},
+            {**row, "layers": [0, 2, 4], "shipped_by_preset": True, "mean_cosine": 0.88},
+        ],
+    }
+    text = "\n".join(query_levers_section(r))
+    assert "| 0, 2, 4 (the preset's) | 0.880 |" in text
+    assert "| 0, 1, 2 | 0.850 |" in text
