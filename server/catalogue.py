@@ -7,9 +7,10 @@ opens them memory-mapped (`ProductTable.open`, numpy without pickle): opening co
 a million products, and every worker shares the pages through the page cache. A schema 2 bundle's
 products.json is turned into the same arrays in memory at load, as it always was parsed.
 
-A category filter (`ProductTable.category_filter`) is searched exactly over its vectors when the bundle
-stores them contiguously (categories of at most EXACT_MAX_VECTORS vectors), otherwise through the ANN index
-with enough over-fetch for the category's share of the catalogue (server/runtime/index.py).
+A category filter (`ProductTable.category_filter`) is searched over its own vectors when the bundle stores
+them contiguously (categories of at most EXACT_MAX_VECTORS vectors: a coarse scan, then the best rescored in
+full), otherwise through the ANN index with enough over-fetch for the category's share of the catalogue
+(server/runtime/index.py).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from server.manifest import PRODUCT_ARRAYS, ArraySpec, BundleError, array_file
 from server.manifest_parts import COARSE_DIMS
 from server.runtime.index import RowFilter
 
-EXACT_MAX_VECTORS = 65536
-"""Categories with at most this many vectors (products x views) keep theirs contiguous for exact search:
-a few ms of SIMD distances at the limit, and below it cheaper than over-fetching from the ANN index."""
+EXACT_MAX_VECTORS = 131072
+"""Categories with at most this many vectors (products x views) keep theirs contiguous, in full and in a
+coarse projection (server/runtime/index.py): scanning 16 MB of coarse vectors at the limit costs about what
+over-fetching a category of that share from the ANN index would, and less below it."""
 
 
 class StrColumn(Sequence[str]):
