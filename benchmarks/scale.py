@@ -364,8 +364,8 @@ def exact_top(grown: Grown, queries: np.ndarray, label: int | None, k: int = 10)
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     for start in range(0, len(rows), 65536):
         part = np.asarray(grown.vectors[rows[start : start + 65536]], dtype=np.float32)
-        scores = np.einsum("pvd,qd->qpv", part, q).max(axis=2)
-        best[:, start : start + len(part)] = scores
+        scores = (part.reshape(-1, part.shape[-1]) @ q.T).reshape(len(part), -1, len(q)).max(axis=1)
+        best[:, start : start + len(part)] = scores.T
     top = np.argpartition(-best, k - 1, axis=1)[:, :k]
     order = np.take_along_axis(best, top, axis=1).argsort(axis=1)[:, ::-1]
     picked = np.take_along_axis(top, order, axis=1)
