@@ -26,7 +26,7 @@ LAYERS = (
     ),
     ("server.config", "server.featurize", "server.query_tokens", "server.rules", "server.relevance_cascade"),
     ("server.runtime",),
-    ("server.bundle",),
+    ("server.bundle", "server.admission"),
     ("server.service",),
     ("server.transport",),
     ("server.app", "server.__main__", "server.workers", "server.healthcheck"),
