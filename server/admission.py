@@ -88,6 +88,8 @@ class Admission:
     def __init__(self, policy: AdmissionPolicy, rng: random.Random | None = None) -> None:
         self.policy = policy
         self._models: dict[str, CostModel] = {}
+        # (a, b) of each model as Python floats: the hot path never touches numpy.
+        self._coefficients: dict[str, tuple[float, float]] = {}
         self._queued = 0.0  # estimated seconds of the calls admitted and not finished
         self._in_flight = 0
         self._epoch = 0
@@ -109,19 +111,20 @@ class Admission:
         """Estimated seconds of `work`; 0 for a kind never measured."""
         total = 0.0
         for kind, units in work.parts:
-            model = self._models.get(kind)
-            if model is not None:
-                total += model.predict(units)
+            if (ab := self._coefficients.get(kind)) is not None:
+                total += ab[0] * units + ab[1]
         return total
 
     def admit(self, work: Work) -> Ticket:
         """A ticket for `work`, or Overloaded when the estimated delay is over the method's limit."""
         cost = self.estimate(work)
+        # Every call seen, refused ones too, ends the "alone" of the calls in flight: under a retry storm
+        # a call's wall time includes the refusals the loop served meanwhile, which are not its work.
+        self._epoch += 1
         if self.enabled and self._in_flight:
             limit = self.policy.limit(work.method)
             if self._queued > limit:
                 raise self._refusal(work, cost, limit)
-        self._epoch += 1
         self._in_flight += 1
         self._queued += cost
         return Ticket(work, cost, alone=self._in_flight == 1, epoch=self._epoch)
@@ -136,11 +139,14 @@ class Admission:
     def observe(self, work: Work, seconds: float) -> None:
         """One measured run of `work` alone. A call of several kinds is split in proportion to the
         estimates (evenly before any)."""
-        estimates = [self._models[k].predict(n) if k in self._models else 0.0 for k, n in work.parts]
+        estimates = [self.estimate(Work(work.method, (part,))) for part in work.parts]
         total = sum(estimates)
         for (kind, units), estimate in zip(work.parts, estimates, strict=True):
             share = estimate / total if total > 0 else 1 / len(work.parts)
-            self._models.setdefault(kind, CostModel()).observe(units, seconds * share)
+            model = self._models.setdefault(kind, CostModel())
+            model.observe(units, seconds * share)
+            a, b = model.coefficients
+            self._coefficients[kind] = (float(a), float(b))
 
     def calibrate(self, runs: Iterable[tuple[Work, float]]) -> None:
         """Seeds the cost models with runs measured alone (see server/service/calibration.py)."""

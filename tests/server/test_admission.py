@@ -79,3 +79,15 @@ def test_only_calls_that_ran_alone_teach_their_cost() -> None:
     assert a.estimate(CHEAP) == before
     a.observe(CHEAP, 3e-3)  # a run alone moves the estimate toward it
     assert before < a.estimate(CHEAP) < 3e-3
+
+
+def test_a_call_that_saw_refusals_beside_it_did_not_run_alone() -> None:
+    """Under a retry storm the loop serves refusals while an admitted call runs; its wall time is not its
+    own work, so it must not teach the estimate (else the estimate grows and admission sheds ever more)."""
+    a = admission(target_s=0.001)
+    before = a.estimate(HEAVY)
+    ticket = a.admit(HEAVY)  # alone on an idle worker
+    with pytest.raises(Overloaded):
+        a.admit(HEAVY)
+    a.done(ticket)
+    assert a.estimate(HEAVY) == before
