@@ -259,7 +259,7 @@ def coarse_projection(vectors: np.ndarray, sample: int = 20_000) -> tuple[np.nda
 
 
 def _coarse(vectors: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
-    out = np.empty((len(vectors), projection.shape[1]), dtype=np.float16)
+    out = np.empty((len(vectors), projection.shape[1]), dtype=np.float32)
     for start in range(0, len(vectors), 65536):
         part = np.asarray(vectors[start : start + 65536], dtype=np.float32) - mean
         out[start : start + len(part)] = part @ projection

@@ -177,7 +177,7 @@ PRODUCT_ARRAYS: dict[str, tuple[str, tuple[str | None, ...]]] = {
     # The same vectors in COARSE_DIMS principal directions: scanned first, the best few rescored in full.
     "coarse_projection": ("<f4", ("d", "c")),  # [d, c]: x @ projection, after subtracting coarse_mean
     "coarse_mean": ("<f4", ("d",)),
-    "exact_coarse": ("<f2", (None, "c")),  # [rows x views, c], row for row with exact_vectors
+    "exact_coarse": ("<f4", (None, "c")),  # [rows x views, c], row for row with exact_vectors
 }
 COARSE_DIMS = 64
 
