@@ -68,7 +68,7 @@ def real_queries_section(r: dict[str, Any]) -> list[str]:
     if c := r.get("choice"):
         lines += [f"Which query model ships: {c['rule']}.", ""]
         lines += table(
-            c["candidates"],
+            [{**x, "within_budget": "yes" if x["within_budget"] else "no"} for x in c["candidates"]],
             [
                 ("model", "query model"),
                 ("mean_cosine", "mean cosine (all)"),

@@ -230,8 +230,14 @@ def real_queries_part(ctx: Context) -> dict[str, Any]:
     models: list[tuple[str, OnnxModel, Any]] = []
     served, featurize = bundle.query_model()
     if bundle.query_student is not None:
-        layers = (bundle.evaluation.get("retrieval", {}).get("query_student_export") or {}).get("layers")
-        models.append((f"served: transformer query student ({layers or '?'} layers)", served, featurize))
+        export = bundle.evaluation.get("retrieval", {}).get("query_student_export") or {}
+        picked = export.get("teacher_layers")
+        layers = (
+            f"MiniLM layers {', '.join(map(str, picked))}"
+            if picked
+            else f"{export.get('layers', '?')} layers"
+        )
+        models.append((f"served: transformer query student ({layers})", served, featurize))
     else:
         models.append(("served: hashed n-gram query encoder", served, featurize))
     if bundle.query_student is not None and bundle.query_encoder is not None:
