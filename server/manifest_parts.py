@@ -177,7 +177,8 @@ PRODUCT_ARRAYS: dict[str, tuple[str, tuple[str | None, ...]]] = {
     # The same vectors in COARSE_DIMS principal directions: scanned first, the best few rescored in full.
     "coarse_projection": ("<f4", ("d", "c")),  # [d, c]: x @ projection, after subtracting coarse_mean
     "coarse_mean": ("<f4", ("d",)),
-    "exact_coarse": ("<f4", (None, "c")),  # [rows x views, c], row for row with exact_vectors
+    # [rows x views, c], row for row with exact_vectors; float32 (the first schema 3 bundles wrote float16)
+    "exact_coarse": ("<f4 or <f2", (None, "c")),
 }
 COARSE_DIMS = 64
 
@@ -202,7 +203,7 @@ def check_array_shapes(arrays: dict[str, ArraySpec], count: int, labels: int, di
         raise BundleError(f"{where}: arrays missing {missing}, unknown {unknown}")
     for role, (dtype, shape) in PRODUCT_ARRAYS.items():
         spec = arrays[role]
-        ok_dtype = spec.dtype.startswith(dtype) if dtype == "|S" else spec.dtype == dtype
+        ok_dtype = spec.dtype.startswith(dtype) if dtype == "|S" else spec.dtype in dtype.split(" or ")
         expected = tuple(sizes[s] if isinstance(s, str) else None for s in shape)
         ok_shape = len(spec.shape) == len(expected) and all(
             e is None or e == a for e, a in zip(expected, spec.shape, strict=True)
