@@ -6,7 +6,6 @@ The retrieval stage (`train_retrieval`), its export to the bundle and its evalua
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from usearch.index import Index
 
+from server.catalogue import product_arrays, save_product_arrays
 from server.featurize import Featurizer
-from server.manifest import LexicalComponent
+from server.manifest import ArraySpec, LexicalComponent
 from server.runtime.index import ProductIndex
 from training.data.catalogue import Catalogue
 from training.data.dataset import TrainingData
@@ -219,6 +219,7 @@ class RetrievalExport:
     paired: Paired
     query_student: dict[str, Any] | None
     lexical: LexicalComponent
+    arrays: dict[str, ArraySpec]
 
 
 def export_retrieval(
@@ -241,12 +242,11 @@ def export_retrieval(
     )
     int8 = run_onnx(out / "query_encoder.onnx", "query_encoder", "ids", ids)
     index = write_index(r.product_vecs, out / "index.usearch")
-    products = {
-        "ids": [p.id for p in data.catalogue.products],
-        "titles": data.titles,
-        "categories": data.product_labels.tolist(),
-    }
-    (out / "products.json").write_text(json.dumps(products, ensure_ascii=False), encoding="utf-8")
+    ids = [p.id for p in data.catalogue.products]
+    catalogue = product_arrays(
+        ids, data.titles, data.product_labels, len(data.labels), featurizer, lambda rows: r.product_vecs[rows]
+    )
+    arrays = save_product_arrays(out, catalogue)
     hashed = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, int8, r.product_vecs, index)
     served, student_gate = int8, None
     if r.query_student is not None and r.query_tokenizer is not None:
@@ -289,4 +289,4 @@ def export_retrieval(
     result["product_teacher"] = r.teacher_name
     result["views"] = preset.methods.views
     result["eval_queries"] = len(r.eval_texts)
-    return RetrievalExport(result, paired, student_gate, component)
+    return RetrievalExport(result, paired, student_gate, component, arrays)
