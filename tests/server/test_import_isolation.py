@@ -25,7 +25,7 @@ LAYERS = (
         "server.ports",
     ),
     ("server.config", "server.featurize", "server.query_tokens", "server.rules", "server.relevance_cascade"),
-    ("server.runtime",),
+    ("server.runtime", "server.catalogue"),
     ("server.bundle", "server.admission"),
     ("server.service",),
     ("server.transport",),
