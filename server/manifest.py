@@ -231,7 +231,7 @@ class Manifest:
         for name, actual in zip(parted, parts_sha256([directory / n for n in parted]), strict=True):
             if actual != self.files[name].parts:
                 raise BundleError(
-                    f"{name}: parts sha256 mismatch (manifest {self.files[name].parts[:12]}..., "
+                    f"{name}: sha256 mismatch (parts hash: manifest {self.files[name].parts[:12]}..., "
                     f"file {actual[:12]}...)"
                 )
         for name, entry in self.files.items():
