@@ -23,7 +23,7 @@ from training.data.dataset import load_training_data
 from training.data.queries import title_substrings
 from training.query_student import distillation_set, export_query_student, train_query_student
 from training.report.context import Context
-from training.report.real_common import distinct, mean_ci
+from training.report.real_common import distinct, mean_ci, unit
 from training.report.real_queries import load_sources
 from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
 
@@ -68,9 +68,7 @@ def query_levers_part(ctx: Context) -> dict[str, Any]:
             fp32.mkdir()
             out.mkdir()
             gate, served = export_query_student(student, tokenizer, real, fp32, out)
-        cosine = np.sum(served * real_vecs, axis=1) / np.maximum(
-            np.linalg.norm(served, axis=1) * np.linalg.norm(real_vecs, axis=1), 1e-9
-        )
+        cosine = np.sum(unit(served) * unit(real_vecs), axis=1)
         c = mean_ci(cosine)
         rows.append(
             {
