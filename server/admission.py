@@ -2,9 +2,10 @@
 already admitted (its estimated queueing delay) stays under a target; the rest are refused at once with
 RESOURCE_EXHAUSTED and a `grpc-retry-pushback-ms` hint saying when to come back.
 
-- **The estimate.** A call's work is `units` of its method: 1 for ClassifyIntent, Search and EmbedQuery,
-  the number of candidates for ScoreRelevance (titles and product ids apart: a title is featurized and
-  embedded, an id only looked up). Each (method, kind) has the micro-batcher's cost model
+- **The estimate.** A call's work is `units` of its method: 1 for ClassifyIntent, Search and EmbedQuery
+  (a batch call of them counts its items, under the same cost model as the single call), the number of
+  candidates for ScoreRelevance (titles and product ids apart: a title is featurized and embedded, an id
+  only looked up). Each (method, kind) has the micro-batcher's cost model
   (server/runtime/batcher.py: seconds = a * units + b, least squares with forgetting), fitted on the wall time
   of calls that ran alone (no other call admitted while they ran, so the time is their own work), and
   seeded when a bundle loads by timing each call alone (`calibrate`). Under sustained overload no call runs
@@ -59,6 +60,10 @@ class Work:
         """Work of `method`; keyword arguments name kinds within it and their units (zero units dropped)."""
         parts = tuple((f"{method}/{kind}", n) for kind, n in kinds.items() if n > 0)
         return cls(method, parts or ((method, 1),))
+
+    def times(self, n: int) -> Work:
+        """The work of `n` such calls answered by one batch call: a batch counts as its size."""
+        return Work(self.method, tuple((kind, units * n) for kind, units in self.parts))
 
 
 @dataclass(slots=True)

@@ -77,7 +77,7 @@ SERVICES = (
         "IntentService",
         "intent",
         lambda s: IntentServicer(
-            IntentService(s.store, s.limits, s.settings.cache_size), s.settings.timing_metadata
+            IntentService(s.store, s.limits, s.settings.cache_size, s.heavy), s.settings.timing_metadata
         ),
     ),
     Service(
@@ -91,7 +91,7 @@ SERVICES = (
         "RetrievalService",
         "retrieval",
         lambda s: RetrievalServicer(
-            RetrievalService(s.store, s.limits, s.settings.cache_size), s.settings.timing_metadata
+            RetrievalService(s.store, s.limits, s.settings.cache_size, s.heavy), s.settings.timing_metadata
         ),
     ),
     Service(
@@ -124,6 +124,7 @@ class SiftServer:
             max_query_chars=settings.max_query_chars,
             max_candidates=settings.max_candidates,
             max_k=settings.max_k,
+            max_batch_items=settings.max_batch_items,
         )
         self.heavy = HeavyWork(settings.slice_rows, settings.offload_rows)
         self.admission = Admission(

@@ -25,6 +25,7 @@ class InvalidArgument(SiftError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 class NotFound(SiftError):
@@ -33,6 +34,7 @@ class NotFound(SiftError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 class Unavailable(SiftError):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sized
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from server.errors import InvalidArgument
+from server.errors import InvalidArgument, NotFound
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +19,7 @@ class Limits:
     max_k: int = 1000
     default_top_k: int = 5
     default_k: int = 10
+    max_batch_items: int = 64
 
 
 MAX_ID_CHARS = 256
@@ -74,3 +77,21 @@ def check_vector(values: list[float], field: str, dim: int) -> np.ndarray:
     if norm == 0.0 or not math.isfinite(norm):
         raise InvalidArgument(field, "must not be the zero vector")
     return vector / norm
+
+
+def check_batch(items: Sized, maximum: int) -> None:
+    """A batch call holds 1 to `maximum` items."""
+    if not len(items):
+        raise InvalidArgument("items", "must hold at least one item")
+    if len(items) > maximum:
+        raise InvalidArgument("items", f"has {len(items)} entries, more than the limit of {maximum}")
+
+
+@contextmanager
+def batch_item(index: int) -> Iterator[None]:
+    """Runs a single call's checks on item `index` of a batch: its refusal names the item's field
+    (`items[3].query: ...`), so a batch item is checked by exactly the code that checks a single call."""
+    try:
+        yield
+    except (InvalidArgument, NotFound) as e:
+        raise type(e)(f"items[{index}].{e.field}", e.problem) from None

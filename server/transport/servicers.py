@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections import Counter
 from collections.abc import Callable
 
 import grpc
@@ -25,9 +26,9 @@ from server.admission import Admission, Work
 from server.errors import PermissionDenied
 from server.service.admin import AdminService
 from server.service.info import InfoService
-from server.service.intent import SOURCE_RULE, IntentService
+from server.service.intent import SOURCE_RULE, IntentQuery, IntentResult, IntentService
 from server.service.relevance import CandidateInput, RelevanceService
-from server.service.retrieval import RetrievalService
+from server.service.retrieval import EmbedResult, RetrievalService, SearchQuery, SearchResult
 from server.transport.middleware import deadline_of, rpc
 
 Context = grpc.aio.ServicerContext
@@ -48,6 +49,12 @@ _GRADES = {
 def _one(method: str) -> Callable[[object], Work]:
     work = Work.of(method)
     return lambda request: work
+
+
+def _batch(method: str) -> Callable[[object], Work]:
+    """A batch of ClassifyIntent or EmbedQuery items counts as that many single calls."""
+    work = Work.of(method)
+    return lambda request: work.times(len(request.items))  # type: ignore[attr-defined]
 
 
 def _relevance_work(request: relevance_pb2.ScoreRelevanceRequest) -> Work:
@@ -72,15 +79,28 @@ class IntentServicer(intent_pb2_grpc.IntentServiceServicer):
         result = await self._service.classify(
             request.query, request.top_k, request.min_score, deadline_of(context)
         )
-        return intent_pb2.ClassifyIntentResponse(
-            categories=[
-                intent_pb2.Category(id=c.id, path=c.path, probability=c.probability)
-                for c in result.categories
-            ],
-            source=_source(result.source),
-            rule=result.rule,
-            model_version=result.model_version,
+        return _intent_response(result)
+
+    @rpc("ClassifyIntentBatch", _batch("ClassifyIntent"))
+    async def ClassifyIntentBatch(
+        self, request: intent_pb2.ClassifyIntentBatchRequest, context: Context
+    ) -> intent_pb2.ClassifyIntentBatchResponse:
+        items = [IntentQuery(r.query, r.top_k, r.min_score) for r in request.items]
+        results = await self._service.classify_batch(items, deadline_of(context))
+        return intent_pb2.ClassifyIntentBatchResponse(
+            items=[_intent_response(r) for r in results], model_version=results[0].model_version
         )
+
+
+def _intent_response(result: IntentResult) -> intent_pb2.ClassifyIntentResponse:
+    return intent_pb2.ClassifyIntentResponse(
+        categories=[
+            intent_pb2.Category(id=c.id, path=c.path, probability=c.probability) for c in result.categories
+        ],
+        source=_source(result.source),
+        rule=result.rule,
+        model_version=result.model_version,
+    )
 
 
 class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
@@ -120,6 +140,37 @@ _SEARCH_MODES = {
 _SEARCH_WORK = {number: Work.of("Search", **{name or "default": 1}) for number, name in _SEARCH_MODES.items()}
 
 
+def _search_batch_work(request: retrieval_pb2.SearchBatchRequest) -> Work:
+    """Each item counts as the single Search of its mode."""
+    modes = Counter(_SEARCH_MODES.get(item.mode) or "default" for item in request.items)
+    return Work.of("Search", **modes)
+
+
+def _search_query(request: retrieval_pb2.SearchRequest) -> SearchQuery:
+    which = request.WhichOneof("query_input")
+    return SearchQuery(
+        query=request.query if which == "query" else None,
+        vector=list(request.vector.values) if which == "vector" else None,
+        k=request.k,
+        category=request.category,
+        mode=_SEARCH_MODES.get(request.mode, str(request.mode)),
+    )
+
+
+def _search_response(result: SearchResult) -> retrieval_pb2.SearchResponse:
+    return retrieval_pb2.SearchResponse(
+        hits=[
+            retrieval_pb2.Hit(product_id=h.product_id, score=h.score, category=h.category)
+            for h in result.hits
+        ],
+        model_version=result.model_version,
+    )
+
+
+def _embed_response(result: EmbedResult) -> retrieval_pb2.EmbedQueryResponse:
+    return retrieval_pb2.EmbedQueryResponse(vector=result.vector.tolist(), model_version=result.model_version)
+
+
 class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     admission: Admission | None = None
 
@@ -131,30 +182,35 @@ class RetrievalServicer(retrieval_pb2_grpc.RetrievalServiceServicer):
     async def Search(
         self, request: retrieval_pb2.SearchRequest, context: Context
     ) -> retrieval_pb2.SearchResponse:
-        which = request.WhichOneof("query_input")
+        q = _search_query(request)
         result = await self._service.search(
-            query=request.query if which == "query" else None,
-            vector=list(request.vector.values) if which == "vector" else None,
-            k=request.k,
-            category=request.category,
-            mode=_SEARCH_MODES.get(request.mode, str(request.mode)),
-            deadline=deadline_of(context),
+            q.query, q.vector, q.k, q.category, q.mode, deadline=deadline_of(context)
         )
-        return retrieval_pb2.SearchResponse(
-            hits=[
-                retrieval_pb2.Hit(product_id=h.product_id, score=h.score, category=h.category)
-                for h in result.hits
-            ],
-            model_version=result.model_version,
-        )
+        return _search_response(result)
 
     @rpc("EmbedQuery", _one("EmbedQuery"))
     async def EmbedQuery(
         self, request: retrieval_pb2.EmbedQueryRequest, context: Context
     ) -> retrieval_pb2.EmbedQueryResponse:
-        result = await self._service.embed(request.query, deadline_of(context))
-        return retrieval_pb2.EmbedQueryResponse(
-            vector=result.vector.tolist(), model_version=result.model_version
+        return _embed_response(await self._service.embed(request.query, deadline_of(context)))
+
+    @rpc("SearchBatch", _search_batch_work)
+    async def SearchBatch(
+        self, request: retrieval_pb2.SearchBatchRequest, context: Context
+    ) -> retrieval_pb2.SearchBatchResponse:
+        items = [_search_query(r) for r in request.items]
+        results = await self._service.search_batch(items, deadline_of(context))
+        return retrieval_pb2.SearchBatchResponse(
+            items=[_search_response(r) for r in results], model_version=results[0].model_version
+        )
+
+    @rpc("EmbedQueryBatch", _batch("EmbedQuery"))
+    async def EmbedQueryBatch(
+        self, request: retrieval_pb2.EmbedQueryBatchRequest, context: Context
+    ) -> retrieval_pb2.EmbedQueryBatchResponse:
+        results = await self._service.embed_batch([r.query for r in request.items], deadline_of(context))
+        return retrieval_pb2.EmbedQueryBatchResponse(
+            items=[_embed_response(r) for r in results], model_version=results[0].model_version
         )
 
 

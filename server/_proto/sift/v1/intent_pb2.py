@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from server._proto.sift.v1 import common_pb2 as sift_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14sift/v1/intent.proto\x12\x07sift.v1\x1a\x14sift/v1/common.proto\"H\n\x15\x43lassifyIntentRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x11\n\tmin_score\x18\x03 \x01(\x02\"9\n\x08\x43\x61tegory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\x8b\x01\n\x16\x43lassifyIntentResponse\x12%\n\ncategories\x18\x01 \x03(\x0b\x32\x11.sift.v1.Category\x12%\n\x06source\x18\x02 \x01(\x0e\x32\x15.sift.v1.AnswerSource\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t2b\n\rIntentService\x12Q\n\x0e\x43lassifyIntent\x12\x1e.sift.v1.ClassifyIntentRequest\x1a\x1f.sift.v1.ClassifyIntentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14sift/v1/intent.proto\x12\x07sift.v1\x1a\x14sift/v1/common.proto\"H\n\x15\x43lassifyIntentRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x11\n\tmin_score\x18\x03 \x01(\x02\"9\n\x08\x43\x61tegory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\"\x8b\x01\n\x16\x43lassifyIntentResponse\x12%\n\ncategories\x18\x01 \x03(\x0b\x32\x11.sift.v1.Category\x12%\n\x06source\x18\x02 \x01(\x0e\x32\x15.sift.v1.AnswerSource\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"K\n\x1a\x43lassifyIntentBatchRequest\x12-\n\x05items\x18\x01 \x03(\x0b\x32\x1e.sift.v1.ClassifyIntentRequest\"d\n\x1b\x43lassifyIntentBatchResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.sift.v1.ClassifyIntentResponse\x12\x15\n\rmodel_version\x18\x02 \x01(\t2\xc4\x01\n\rIntentService\x12Q\n\x0e\x43lassifyIntent\x12\x1e.sift.v1.ClassifyIntentRequest\x1a\x1f.sift.v1.ClassifyIntentResponse\x12`\n\x13\x43lassifyIntentBatch\x12#.sift.v1.ClassifyIntentBatchRequest\x1a$.sift.v1.ClassifyIntentBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CATEGORY']._serialized_end=186
   _globals['_CLASSIFYINTENTRESPONSE']._serialized_start=189
   _globals['_CLASSIFYINTENTRESPONSE']._serialized_end=328
-  _globals['_INTENTSERVICE']._serialized_start=330
-  _globals['_INTENTSERVICE']._serialized_end=428
+  _globals['_CLASSIFYINTENTBATCHREQUEST']._serialized_start=330
+  _globals['_CLASSIFYINTENTBATCHREQUEST']._serialized_end=405
+  _globals['_CLASSIFYINTENTBATCHRESPONSE']._serialized_start=407
+  _globals['_CLASSIFYINTENTBATCHRESPONSE']._serialized_end=507
+  _globals['_INTENTSERVICE']._serialized_start=510
+  _globals['_INTENTSERVICE']._serialized_end=706
 # @@protoc_insertion_point(module_scope)

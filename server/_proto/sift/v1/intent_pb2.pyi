@@ -38,3 +38,17 @@ class ClassifyIntentResponse(_message.Message):
     rule: str
     model_version: str
     def __init__(self, categories: _Optional[_Iterable[_Union[Category, _Mapping]]] = ..., source: _Optional[_Union[_common_pb2.AnswerSource, str]] = ..., rule: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class ClassifyIntentBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ClassifyIntentRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[ClassifyIntentRequest, _Mapping]]] = ...) -> None: ...
+
+class ClassifyIntentBatchResponse(_message.Message):
+    __slots__ = ("items", "model_version")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ClassifyIntentResponse]
+    model_version: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ClassifyIntentResponse, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...

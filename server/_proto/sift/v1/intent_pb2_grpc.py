@@ -40,6 +40,11 @@ class IntentServiceStub:
                 request_serializer=sift_dot_v1_dot_intent__pb2.ClassifyIntentRequest.SerializeToString,
                 response_deserializer=sift_dot_v1_dot_intent__pb2.ClassifyIntentResponse.FromString,
                 _registered_method=True)
+        self.ClassifyIntentBatch = channel.unary_unary(
+                '/sift.v1.IntentService/ClassifyIntentBatch',
+                request_serializer=sift_dot_v1_dot_intent__pb2.ClassifyIntentBatchRequest.SerializeToString,
+                response_deserializer=sift_dot_v1_dot_intent__pb2.ClassifyIntentBatchResponse.FromString,
+                _registered_method=True)
 
 
 class IntentServiceServicer:
@@ -53,6 +58,15 @@ class IntentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClassifyIntentBatch(self, request, context):
+        """Classifies several queries (a query's rewrites and expansions) in one model run. Every item is checked
+        first: a bad item fails the whole call with the status a single call would get, its message naming the
+        item (`items[3].query: must not be empty`), and nothing is run. Answers come back in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +74,11 @@ def add_IntentServiceServicer_to_server(servicer, server):
                     servicer.ClassifyIntent,
                     request_deserializer=sift_dot_v1_dot_intent__pb2.ClassifyIntentRequest.FromString,
                     response_serializer=sift_dot_v1_dot_intent__pb2.ClassifyIntentResponse.SerializeToString,
+            ),
+            'ClassifyIntentBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClassifyIntentBatch,
+                    request_deserializer=sift_dot_v1_dot_intent__pb2.ClassifyIntentBatchRequest.FromString,
+                    response_serializer=sift_dot_v1_dot_intent__pb2.ClassifyIntentBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +109,33 @@ class IntentService:
             '/sift.v1.IntentService/ClassifyIntent',
             sift_dot_v1_dot_intent__pb2.ClassifyIntentRequest.SerializeToString,
             sift_dot_v1_dot_intent__pb2.ClassifyIntentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClassifyIntentBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sift.v1.IntentService/ClassifyIntentBatch',
+            sift_dot_v1_dot_intent__pb2.ClassifyIntentBatchRequest.SerializeToString,
+            sift_dot_v1_dot_intent__pb2.ClassifyIntentBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sift/v1/retrieval.proto\x12\x07sift.v1\"\x1d\n\x0bQueryVector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x97\x01\n\rSearchRequest\x12\x0f\n\x05query\x18\x01 \x01(\tH\x00\x12&\n\x06vector\x18\x02 \x01(\x0b\x32\x14.sift.v1.QueryVectorH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12!\n\x04mode\x18\x05 \x01(\x0e\x32\x13.sift.v1.SearchModeB\r\n\x0bquery_input\":\n\x03Hit\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\"C\n\x0eSearchResponse\x12\x1a\n\x04hits\x18\x01 \x03(\x0b\x32\x0c.sift.v1.Hit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\"\n\x11\x45mbedQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\";\n\x12\x45mbedQueryResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\x15\n\rmodel_version\x18\x02 \x01(\t*q\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x17\n\x13SEARCH_MODE_LEXICAL\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x32\x94\x01\n\x10RetrievalService\x12\x39\n\x06Search\x12\x16.sift.v1.SearchRequest\x1a\x17.sift.v1.SearchResponse\x12\x45\n\nEmbedQuery\x12\x1a.sift.v1.EmbedQueryRequest\x1a\x1b.sift.v1.EmbedQueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sift/v1/retrieval.proto\x12\x07sift.v1\"\x1d\n\x0bQueryVector\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x97\x01\n\rSearchRequest\x12\x0f\n\x05query\x18\x01 \x01(\tH\x00\x12&\n\x06vector\x18\x02 \x01(\x0b\x32\x14.sift.v1.QueryVectorH\x00\x12\t\n\x01k\x18\x03 \x01(\x05\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12!\n\x04mode\x18\x05 \x01(\x0e\x32\x13.sift.v1.SearchModeB\r\n\x0bquery_input\":\n\x03Hit\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\"C\n\x0eSearchResponse\x12\x1a\n\x04hits\x18\x01 \x03(\x0b\x32\x0c.sift.v1.Hit\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"\"\n\x11\x45mbedQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\";\n\x12\x45mbedQueryResponse\x12\x0e\n\x06vector\x18\x01 \x03(\x02\x12\x15\n\rmodel_version\x18\x02 \x01(\t\";\n\x12SearchBatchRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.sift.v1.SearchRequest\"T\n\x13SearchBatchResponse\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.sift.v1.SearchResponse\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"C\n\x16\x45mbedQueryBatchRequest\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.sift.v1.EmbedQueryRequest\"\\\n\x17\x45mbedQueryBatchResponse\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.sift.v1.EmbedQueryResponse\x12\x15\n\rmodel_version\x18\x02 \x01(\t*q\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x17\n\x13SEARCH_MODE_LEXICAL\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x32\xb4\x02\n\x10RetrievalService\x12\x39\n\x06Search\x12\x16.sift.v1.SearchRequest\x1a\x17.sift.v1.SearchResponse\x12\x45\n\nEmbedQuery\x12\x1a.sift.v1.EmbedQueryRequest\x1a\x1b.sift.v1.EmbedQueryResponse\x12H\n\x0bSearchBatch\x12\x1b.sift.v1.SearchBatchRequest\x1a\x1c.sift.v1.SearchBatchResponse\x12T\n\x0f\x45mbedQueryBatch\x12\x1f.sift.v1.EmbedQueryBatchRequest\x1a .sift.v1.EmbedQueryBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sift.v1.retrieval_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHMODE']._serialized_start=447
-  _globals['_SEARCHMODE']._serialized_end=560
+  _globals['_SEARCHMODE']._serialized_start=757
+  _globals['_SEARCHMODE']._serialized_end=870
   _globals['_QUERYVECTOR']._serialized_start=36
   _globals['_QUERYVECTOR']._serialized_end=65
   _globals['_SEARCHREQUEST']._serialized_start=68
@@ -45,6 +45,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDQUERYREQUEST']._serialized_end=384
   _globals['_EMBEDQUERYRESPONSE']._serialized_start=386
   _globals['_EMBEDQUERYRESPONSE']._serialized_end=445
-  _globals['_RETRIEVALSERVICE']._serialized_start=563
-  _globals['_RETRIEVALSERVICE']._serialized_end=711
+  _globals['_SEARCHBATCHREQUEST']._serialized_start=447
+  _globals['_SEARCHBATCHREQUEST']._serialized_end=506
+  _globals['_SEARCHBATCHRESPONSE']._serialized_start=508
+  _globals['_SEARCHBATCHRESPONSE']._serialized_end=592
+  _globals['_EMBEDQUERYBATCHREQUEST']._serialized_start=594
+  _globals['_EMBEDQUERYBATCHREQUEST']._serialized_end=661
+  _globals['_EMBEDQUERYBATCHRESPONSE']._serialized_start=663
+  _globals['_EMBEDQUERYBATCHRESPONSE']._serialized_end=755
+  _globals['_RETRIEVALSERVICE']._serialized_start=873
+  _globals['_RETRIEVALSERVICE']._serialized_end=1181
 # @@protoc_insertion_point(module_scope)

@@ -69,3 +69,31 @@ class EmbedQueryResponse(_message.Message):
     vector: _containers.RepeatedScalarFieldContainer[float]
     model_version: str
     def __init__(self, vector: _Optional[_Iterable[float]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class SearchBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SearchRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[SearchRequest, _Mapping]]] = ...) -> None: ...
+
+class SearchBatchResponse(_message.Message):
+    __slots__ = ("items", "model_version")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SearchResponse]
+    model_version: str
+    def __init__(self, items: _Optional[_Iterable[_Union[SearchResponse, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class EmbedQueryBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[EmbedQueryRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[EmbedQueryRequest, _Mapping]]] = ...) -> None: ...
+
+class EmbedQueryBatchResponse(_message.Message):
+    __slots__ = ("items", "model_version")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[EmbedQueryResponse]
+    model_version: str
+    def __init__(self, items: _Optional[_Iterable[_Union[EmbedQueryResponse, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...

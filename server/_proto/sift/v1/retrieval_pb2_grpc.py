@@ -45,6 +45,16 @@ class RetrievalServiceStub:
                 request_serializer=sift_dot_v1_dot_retrieval__pb2.EmbedQueryRequest.SerializeToString,
                 response_deserializer=sift_dot_v1_dot_retrieval__pb2.EmbedQueryResponse.FromString,
                 _registered_method=True)
+        self.SearchBatch = channel.unary_unary(
+                '/sift.v1.RetrievalService/SearchBatch',
+                request_serializer=sift_dot_v1_dot_retrieval__pb2.SearchBatchRequest.SerializeToString,
+                response_deserializer=sift_dot_v1_dot_retrieval__pb2.SearchBatchResponse.FromString,
+                _registered_method=True)
+        self.EmbedQueryBatch = channel.unary_unary(
+                '/sift.v1.RetrievalService/EmbedQueryBatch',
+                request_serializer=sift_dot_v1_dot_retrieval__pb2.EmbedQueryBatchRequest.SerializeToString,
+                response_deserializer=sift_dot_v1_dot_retrieval__pb2.EmbedQueryBatchResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServiceServicer:
@@ -65,6 +75,22 @@ class RetrievalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchBatch(self, request, context):
+        """Several searches in one call: the query texts that need a vector are embedded in one model run. Every
+        item is checked first: a bad item fails the whole call with the status a single Search would get, its
+        message naming the item (`items[3].k: ...`), and nothing is run. Answers come back in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmbedQueryBatch(self, request, context):
+        """Several query vectors in one model run; checked and answered as SearchBatch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +103,16 @@ def add_RetrievalServiceServicer_to_server(servicer, server):
                     servicer.EmbedQuery,
                     request_deserializer=sift_dot_v1_dot_retrieval__pb2.EmbedQueryRequest.FromString,
                     response_serializer=sift_dot_v1_dot_retrieval__pb2.EmbedQueryResponse.SerializeToString,
+            ),
+            'SearchBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchBatch,
+                    request_deserializer=sift_dot_v1_dot_retrieval__pb2.SearchBatchRequest.FromString,
+                    response_serializer=sift_dot_v1_dot_retrieval__pb2.SearchBatchResponse.SerializeToString,
+            ),
+            'EmbedQueryBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedQueryBatch,
+                    request_deserializer=sift_dot_v1_dot_retrieval__pb2.EmbedQueryBatchRequest.FromString,
+                    response_serializer=sift_dot_v1_dot_retrieval__pb2.EmbedQueryBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +170,60 @@ class RetrievalService:
             '/sift.v1.RetrievalService/EmbedQuery',
             sift_dot_v1_dot_retrieval__pb2.EmbedQueryRequest.SerializeToString,
             sift_dot_v1_dot_retrieval__pb2.EmbedQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sift.v1.RetrievalService/SearchBatch',
+            sift_dot_v1_dot_retrieval__pb2.SearchBatchRequest.SerializeToString,
+            sift_dot_v1_dot_retrieval__pb2.SearchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EmbedQueryBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sift.v1.RetrievalService/EmbedQueryBatch',
+            sift_dot_v1_dot_retrieval__pb2.EmbedQueryBatchRequest.SerializeToString,
+            sift_dot_v1_dot_retrieval__pb2.EmbedQueryBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
