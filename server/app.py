@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from server import metrics
+from server import metrics, tracing
 from server._proto.sift.v1 import (
     admin_pb2,
     info_pb2,
@@ -27,6 +27,7 @@ from server._proto.sift.v1 import (
     retrieval_pb2,
 )
 from server.admission import Admission, AdmissionPolicy
+from server.api_keys import ApiKeys
 from server.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from server.config import Settings
 from server.logs import FIELDS
@@ -41,6 +42,8 @@ from server.service.relevance import RelevanceService
 from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
+from server.transport.api_key_interceptor import ApiKeyInterceptor
+from server.transport.http import HttpServer, HttpService, build_app
 from server.transport.register import add_servicer
 from server.transport.servicers import (
     AdminServicer,
@@ -110,6 +113,8 @@ SERVICES = (
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 # Health service name -> the bundle capability it needs; "" is the server as a whole.
 SERVICE_CAPABILITY: dict[str, str | None] = {"": None, **{s.full_name: s.capability for s in SERVICES}}
+# AdminService has its own rule (localhost or the admin token), so API keys never guard it.
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 
 class SiftServer:
@@ -135,7 +140,9 @@ class SiftServer:
             )
         )
         cap = settings.max_message_bytes
+        self.api_keys = api_keys(settings)
         self.server = grpc.aio.server(
+            interceptors=[ApiKeyInterceptor(self.api_keys)] if self.api_keys else [],
             options=[
                 ("grpc.max_receive_message_length", cap),
                 ("grpc.max_send_message_length", cap),
@@ -157,23 +164,35 @@ class SiftServer:
             ],
             maximum_concurrent_rpcs=settings.max_concurrent_requests,
         )
+        self.servicers: dict[str, object] = {}  # full service name -> servicer, gRPC's and HTTP's
         for service in SERVICES:
             servicer = service.servicer(self)
             if hasattr(servicer, "admission"):
                 servicer.admission = self.admission
             add_servicer(self.server, servicer, service.pb2, service.name)
+            self.servicers[service.full_name] = servicer
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
+        self.health_status: dict[str, int] = {}  # what gRPC health says, for HTTP's health routes
+        self.http: HttpServer | None = None
         self.port = 0
         self._loading = asyncio.Lock()
 
+    async def set_health(self, name: str, status: int) -> None:
+        self.health_status[name] = status
+        await self.health.set(name, status)
+
     async def start(self) -> None:
+        if self.api_keys is not None:
+            log.info("%d API keys from %s", self.api_keys.reload(), self.api_keys.path)
+        if self.settings.otlp_endpoint:
+            tracing.configure(self.settings.otlp_endpoint, self.settings.otlp_service_name)
         if not self.store.loaded:
             for name in SERVICE_CAPABILITY:
-                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+                await self.set_health(name, NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         credentials = server_credentials(self.settings)
         if credentials is None:
@@ -183,17 +202,51 @@ class SiftServer:
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {address}")
         await self.server.start()
+        if self.settings.http_port:
+            await self.start_http()
         if self.settings.metrics_port:
             start_http_server(self.settings.metrics_port, addr=self.settings.host)
         log.info(
             "listening on %s:%d (metrics on %d)", self.settings.host, self.port, self.settings.metrics_port
         )
 
+    async def start_http(self) -> None:
+        s = self.settings
+        app = build_app(
+            [
+                HttpService(
+                    service.pb2.DESCRIPTOR.services_by_name[service.name], self.servicers[service.full_name]
+                )
+                for service in SERVICES
+            ],
+            self.health_status.get,
+            self.api_keys,
+            s.max_message_bytes,
+            "sift.v1",
+        )
+        tls = (str(s.tls_cert), str(s.tls_key)) if s.tls_cert and s.tls_key else None
+        self.http = HttpServer(
+            app, s.host, s.http_port, tls, str(s.tls_client_ca) if s.tls_client_ca else None, s.grace_period
+        )
+        await self.http.start()
+        log.info("HTTP/JSON on %s:%d", s.host, self.http.port)
+
+    def reload_api_keys(self) -> None:
+        """Re-reads the API key file (with every bundle reload); a bad file is logged and the keys stay."""
+        if self.api_keys is None:
+            return
+        try:
+            log.info("%d API keys reloaded from %s", self.api_keys.reload(), self.api_keys.path)
+        except ValueError as e:
+            log.error("API keys refused, the previous ones stay: %s", e)
+
     async def load(self, path: Path | None = None) -> tuple[Bundle, Bundle | None, float]:
         """Loads, validates and warms a bundle (the configured one, or `path`) off the event loop, then swaps
         it in and reports SERVING. Returns (new, previous, seconds). One load at a time; a bundle that fails
         raises BundleError and leaves the one serving untouched."""
         async with self._loading:
+            if self.store.loaded:  # a reload: the keys are re-read with the bundle
+                self.reload_api_keys()
             path = path or self.bundle_path
             threads = ThreadSettings(self.settings.intra_op_threads, self.settings.inter_op_threads)
             start = time.perf_counter()
@@ -219,7 +272,7 @@ class SiftServer:
             for name, capability in SERVICE_CAPABILITY.items():
                 # A service whose bundle component is missing is NOT_SERVING, so probes and balancers see it.
                 able = capability is None or capability in bundle.capabilities
-                await self.health.set(name, SERVING if able else NOT_SERVING)
+                await self.set_health(name, SERVING if able else NOT_SERVING)
             replaced = f", replacing {previous.version}" if previous else ""
             log.info("serving bundle %s (loaded and warmed in %.2f s%s)", bundle.version, seconds, replaced)
             return bundle, previous, seconds
@@ -254,9 +307,11 @@ class SiftServer:
         # Calls keep being answered during the drain: refusing them would fail every client that has not
         # yet seen NOT_SERVING, while closing the port later sends GOAWAY, which gRPC clients handle.
         await self.health.enter_graceful_shutdown()
+        self.health_status.update(dict.fromkeys(self.health_status, NOT_SERVING))
         await asyncio.sleep(self.settings.drain_period)
         in_flight = metrics.calls_in_flight()
-        await self.server.stop(self.settings.grace_period)
+        await asyncio.gather(self.server.stop(self.settings.grace_period), self.stop_http())
+        tracing.shutdown()  # flushes the spans not yet exported
         after = metrics.calls_by_code()
         during = after - before
         # The shutdown's own account: calls cut are ones a handler took and never answered, which graceful
@@ -273,6 +328,23 @@ class SiftServer:
             " ".join(f"{key}={value}" for key, value in account.items()),
             extra={FIELDS: {"drain": account}},
         )
+
+    async def stop_http(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+            self.http = None
+
+
+def api_keys(settings: Settings) -> ApiKeys | None:
+    """The API keys of --api-keys (read at start); health and reflection are open unless the settings close
+    them, AdminService always (it has its own rule)."""
+    if settings.api_keys is None:
+        return None
+    always_open = (health.SERVICE_NAME, reflection.SERVICE_NAME)
+    names = (*SERVICE_NAMES, *always_open)
+    return ApiKeys(
+        settings.api_keys, names, (ADMIN_SERVICE, *(() if settings.api_keys_all_services else always_open))
+    )
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -324,7 +396,7 @@ async def run(settings: Settings) -> int:
     except (BundleError, ValueError, OSError) as e:
         if not isinstance(e, BundleError):
             log.error("cannot start: %s", e)
-        await server.server.stop(0)
+        await asyncio.gather(server.server.stop(0), server.stop_http())
         return 2
     watcher = (
         asyncio.ensure_future(server.watch(settings.watch_interval)) if settings.watch_interval else None

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     """gRPC port; 0 picks a free one (the chosen port is logged)."""
     metrics_port: int = Field(9095, ge=0, le=65535)
     """Prometheus /metrics port, served apart from gRPC; 0 disables it."""
+    http_port: int = Field(0, ge=0, le=65535)
+    """HTTP/JSON port beside gRPC: the same calls at the same paths (POST
+    /sift.v1.IntentService/ClassifyIntent with the request as JSON), GET /health and GET /openapi.json, served
+    from the same process and event loop (server/transport/http.py); 0 turns it off. With tls_cert it is
+    HTTPS (and mTLS with tls_client_ca)."""
     workers: int = Field(1, ge=0)
     """Serving processes sharing the port (SO_REUSEPORT) and one /metrics endpoint; 0 means one per core
     (cores // intra_op_threads). Rule: workers x intra_op_threads <= cores, so that no model run waits
@@ -129,6 +134,22 @@ class Settings(BaseSettings):
     """PEM private key for tls_cert."""
     tls_client_ca: Path | None = None
     """PEM CA bundle: when set (with tls_cert), clients must present a certificate it signed (mTLS)."""
+    api_keys: Path | None = None
+    """File of API keys for ordinary calls: one key per line (16 characters or more), optionally followed by
+    the comma-separated services it may call (IntentService or sift.v1.IntentService; all when none given).
+    Clients send `authorization: Bearer <key>`; a missing or unknown key gets UNAUTHENTICATED (HTTP 401), a
+    key without rights PERMISSION_DENIED (403). Health, reflection and AdminService (which has admin_token)
+    need none. Re-read with the bundle (SIGHUP, ReloadBundle, the directory watch); a bad file is refused and
+    the keys in force stay. Unset: no keys."""
+    api_keys_all_services: bool = False
+    """With api_keys: health checks, reflection and /openapi.json need a key too (a key limited to some
+    services must list grpc.health.v1.Health or grpc.reflection.v1alpha.ServerReflection to call them)."""
+    otlp_endpoint: str = ""
+    """OpenTelemetry collector (OTLP/gRPC, host:port or http(s)://host:port) to export traces to: each call
+    is a span, child of the client's W3C traceparent (gRPC metadata or HTTP header), with featurize, model,
+    index and rules spans beneath it. Empty: no tracing, and nothing of OpenTelemetry is loaded."""
+    otlp_service_name: str = "sift"
+    """service.name of the traces' resource."""
     admin_token: str = ""
     """When set, AdminService calls (ReloadBundle) must send `authorization: Bearer <token>` metadata and
     may come from anywhere; when empty, they are accepted from localhost only. Prefer the environment

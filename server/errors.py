@@ -55,3 +55,7 @@ class ResourceExhausted(SiftError):
 
 class PermissionDenied(SiftError):
     """The caller may not make this call (admin calls from elsewhere than localhost, or a wrong token)."""
+
+
+class Unauthenticated(SiftError):
+    """The call carries no API key, or one the server does not know (--api-keys)."""

@@ -65,6 +65,12 @@ ADMISSION_REFUSED = Counter(
     "queued ahead was over the delay target, by method.",
     ["method"],
 )
+AUTH_REFUSED = Counter(
+    "sift_auth_refused_total",
+    "Calls refused for their API key (--api-keys): UNAUTHENTICATED (missing or unknown key) or "
+    "PERMISSION_DENIED (the key may not call the service), by code.",
+    ["code"],
+)
 
 
 def calls_by_code() -> Tally[str]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from server import tracing
 from server.featurize import RelevanceColumn, relevance_features
 from server.rules import GRADE_VALUES, Rules, apply, clip_to_grade
 
@@ -93,7 +94,8 @@ class Verdicts:
 def pre_rules(rules: Rules, lexical: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(grade per candidate, -1 where no pre-rule answered; index of the pre-rule that did, -1 if none)."""
     n = len(next(iter(lexical.values())))
-    return apply(rules.relevance_pre, lexical, np.ones(n, dtype=bool))
+    with tracing.step("rules", stage="pre", candidates=n, rules=len(rules.relevance_pre)):
+        return apply(rules.relevance_pre, lexical, np.ones(n, dtype=bool))
 
 
 def model_verdicts(rules: Rules, features: CandidateFeatures, probs: np.ndarray) -> Verdicts:
@@ -101,7 +103,8 @@ def model_verdicts(rules: Rules, features: CandidateFeatures, probs: np.ndarray)
     model's grade, and the score is clipped into the band of the final grade."""
     grades = probs.argmax(1)
     n = len(grades)
-    fixed, fired = apply(rules.relevance_post, post_features(features, probs), np.ones(n, dtype=bool))
+    with tracing.step("rules", stage="post", candidates=n, rules=len(rules.relevance_post)):
+        fixed, fired = apply(rules.relevance_post, post_features(features, probs), np.ones(n, dtype=bool))
     corrected = np.where((fixed >= 0) & (fixed != grades), fired, -1)
     grades = np.where(fixed >= 0, fixed, grades)
     return Verdicts(

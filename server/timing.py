@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from server import tracing
+
 PARTS = ("featurize", "queue", "inference")
 _current: ContextVar[dict[str, float] | None] = ContextVar("sift_timing", default=None)
 
@@ -20,6 +22,8 @@ def open_breakdown() -> dict[str, float]:
 
 
 def add(part: str, seconds: float) -> None:
+    if part == "featurize":  # model runs have their own span, with the model's name (runtime/onnx.py)
+        tracing.record(part, seconds)
     breakdown = _current.get()
     if breakdown is not None:
         breakdown[part] += seconds

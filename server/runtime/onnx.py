@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from server import metrics, timing
+from server import metrics, timing, tracing
 from server.manifest import TensorSpec
 from server.runtime.batcher import Batcher, BatchPolicy
 from server.runtime.session import ThreadSettings, open_session
@@ -65,6 +65,10 @@ class OnnxModel:
         `deadline` is a time.monotonic() instant; the batcher drops or sheds calls that cannot meet it.
         `offload` runs it on the model thread instead of the event loop (for large runs; a small one costs
         more to hand over than to run)."""
+        with tracing.step("model", model=self.name, rows=len(rows), offload=offload):
+            return await self._infer(rows, deadline, offload)
+
+    async def _infer(self, rows: np.ndarray, deadline: float | None, offload: bool) -> np.ndarray:
         if self._policy is None:
             if offload:  # the call's context goes along, so its time breakdown still counts the run
                 run = contextvars.copy_context().run

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from server import tracing
 from server.manifest import LexicalComponent
 from server.runtime.fusion import reciprocal_rank_fusion
 from server.runtime.index import ProductIndex, RowFilter
@@ -26,6 +27,20 @@ def search(
     category restricts them; a category's RowFilter is searched as ProductIndex.filtered_search does), lexical
     (BM25 of `text`) or hybrid (both, `fusion.depth` deep, fused by weighted reciprocal rank). The caller has
     checked that the bundle serves the mode."""
+    with tracing.step("index", mode=mode, k=k, filtered=rows is not None):
+        return _search(mode, index, lexical, fusion, vector, text, k, rows)
+
+
+def _search(
+    mode: str,
+    index: ProductIndex,
+    lexical: LexicalIndex | None,
+    fusion: LexicalComponent | None,
+    vector: np.ndarray | None,
+    text: str | None,
+    k: int,
+    rows: np.ndarray | RowFilter | None,
+) -> tuple[np.ndarray, np.ndarray]:
     if mode == "dense":
         assert vector is not None
         if isinstance(rows, RowFilter):
@@ -37,6 +52,6 @@ def search(
         return lexical.search(text, k, allowed)
     assert fusion is not None and vector is not None
     depth = max(k, fusion.depth)
-    dense = search("dense", index, lexical, fusion, vector, text, min(depth, len(lexical)), rows)[0]
+    dense = _search("dense", index, lexical, fusion, vector, text, min(depth, len(lexical)), rows)[0]
     lists = [dense, lexical.search(text, depth, allowed)[0]]
     return reciprocal_rank_fusion(lists, k, weights=[fusion.dense_weight, 1.0], c=fusion.rrf_k)

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
-from server import metrics
+from server import metrics, tracing
 
 
 class ResponseCache:
@@ -22,6 +22,7 @@ class ResponseCache:
         if not self.size:
             return None
         value = self._entries.get(key)
+        tracing.annotate(cache_hit=value is not None)
         if value is None:
             self._misses.inc()
             return None

@@ -3,7 +3,8 @@
 It reads the request id, refuses a call whose deadline has already passed or whose request could not be
 decoded, admits the call by its estimated cost when the servicer has an admission controller
 (server/admission.py: a refusal is RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms`), times the call
-(duration by status code, in-flight gauge, the time breakdown in trailing metadata), and turns errors into
+(duration by status code, in-flight gauge, the time breakdown in trailing metadata, a trace span when
+tracing is on: server/tracing.py), and turns errors into
 statuses: a kind of server/errors.py becomes its status (transport/status.py) with the message naming the
 field; anything unexpected is logged and becomes INTERNAL without leaking internals.
 """
@@ -18,8 +19,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
 
-from server import metrics, timing
+from server import metrics, timing, tracing
 from server.admission import PUSHBACK_KEY, Overloaded, Ticket, Work
 from server.errors import DeadlineExceeded, InvalidArgument, SiftError
 from server.logs import REQUEST_ID, request_id_from
@@ -48,8 +50,26 @@ def rpc(method: str, work: Callable[[Any], Work] | None = None) -> Callable[[Han
         in_flight = metrics.REQUESTS_IN_FLIGHT.labels(method=method)
         durations: dict[grpc.StatusCode, Any] = {}  # labelled children, looked up once per status code
 
+        async def traced(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            attributes = {
+                "rpc.system": getattr(context, "transport", "grpc"),
+                "rpc.service": _service_of(request, method),
+                "rpc.method": method,
+                **_request_attributes(request),
+            }
+            name = f"{attributes['rpc.service']}/{method}"
+            with tracing.call(name, context.invocation_metadata(), attributes):
+                response = await serve(self, request, context)
+                tracing.annotate(model_version=getattr(response, "model_version", ""))
+                return response
+
         @functools.wraps(handler)
         async def call(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if tracing.enabled():
+                return await traced(self, request, context)
+            return await serve(self, request, context)
+
+        async def serve(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             in_flight.inc()
@@ -95,6 +115,7 @@ def rpc(method: str, work: Callable[[Any], Work] | None = None) -> Callable[[Han
                 log.exception("unexpected error in %s", method)
                 await context.abort(code, f"internal error in {method}; see the server log")
             finally:
+                tracing.annotate(status_code=code.name)
                 if ticket is not None:
                     admission.done(ticket, learn=code == grpc.StatusCode.OK)
                 in_flight.dec()
@@ -105,3 +126,39 @@ def rpc(method: str, work: Callable[[Any], Work] | None = None) -> Callable[[Han
         return call
 
     return wrap
+
+
+def _service_of(request: Any, method: str) -> str:
+    """The full name of the service whose `method` takes `request` (its proto file declares both)."""
+    file = getattr(getattr(request, "DESCRIPTOR", None), "file", None)
+    for service in file.services_by_name.values() if file else ():
+        if method in service.methods_by_name:
+            return service.full_name
+    return ""
+
+
+_NUMBERS = (
+    FieldDescriptor.CPPTYPE_INT32,
+    FieldDescriptor.CPPTYPE_INT64,
+    FieldDescriptor.CPPTYPE_UINT32,
+    FieldDescriptor.CPPTYPE_UINT64,
+    FieldDescriptor.CPPTYPE_FLOAT,
+    FieldDescriptor.CPPTYPE_DOUBLE,
+    FieldDescriptor.CPPTYPE_BOOL,
+)
+
+
+def _request_attributes(request: Any) -> dict[str, Any]:
+    """A span's view of the request: its numbers and enums (k, top_k, mode) and the length of its lists
+    (candidates, items); never its texts, which are the users' queries."""
+    attributes: dict[str, Any] = {}
+    for field, value in request.ListFields() if hasattr(request, "ListFields") else ():
+        key = f"sift.request.{field.name}"
+        if field.is_repeated:
+            attributes[key + ".count"] = len(value)
+        elif field.cpp_type == FieldDescriptor.CPPTYPE_ENUM:
+            known = field.enum_type.values_by_number.get(value)
+            attributes[key] = known.name if known else value
+        elif field.cpp_type in _NUMBERS:
+            attributes[key] = value
+    return attributes
