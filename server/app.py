@@ -142,7 +142,7 @@ class SiftServer:
         cap = settings.max_message_bytes
         self.api_keys = api_keys(settings)
         self.server = grpc.aio.server(
-            interceptors=[ApiKeyInterceptor(self.api_keys)] if self.api_keys else [],
+            interceptors=[ApiKeyInterceptor(self.api_keys)] if self.api_keys is not None else [],
             options=[
                 ("grpc.max_receive_message_length", cap),
                 ("grpc.max_send_message_length", cap),

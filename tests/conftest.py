@@ -69,10 +69,15 @@ class LiveServer:
 
 
 def start_server(
-    bundle: Path, *extra: str, tls_ca: Path | None = None, tls_client: tuple[Path, Path] | None = None
+    bundle: Path,
+    *extra: str,
+    tls_ca: Path | None = None,
+    tls_client: tuple[Path, Path] | None = None,
+    health_metadata: tuple[tuple[str, str], ...] = (),
 ) -> LiveServer:
     """sift-serve on free ports, once SERVING. With `tls_ca` the test's own channels use TLS (and the
-    client key and certificate `tls_client` for mTLS)."""
+    client key and certificate `tls_client` for mTLS); `health_metadata` goes with the health checks that
+    wait for it (an API key, when keys guard health)."""
     port, metrics_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     fd, name = tempfile.mkstemp(prefix="sift-serve-", suffix=".log")
@@ -103,7 +108,7 @@ def start_server(
         key, cert = (tls_client[0].read_bytes(), tls_client[1].read_bytes()) if tls_client else (None, None)
         credentials = grpc.ssl_channel_credentials(tls_ca.read_bytes(), key, cert)
     server = LiveServer(f"127.0.0.1:{port}", metrics_port, process, log_path, credentials)
-    wait_serving(server)
+    wait_serving(server, metadata=health_metadata)
     return server
 
 
@@ -118,7 +123,9 @@ def assert_help_names_env(module: str, fields: object) -> None:
         assert f"[env: SIFT_{name.upper()}]" in flat, name
 
 
-def wait_serving(server: LiveServer, timeout: float = 30.0) -> None:
+def wait_serving(
+    server: LiveServer, timeout: float = 30.0, metadata: tuple[tuple[str, str], ...] = ()
+) -> None:
     deadline = time.monotonic() + timeout
     with server.channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -126,7 +133,7 @@ def wait_serving(server: LiveServer, timeout: float = 30.0) -> None:
             if server.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{server.log()}")
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1, metadata=metadata)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:

@@ -43,6 +43,8 @@ from server.transport.status import HTTP_STATUS, status_of
 log = logging.getLogger("sift.http")
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
+# The OpenAPI document is HTTP's reflection: open or guarded as reflection is.
+REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 TIMEOUT_HEADER = "x-timeout-ms"
 """The client's deadline in milliseconds: the HTTP spelling of gRPC's deadline."""
 
@@ -158,6 +160,8 @@ def build_app(
     document_body = json.dumps(document).encode()
 
     async def openapi(request: Request) -> Response:
+        if refused := check_key(request, REFLECTION_SERVICE):
+            return refused
         return Response(document_body, media_type="application/json")
 
     routes += [
