@@ -9,6 +9,8 @@
   sift-bench overload  1x-10x capacity and a retry flood: goodput, admitted latency, refusals by code
   sift-bench ray-labelling   teacher labelling throughput on Ray at 1 and 2 CPUs against one process
   sift-bench scale   one replica at 10k, 100k and 1M products: build, update, memory, latency, recall
+  sift-bench http    HTTP/JSON's p50 against gRPC's on one server, interleaved in one run
+  sift-bench tracing p50 with --otlp-endpoint against without, interleaved in one run
 
 Each writes results.json (every raw figure), README.md (tables) and PNG plots into --output.
 """
@@ -553,8 +555,10 @@ def main(argv: list[str] | None = None) -> None:
     peer_cmd.set_defaults(concurrency=[1, 4, 16, 64])
     peer_cmd.add_argument("--output", type=Path, default=RESULTS / "peer")
     from benchmarks.scale import add_scale_parser, cmd_scale
+    from benchmarks.transport_cost import add_parsers as add_transport_cost_parsers
 
     add_scale_parser(sub)
+    add_transport_cost_parsers(sub)
     startup = sub.add_parser("startup", help="cold start to SERVING and the memory of one process")
     startup.add_argument("--bundle", type=Path, default=Path("bundles/default"))
     startup.add_argument("--repeats", type=int, default=5)
@@ -624,6 +628,10 @@ def main(argv: list[str] | None = None) -> None:
         write_verdict(args, result, markdown, shown=markdown.split("| window")[0])
     if args.command == "scale":
         cmd_scale(args)
+    if args.command in ("http", "tracing"):
+        from benchmarks.transport_cost import run
+
+        run(args)
     if args.command == "startup":
         from benchmarks.startup import measure_startup, startup_markdown
 

@@ -9,6 +9,7 @@ it; run alone, it shows what `sift-serve --otlp-endpoint` sends:
 from __future__ import annotations
 
 import argparse
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -116,11 +117,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.otlp_receiver", description=__doc__)
     parser.add_argument("--port", type=int, default=4317)
     parser.add_argument("--traces", type=int, default=0, help="exit after printing this many (0: never)")
+    parser.add_argument("--count-only", action="store_true", help="print no trees, only the count at exit")
     args = parser.parse_args(argv)
     printed: set[str] = set()
     done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
 
     def print_new() -> None:
+        if args.count_only:
+            return
         for _, span in list(received.spans):
             trace_id = span.trace_id.hex()
             if span.kind == SERVER_KIND and trace_id not in printed:
@@ -137,6 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     server.stop(0)
+    with received.lock:
+        traces = {span.trace_id for _, span in received.spans}
+        print(f"received {len(received.spans)} spans of {len(traces)} traces", flush=True)
 
 
 if __name__ == "__main__":

@@ -189,7 +189,8 @@ class SiftServer:
         if self.api_keys is not None:
             log.info("%d API keys from %s", self.api_keys.reload(), self.api_keys.path)
         if self.settings.otlp_endpoint:
-            tracing.configure(self.settings.otlp_endpoint, self.settings.otlp_service_name)
+            s = self.settings
+            tracing.configure(s.otlp_endpoint, s.otlp_service_name, s.otlp_sample_ratio)
         if not self.store.loaded:
             for name in SERVICE_CAPABILITY:
                 await self.set_health(name, NOT_SERVING)

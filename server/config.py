@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     index and rules spans beneath it. Empty: no tracing, and nothing of OpenTelemetry is loaded."""
     otlp_service_name: str = "sift"
     """service.name of the traces' resource."""
+    otlp_sample_ratio: float = Field(1.0, ge=0, le=1)
+    """Share of calls without a client traceparent that are traced; a call with one follows its client's
+    sampled flag. Each traced call costs span work on the event loop (benchmarks/results/tracing)."""
     admin_token: str = ""
     """When set, AdminService calls (ReloadBundle) must send `authorization: Bearer <token>` metadata and
     may come from anywhere; when empty, they are accepted from localhost only. Prefer the environment

@@ -21,18 +21,24 @@ _SpanKind: Any = None
 _current_span: Any = None  # opentelemetry.trace.get_current_span
 
 
-def configure(endpoint: str, service_name: str = "sift") -> None:
+def configure(endpoint: str, service_name: str = "sift", sample_ratio: float = 1.0) -> None:
     """Exports spans to the OTLP/gRPC collector at `endpoint` (host:port, or http(s)://host:port) in
-    batches from a background thread, so a call never waits for the collector."""
+    batches from a background thread, so a call never waits for the collector (when it is down, spans are
+    dropped once the queue is full). A call with a traceparent is traced when its client sampled it; one
+    without, with probability `sample_ratio`; an unsampled call makes no child spans."""
     global _tracer, _provider, _propagator, _SpanKind, _current_span
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     from opentelemetry.trace import SpanKind, get_current_span
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}),
+        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+    )
     exporter = OTLPSpanExporter(endpoint=endpoint, insecure=not endpoint.startswith("https://"))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     _provider, _propagator, _SpanKind = provider, TraceContextTextMapPropagator(), SpanKind

@@ -153,3 +153,17 @@ def test_tracing_off_loads_nothing_of_opentelemetry() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_call_its_client_did_not_sample_is_not_traced(traced: tuple[LiveServer, str, Received]) -> None:
+    server, _, received = traced
+    unsampled, sampled = "9af92f3577b34da6a3ce929d0e0e4736", "9bf92f3577b34da6a3ce929d0e0e4736"
+    with server.channel() as channel:
+        stub = intent_pb2_grpc.IntentServiceStub(channel)
+        for trace_id, flags in ((unsampled, "00"), (sampled, "01")):
+            stub.ClassifyIntent(
+                intent_pb2.ClassifyIntentRequest(query="desk lamp"),
+                metadata=(("traceparent", f"00-{trace_id}-40f067aa0ba902b7-{flags}"),),
+            )
+    _call_span(received, sampled)  # exported after the unsampled call's spans would have been
+    assert received.trace(unsampled) == []
