@@ -202,3 +202,18 @@ def test_keys_with_tls_and_closed_health(tiny_bundle: Path, tmp_path: Path, pki:
             )
     finally:
         stop_server(server)
+
+
+def test_admin_reload_rereads_the_keys(keyed: tuple[LiveServer, str, Path]) -> None:
+    server, url, keys = keyed
+    original = keys.read_text()
+    try:
+        keys.write_text(f"{original}{LATER}\n")
+        assert _grpc_code(server, _bearer(LATER)) == grpc.StatusCode.UNAUTHENTICATED
+        reloaded = httpx.post(url + "/sift.v1.AdminService/ReloadBundle", json={}, timeout=60)
+        assert reloaded.status_code == 200, reloaded.text
+        assert _grpc_code(server, _bearer(LATER)) == grpc.StatusCode.OK
+    finally:
+        keys.write_text(original)
+        server.process.send_signal(signal.SIGHUP)
+        _wait_for(lambda: _grpc_code(server, _bearer(LATER)) == grpc.StatusCode.UNAUTHENTICATED)

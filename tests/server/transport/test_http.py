@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -248,3 +250,19 @@ def test_curl(served: tuple[LiveServer, str]) -> None:
     ).stdout
     hits = json.loads(out)["hits"]
     assert len(hits) == 2 and all(h["product_id"] for h in hits)
+
+
+def test_health_turns_503_while_a_stopping_server_drains(tiny_bundle: Path) -> None:
+    port = free_port()
+    server = start_server(tiny_bundle, "--http-port", str(port), "--drain-period", "3")
+    url = f"http://127.0.0.1:{port}"
+    assert httpx.get(url + "/health").status_code == 200
+    server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while httpx.get(url + "/health").status_code != 503:
+        assert time.monotonic() < deadline, "health never said NOT_SERVING"
+        time.sleep(0.05)
+    assert httpx.get(url + "/health").json() == {"status": "NOT_SERVING"}
+    answered = httpx.post(url + PATHS["intent"], json={"query": "oak"})  # calls are answered while draining
+    assert answered.status_code == 200
+    assert server.process.wait(timeout=30) == 0
