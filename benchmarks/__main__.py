@@ -11,6 +11,7 @@
   sift-bench scale   one replica at 10k, 100k and 1M products: build, update, memory, latency, recall
   sift-bench http    HTTP/JSON's p50 against gRPC's on one server, interleaved in one run
   sift-bench tracing p50 with --otlp-endpoint against without, interleaved in one run
+  sift-bench batch   per-query cost of batch calls at batch 1, 8 and 32 against the same single calls
 
 Each writes results.json (every raw figure), README.md (tables) and PNG plots into --output.
 """
@@ -461,6 +462,48 @@ def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_batch(args: argparse.Namespace) -> dict[str, Any]:
+    """One sift-serve; every call at every batch size against the same queries as single calls."""
+    from benchmarks.batch import measure
+
+    workdir = Path(tempfile.mkdtemp(prefix="sift-bench-batch-"))
+    sift = None
+    try:
+        sift, address, _ = start_sift(args.bundle, args.serve_arg, workdir)
+        info = model_info(address)
+        pool = synthetic_queries(args.distinct_queries, seed=args.seed)[0]
+        queries = draw(pool, len(pool), "uniform", args.seed)
+        rows = measure(
+            address,
+            queries,
+            args.sizes,
+            args.repeats,
+            args.rounds,
+            args.warmup_rounds,
+            args.k,
+            args.search_modes,
+        )
+    finally:
+        if sift is not None:
+            sift.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "environment": report.environment(),
+        "bundle_version": info.bundle_version,
+        "serve_args": args.serve_arg,
+        "queries": f"{len(set(pool))} distinct synthetic catalogue queries, uniform",
+        "spec": {
+            "sizes": args.sizes,
+            "repeats": args.repeats,
+            "rounds": args.rounds,
+            "warmup_rounds": args.warmup_rounds,
+            "k": args.k,
+            "search_modes": args.search_modes,
+        },
+        "rows": rows,
+    }
+
+
 def _hol(
     args: argparse.Namespace,
     gen: Any,
@@ -604,8 +647,32 @@ def main(argv: list[str] | None = None) -> None:
     over.add_argument("--processes", type=int, default=2, help="client processes")
     over.add_argument("--seed", type=int, default=0)
     over.add_argument("--output", type=Path, default=RESULTS / "overload-admission")
+    batch = sub.add_parser("batch", help="per-query cost of batch calls against the same single calls")
+    batch.add_argument("--bundle", type=Path, default=Path("bundles/default"))
+    batch.add_argument("--serve-arg", action="append", default=[], help="a sift-serve flag")
+    batch.add_argument("--sizes", type=_ints, default=[1, 8, 32], help="batch sizes")
+    batch.add_argument("--repeats", type=int, default=5, help="blocks of rounds per call and size")
+    batch.add_argument("--rounds", type=int, default=60, help="measured rounds per block")
+    batch.add_argument("--warmup-rounds", type=int, default=5, help="rounds per block sent first")
+    batch.add_argument("--k", type=int, default=10, help="Search k")
+    batch.add_argument(
+        "--search-modes",
+        type=lambda t: [m.strip() for m in t.split(",")],
+        default=["", "dense"],
+        help="Search modes measured, comma-separated; empty = the bundle's default",
+    )
+    batch.add_argument("--distinct-queries", type=int, default=2000, help="synthetic queries to draw from")
+    batch.add_argument("--seed", type=int, default=0)
+    batch.add_argument("--output", type=Path, default=RESULTS / "batch")
     args = parser.parse_args(argv)
 
+    if args.command == "batch":
+        from benchmarks.batch import batch_markdown
+
+        result = cmd_batch(args)
+        markdown = batch_markdown(result, report.header(result, "sift-bench batch"))
+        report.write_results(args.output, result, markdown)
+        print(markdown, file=sys.stderr)
     if args.command == "overload":
         from benchmarks.overload import overload_markdown
 
