@@ -43,6 +43,9 @@ METHODS = (
     "/sift.v1.RetrievalService/Search",
     "/sift.v1.RetrievalService/EmbedQuery",
     "/sift.v1.InfoService/GetModelInfo",
+    "/sift.v1.IntentService/ClassifyIntentBatch",
+    "/sift.v1.RetrievalService/SearchBatch",
+    "/sift.v1.RetrievalService/EmbedQueryBatch",
 )
 
 adversarial = st.sampled_from(
@@ -133,6 +136,31 @@ def test_search(
         request.query = query
     stub = retrieval_pb2_grpc.RetrievalServiceStub(channel)
     assert _status(lambda: stub.Search(request, timeout=10)) in DOCUMENTED
+
+
+@FUZZ
+@given(data=st.data(), queries=st.lists(texts, max_size=70))
+def test_batches(channel: grpc.Channel, data: st.DataObject, queries: list[str]) -> None:
+    """Items as varied as the single calls' fuzz, empty batches and batches over the 64-item limit."""
+    intent = intent_pb2_grpc.IntentServiceStub(channel)
+    retrieval = retrieval_pb2_grpc.RetrievalServiceStub(channel)
+    top_ks, ks = data.draw(st.lists(ints, min_size=len(queries), max_size=len(queries))), [0] * len(queries)
+    if data.draw(st.booleans()):
+        ks = data.draw(st.lists(ints, min_size=len(queries), max_size=len(queries)))
+    classify = intent_pb2.ClassifyIntentBatchRequest(
+        items=[
+            intent_pb2.ClassifyIntentRequest(query=q, top_k=t) for q, t in zip(queries, top_ks, strict=True)
+        ]
+    )
+    search = retrieval_pb2.SearchBatchRequest(
+        items=[retrieval_pb2.SearchRequest(query=q, k=k) for q, k in zip(queries, ks, strict=True)]
+    )
+    embed = retrieval_pb2.EmbedQueryBatchRequest(
+        items=[retrieval_pb2.EmbedQueryRequest(query=q) for q in queries]
+    )
+    assert _status(lambda: intent.ClassifyIntentBatch(classify, timeout=10)) in DOCUMENTED
+    assert _status(lambda: retrieval.SearchBatch(search, timeout=10)) in DOCUMENTED
+    assert _status(lambda: retrieval.EmbedQueryBatch(embed, timeout=10)) in DOCUMENTED
 
 
 @FUZZ
