@@ -1,13 +1,14 @@
 #!/usr/bin/env node
 // Example Node.js client of Sift.
 //
-//   node client.js [--tls-ca ca.pem] [--query "oak coffee table"] [--deadline-ms 2000] HOST:PORT
+//   node client.js [--tls-ca ca.pem] [--query "oak coffee table"] [--deadline-ms 2000] [--batch] HOST:PORT
 //
 // Loads the .proto files from ../../protos at run time (no generated code), calls every RPC of the public
-// services (IntentService, RelevanceService, RetrievalService, InfoService) and grpc.health.v1.Health/Check
-// for the server and each of those services, each call with a deadline, then makes one deliberately bad
-// call to show how an INVALID_ARGUMENT comes back. Prints one JSON object on stdout; exits 1 on any failure
-// (the failing call, its status code and details on stderr).
+// services (IntentService, RelevanceService, RetrievalService, InfoService), batches included, and
+// grpc.health.v1.Health/Check for the server and each of those services, each call with a deadline, then
+// makes deliberately bad calls to show how an INVALID_ARGUMENT comes back. --batch makes the batch calls
+// only. SIFT_API_KEY, when set, is sent as `authorization: Bearer <key>` on every call. Prints one JSON
+// object on stdout; exits 1 on any failure (the failing call, its status code and details on stderr).
 'use strict';
 
 const fs = require('node:fs');
@@ -62,7 +63,7 @@ const SERVICE_CONFIG = {
 const CHANNEL_OPTIONS = { 'grpc.service_config': JSON.stringify(SERVICE_CONFIG), 'grpc.enable_retries': 1 };
 
 function parseArgs(argv) {
-  const args = { address: null, tlsCa: null, query: 'oak coffee table', deadlineMs: 2000 };
+  const args = { address: null, tlsCa: null, query: 'oak coffee table', deadlineMs: 2000, batchOnly: false };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = () => {
@@ -72,8 +73,9 @@ function parseArgs(argv) {
     if (flag === '--tls-ca') args.tlsCa = value();
     else if (flag === '--query') args.query = value();
     else if (flag === '--deadline-ms') args.deadlineMs = Number(value());
+    else if (flag === '--batch') args.batchOnly = true;
     else if (flag === '-h' || flag === '--help') {
-      process.stdout.write(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 11).join('\n') + '\n');
+      process.stdout.write(fs.readFileSync(__filename, 'utf8').split('\n').slice(1, 12).join('\n') + '\n');
       process.exit(0);
     } else if (args.address === null && !flag.startsWith('-')) args.address = flag;
     else throw new Error(`unexpected argument ${flag}`);
@@ -92,12 +94,15 @@ class CallError extends Error {
   }
 }
 
-// One unary call as a promise, with a deadline on every call and an x-request-id the server logs.
+// One unary call as a promise, with a deadline on every call, an x-request-id the server logs and the API
+// key (from SIFT_API_KEY) when there is one.
+const API_KEY = process.env.SIFT_API_KEY || '';
 let callCounter = 0;
 function unary(client, method, request, deadlineMs) {
   const metadata = new grpc.Metadata();
   const requestId = `node-example-${process.pid}-${++callCounter}`;
   metadata.set('x-request-id', requestId);
+  if (API_KEY) metadata.set('authorization', `Bearer ${API_KEY}`);
   const name = client.constructor.service[method].path; // e.g. /sift.v1.IntentService/ClassifyIntent
   return new Promise((resolve, reject) => {
     client[method](request, metadata, { deadline: Date.now() + deadlineMs }, (error, response) =>
@@ -127,6 +132,55 @@ function fromStruct(s) {
   return Object.fromEntries(Object.entries((s && s.fields) || {}).map(([k, v]) => [k, fromValue(v)]));
 }
 
+// Several queries in one call each (a query's rewrites, say): one model run per call, answers in request
+// order. A bad item fails the whole call with INVALID_ARGUMENT naming it (items[i].field).
+async function batches(intent, retrieval, query, ms) {
+  const queries = [query, `${query}s`, 'velvet accent chair'];
+  const classified = await unary(
+    intent,
+    'ClassifyIntentBatch',
+    { items: queries.map((q) => ({ query: q, top_k: 2 })) },
+    ms,
+  );
+  const searched = await unary(
+    retrieval,
+    'SearchBatch',
+    {
+      items: [
+        { query, k: 2 },
+        { query: queries[2], k: 2, mode: 'SEARCH_MODE_DENSE' },
+      ],
+    },
+    ms,
+  );
+  const embedded = await unary(
+    retrieval,
+    'EmbedQueryBatch',
+    { items: queries.map((q) => ({ query: q })) },
+    ms,
+  );
+  const result = {
+    classify_intent_batch: {
+      items: classified.items.map((item, i) => ({
+        query: queries[i],
+        categories: item.categories,
+        source: item.source,
+      })),
+      model_version: classified.model_version,
+    },
+    search_batch: { items: searched.items.map((item) => item.hits), model_version: searched.model_version },
+    embed_query_batch: { dims: embedded.items.map((item) => item.vector.length) },
+  };
+  try {
+    await unary(intent, 'ClassifyIntentBatch', { items: [{ query }, { query: ' ' }] }, ms);
+    throw new Error('ClassifyIntentBatch with an empty query succeeded; expected INVALID_ARGUMENT');
+  } catch (error) {
+    if (!(error instanceof CallError) || error.code !== grpc.status.INVALID_ARGUMENT) throw error;
+    result.invalid_batch_item = { code_name: grpc.status[error.code], details: error.details };
+  }
+  return result;
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const files = ['intent', 'relevance', 'retrieval', 'info'].map((n) => `sift/v1/${n}.proto`);
@@ -150,6 +204,12 @@ async function main() {
   result.health = {};
   for (const service of ['', ...PUBLIC_SERVICES]) {
     result.health[service] = (await unary(health, 'Check', { service }, ms)).status;
+  }
+  if (args.batchOnly) {
+    result.batches = await batches(intent, retrieval, args.query, ms);
+    for (const client of [intent, relevance, retrieval, info, health]) client.close();
+    process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    return;
   }
 
   const classified = await unary(intent, 'ClassifyIntent', { query: args.query, top_k: 3 }, ms);
@@ -197,6 +257,8 @@ async function main() {
     scores: scored.scores.map((score, i) => ({ candidate: candidates[i], ...score })),
     model_version: scored.model_version,
   };
+
+  result.batches = await batches(intent, retrieval, args.query, ms);
 
   const model = await unary(info, 'GetModelInfo', {}, ms);
   result.model_info = {

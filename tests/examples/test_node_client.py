@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from server.app import SERVICE_NAMES
 from server.bundle import load_bundle
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, free_port, start_server, stop_server
 
 NODE_DIR = Path(__file__).resolve().parents[2] / "examples" / "node"
 PUBLIC_SERVICES = [name for name in SERVICE_NAMES if name != "sift.v1.AdminService"]
@@ -90,10 +91,50 @@ def test_calls_every_public_rpc(node_client: list[str], live_server: LiveServer,
     assert {c["name"] for c in info["components"]} >= {"intent", "query_encoder", "relevance", "index"}
     assert isinstance(info["evaluation"], dict) and info["evaluation"]
 
+    _check_batches(out["batches"], version)
+
     bad = out["invalid_argument"]
     assert bad["code"] == 3 and bad["code_name"] == "INVALID_ARGUMENT"
     assert bad["method"] == "/sift.v1.RetrievalService/Search" and bad["details"].startswith("k:")
     assert bad["echoed_request_id"] == bad["request_id"]
+
+
+def _check_batches(batches: dict, version: str) -> None:
+    intents = batches["classify_intent_batch"]
+    assert [item["query"] for item in intents["items"]] == [
+        "oak coffee table",
+        "oak coffee tables",
+        "velvet accent chair",
+    ]  # request order
+    tops = [item["categories"][0]["id"] for item in intents["items"]]
+    assert tops[0] == tops[1] and tops[0].endswith("coffee-tables") and tops[2].endswith("accent-chairs")
+    assert intents["model_version"] == batches["search_batch"]["model_version"] == version
+    assert [len(hits) for hits in batches["search_batch"]["items"]] == [2, 2]
+    assert batches["embed_query_batch"]["dims"] == [384] * 3
+    assert batches["invalid_batch_item"] == {
+        "code_name": "INVALID_ARGUMENT",
+        "details": "items[1].query: must not be empty",
+    }
+
+
+def test_batch_calls_with_an_api_key(node_client: list[str], tiny_bundle: Path, tmp_path: Path) -> None:
+    """--batch against a server that wants API keys: SIFT_API_KEY goes as the bearer key."""
+    keys = tmp_path / "keys"
+    keys.write_text("k3y-of-the-node-example-0123\n")
+    server = start_server(tiny_bundle, "--api-keys", str(keys), "--metrics-port", "0")
+    try:
+        env = {**os.environ, "SIFT_API_KEY": "k3y-of-the-node-example-0123"}
+        args = [*node_client, "--batch", server.address]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=NODE_DIR, env=env)
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert set(out) == {"address", "query", "health", "batches"}
+        _check_batches(out["batches"], out["batches"]["classify_intent_batch"]["model_version"])
+        env["SIFT_API_KEY"] = ""
+        refused = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=NODE_DIR, env=env)
+        assert refused.returncode == 1 and "ClassifyIntentBatch failed: UNAUTHENTICATED" in refused.stderr
+    finally:
+        stop_server(server)
 
 
 def test_exits_non_zero_when_a_call_fails(node_client: list[str]) -> None:
