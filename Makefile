@@ -41,6 +41,7 @@ bench: install ## every benchmark in benchmarks/results (about 35 minutes; needs
 	$(BIN)/sift-bench models --bundle $(BUNDLE)
 	$(BIN)/sift-bench startup --bundle $(BUNDLE) --repeats 5
 	$(BIN)/sift-bench drain --bundle $(BUNDLE)
+	$(BIN)/sift-bench batch --bundle $(BUNDLE)
 
 image: ## the Docker image `sift` with $(BUNDLE), built offline by buildah on a local python:3.11-slim
 	deploy/docker/local-base-image.sh

@@ -47,7 +47,7 @@ from benchmarks.loadgen import CHANNEL_OPTIONS, LoadGenerator, Payload, method_n
 Retry = Literal["none", "immediate", "pushback"]
 RETRYABLE = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")  # what a well-behaved client retries
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
-# The pushback client's policy: examples/python_client.py's service config, done by hand so that every
+# The pushback client's policy: sift_client's RetryPolicy (sift_client/channel.py), done by hand so that every
 # refused attempt is seen and counted.
 MAX_ATTEMPTS = 4
 INITIAL_BACKOFF_S = 0.05
