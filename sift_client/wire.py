@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from google.protobuf import json_format
 
 from server._proto.sift.v1 import (
+    admin_pb2,
     common_pb2,
     info_pb2,
     intent_pb2,
@@ -165,5 +166,5 @@ def model_info(reply: info_pb2.GetModelInfoResponse) -> ModelInfo:
     )
 
 
-def reload(reply: object) -> Reload:
-    return Reload(reply.bundle_version, reply.previous_version, reply.load_seconds)  # type: ignore[attr-defined]
+def reload(reply: admin_pb2.ReloadBundleResponse) -> Reload:
+    return Reload(reply.bundle_version, reply.previous_version, reply.load_seconds)

@@ -119,7 +119,7 @@ def test_async_client(live_server: LiveServer) -> None:
     asyncio.run(calls())
 
 
-def test_tls_and_mtls(tiny_bundle: Path, pki: dict[str, Path]) -> None:  # noqa: F811
+def test_tls_mtls_and_reload(tiny_bundle: Path, pki: dict[str, Path]) -> None:  # noqa: F811
     server = start_server(
         tiny_bundle,
         "--tls-cert", str(pki["server"]),
@@ -133,6 +133,8 @@ def test_tls_and_mtls(tiny_bundle: Path, pki: dict[str, Path]) -> None:  # noqa:
         tls = TLS(pki["ca"], cert=pki["client"], key=pki["client_key"])
         with Client(server.address, deadline=10, tls=tls) as sift:
             assert sift.classify_intent_batch(["oak coffee table"])[0].categories
+            reloaded = sift.reload_bundle()  # from localhost: no admin token needed
+            assert reloaded.bundle_version == reloaded.previous_version and reloaded.load_seconds > 0
         with Client(server.address, deadline=5, tls=TLS(pki["ca"])) as sift, pytest.raises(SiftError):
             sift.classify_intent("oak")  # no client certificate: the handshake fails
     finally:
