@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,13 @@ from tests.conftest import assert_help_names_env
 
 def test_help_names_every_flag_with_its_environment_variable() -> None:
     assert_help_names_env("server", Settings.model_fields)
+
+
+def test_readme_settings_table_lists_every_flag() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Settings (`sift-serve`)") : readme.index("## Operations")]
+    flags = set(re.findall(r"`(--[a-z0-9-]+)`", table))
+    assert not [name for name in Settings.model_fields if f"--{name.replace('_', '-')}" not in flags]
 
 
 def test_environment_variable_sets_the_field_and_the_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
