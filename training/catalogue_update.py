@@ -36,12 +36,9 @@ from training.data.catalogue import Catalogue, Product
 from training.data.columns import GUESS, Columns
 from training.data.loaders import ID_KEYS, load_catalogue, read_header
 from training.retrieval import embed_products
+from training.update_teacher import CACHE_ENV, PROBES, cached_teacher, parity
 
 log = logging.getLogger("sift.update")
-
-MIN_TEACHER_COSINE = 0.99
-"""The product teacher must still give a stored product's title vector (f16 in the index) to this cosine:
-otherwise it is not the teacher the bundle was built with, and new vectors would not fit the old ones."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +113,7 @@ class UpdateReport:
     removed: int
     embedded_texts: int
     seconds: dict[str, float]
+    teacher_gate: dict[str, Any]
 
 
 def read_ids(path: Path) -> list[str]:
@@ -131,9 +129,11 @@ def update_bundle(
     remove: Path | None = None,
     columns: Columns = GUESS,
     encode: Callable[[list[str]], np.ndarray] | None = None,
+    teacher_cache: Path | None = None,
 ) -> UpdateReport:
     """`sift-train update`. `encode` embeds texts as the bundle's product teacher does (default: that
-    teacher, loaded here). Raises ValueError saying what cannot be done."""
+    teacher's int8 ONNX export, from `teacher_cache` or built there). Raises ValueError saying what cannot
+    be done."""
     timings: dict[str, float] = {}
     started = clock = time.perf_counter()
 
@@ -180,31 +180,27 @@ def update_bundle(
         raise ValueError(f"--data and --remove both name {len(both)} ids, e.g. {sorted(both)[:3]}")
     lap("read")
 
-    # Embed the new and changed products with the product teacher; check it is the bundle's first.
+    # Embed the new and changed products with the product teacher (its cached int8 ONNX export), first
+    # checked against the index's own vectors of the bundle's first products' titles.
     teacher = old.training.get("preset", {}).get("methods", {}).get("product_teacher")
-    if encode is None:
-        if not teacher:
-            raise ValueError(f"--bundle {bundle}: its manifest does not name the product teacher")
-        from training.teachers import SentenceTeacher, teacher_dir
-
-        model = SentenceTeacher(teacher_dir(teacher))
-        encode = model.encode
     index = Index.restore(str(bundle / spec.file))
     if index is None:
         raise ValueError(f"{spec.file}: not a usearch index")
     views, dim = spec.views, index.ndim
-    probe_row = 0
-    probe = encode([side.titles[probe_row]])[0]
-    stored = np.asarray(index.get(np.array([probe_row * views], dtype=np.uint64)), dtype=np.float32).reshape(
-        -1
+    probes = np.arange(min(PROBES, len(side.ids)), dtype=np.int64)
+    stored = (
+        np.stack(index.get((probes * views).astype(np.uint64))).astype(np.float32).reshape(len(probes), -1)
     )
-    cosine = float(probe @ stored / max(np.linalg.norm(stored) * np.linalg.norm(probe), 1e-9))
-    if probe.shape[-1] != dim or cosine < MIN_TEACHER_COSINE:
-        raise ValueError(
-            f"the product teacher {teacher or '(given)'} gives product {side.ids[probe_row]!r} a vector at "
-            f"cosine {cosine:.3f} to the bundle's (dim {probe.shape[-1]} vs {dim}): not the teacher the "
-            f"bundle was built with, so new vectors would not be comparable"
-        )
+    titles = [side.titles[r] for r in probes.tolist()]
+    gate: dict[str, Any] = {"teacher": teacher or "(given)"}
+    if encode is None:
+        if not teacher:
+            raise ValueError(f"--bundle {bundle}: its manifest does not name the product teacher")
+        model, built = cached_teacher(teacher, titles, teacher_cache)
+        encode = model.encode
+        gate |= {"runtime": f"onnxruntime {built['method']}", "export": str(model.path), "built": built}
+    gate |= parity(encode, titles, stored)
+    lap("teacher")
     new_vecs = (
         embed_products(encode, Catalogue(tuple(incoming), ()), views)
         if incoming
@@ -294,6 +290,7 @@ def update_bundle(
             "replaced": len(replaced),
             "removed": len(gone),
             "products": len(ids),
+            "teacher_gate": gate,
             "note": "students, rules and evaluation are the base bundle's; only the catalogue changed",
         }
         training: dict[str, Any] = {**old.training, "updates": [*old.training.get("updates", []), update]}
@@ -321,7 +318,7 @@ def update_bundle(
         raise
     timings["total"] = round(time.perf_counter() - started, 2)
     return UpdateReport(
-        version, len(ids), len(added), len(replaced), len(gone), len(incoming) * views, timings
+        version, len(ids), len(added), len(replaced), len(gone), len(incoming) * views, timings, gate
     )
 
 
@@ -342,10 +339,18 @@ def update_main(args: list[str]) -> None:
     parser.add_argument("--title-column")
     parser.add_argument("--category-column")
     parser.add_argument("--id-column")
+    parser.add_argument(
+        "--teacher-cache",
+        type=Path,
+        help=f"where the product teacher's ONNX export is built on first use and kept (${CACHE_ENV}, "
+        "else ~/.cache/sift/teachers)",
+    )
     ns = parser.parse_args(args)
     columns = Columns(title=ns.title_column, category=ns.category_column, id=ns.id_column)
     try:
-        report = update_bundle(ns.bundle, ns.output, ns.data, ns.remove, columns)
+        report = update_bundle(
+            ns.bundle, ns.output, ns.data, ns.remove, columns, teacher_cache=ns.teacher_cache
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"sift-train update: {e}", file=sys.stderr)
         raise SystemExit(2) from e

@@ -44,8 +44,14 @@ def updated(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     remove = tmp / "remove.txt"
     remove.write_text(f"{products.ids[2]}\n{products.ids[n - 1]}\n")
     out = tmp / "new"
-    report = update_bundle(tiny_bundle, out, data, remove)
+    report = update_bundle(tiny_bundle, out, data, remove, teacher_cache=tmp / "teachers")
     assert (report.added, report.replaced, report.removed, report.products) == (2, 1, 2, n)
+    # The teacher is the int8 ONNX export, built on first use into the cache, and gated on this bundle.
+    gate = report.teacher_gate
+    assert gate["runtime"].startswith("onnxruntime ") and Path(gate["export"]).is_relative_to(
+        tmp / "teachers"
+    )
+    assert gate["min_cosine"] >= gate["required"]["min"] and gate["mean_cosine"] >= gate["required"]["mean"]
     return tiny_bundle, out
 
 
@@ -81,6 +87,7 @@ def test_update_adds_replaces_and_removes(updated: tuple[Path, Path]) -> None:
     for name in ("intent.onnx", "query_encoder.onnx", "relevance.onnx", "rules.json"):
         assert m_new.files[name].sha256 == m_old.files[name].sha256
     assert m_new.training["updates"][-1]["from"] == before.version
+    assert m_new.training["updates"][-1]["teacher_gate"]["mean_cosine"] >= 0.99
 
 
 def test_update_of_an_updated_bundle(updated: tuple[Path, Path], tmp_path: Path) -> None:
@@ -146,3 +153,20 @@ def test_update_refuses_another_teacher(tiny_bundle: Path, tmp_path: Path) -> No
 
     with pytest.raises(ValueError, match="not the teacher the bundle was built with"):
         update_bundle(tiny_bundle, tmp_path / "out", data, encode=other)
+
+
+def test_update_refuses_a_teacher_export_off_the_index(tiny_bundle: Path, tmp_path: Path) -> None:
+    """Vectors near the index's but not near enough (as plain int8 MiniLM's are, at a mean cosine of about
+    0.965) are refused: added products would not rank among the old ones as the teacher would rank them."""
+    data = _write(tmp_path / "data.csv", [("X1", "A Chair", load_bundle(tiny_bundle).labels[0].path)])
+    stored = _teacher_of(tiny_bundle)
+    rng = np.random.default_rng(0)
+
+    def blurred(texts: list[str]) -> np.ndarray:
+        v = stored(texts)
+        v = v + rng.standard_normal(v.shape).astype(np.float32) * 0.014  # cosine about 0.965 at dim 384
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    with pytest.raises(ValueError, match=r"below the 0.99 \(worst 0.98\) required"):
+        update_bundle(tiny_bundle, tmp_path / "out", data, encode=blurred)
+    assert not (tmp_path / "out").exists()
