@@ -86,6 +86,21 @@ def test_every_call_answers_as_its_grpc_twin(http: httpx.Client, channel: grpc.C
         ),
         (retrieval.EmbedQuery, retrieval_pb2.EmbedQueryRequest(query="oak coffee table")),
         (
+            retrieval.SearchBatch,
+            retrieval_pb2.SearchBatchRequest(
+                items=[
+                    retrieval_pb2.SearchRequest(query="oak coffee table", k=2),
+                    retrieval_pb2.SearchRequest(query="wool rug", k=3, mode=retrieval_pb2.SEARCH_MODE_DENSE),
+                ]
+            ),
+        ),
+        (
+            retrieval.EmbedQueryBatch,
+            retrieval_pb2.EmbedQueryBatchRequest(
+                items=[retrieval_pb2.EmbedQueryRequest(query=q) for q in ("oak table", "wool rug")]
+            ),
+        ),
+        (
             relevance.ScoreRelevance,
             relevance_pb2.ScoreRelevanceRequest(
                 query="oak coffee table",
