@@ -52,9 +52,26 @@ def add_scale_parser(sub: Any) -> None:
     p.add_argument("--update-share", type=float, default=0.01, help="products added by the timed update")
     p.add_argument("--no-update", action="store_true", help="skip the update (and its teacher)")
     p.add_argument("--output", type=Path, default=RESULTS)
+    p.add_argument(
+        "--graph-check",
+        type=int,
+        metavar="N",
+        help="instead: recall of the HNSW graph at N products over clustered copies against mixes "
+        "(benchmarks/scale_graph.py), written to OUTPUT/graph",
+    )
+    p.add_argument("--connectivity", default="16,32", help="--graph-check's usearch connectivities")
 
 
 def cmd_scale(args: argparse.Namespace) -> None:
+    if args.graph_check:
+        from benchmarks.scale_graph import graph_check, graph_markdown
+
+        result = {"environment": report.environment()}
+        result |= graph_check(args.base, args.graph_check, [int(c) for c in args.connectivity.split(",")])
+        markdown = graph_markdown(result, report.header(result, "sift-bench scale --graph-check"))
+        report.write_results(args.output / "graph", result, markdown)
+        print(markdown, file=sys.stderr)
+        return
     args.cache.mkdir(parents=True, exist_ok=True)
     path = args.output / "results.json"
     result = json.loads(path.read_text()) if path.is_file() else {"sizes": {}}
