@@ -1,0 +1,39 @@
+"""sift-bench scale's measures: exact scores over a grown catalogue, and the graph check of clustered copies
+against mixes of real products (on the tiny bundle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import benchmarks.scale_graph as graph
+from benchmarks.scale import exact_scores
+from benchmarks.scale_catalogue import Grown
+
+
+def test_exact_scores_take_each_products_best_view() -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(30, 2, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    categories = np.arange(30, dtype=np.int32) % 3
+    grown = Grown([f"P{i}" for i in range(30)], ["t"] * 30, categories, v.astype(np.float16), 0)
+    q = rng.normal(size=(4, 8)).astype(np.float32)
+    rows, scores = exact_scores(grown, q, 1)
+    assert rows.tolist() == list(range(1, 30, 3))
+    want = np.einsum("qd,pvd->qpv", q / np.linalg.norm(q, axis=1, keepdims=True), v[rows]).max(axis=2)
+    np.testing.assert_allclose(scores, want, atol=2e-3)
+
+
+def test_graph_check_copies_cluster_and_mixes_spread(tiny_bundle: Path, monkeypatch) -> None:
+    monkeypatch.setattr(graph, "QUERIES", 12)
+    monkeypatch.setattr(graph, "COPIES", 50)
+    result = graph.graph_check(tiny_bundle, 500, [8])
+    runs = {r["catalogue"]: r for r in result["runs"]}
+    assert set(runs) == {"copies", "mixes"}
+    for r in runs.values():
+        for ef in ("ef64", "ef256"):
+            assert 0 <= r[ef]["recall_at_10"] <= r[ef][f"recall_at_10_within_{graph.TIE}"] <= 1
+    # Ten copies of one product are a near-tie; ten mixes of different pairs are not.
+    assert runs["copies"]["exact_top10_spread"] < runs["mixes"]["exact_top10_spread"]
+    assert "| copies | 8 |" in graph.graph_markdown(result, [])
