@@ -56,6 +56,13 @@ def add_scale_parser(sub: Any) -> None:
     p.add_argument("--no-update", action="store_true", help="skip the update (and its teacher)")
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument(
+        "--grow",
+        choices=("copies", "mixes"),
+        default="copies",
+        help="grow the catalogue with noisy copies of the real products (clusters of near-ties) or noisy "
+        "mixes of two (spread as real products are); use another --output for each",
+    )
+    p.add_argument(
         "--graph-check",
         type=int,
         metavar="N",
@@ -82,7 +89,7 @@ def cmd_scale(args: argparse.Namespace) -> None:
     for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
         print(f"scale: {n:,} products", file=sys.stderr)
         result["sizes"][str(n)] = measure_size(
-            args.base, n, args.cache, args.update_share, not args.no_update
+            args.base, n, args.cache, args.update_share, not args.no_update, args.grow
         )
         args.output.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1) + "\n")
@@ -388,13 +395,16 @@ def exact_scores(grown: Grown, queries: np.ndarray, label: int | None) -> tuple[
     return rows, best
 
 
-def measure_size(base: Path, n: int, cache: Path, update_share: float, update: bool) -> dict[str, Any]:
+def measure_size(
+    base: Path, n: int, cache: Path, update_share: float, update: bool, kind: str = "copies"
+) -> dict[str, Any]:
     from server.manifest import Manifest
     from training.catalogue_update import update_bundle
 
-    grown, index_file, index_seconds = cached(base, n, cache)
-    bundle = cache / f"bundle-{n}"
-    build_json = cache / f"bundle-{n}.build.json"
+    grown, index_file, index_seconds = cached(base, n, cache, kind=kind)
+    name = f"bundle-{n}" if kind == "copies" else f"bundle-{kind}-{n}"
+    bundle = cache / name
+    build_json = cache / f"{name}.build.json"
     if not (bundle / "manifest.json").is_file() or not build_json.is_file():
         build = build_bundle(base, grown, index_file, bundle)
         build_json.write_text(json.dumps(build))
@@ -404,6 +414,7 @@ def measure_size(base: Path, n: int, cache: Path, update_share: float, update: b
     small = int(np.argmin(np.abs(counts / n - 0.01) + (counts == 0)))  # the category nearest 1%
     out: dict[str, Any] = {
         "products": n,
+        "catalogue": kind,
         "index_build_s": index_seconds,
         "product_side_build_s": build,
         "bundle_bytes": sum(f.stat().st_size for f in bundle.iterdir()),
@@ -429,13 +440,13 @@ def measure_size(base: Path, n: int, cache: Path, update_share: float, update: b
             added = max(1, int(n * update_share))
             update_file(base, grown, added, data)
             start = time.perf_counter()
-            result = update_bundle(bundle, cache / f"bundle-{n}-updated", data)
+            result = update_bundle(bundle, cache / f"{name}-updated", data)
             out["update"] = {
                 "added": added,
                 "seconds": round(time.perf_counter() - start, 1),
                 "stages": result.seconds,
-                "bundle_bytes": sum(f.stat().st_size for f in (cache / f"bundle-{n}-updated").iterdir()),
-                "reload_under_load": reload_under_load(bundle, cache / f"bundle-{n}-updated", workdir),
+                "bundle_bytes": sum(f.stat().st_size for f in (cache / f"{name}-updated").iterdir()),
+                "reload_under_load": reload_under_load(bundle, cache / f"{name}-updated", workdir),
             }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -445,9 +456,14 @@ def measure_size(base: Path, n: int, cache: Path, update_share: float, update: b
 def scale_markdown(result: dict[str, Any], head: list[str]) -> str:
     sizes = sorted(result["sizes"].values(), key=lambda s: s["products"])
     calls = list(sizes[0]["calls"]) if sizes else []
+    grown = (
+        "noisy mixes of two of their real teacher vectors"
+        if sizes and sizes[0].get("catalogue") == "mixes"
+        else "noisy copies of their real teacher vectors"
+    )
     lines = [
         *head,
-        "Each catalogue is a real bundle's products grown with noisy copies of their real teacher vectors "
+        f"Each catalogue is a real bundle's products grown with {grown} "
         f"({BIG_SHARE:.0%} of the products in one category); its index is built with training's usearch "
         "settings. Latency at one call in flight, from a client on the same machine; memory from /proc once "
         "SERVING: RssAnon is private memory, RssFile mapped files (the index and product arrays, shared by "

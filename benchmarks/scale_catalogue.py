@@ -34,8 +34,11 @@ class Grown:
     big: int  # label index of the 40% category
 
 
-def grow(base: Path, n: int, seed: int = 0) -> Grown:
-    """`n` products from the bundle at `base`: its own first (as they are), then noisy copies."""
+def grow(base: Path, n: int, seed: int = 0, kind: str = "copies") -> Grown:
+    """`n` products from the bundle at `base`: its own first (as they are), then noisy copies, or with
+    `kind` "mixes" noisy mixes of two of them (weight uniform in [0, 1]; the title and category of the one
+    weighing more): as spread as real products, where copies make clusters of near-ties that an HNSW graph
+    does not link (`sift-bench scale --graph-check`)."""
     manifest = Manifest.read(base)
     side = load_catalogue_side(base, manifest)
     spec = manifest.components.index
@@ -45,10 +48,18 @@ def grow(base: Path, n: int, seed: int = 0) -> Grown:
     real = index.all_views(np.arange(m))
     rng = np.random.default_rng(seed)
     source = np.concatenate([np.arange(min(n, m)), rng.integers(0, m, max(0, n - m))])
+    mixing = np.random.default_rng(seed + 1)  # its own stream: copies stay what they were
+    other = mixing.integers(0, m, n)
+    weight = np.where(np.arange(n) < m, 1.0, 0.5 + mixing.random(n) / 2)
     vectors = np.empty((n, spec.views, real.shape[-1]), dtype=np.float16)
     for start in range(0, n, 65536):  # in blocks: float32 noise for a million products is 3 GB
         rows = source[start : start + 65536]
-        v = real[rows] + (rng.standard_normal((len(rows), *real.shape[1:])) * NOISE).astype(np.float32)
+        v = real[rows]
+        if kind == "mixes":
+            w = weight[start : start + len(rows), None, None].astype(np.float32)
+            v = w * v + (1 - w) * real[other[start : start + len(rows)]]
+            v /= np.linalg.norm(v, axis=-1, keepdims=True)
+        v = v + (rng.standard_normal((len(rows), *real.shape[1:])) * NOISE).astype(np.float32)
         if start < m:  # the bundle's own products keep their vectors
             own = np.arange(start, min(start + len(rows), m)) - start
             v[own] = real[rows[own]]
@@ -62,12 +73,12 @@ def grow(base: Path, n: int, seed: int = 0) -> Grown:
     return Grown(ids, titles, categories, vectors, big)
 
 
-def cached(base: Path, n: int, cache: Path, seed: int = 0) -> tuple[Grown, Path, float]:
+def cached(base: Path, n: int, cache: Path, seed: int = 0, kind: str = "copies") -> tuple[Grown, Path, float]:
     """The grown catalogue of `n` products and its index file, from `cache` when built before; also the
     seconds its index took to build (measured when it was built)."""
     from training.retrieval import write_index
 
-    where = cache / f"grown-{n}"
+    where = cache / (f"grown-{n}" if kind == "copies" else f"grown-{kind}-{n}")
     done = where / "done.json"
     if done.is_file():
         meta = json.loads(done.read_text())
@@ -81,7 +92,7 @@ def cached(base: Path, n: int, cache: Path, seed: int = 0) -> tuple[Grown, Path,
         )
         return grown, where / "index.usearch", meta["index_seconds"]
     where.mkdir(parents=True, exist_ok=True)
-    grown = grow(base, n, seed)
+    grown = grow(base, n, seed, kind)
     np.save(where / "vectors.npy", grown.vectors, allow_pickle=False)
     np.save(where / "categories.npy", grown.categories, allow_pickle=False)
     (where / "columns.json").write_text(

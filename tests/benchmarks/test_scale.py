@@ -10,6 +10,7 @@ import numpy as np
 import benchmarks.scale_graph as graph
 from benchmarks.scale import exact_scores
 from benchmarks.scale_catalogue import Grown
+from server.manifest import Manifest
 
 
 def test_exact_scores_take_each_products_best_view() -> None:
@@ -37,3 +38,19 @@ def test_graph_check_copies_cluster_and_mixes_spread(tiny_bundle: Path, monkeypa
     # Ten copies of one product are a near-tie; ten mixes of different pairs are not.
     assert runs["copies"]["exact_top10_spread"] < runs["mixes"]["exact_top10_spread"]
     assert "| copies | 8 |" in graph.graph_markdown(result, [])
+
+
+def test_grown_mixes_keep_the_real_products_and_leave_their_clusters(tiny_bundle: Path) -> None:
+    from benchmarks.scale_catalogue import grow
+
+    m = Manifest.read(tiny_bundle).components.index.count
+    copies, mixes = grow(tiny_bundle, m + 400), grow(tiny_bundle, m + 400, kind="mixes")
+    np.testing.assert_array_equal(mixes.vectors[:m], copies.vectors[:m])
+    assert mixes.ids == copies.ids and mixes.titles == copies.titles
+    real = copies.vectors[:m, 0].astype(np.float32)
+
+    def nearest_real(v: np.ndarray) -> np.ndarray:
+        return (v[m:, 0].astype(np.float32) @ real.T).max(axis=1)
+
+    # A copy is its product plus noise (cosine about 0.93); a mix lies between two products.
+    assert np.median(nearest_real(copies.vectors)) > 0.9 > np.median(nearest_real(mixes.vectors))
