@@ -15,9 +15,8 @@ from server.service.heavy import HeavyWork
 from server.service.store import BundleStore
 from server.service.validation import (
     Limits,
-    batch_item,
-    check_batch,
     check_count,
+    check_items,
     check_probability,
     check_text,
 )
@@ -82,11 +81,7 @@ class IntentService:
         `items[i]`), then one model run for the items no rule or cache answers; answers in item order."""
         bundle = self._store.bundle
         bundle.require("intent")
-        check_batch(items, self._limits.max_batch_items)
-        checked = []
-        for i, item in enumerate(items):
-            with batch_item(i):
-                checked.append(self._check(bundle, item))
+        checked = check_items(items, self._limits.max_batch_items, lambda item: self._check(bundle, item))
         return await self._answer(bundle, checked, deadline)
 
     def _check(self, bundle: Bundle, item: IntentQuery) -> _Checked:

@@ -17,10 +17,9 @@ from server.service.heavy import HeavyWork
 from server.service.store import BundleStore
 from server.service.validation import (
     Limits,
-    batch_item,
-    check_batch,
     check_count,
     check_id,
+    check_items,
     check_text,
     check_vector,
     shown,
@@ -89,11 +88,10 @@ class RetrievalService:
         `items[i].query`), then one model run for the queries not cached; vectors in query order."""
         bundle = self._store.bundle
         bundle.require("retrieval")
-        check_batch(queries, self._limits.max_batch_items)
-        checked = []
-        for i, query in enumerate(queries):
-            with batch_item(i):
-                checked.append(check_text(query, "query", self._limits.max_query_chars))
+        limits = self._limits
+        checked = check_items(
+            queries, limits.max_batch_items, lambda q: check_text(q, "query", limits.max_query_chars)
+        )
         vectors = await self._embed_cached(bundle, checked, deadline, "EmbedQuery")
         return [EmbedResult(vector, bundle.version) for vector in vectors]
 
@@ -119,11 +117,7 @@ class RetrievalService:
         order."""
         bundle = self._store.bundle
         bundle.require("retrieval")
-        check_batch(items, self._limits.max_batch_items)
-        checked = []
-        for i, item in enumerate(items):
-            with batch_item(i):
-                checked.append(self._check(bundle, item))
+        checked = check_items(items, self._limits.max_batch_items, lambda item: self._check(bundle, item))
         return await self._answer(bundle, checked, deadline)
 
     def _check(self, bundle: Bundle, item: SearchQuery) -> _CheckedSearch:

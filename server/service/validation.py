@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sized
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from server.errors import InvalidArgument, NotFound
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +82,18 @@ def check_vector(values: list[float], field: str, dim: int) -> np.ndarray:
     return vector / norm
 
 
-def check_batch(items: Sized, maximum: int) -> None:
-    """A batch call holds 1 to `maximum` items."""
-    if not len(items):
+def check_items(items: Sequence[T], maximum: int, check: Callable[[T], U]) -> list[U]:
+    """A batch call's 1 to `maximum` items, each checked by `check`, the single call's own checks: the first
+    refusal names the item's field (`items[3].query: ...`), so a batch item is checked by exactly the code
+    that checks a single call."""
+    if not items:
         raise InvalidArgument("items", "must hold at least one item")
     if len(items) > maximum:
         raise InvalidArgument("items", f"has {len(items)} entries, more than the limit of {maximum}")
-
-
-@contextmanager
-def batch_item(index: int) -> Iterator[None]:
-    """Runs a single call's checks on item `index` of a batch: its refusal names the item's field
-    (`items[3].query: ...`), so a batch item is checked by exactly the code that checks a single call."""
-    try:
-        yield
-    except (InvalidArgument, NotFound) as e:
-        raise type(e)(f"items[{index}].{e.field}", e.problem) from None
+    checked = []
+    for index, item in enumerate(items):
+        try:
+            checked.append(check(item))
+        except (InvalidArgument, NotFound) as e:
+            raise type(e)(f"items[{index}].{e.field}", e.problem) from None
+    return checked
