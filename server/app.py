@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,7 +44,6 @@ from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
 from server.transport.api_key_interceptor import ApiKeyInterceptor
-from server.transport.http import HttpServer, HttpService, build_app
 from server.transport.register import add_servicer
 from server.transport.servicers import (
     AdminServicer,
@@ -52,6 +52,9 @@ from server.transport.servicers import (
     RelevanceServicer,
     RetrievalServicer,
 )
+
+if TYPE_CHECKING:
+    from server.transport.http import HttpServer
 
 log = logging.getLogger("sift.server")
 
@@ -212,6 +215,9 @@ class SiftServer:
         )
 
     async def start_http(self) -> None:
+        # Starlette and uvicorn load only when HTTP is on (--http-port): about 40 ms of every start else.
+        from server.transport.http import HttpServer, HttpService, build_app
+
         s = self.settings
         app = build_app(
             [
