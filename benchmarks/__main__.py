@@ -408,44 +408,7 @@ def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
         hol = None
         if "hol" in args.cases:
             hol = _hol(args, gen, server, solo, by_method["ClassifyIntent"], heavy, spec, quick)
-    checks = []
-    if flood is not None:
-        flood_rel = flood["admitted_ms"].get("ScoreRelevance") or {"p99": float("inf")}
-        refused = flood["refusals"] or 1
-        exhausted = flood["refusals_by_code"].get("RESOURCE_EXHAUSTED", 0) / refused
-        checks += [
-            {
-                "what": "flood: admitted ScoreRelevance p99",
-                "figure": f"{flood_rel['p99']:.1f} ms",
-                "target": "<= 250 ms",
-                "met": flood_rel["p99"] <= 250,
-            },
-            {
-                "what": "flood: refusals that are RESOURCE_EXHAUSTED / CANCELLED",
-                "figure": f"{exhausted:.2%} / {flood['cancelled_share']:.2%}",
-                "target": "> 99% / < 1%",
-                "met": exhausted > 0.99 and flood["cancelled_share"] < 0.01,
-            },
-        ]
-    if ladder:
-        worst = min(ladder, key=lambda row: row["goodput_ratio"])
-        checks.append(
-            {
-                "what": "ladder: lowest goodput over the same clients' goodput at 1x, 1x-10x",
-                "figure": f"{worst['goodput_ratio']:.2f}x ({worst['label']})",
-                "target": ">= 0.80x",
-                "met": worst["goodput_ratio"] >= 0.8,
-            }
-        )
-    if hol is not None:
-        checks.append(
-            {
-                "what": "hol: ClassifyIntent p99 beside heavy relevance / alone",
-                "figure": f"{hol['p99_ratio']:.2f}x",
-                "target": "<= 2x",
-                "met": hol["p99_ratio"] <= 2,
-            }
-        )
+    checks = ov.checks(flood, ladder, hol)
     return run.common | {
         "serve_args": args.serve_arg,
         "overload": {

@@ -226,9 +226,24 @@ def run_worker(plan: Plan, start: float) -> Outcome:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (and its reaped children) from /proc; Linux only."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of a process, its live descendants (sift-serve's heavy workers) and its reaped
+    children, from /proc; Linux only."""
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:  # ended meanwhile
+            continue
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        for task in tasks:
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+    return total
 
 
 def refused_handler_seconds(metrics_url: str) -> tuple[float, int]:
@@ -316,6 +331,80 @@ def run_case(
         ),
         "client_cpu_cores": round(merged.client_cpu_s / wall, 3),
     }
+
+
+def checks(
+    flood: dict[str, Any] | None, ladder: list[dict[str, Any]], hol: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The issue's done-when figures from one run's cases: each with its figure, target and whether met."""
+    out = []
+    if flood is not None:
+        flood_rel = flood["admitted_ms"].get("ScoreRelevance") or {"p99": float("inf")}
+        refused = flood["refusals"] or 1
+        exhausted = flood["refusals_by_code"].get("RESOURCE_EXHAUSTED", 0) / refused
+        out += [
+            {
+                "what": "flood: admitted ScoreRelevance p99",
+                "figure": f"{flood_rel['p99']:.1f} ms",
+                "target": "<= 250 ms",
+                "met": flood_rel["p99"] <= 250,
+            },
+            {
+                "what": "flood: refusals that are RESOURCE_EXHAUSTED / CANCELLED",
+                "figure": f"{exhausted:.2%} / {flood['cancelled_share']:.2%}",
+                "target": "> 99% / < 1%",
+                "met": exhausted > 0.99 and flood["cancelled_share"] < 0.01,
+            },
+        ]
+    if ladder:
+        worst = min(ladder, key=lambda row: row["goodput_ratio"])
+        out.append(
+            {
+                "what": "ladder: lowest goodput over the same clients' goodput at 1x, 1x-10x",
+                "figure": f"{worst['goodput_ratio']:.2f}x ({worst['label']})",
+                "target": ">= 0.80x",
+                "met": worst["goodput_ratio"] >= 0.8,
+            }
+        )
+        # No collapse: more offered load never loses more than a fifth of the goodput already reached.
+        drops = []
+        for row in ladder:
+            before = [
+                r["goodput_per_s"]
+                for r in ladder
+                if r["retry"] == row["retry"] and r["multiple"] < row["multiple"]
+            ]
+            if before and max(before) > 0:
+                drops.append((row["goodput_per_s"] / max(before), row["label"]))
+        if drops:
+            ratio, label = min(drops)
+            out.append(
+                {
+                    "what": "ladder: lowest goodput over the best at a lower multiple (no collapse)",
+                    "figure": f"{ratio:.2f}x ({label})",
+                    "target": ">= 0.80x",
+                    "met": ratio >= 0.8,
+                }
+            )
+        cancelled = max(ladder, key=lambda row: row["cancelled_share"])
+        out.append(
+            {
+                "what": "ladder: highest share of refused attempts that are CANCELLED",
+                "figure": f"{cancelled['cancelled_share']:.2%} ({cancelled['label']})",
+                "target": "< 1%",
+                "met": cancelled["cancelled_share"] < 0.01,
+            }
+        )
+    if hol is not None:
+        out.append(
+            {
+                "what": "hol: ClassifyIntent p99 beside heavy relevance / alone",
+                "figure": f"{hol['p99_ratio']:.2f}x",
+                "target": "<= 2x",
+                "met": hol["p99_ratio"] <= 2,
+            }
+        )
+    return out
 
 
 def _ms(summary: dict[str, float] | None, key: str) -> str:

@@ -70,8 +70,9 @@ class Work:
 class Ticket:
     work: Work
     cost: float  # estimated seconds
-    alone: bool  # nothing else in flight when it was admitted
-    epoch: int  # admissions so far, when it was admitted
+    alone: bool  # nothing else in flight in its lane when it was admitted
+    epoch: int  # admissions to its lane so far, when it was admitted
+    lane: int = 0
     start: float = field(default_factory=time.perf_counter)
 
 
@@ -82,9 +83,16 @@ class AdmissionPolicy:
     heavy_methods: frozenset[str] = frozenset({"ScoreRelevance"})
     heavy_share: float = 0.5
     """Share of the target heavy methods may fill; 1.0 treats every method alike."""
+    heavy_workers: int = 0
+    """Processes the heavy methods run in (server/heavy_worker.py): their work then queues in a lane of its
+    own, drained that many calls at a time, apart from the event loop's; 0 puts them in the loop's lane."""
 
     def limit(self, method: str) -> float:
         return self.target_s * (self.heavy_share if method in self.heavy_methods else 1.0)
+
+    def lane(self, method: str) -> int:
+        """0: the event loop's work; 1: the heavy workers'."""
+        return 1 if self.heavy_workers and method in self.heavy_methods else 0
 
 
 class Admission:
@@ -95,9 +103,12 @@ class Admission:
         self._models: dict[str, CostModel] = {}
         # (a, b) of each model as Python floats: the hot path never touches numpy.
         self._coefficients: dict[str, tuple[float, float]] = {}
-        self._queued = 0.0  # estimated seconds of the calls admitted and not finished
-        self._in_flight = 0
-        self._epoch = 0
+        # Per lane (AdmissionPolicy.lane): estimated seconds of the calls admitted and not finished, their
+        # number, and the calls seen so far.
+        self._queued = [0.0, 0.0]
+        self._in_flight = [0, 0]
+        self._epoch = [0, 0]
+        self._drain_rate = [1, max(policy.heavy_workers, 1)]  # calls a lane runs at once
         self._rng = rng or random.Random()
         self._refused = {
             method: metrics.ADMISSION_REFUSED.labels(method=method)
@@ -110,7 +121,25 @@ class Admission:
 
     @property
     def queued_seconds(self) -> float:
-        return self._queued
+        return sum(self._queued)
+
+    def delay(self, method: str) -> float:
+        """Estimated queueing delay of a new call of `method`: the work ahead of it in its lane."""
+        lane = self.policy.lane(method)
+        return self._queued[lane] / self._drain_rate[lane]
+
+    def refusal(self, method: str) -> Overloaded | None:
+        """What admit() would raise for any call of `method` now, or None: a refusal never depends on the
+        call's own size, so it can be decided before the request is read (server/app.py does, for heavy
+        methods, so that a retry storm of large requests costs no parsing)."""
+        lane = self.policy.lane(method)
+        if not (self.enabled and self._in_flight[lane]):
+            return None
+        limit = self.policy.limit(method)
+        if self.delay(method) > limit:
+            self._epoch[lane] += 1
+            return self._refusal(method, 0.0, limit)
+        return None
 
     def estimate(self, work: Work) -> float:
         """Estimated seconds of `work`; 0 for a kind never measured."""
@@ -123,22 +152,24 @@ class Admission:
     def admit(self, work: Work) -> Ticket:
         """A ticket for `work`, or Overloaded when the estimated delay is over the method's limit."""
         cost = self.estimate(work)
+        lane = self.policy.lane(work.method)
         # Every call seen, refused ones too, ends the "alone" of the calls in flight: under a retry storm
         # a call's wall time includes the refusals the loop served meanwhile, which are not its work.
-        self._epoch += 1
-        if self.enabled and self._in_flight:
+        self._epoch[lane] += 1
+        if self.enabled and self._in_flight[lane]:
             limit = self.policy.limit(work.method)
-            if self._queued > limit:
-                raise self._refusal(work, cost, limit)
-        self._in_flight += 1
-        self._queued += cost
-        return Ticket(work, cost, alone=self._in_flight == 1, epoch=self._epoch)
+            if self.delay(work.method) > limit:
+                raise self._refusal(work.method, cost, limit)
+        self._in_flight[lane] += 1
+        self._queued[lane] += cost
+        return Ticket(work, cost, alone=self._in_flight[lane] == 1, epoch=self._epoch[lane], lane=lane)
 
     def done(self, ticket: Ticket, learn: bool = True) -> None:
         """The call is finished; a call that ran alone (and succeeded: `learn`) teaches its cost."""
-        self._in_flight -= 1
-        self._queued = max(self._queued - ticket.cost, 0.0) if self._in_flight else 0.0
-        if learn and ticket.alone and self._epoch == ticket.epoch:
+        lane = ticket.lane
+        self._in_flight[lane] -= 1
+        self._queued[lane] = max(self._queued[lane] - ticket.cost, 0.0) if self._in_flight[lane] else 0.0
+        if learn and ticket.alone and self._epoch[lane] == ticket.epoch:
             self.observe(ticket.work, time.perf_counter() - ticket.start)
 
     def observe(self, work: Work, seconds: float) -> None:
@@ -158,15 +189,16 @@ class Admission:
         for work, seconds in runs:
             self.observe(work, seconds)
 
-    def _refusal(self, work: Work, cost: float, limit: float) -> Overloaded:
+    def _refusal(self, method: str, cost: float, limit: float) -> Overloaded:
         # Come back when the work ahead should have drained under the limit, spread over [1x, 2x) of
         # that so that the clients refused together do not all return at the same instant.
-        wait = max(self._queued - limit, cost, 0.001) * (1.0 + self._rng.random())
+        delay = self.delay(method)
+        wait = max(delay - limit, cost, 0.001) * (1.0 + self._rng.random())
         pushback_ms = math.ceil(wait * 1000)
-        self._refused[work.method].inc()
-        heavy = " (shed first under overload)" if work.method in self.policy.heavy_methods else ""
+        self._refused[method].inc()
+        heavy = " (shed first under overload)" if method in self.policy.heavy_methods else ""
         return Overloaded(
-            f"server busy: ~{self._queued * 1000:.0f} ms of estimated work is queued, over the "
+            f"server busy: ~{delay * 1000:.0f} ms of estimated work is queued, over the "
             f"{limit * 1000:.0f} ms admitted for this method{heavy}; retry after {pushback_ms} ms "
             f"({PUSHBACK_KEY} in the trailing metadata) or on another replica",
             pushback_ms,

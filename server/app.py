@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -27,10 +27,11 @@ from server._proto.sift.v1 import (
     relevance_pb2,
     retrieval_pb2,
 )
-from server.admission import Admission, AdmissionPolicy
+from server.admission import PUSHBACK_KEY, Admission, AdmissionPolicy, Overloaded
 from server.api_keys import ApiKeys
 from server.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from server.config import Settings
+from server.heavy_worker import HeavyPool, PooledRelevance, PooledScoreRelevance, WorkerOptions
 from server.logs import FIELDS
 from server.runtime.batcher import BatchPolicy
 from server.runtime.onnx import ThreadSettings
@@ -44,6 +45,7 @@ from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
 from server.transport.api_key_interceptor import ApiKeyInterceptor
+from server.transport.register import _tolerant as tolerant
 from server.transport.register import add_servicer
 from server.transport.servicers import (
     AdminServicer,
@@ -90,7 +92,7 @@ SERVICES = (
         relevance_pb2,
         "RelevanceService",
         "relevance",
-        lambda s: RelevanceServicer(RelevanceService(s.store, s.limits, s.heavy), s.settings.timing_metadata),
+        lambda s: RelevanceServicer(s.relevance_service(), s.settings.timing_metadata),
     ),
     Service(
         retrieval_pb2,
@@ -135,23 +137,49 @@ class SiftServer:
             max_batch_items=settings.max_batch_items,
         )
         self.heavy = HeavyWork(settings.slice_rows, settings.offload_rows)
+        # Heavy calls (ScoreRelevance of at least --offload-rows candidates) in worker processes, so their
+        # Python featurization never holds this process's GIL: server/heavy_worker.py.
+        self.heavy_pool = (
+            HeavyPool(
+                settings.heavy_workers,
+                WorkerOptions(
+                    settings.intra_op_threads, settings.inter_op_threads, settings.heavy_worker_nice
+                ),
+            )
+            if settings.heavy_workers
+            else None
+        )
+        heavy_methods = frozenset(m.strip() for m in settings.admission_heavy_methods.split(",") if m.strip())
         self.admission = Admission(
             AdmissionPolicy(
                 settings.admission_target_ms / 1000,
-                frozenset(m.strip() for m in settings.admission_heavy_methods.split(",") if m.strip()),
+                heavy_methods,
                 settings.admission_heavy_share,
+                # Only ScoreRelevance runs in the heavy workers; other heavy methods share the loop's lane.
+                settings.heavy_workers if heavy_methods <= {"ScoreRelevance"} else 0,
             )
         )
         cap = settings.max_message_bytes
         self.api_keys = api_keys(settings)
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.api_keys is not None:
+            interceptors.append(ApiKeyInterceptor(self.api_keys))
+        self.heavy_calls = HeavyCalls(self.admission, heavy_methods)
+        if self.admission.enabled or self.heavy_pool is not None:
+            interceptors.append(self.heavy_calls)
         self.server = grpc.aio.server(
-            interceptors=[ApiKeyInterceptor(self.api_keys)] if self.api_keys is not None else [],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", cap),
                 ("grpc.max_send_message_length", cap),
                 # Soft and hard limit equal: a fixed bound instead of core's random early drop between them.
                 ("grpc.server.max_pending_requests", settings.max_pending_requests),
                 ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_requests),
+                *(
+                    [("grpc.max_concurrent_streams", settings.max_streams_per_connection)]
+                    if settings.max_streams_per_connection
+                    else []
+                ),
                 # Clients may check idle connections with keepalive pings, at most one per 30 s (more often
                 # gets GOAWAY too_many_pings): a search backend keeps its channel open between bursts.
                 ("grpc.keepalive_permit_without_calls", 1),
@@ -174,6 +202,21 @@ class SiftServer:
                 servicer.admission = self.admission
             add_servicer(self.server, servicer, service.pb2, service.name)
             self.servicers[service.full_name] = servicer
+        if self.heavy_pool is not None:  # gRPC's ScoreRelevance: large calls to the workers, as bytes
+            relevance = self.servicers[
+                relevance_pb2.DESCRIPTOR.services_by_name["RelevanceService"].full_name
+            ]
+            pooled = PooledScoreRelevance(
+                relevance.ScoreRelevance, self.heavy_pool, self.store, self.limits, settings.offload_rows
+            )
+            pooled.admission = self.admission
+            self.heavy_calls.routes[
+                f"/{relevance_pb2.DESCRIPTOR.package}.RelevanceService/ScoreRelevance"
+            ] = grpc.unary_unary_rpc_method_handler(
+                pooled.handle,
+                request_deserializer=tolerant(relevance_pb2.ScoreRelevanceRequest),
+                response_serializer=pooled.serialize,
+            )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -183,6 +226,12 @@ class SiftServer:
         self.http: HttpServer | None = None
         self.port = 0
         self._loading = asyncio.Lock()
+
+    def relevance_service(self) -> RelevanceService | PooledRelevance:
+        local = RelevanceService(self.store, self.limits, self.heavy)
+        if self.heavy_pool is None:
+            return local
+        return PooledRelevance(local, self.heavy_pool, self.store, self.limits, self.settings.offload_rows)
 
     async def set_health(self, name: str, status: int) -> None:
         self.health_status[name] = status
@@ -258,7 +307,7 @@ class SiftServer:
             threads = ThreadSettings(self.settings.intra_op_threads, self.settings.inter_op_threads)
             start = time.perf_counter()
             try:
-                bundle = await asyncio.to_thread(_load_and_warm, path, self.settings, threads)
+                bundle = await self._load_everywhere(path, threads)
             except BundleError as e:
                 metrics.BUNDLE_LOAD_FAILURES.inc()
                 log.error("bundle refused: %s (from %s)", e, path)
@@ -283,6 +332,30 @@ class SiftServer:
             replaced = f", replacing {previous.version}" if previous else ""
             log.info("serving bundle %s (loaded and warmed in %.2f s%s)", bundle.version, seconds, replaced)
             return bundle, previous, seconds
+
+    async def _load_and_warm_heavy(self, path: Path) -> str | None:
+        if self.heavy_pool is None:
+            return None
+        try:
+            return await self.heavy_pool.load(path)
+        except RuntimeError as e:
+            raise BundleError(str(e)) from e
+
+    async def _load_everywhere(self, path: Path, threads: ThreadSettings) -> Bundle:
+        """The bundle loaded and warmed here and, at the same time, in every heavy worker: the swap waits
+        for both, so a heavy call never meets a worker without the bundle its call started on."""
+        here, there = await asyncio.gather(
+            asyncio.to_thread(_load_and_warm, path, self.settings, threads),
+            self._load_and_warm_heavy(path),
+            return_exceptions=True,
+        )
+        if isinstance(here, BaseException):
+            raise here
+        if isinstance(there, BaseException):
+            raise there
+        if there is not None and there != here.version:
+            raise BundleError(f"heavy workers loaded {there} from {path}, this process {here.version}")
+        return here
 
     async def reload_quietly(self) -> None:
         """SIGHUP and the directory watch: reload, and on failure keep serving (the error is logged)."""
@@ -318,6 +391,8 @@ class SiftServer:
         await asyncio.sleep(self.settings.drain_period)
         in_flight = metrics.calls_in_flight()
         await asyncio.gather(self.server.stop(self.settings.grace_period), self.stop_http())
+        if self.heavy_pool is not None:  # no call is left for them once the server has stopped
+            await asyncio.to_thread(self.heavy_pool.close, self.settings.grace_period)
         tracing.shutdown()  # flushes the spans not yet exported
         after = metrics.calls_by_code()
         during = after - before
@@ -340,6 +415,55 @@ class SiftServer:
         if self.http is not None:
             await self.http.stop()
             self.http = None
+
+
+class HeavyCalls(grpc.aio.ServerInterceptor):
+    """Heavy methods' calls before their request is read.
+
+    - **Early refusal.** When admission would refuse the call anyway (a refusal never depends on the call's
+      size: server/admission.py), it is refused here, unparsed: under a retry storm of 1,000-title calls no
+      refusal parses 45 KB. The refusal is the middleware's own (RESOURCE_EXHAUSTED, the method named,
+      `grpc-retry-pushback-ms`), counted in the same metrics.
+    - **Routes.** A method path in `routes` gets that handler instead of the servicer's: ScoreRelevance goes
+      to the heavy workers as bytes when they run (server/heavy_worker.py)."""
+
+    def __init__(self, admission: Admission, methods: frozenset[str]) -> None:
+        self._admission = admission
+        self._methods = methods if admission.enabled else frozenset()
+        self.routes: dict[str, grpc.RpcMethodHandler] = {}
+        self._durations = {
+            m: metrics.REQUEST_DURATION.labels(method=m, code=grpc.StatusCode.RESOURCE_EXHAUSTED.name)
+            for m in methods
+        }
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = details.method.rpartition("/")[2]
+        if method in self._methods and (refused := self._admission.refusal(method)) is not None:
+            handler = self.routes.get(details.method) or await continuation(details)
+            if handler is not None and not (handler.request_streaming or handler.response_streaming):
+                return self._refuse(method, refused, handler)
+        return self.routes.get(details.method) or await continuation(details)
+
+    def _refuse(
+        self, method: str, refused: Overloaded, handler: grpc.RpcMethodHandler
+    ) -> grpc.RpcMethodHandler:
+        start = time.perf_counter()
+        message = f"{method}: {refused}"
+        trailing = ((PUSHBACK_KEY, str(refused.pushback_ms)),)
+        observe = self._durations[method].observe
+
+        async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> None:
+            try:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message, trailing_metadata=trailing)
+            finally:
+                observe(time.perf_counter() - start)
+
+        # No request deserializer: the request's bytes are never parsed.
+        return grpc.unary_unary_rpc_method_handler(refuse, response_serializer=handler.response_serializer)
 
 
 def api_keys(settings: Settings) -> ApiKeys | None:

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     retry), so it is the last line of defence: large enough that admission, which refuses with
     RESOURCE_EXHAUSTED and a pushback, answers a flood of a few hundred callers itself; sift-bench overload
     counts how often it still fires (benchmarks/results/overload)."""
+    max_streams_per_connection: int = Field(100, ge=0)
+    """Calls one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, enforced
+    by gRPC core on both sides): a client's further calls wait in its own channel until one finishes, costing
+    this server nothing, so a client that retries at once cannot fill --max-pending-requests by itself
+    (benchmarks/results/overload). 0 leaves gRPC's default (no limit)."""
     admission_target_ms: float = Field(100.0, ge=0)
     """Admission by cost: calls are admitted while the estimated work already admitted and unfinished (the
     new call's queueing delay) is under this many milliseconds; the rest get RESOURCE_EXHAUSTED at once with
@@ -113,6 +118,13 @@ class Settings(BaseSettings):
     offload_rows: int = Field(64, ge=0)
     """Model runs of at least this many rows run on a worker thread beside the event loop (onnxruntime
     releases the GIL); smaller ones run inline, where they are fastest. 0 runs every model inline."""
+    heavy_workers: int = Field(1, ge=0)
+    """Worker processes that score each ScoreRelevance of at least --offload-rows candidates, so that its
+    featurization (Python, holding the GIL for tens of milliseconds at 1,000 titles) never stalls the cheap
+    calls on the event loop (server/heavy_worker.py); they load the same bundle and follow every reload.
+    Admission queues their work in a lane of its own. 0 scores every call in the serving process."""
+    heavy_worker_nice: int = Field(0, ge=0, le=19)
+    """Niceness added to the heavy workers: above 0 the serving process gets the cores first."""
     max_connection_age: float = Field(0.0, ge=0)
     """Seconds after which a client connection is asked to reconnect (GOAWAY; calls in flight get the grace
     period), so that long-lived channels spread over replicas added since; 0 keeps connections forever."""

@@ -91,3 +91,62 @@ def test_a_call_that_saw_refusals_beside_it_did_not_run_alone() -> None:
         a.admit(HEAVY)
     a.done(ticket)
     assert a.estimate(HEAVY) == before
+
+
+def pooled(target_s: float = 0.12, workers: int = 1) -> Admission:
+    """Admission of a server whose heavy calls run in `workers` processes (server/heavy_worker.py)."""
+    a = Admission(AdmissionPolicy(target_s, frozenset({"ScoreRelevance"}), 0.5, workers), random.Random(0))
+    a.calibrate(
+        [(Work.of("ScoreRelevance", title=1), 60e-6), (Work.of("ScoreRelevance", title=100), 5.01e-3)]
+    )
+    a.calibrate([(CHEAP, 1e-3)])
+    return a
+
+
+def test_heavy_work_in_worker_processes_queues_apart_from_the_event_loops() -> None:
+    a = pooled()
+    heavy = [a.admit(HEAVY), a.admit(HEAVY)]  # 100 ms queued in the heavy lane, over its 60 ms share
+    with pytest.raises(Overloaded):
+        a.admit(HEAVY)
+    cheap = [a.admit(CHEAP) for _ in range(100)]  # the loop's lane is empty: its whole 120 ms is free
+    assert a.refusal("ClassifyIntent") is None
+    for ticket in [*heavy, *cheap]:
+        a.done(ticket, learn=False)
+    assert a.queued_seconds == 0.0
+    # The same calls in one lane (no worker processes): the heavy work ahead refuses the cheap calls sooner.
+    one = admission(target_s=0.12)
+    one.admit(HEAVY)
+    one.admit(HEAVY)
+    admitted = 0
+    with pytest.raises(Overloaded):
+        for _ in range(100):
+            one.admit(CHEAP)
+            admitted += 1
+    assert admitted == 20  # 100 ms of heavy work + 20 x 1 ms reach the 120 ms target
+
+
+def test_two_workers_drain_the_heavy_lane_twice_as_fast() -> None:
+    one, two = pooled(workers=1), pooled(workers=2)
+    for a in (one, two):
+        a.admit(HEAVY)
+        a.admit(HEAVY)
+    assert two.delay("ScoreRelevance") == pytest.approx(one.delay("ScoreRelevance") / 2)
+    assert one.refusal("ScoreRelevance") is not None
+    assert two.refusal("ScoreRelevance") is None
+
+
+def test_refusal_before_the_request_is_read_matches_admit() -> None:
+    """What the early refusal (before parsing) decides is what admit() would: refused with a pushback and
+    counted, or None, whatever the call's own size."""
+    a = pooled()
+    assert a.refusal("ScoreRelevance") is None  # an idle lane admits anything
+    tickets = [a.admit(HEAVY), a.admit(HEAVY)]
+    early = a.refusal("ScoreRelevance")
+    assert isinstance(early, Overloaded) and early.pushback_ms > 0
+    assert "shed first" in str(early) and "grpc-retry-pushback-ms" in str(early)
+    for size in (1, 1000):
+        with pytest.raises(Overloaded):
+            a.admit(Work.of("ScoreRelevance", title=size))
+    for ticket in tickets:
+        a.done(ticket, learn=False)
+    assert a.refusal("ScoreRelevance") is None

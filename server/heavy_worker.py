@@ -1,0 +1,411 @@
+"""Heavy calls in their own processes: a ScoreRelevance of many candidates is featurized and scored by a
+small pool of worker processes, so the serving process's event loop (and its GIL) stays free for the cheap
+calls beside it.
+
+Why a process: featurizing 1,000 titles is Python that holds the GIL for tens of milliseconds. Slicing it
+on the event loop, or running it on a thread, still makes every cheap call beside it wait for that GIL
+(benchmarks/results/overload-hol-*). A process has its own interpreter; the kernel shares the cores.
+
+- **Each worker** loads the same bundle directory read-only (its index and tables are memory-mapped, so the
+  pages are shared) and answers with the same RelevanceService code as the serving process, models inline
+  and featurization in one go (nothing else runs in it).
+- **One call at a time per worker.** The serving process queues heavy calls and hands each to an idle
+  worker; admission (server/admission.py) bounds that queue by its estimated delay.
+- **Bundles.** Every call names the bundle version it started on. On a reload the serving process has each
+  worker load and warm the new bundle before swapping it in (a worker that cannot refuses the reload); a
+  worker keeps the previous bundle too, so calls in flight finish on the bundle they started with.
+- **Errors** a caller can cause (a bad field, an unknown product) come back as the same server/errors.py
+  kind naming the field; anything else is INTERNAL. A worker that dies fails the call it held, and a new
+  one is started in its place.
+- **Lifetime.** Workers ignore SIGINT, SIGTERM and SIGHUP (the serving process drains and then closes
+  them) and exit when their pipe closes, so they never outlive the serving process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from server import errors, timing
+
+log = logging.getLogger("sift.heavy")
+
+# Bundles a worker keeps: the one serving and the one before it (calls in flight on it finish there).
+KEPT_BUNDLES = 2
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    nice: int = 0
+    """Added to the worker's scheduling niceness: positive gives the serving process the cores first."""
+
+
+# ---------------------------------------------------------------------------------------------- worker side
+
+
+def _worker_main(conn: Connection, options: WorkerOptions) -> None:
+    """A worker process: load bundles and score calls until the pipe closes."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    if options.nice:
+        os.nice(options.nice)
+    import onnxruntime  # noqa: F401  (before usearch, which the bundle's index imports: the reverse crashes)
+
+    from server.bundle import load_bundle
+    from server.runtime.onnx import ThreadSettings
+    from server.service.heavy import HeavyWork
+    from server.service.relevance import CandidateInput, RelevanceService
+    from server.service.store import BundleStore
+    from server.service.validation import Limits
+    from server.transport.servicers import RelevanceServicer, relevance_pb2
+
+    ScoreRelevanceRequest = relevance_pb2.ScoreRelevanceRequest
+
+    threads = ThreadSettings(options.intra_op_threads, options.inter_op_threads)
+    services: collections.OrderedDict[str, tuple[Any, Any]] = collections.OrderedDict()
+    loop = asyncio.new_event_loop()
+
+    def load(path: str) -> str:
+        bundle = load_bundle(Path(path), threads, None)
+        bundle.warm_up()
+        services[bundle.version] = (bundle, BundleStore(bundle))
+        services.move_to_end(bundle.version)
+        while len(services) > KEPT_BUNDLES:
+            services.popitem(last=False)
+        return bundle.version
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        kind = message[0]
+        if kind == "stop":
+            return
+        if kind == "load":
+            try:
+                conn.send(("loaded", load(message[1])))
+            except Exception as e:  # reported to the serving process, which refuses the reload
+                conn.send(("failed", f"{type(e).__name__}: {e}"))
+            continue
+        try:
+            version, path, limits = message[1:4]
+            if version not in services:  # a call on a bundle this worker was not asked to load
+                load(path)
+            store = services.get(version) or next(reversed(services.values()))
+            service = RelevanceService(store[1], Limits(**limits), HeavyWork(0, 0))
+            breakdown = timing.open_breakdown()
+            if kind == "call":  # the request's bytes in, the response's bytes out: the gRPC path
+                request_bytes, deadline = message[4:]
+                servicer = RelevanceServicer(service, timing_metadata=False)
+                request = ScoreRelevanceRequest.FromString(request_bytes)
+                handler = RelevanceServicer.ScoreRelevance.__wrapped__  # without the serving middleware
+                response = loop.run_until_complete(handler(servicer, request, _Deadline(deadline)))
+                conn.send(("ok", response.SerializeToString(), breakdown))
+                continue
+            query, ids, titles, deadline = message[4:]
+            candidates = [CandidateInput(product_id=i, title=t) for i, t in zip(ids, titles, strict=True)]
+            result = loop.run_until_complete(service.score(query, candidates, deadline))
+            conn.send(("ok", _columns(result), breakdown))
+        except errors.SiftError as e:
+            kinds = [c.__name__ for c in type(e).__mro__]
+            conn.send(("error", kinds, getattr(e, "field", None), getattr(e, "problem", str(e))))
+        except Exception as e:
+            log.exception("heavy worker: unexpected error")
+            conn.send(("internal", f"{type(e).__name__}: {e}"))
+
+
+class _Deadline:
+    """What the relevance handler reads of its gRPC context in a worker: the time left."""
+
+    def __init__(self, deadline: float | None) -> None:
+        self._deadline = deadline
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else self._deadline - time.monotonic()
+
+
+def _columns(result: Any) -> dict[str, Any]:
+    """A RelevanceResult as columns: a list of a thousand small objects pickles ten times slower."""
+    scores = result.scores
+    names = [f.name for f in dataclasses.fields(scores[0])] if scores else []
+    return {
+        "scores": {name: [getattr(s, name) for s in scores] for name in names},
+        **{f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "scores"},
+    }
+
+
+def _from_columns(columns: dict[str, Any]) -> Any:
+    from server.service.relevance import RelevanceResult, ScoredCandidate
+
+    cols = columns["scores"]
+    rows = zip(*cols.values(), strict=True) if cols else ()
+    names = list(cols)
+    scores = [ScoredCandidate(**dict(zip(names, row, strict=True))) for row in rows]
+    return RelevanceResult(scores=scores, **{k: v for k, v in columns.items() if k != "scores"})
+
+
+def _error(kinds: list[str], field: str | None, problem: str) -> errors.SiftError:
+    """The worker's error as the nearest kind of server/errors.py (a runtime refusal defined elsewhere
+    becomes the kind it subclasses), so the caller gets the same status and message."""
+    cls: type[errors.SiftError] = next(
+        c
+        for c in (getattr(errors, k, None) for k in kinds)
+        if isinstance(c, type) and issubclass(c, errors.SiftError)
+    )
+    if field is not None and cls in (errors.InvalidArgument, errors.NotFound):
+        return cls(field, problem)
+    return cls(problem)
+
+
+# ---------------------------------------------------------------------------------------------- pool side
+
+
+class HeavyWorkerError(RuntimeError):
+    """A worker failed in a way no caller caused (it died, or hit an unexpected error): INTERNAL."""
+
+
+class _Worker:
+    def __init__(self, ctx: Any, options: WorkerOptions) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, options), daemon=True, name="sift-heavy")
+        self.process.start()
+        child.close()
+        self.reply: asyncio.Future[Any] | None = None
+
+    def send(self, message: tuple) -> asyncio.Future[Any]:
+        """Sends one message; the future holds the worker's reply, read when the pipe is readable (the
+        event loop never waits on the worker)."""
+        loop = asyncio.get_running_loop()
+        reply = self.reply = loop.create_future()
+        try:
+            loop.add_reader(self.conn.fileno(), self._readable)
+            self.conn.send(message)
+        except (OSError, ValueError) as e:  # the worker is gone (its pipe broke or was closed)
+            self._readable(f"heavy worker {self.process.pid} cannot take calls ({e})")
+        return reply
+
+    def _readable(self, broken: str = "") -> None:
+        reply, self.reply = self.reply, None
+        message: tuple = ("died", broken)
+        if not self.conn.closed:
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+        if not broken:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError) as e:
+                message = ("died", f"heavy worker {self.process.pid} exited ({e or 'EOF'})")
+        if reply is not None and not reply.done():
+            reply.set_result(message)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive() and not self.conn.closed
+
+    def close(self, timeout: float) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.conn.send(("stop",))
+        self.conn.close()
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(1.0)
+
+
+class HeavyPool:
+    """`size` worker processes for heavy calls; `score` hands a call to the next idle one."""
+
+    def __init__(self, size: int, options: WorkerOptions | None = None) -> None:
+        self.size = size
+        self.options = options or WorkerOptions()
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._idle: asyncio.Queue[_Worker] | None = None
+
+    @property
+    def started(self) -> bool:
+        return bool(self._workers)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def start(self) -> None:
+        self._workers = [_Worker(self._ctx, self.options) for _ in range(self.size)]
+        self._idle = asyncio.Queue()
+        for worker in self._workers:
+            self._idle.put_nowait(worker)
+
+    async def load(self, path: Path) -> str:
+        """Every worker loads and warms the bundle at `path` (after the calls they hold); returns its
+        version. Raises RuntimeError when a worker cannot (the serving process then refuses the bundle)."""
+        if not self.started:
+            self.start()
+        assert self._idle is not None
+        taken = [await self._idle.get() for _ in self._workers]
+        try:
+            replies = await asyncio.gather(*(w.send(("load", str(path))) for w in taken))
+        finally:
+            for worker in taken:
+                self._release(worker)
+        for kind, detail in replies:
+            if kind != "loaded":
+                raise RuntimeError(f"heavy worker could not load {path}: {detail}")
+        versions = {detail for _, detail in replies}
+        if len(versions) != 1:
+            raise RuntimeError(f"heavy workers loaded different bundles from {path}: {sorted(versions)}")
+        return versions.pop()
+
+    async def score(
+        self,
+        version: str,
+        path: Path,
+        limits: dict[str, int],
+        query: str,
+        ids: list[str],
+        titles: list[str],
+        deadline: float | None,
+    ) -> Any:
+        """One ScoreRelevance on a worker: the RelevanceResult, or the SiftError the call caused."""
+        message = ("score", version, str(path), limits, query, ids, titles, deadline)
+        return _from_columns(await self._run(message, deadline))
+
+    async def call(
+        self, version: str, path: Path, limits: dict[str, int], request: bytes, deadline: float | None
+    ) -> bytes:
+        """One ScoreRelevance on a worker from its request's bytes: the response's bytes, or the SiftError
+        the call caused. Nothing of the call is parsed or built on this process's event loop."""
+        return await self._run(("call", version, str(path), limits, request, deadline), deadline)
+
+    async def _run(self, message: tuple, deadline: float | None) -> Any:
+        assert self._idle is not None, "the heavy pool is not started"
+        worker = await self._idle.get()
+        if not worker.alive:  # died while idle: its call goes to the replacement
+            worker = self._replace(worker)
+        held = True
+        try:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise errors.DeadlineExceeded("the deadline passed while the call waited for a heavy worker")
+            pending = worker.send(message)
+            try:
+                reply = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                # The caller went away: the worker finishes the call, its answer is dropped, then it is free.
+                pending.add_done_callback(lambda _: self._release(worker))
+                held = False
+                raise
+        finally:
+            if held:
+                self._release(worker)
+        kind = reply[0]
+        if kind == "ok":
+            for part, seconds in reply[2].items():
+                timing.add(part, seconds)
+            return reply[1]
+        if kind == "error":
+            raise _error(*reply[1:])
+        raise HeavyWorkerError(reply[1])
+
+    def _release(self, worker: _Worker) -> None:
+        if self._idle is None:  # closed meanwhile
+            return
+        if worker.alive:
+            self._idle.put_nowait(worker)
+            return
+        self._idle.put_nowait(self._replace(worker))
+
+    def _replace(self, worker: _Worker) -> _Worker:
+        """A new worker in place of one that died; it loads a call's bundle on its first call."""
+        log.error(
+            "heavy worker %s exited (code %s); starting another", worker.process.pid, worker.process.exitcode
+        )
+        worker.close(0.1)
+        fresh = _Worker(self._ctx, self.options)
+        self._workers[self._workers.index(worker)] = fresh
+        return fresh
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stops every worker (after the call it holds), killing one still running after `timeout`."""
+        workers, self._workers, self._idle = self._workers, [], None
+        for worker in workers:
+            worker.close(timeout)
+
+
+class PooledRelevance:
+    """RelevanceService's `score`, with calls of at least `rows` candidates scored by the heavy pool and
+    smaller ones (which cost less than the hand-over) by the local service."""
+
+    def __init__(self, local: Any, pool: HeavyPool, store: Any, limits: Any, rows: int) -> None:
+        self._local = local
+        self._pool = pool
+        self._store = store
+        self._limits = dataclasses.asdict(limits)
+        self.rows = rows
+
+    async def score(self, query: str, candidates: list, deadline: float | None = None) -> Any:
+        if len(candidates) < self.rows or not self._pool.started:
+            return await self._local.score(query, candidates, deadline)
+        bundle = self._store.bundle
+        ids = [c.product_id for c in candidates]
+        titles = [c.title for c in candidates]
+        return await self._pool.score(
+            bundle.version, bundle.directory, self._limits, query, ids, titles, deadline
+        )
+
+
+class PooledScoreRelevance:
+    """The gRPC ScoreRelevance handler when heavy workers run: a call of at least `rows` candidates goes to
+    a worker as its request's bytes and comes back as the response's bytes, through the same middleware as
+    every call (admission, deadlines, metrics, errors naming the field); smaller ones, and undecodable
+    ones, go to the servicer's own method. Returns bytes or a response message: `serialize` takes both."""
+
+    admission: Any = None  # set by the server, as on the servicers
+
+    def __init__(self, local: Any, pool: HeavyPool, store: Any, limits: Any, rows: int) -> None:
+        from server.transport.middleware import deadline_of, rpc
+        from server.transport.register import Undecodable
+        from server.transport.servicers import _relevance_work
+
+        self._local = local  # the servicer's bound ScoreRelevance, middleware included
+        self._pool = pool
+        self._store = store
+        self._limits = dataclasses.asdict(limits)
+        self._rows = rows
+        self._undecodable = Undecodable
+        self.timing_metadata = getattr(local.__self__, "timing_metadata", False)
+
+        @rpc("ScoreRelevance", _relevance_work)
+        async def pooled(_self: Any, request: Any, context: Any) -> bytes:
+            bundle = self._store.bundle
+            bundle.require("relevance")
+            data = request.SerializeToString()
+            return await self._pool.call(
+                bundle.version, bundle.directory, self._limits, data, deadline_of(context)
+            )
+
+        self._pooled = pooled
+
+    async def handle(self, request: Any, context: Any) -> Any:
+        if (
+            isinstance(request, self._undecodable)
+            or len(request.candidates) < self._rows
+            or not self._pool.started
+        ):
+            return await self._local(request, context)
+        return await self._pooled(self, request, context)
+
+    @staticmethod
+    def serialize(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else response.SerializeToString()

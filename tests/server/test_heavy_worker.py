@@ -1,0 +1,153 @@
+"""Heavy calls in worker processes (server/heavy_worker.py): the same answers as the serving process gives,
+errors that name the field, a worker that follows a reload, a worker that dies replaced, and none left
+behind when the server stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from server import errors
+from server._proto.sift.v1 import admin_pb2, admin_pb2_grpc, relevance_pb2, relevance_pb2_grpc
+from server.heavy_worker import _columns, _error, _from_columns
+from server.service.relevance import RelevanceResult, ScoredCandidate
+from tests.conftest import LiveServer, start_server, stop_server
+from tests.server.test_bundle import edit_manifest
+
+TITLES = [f"oak coffee table model {i}" for i in range(80)] + [f"nonstick frying pan {i}" for i in range(40)]
+LARGE = relevance_pb2.ScoreRelevanceRequest(
+    query="oak coffee table", candidates=[relevance_pb2.Candidate(title=t) for t in TITLES]
+)
+
+
+def _score(
+    server: LiveServer, request: relevance_pb2.ScoreRelevanceRequest
+) -> relevance_pb2.ScoreRelevanceResponse:
+    with server.channel() as channel:
+        return relevance_pb2_grpc.RelevanceServiceStub(channel).ScoreRelevance(request, timeout=30)
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        out.update(int(c) for c in children)
+    return out
+
+
+def _heavy_workers(server: LiveServer) -> set[int]:
+    """The serving process's heavy workers (multiprocessing also starts a resource tracker beside them)."""
+    return {
+        pid
+        for pid in _children(server.process.pid)
+        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    }
+
+
+def test_columns_round_trip_a_result() -> None:
+    result = RelevanceResult(
+        [ScoredCandidate(0.9, "exact", "model"), ScoredCandidate(0.1, "irrelevant", "rule", "color_clash")],
+        "v7",
+    )
+    assert _from_columns(_columns(result)) == result
+    assert _from_columns(_columns(RelevanceResult([], "v7"))) == RelevanceResult([], "v7")
+
+
+def test_worker_errors_come_back_as_the_same_kind() -> None:
+    e = _error(["InvalidArgument", "SiftError", "Exception"], "candidates[3].title", "must not be empty")
+    assert isinstance(e, errors.InvalidArgument) and str(e) == "candidates[3].title: must not be empty"
+    # A runtime refusal defined elsewhere becomes the kind it subclasses.
+    e = _error(["QueueFull", "ResourceExhausted", "SiftError", "Exception"], None, "queue full")
+    assert type(e) is errors.ResourceExhausted and str(e) == "queue full"
+
+
+def test_pooled_answers_equal_the_serving_process_answers(tiny_bundle: Path) -> None:
+    pooled = start_server(tiny_bundle, "--heavy-workers", "1")
+    try:
+        assert len(_heavy_workers(pooled)) == 1
+        from_pool = _score(pooled, LARGE)
+    finally:
+        stop_server(pooled)
+    local = start_server(tiny_bundle, "--heavy-workers", "0")
+    try:
+        assert not _heavy_workers(local)
+        here = _score(local, LARGE)
+    finally:
+        stop_server(local)
+    assert len(from_pool.scores) == len(TITLES)
+    assert from_pool == here
+
+
+def test_bad_input_in_a_worker_names_the_field_and_the_server_keeps_serving(tiny_bundle: Path) -> None:
+    server = start_server(tiny_bundle, "--heavy-workers", "1")
+    try:
+        cases = [
+            (relevance_pb2.Candidate(), grpc.StatusCode.INVALID_ARGUMENT, "candidates[120]"),
+            (
+                relevance_pb2.Candidate(product_id="NO-SUCH-ID"),
+                grpc.StatusCode.NOT_FOUND,
+                "candidates[120].product_id",
+            ),
+            (
+                relevance_pb2.Candidate(title="x" * 600),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "candidates[120].title",
+            ),
+        ]
+        for candidate, code, field in cases:
+            request = relevance_pb2.ScoreRelevanceRequest(
+                query="oak", candidates=[*LARGE.candidates, candidate]
+            )
+            with pytest.raises(grpc.RpcError) as refused:
+                _score(server, request)
+            assert refused.value.code() == code
+            assert field in refused.value.details()
+        assert len(_score(server, LARGE).scores) == len(TITLES)
+    finally:
+        stop_server(server)
+
+
+def test_the_worker_follows_a_reload(tiny_bundle: Path, bundle_copy: Path, tmp_path: Path) -> None:
+    server = start_server(bundle_copy, "--heavy-workers", "1")
+    try:
+        before = _score(server, LARGE).model_version
+        edit_manifest(bundle_copy, lambda m: m.update(bundle_version="reloaded-in-workers"))
+        with server.channel() as channel:
+            admin_pb2_grpc.AdminServiceStub(channel).ReloadBundle(
+                admin_pb2.ReloadBundleRequest(path=str(bundle_copy)), timeout=60
+            )
+        after = _score(server, LARGE)
+        assert before != "reloaded-in-workers"
+        assert after.model_version == "reloaded-in-workers"
+        assert len(after.scores) == len(TITLES)
+    finally:
+        stop_server(server)
+
+
+def test_a_worker_that_dies_is_replaced(tiny_bundle: Path) -> None:
+    server = start_server(tiny_bundle, "--heavy-workers", "1")
+    try:
+        (first,) = _heavy_workers(server)
+        os.kill(first, signal.SIGKILL)
+        status = Path(f"/proc/{first}/status")
+        deadline = time.monotonic() + 10
+        while status.exists() and "zombie" not in status.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the kernel has ended it (the pool finds it dead on its next call)
+        assert len(_score(server, LARGE).scores) == len(TITLES)
+        assert _heavy_workers(server) and first not in _heavy_workers(server)
+    finally:
+        stop_server(server)
+
+
+def test_workers_stop_with_the_server(tiny_bundle: Path) -> None:
+    server = start_server(tiny_bundle, "--heavy-workers", "2")
+    workers = _heavy_workers(server)
+    assert len(workers) == 2
+    assert stop_server(server) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
