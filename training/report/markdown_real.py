@@ -48,6 +48,22 @@ def real_queries_section(r: dict[str, Any]) -> list[str]:
             ("ov_ci", "95% CI"),
         ],
     )
+    if by_match := r.get("overlap_by_match"):
+        lines += [
+            "Overlap@10 of the served model by how well the catalogue answers the query (the teacher's best "
+            "cosine to any product): a query the catalogue has nothing for gets a top 10 of near-equal weak "
+            "scores, whose order any small change in the query vector reshuffles.",
+            "",
+        ]
+        lines += table(
+            [{**x, "ov_ci": _ci(x["overlap_ci95"])} for x in by_match],
+            [
+                ("teacher_best_cosine", "teacher's best cosine"),
+                ("queries", "n"),
+                ("overlap_at_10", "overlap@10"),
+                ("ov_ci", "95% CI"),
+            ],
+        )
     t = r["tokens"]
     lines += [f"Vocabulary: {t['measures']}.", ""]
     lines += table(

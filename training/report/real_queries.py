@@ -36,6 +36,8 @@ from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
 
 log = logging.getLogger("sift.report")
 K = 10
+MATCH_BANDS = ((0.0, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 1.01))
+"""Bands of the teacher's best cosine to the catalogue for a query, over which overlap@10 is broken down."""
 BATCH = 64
 EMBED_BUDGET_MS = 1.0
 """The query side's latency budget: one query embedded (tokenized or featurized, then the model) in at most
@@ -76,14 +78,38 @@ def embed(model: OnnxModel, featurize: Any, texts: list[str]) -> np.ndarray:
     )
 
 
-def top_rows(bundle: Bundle, vectors: np.ndarray) -> np.ndarray:
+def top_rows(bundle: Bundle, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The index's top K rows per vector (-1 padded) and the score of each one's first hit."""
     assert bundle.index is not None and bundle.products is not None
     k = min(K, len(bundle.products.ids))
     out = np.full((len(vectors), K), -1, dtype=np.int64)
+    first = np.zeros(len(vectors), dtype=np.float32)
     for i, v in enumerate(vectors):
-        rows = bundle.index.search(np.ascontiguousarray(v, dtype=np.float32), k)[0]
+        rows, scores = bundle.index.search(np.ascontiguousarray(v, dtype=np.float32), k)
         out[i, : len(rows)] = rows
-    return out
+        first[i] = scores[0] if len(scores) else 0.0
+    return out, first
+
+
+def overlap_by_match(overlap: np.ndarray, teacher_first: np.ndarray) -> list[dict[str, Any]]:
+    """Overlap@10 by how well the catalogue answers the query: the teacher's best cosine to any product.
+    A query the catalogue has nothing for has a top 10 of near-equal weak scores, and which of them a
+    slightly different query vector ranks first is close to chance."""
+    rows = []
+    for low, high in MATCH_BANDS:
+        idx = np.flatnonzero((teacher_first >= low) & (teacher_first < high))
+        if len(idx):
+            o = mean_ci(overlap[idx])
+            band = f">= {low}" if high > 1 else f"{low} to {high}"
+            rows.append(
+                {
+                    "teacher_best_cosine": band,
+                    "queries": len(idx),
+                    "overlap_at_10": o["mean"],
+                    "overlap_ci95": o["ci95"],
+                }
+            )
+    return rows
 
 
 def overlap_per_query(a: np.ndarray, b: np.ndarray, k: int = K) -> np.ndarray:
@@ -225,7 +251,7 @@ def real_queries_part(ctx: Context) -> dict[str, Any]:
     log.info("real_queries: %d distinct queries, teacher %s", len(texts), teacher)
     teacher_vecs = SentenceTeacher(teacher_dir(teacher)).encode(texts, desc="teacher on real queries")
     has_index = bundle.index is not None
-    teacher_top = top_rows(bundle, teacher_vecs) if has_index else None
+    teacher_top, teacher_first = top_rows(bundle, teacher_vecs) if has_index else (None, None)
 
     models: list[tuple[str, OnnxModel, Any]] = []
     served, featurize = bundle.query_model()
@@ -244,12 +270,13 @@ def real_queries_part(ctx: Context) -> dict[str, Any]:
         models.append(
             ("before: hashed n-gram query encoder", bundle.query_encoder, bundle.featurizer.batch_ids)
         )
-    rows, latencies = [], {}
+    rows, latencies, by_match = [], {}, []
     for name, model, feat in models:
         vecs = embed(model, feat, texts)
-        rows += agreement_rows(
-            name, vecs, teacher_vecs, top_rows(bundle, vecs) if has_index else None, teacher_top, groups
-        )
+        top = top_rows(bundle, vecs)[0] if has_index else None
+        rows += agreement_rows(name, vecs, teacher_vecs, top, teacher_top, groups)
+        if top is not None and name.startswith("served:"):
+            by_match = overlap_by_match(overlap_per_query(top, teacher_top), teacher_first)
         latencies[name] = embed_latency(model, feat, texts[:LATENCY_QUERIES])
     return {
         "bundle": str(s.default_bundle),
@@ -259,6 +286,7 @@ def real_queries_part(ctx: Context) -> dict[str, Any]:
         "sources": {src: len(ts) for src, ts in by_source.items()},
         "missing_files": missing,
         "rows": rows,
+        "overlap_by_match": by_match,
         "tokens": token_shares(bundle, by_source),
         "choice": choose_query_model(rows, latencies),
         "targets": {"mean_cosine": 0.90, "overlap_at_10": 0.70},

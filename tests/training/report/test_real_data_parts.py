@@ -21,7 +21,13 @@ from training.report.real_common import (
     weighted_vote,
 )
 from training.report.real_flipkart import distinct_names
-from training.report.real_queries import EMBED_BUDGET_MS, choose_query_model, graph_remap, overlap_per_query
+from training.report.real_queries import (
+    EMBED_BUDGET_MS,
+    choose_query_model,
+    graph_remap,
+    overlap_by_match,
+    overlap_per_query,
+)
 
 PATHS = [
     "Accent Chests / Cabinets",
@@ -84,6 +90,16 @@ def test_overlap_per_query_ignores_padding() -> None:
     a = np.array([[1, 2, 3, -1], [4, 5, 6, 7]])
     b = np.array([[3, 2, 9, -1], [0, 1, 2, 3]])
     assert overlap_per_query(a, b, k=4).tolist() == [0.5, 0.0]
+
+
+def test_overlap_by_match_bands_queries_by_the_teachers_best_cosine() -> None:
+    overlap = np.array([0.2, 0.4, 0.9, 1.0, 0.6])
+    best = np.array([0.1, 0.35, 0.65, 0.9, 0.45])
+    rows = {r["teacher_best_cosine"]: r for r in overlap_by_match(overlap, best)}
+    assert set(rows) == {"0.0 to 0.4", "0.4 to 0.5", ">= 0.6"}  # no query in 0.5-0.6: no row
+    assert rows["0.0 to 0.4"]["queries"] == 2
+    assert rows["0.0 to 0.4"]["overlap_at_10"] == pytest.approx(0.3)
+    assert rows[">= 0.6"]["overlap_at_10"] == pytest.approx(0.95)
 
 
 def test_distinct_and_distinct_names_vote_once_per_name() -> None:
