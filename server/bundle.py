@@ -20,7 +20,13 @@ import numpy as np
 
 from server.catalogue import ProductTable, from_products_json
 from server.errors import FailedPrecondition
-from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig
+from server.featurize import (
+    RELEVANCE_FEATURES,
+    TEXT_RELEVANCE_FEATURES,
+    TEXT_RELEVANCE_WIDTH,
+    Featurizer,
+    FeaturizerConfig,
+)
 from server.manifest import (
     CAPABILITIES,
     MANIFEST,
@@ -94,7 +100,13 @@ class Bundle:
 
         # What the server feeds each model and reads back: input name -> (dtype, rank, static last dim),
         # and the output's (dtype, width).
-        n_labels, dim, n_features = len(self.labels), self.embedding_dim, len(RELEVANCE_FEATURES)
+        n_labels, dim = len(self.labels), self.embedding_dim
+        # Which relevance student the bundle holds: the MLP over four features (bundles before the text
+        # student say no kind) or the one that also reads the query's and title's n-grams.
+        relevance = m.components.relevance
+        self.relevance_kind = (relevance.kind or "feature_mlp") if relevance is not None else ""
+        n_features = TEXT_RELEVANCE_WIDTH if self.relevance_kind == "text_mlp" else len(RELEVANCE_FEATURES)
+        self.relevance_width = n_features
         expected = {
             "intent": ({"ids": ("int64", 2)}, ("float32", n_labels)),
             "query_encoder": ({"ids": ("int64", 2)}, ("float32", dim)),
@@ -122,7 +134,7 @@ class Bundle:
             except Exception as e:
                 raise BundleError(f"components.query_student: {e}") from e
         if m.components.relevance is not None:
-            _check_relevance_names(m.components.relevance)
+            _check_relevance_names(m.components.relevance, self.relevance_kind)
 
         self.index: ProductIndex | None = None
         self.products: Products | None = None
@@ -233,7 +245,7 @@ class Bundle:
         if self.lexical is not None:
             self.lexical.search("warm up query", 10)
         if self.relevance is not None:
-            self.relevance.run({"features": np.zeros((1, len(RELEVANCE_FEATURES)), dtype=np.float32)})
+            self.relevance.run({"features": np.zeros((1, self.relevance_width), dtype=np.float32)})
 
 
 def load_bundle(
@@ -299,12 +311,15 @@ def _check_signature(
         )
 
 
-def _check_relevance_names(relevance: ModelComponent) -> None:
-    """The feature columns and grades the model was trained on are the ones this server computes."""
+def _check_relevance_names(relevance: ModelComponent, kind: str) -> None:
+    """The feature columns and grades the model was trained on are the ones this server computes for its
+    kind."""
     names = None if relevance.feature_names is None else list(relevance.feature_names)
-    if names != list(RELEVANCE_FEATURES):
+    expected = list(TEXT_RELEVANCE_FEATURES if kind == "text_mlp" else RELEVANCE_FEATURES)
+    if names != expected:
         raise BundleError(
-            f"components.relevance.feature_names: expected {list(RELEVANCE_FEATURES)}, got {names}"
+            f"components.relevance.feature_names: a {kind} relevance model reads {expected}, "
+            f"the manifest says {names}"
         )
     grades = None if relevance.grades is None else list(relevance.grades)
     if grades != list(GRADES):

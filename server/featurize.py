@@ -128,6 +128,10 @@ class Featurizer:
     def char_ids(self, words: list[str]) -> set[int]:
         return {i for w in words for i in self._word(w)[1]}
 
+    def word_char_ids(self, word: str) -> tuple[int, ...]:
+        """The character n-gram ids of one word, in order (cached)."""
+        return self._word(word)[1]
+
     def batch_ids(self, texts: list[str]) -> np.ndarray:
         """Padded int64 matrix [len(texts), max ids in batch]; at least one column."""
         return self.ids_of_words([self.words(t) for t in texts])
@@ -218,6 +222,8 @@ class TitleLexicon:
 
     def __init__(self, arrays: dict[str, np.ndarray], featurizer: Featurizer) -> None:
         self._featurizer = featurizer
+        self.arrays = arrays
+        """ARRAYS by name: the product side of the text relevance student's input too."""
         self._words = arrays["word_indptr"], arrays["word_ids"]
         self._chars = arrays["char_indptr"], arrays["char_ids"]
         self._text_hash = arrays["text_hash"]
@@ -291,3 +297,153 @@ def _hits(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray, query: set[int])
     found = np.isin(gathered, np.fromiter(query, dtype=np.int64)).astype(np.float32)
     owner = np.repeat(np.arange(len(rows)), lengths)
     return np.bincount(owner, weights=found, minlength=len(rows)).astype(np.float32)
+
+
+# The text-reading relevance student (manifest kind "text_mlp", training/relevance_text.py) reads one float32
+# row per candidate: the four RELEVANCE_FEATURES, then fixed-width blocks of the query's n-gram ids, each
+# query id's slot (where it sits in the query), whether the candidate's title holds it, and the title's
+# n-gram ids. Ids are below num_buckets (at most 2^24, so float32 holds them exactly) and 0 pads. One input
+# keeps the model a single-input ONNX graph that the micro-batcher can combine across calls, and every row
+# carries its own query.
+TEXT_QUERY_IDS = 40
+"""Query n-gram ids kept: its distinct words (last word first), then their distinct character n-grams."""
+TEXT_TITLE_IDS = 80
+"""Title n-gram ids kept: its distinct words, then its distinct character n-grams (the lexicon's sets)."""
+TEXT_BLOCKS = (
+    ("query_ids", TEXT_QUERY_IDS),
+    ("query_slots", TEXT_QUERY_IDS),
+    ("query_match", TEXT_QUERY_IDS),
+    ("title_ids", TEXT_TITLE_IDS),
+)
+TEXT_RELEVANCE_FEATURES = (*RELEVANCE_FEATURES, *(name for name, _ in TEXT_BLOCKS))
+"""The manifest's feature_names of a text_mlp relevance model: the feature columns, then the blocks."""
+TEXT_RELEVANCE_WIDTH = len(RELEVANCE_FEATURES) + sum(width for _, width in TEXT_BLOCKS)
+
+
+class QuerySlot(IntEnum):
+    """Where a query n-gram sits: the last word is usually the product's head noun ("oak dining TABLE")."""
+
+    PAD = 0
+    LAST_WORD = 1
+    PREVIOUS_WORD = 2
+    OTHER_WORD = 3
+    LAST_WORD_CHARS = 4
+    OTHER_CHARS = 5
+
+
+NUM_QUERY_SLOTS = len(QuerySlot)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryGrams:
+    """A query's side of the text relevance input, computed once per request."""
+
+    word_hashes: np.ndarray
+    """int64 word_hash of its distinct words, last word first."""
+    char_ids: np.ndarray
+    """int64 distinct character n-gram ids, the last word's first."""
+    ids: np.ndarray
+    """float32 [TEXT_QUERY_IDS]: word bucket ids then character ids, 0-padded."""
+    slots: np.ndarray
+    """float32 [TEXT_QUERY_IDS]: each id's QuerySlot."""
+
+
+def word_buckets(hashes: np.ndarray, num_buckets: int) -> np.ndarray:
+    """Word hashes (word_hash, as the lexicon stores them) -> ids in [1, num_buckets)."""
+    return np.mod(hashes.astype(np.int64), num_buckets - 1) + 1
+
+
+def query_grams(query_words: list[str], featurizer: Featurizer) -> QueryGrams:
+    distinct = list(dict.fromkeys(reversed(query_words)))  # last word first
+    slots_of = [QuerySlot.LAST_WORD, QuerySlot.PREVIOUS_WORD]
+    word_hashes = np.array([word_hash(w) for w in distinct], dtype=np.int64)
+    word_slots = [slots_of[i] if i < 2 else QuerySlot.OTHER_WORD for i in range(len(distinct))]
+    chars: dict[int, int] = {}
+    for i, w in enumerate(distinct):
+        for c in featurizer.word_char_ids(w):
+            chars.setdefault(c, QuerySlot.LAST_WORD_CHARS if i == 0 else QuerySlot.OTHER_CHARS)
+    char_ids = np.fromiter(chars, dtype=np.int64, count=len(chars))
+    n_words = min(len(distinct), TEXT_QUERY_IDS)
+    n_chars = min(len(chars), TEXT_QUERY_IDS - n_words)
+    ids = np.zeros(TEXT_QUERY_IDS, dtype=np.float32)
+    slots = np.zeros(TEXT_QUERY_IDS, dtype=np.float32)
+    ids[:n_words] = word_buckets(word_hashes[:n_words], featurizer.config.num_buckets)
+    slots[:n_words] = word_slots[:n_words]
+    ids[n_words : n_words + n_chars] = char_ids[:n_chars]
+    slots[n_words : n_words + n_chars] = list(chars.values())[:n_chars]
+    return QueryGrams(word_hashes[:n_words], char_ids[:n_chars], ids, slots)
+
+
+def title_sets(word_lists: Sequence[list[str]], featurizer: Featurizer) -> dict[str, np.ndarray]:
+    """The lexicon's word and character CSR arrays (TitleLexicon.ARRAYS but the text hash) of titles given
+    as words: what a bundle stores per product, for candidates given by title."""
+    word_rows = [sorted({word_hash(w) for w in words}) for words in word_lists]
+    char_rows = [sorted(featurizer.char_ids(words)) for words in word_lists]
+    word_indptr, word_ids = _csr(word_rows, np.int64)
+    char_indptr, char_ids = _csr(char_rows, np.int32)
+    return {
+        "word_indptr": word_indptr,
+        "word_ids": word_ids,
+        "char_indptr": char_indptr,
+        "char_ids": char_ids,
+    }
+
+
+def text_relevance_input(
+    query: QueryGrams,
+    title: dict[str, np.ndarray],
+    rows: np.ndarray,
+    features: np.ndarray,
+    num_buckets: int,
+) -> np.ndarray:
+    """The text_mlp model's input [len(rows), TEXT_RELEVANCE_WIDTH] float32 for the titles at `rows` of
+    `title` (word and character CSR arrays: a bundle's lexicon, or title_sets of titles given as text) and
+    their RELEVANCE_FEATURES `features`. Array operations over all candidates at once."""
+    n = len(rows)
+    w_ptr, w_vals, c_ptr, c_vals = (title[k] for k in ("word_indptr", "word_ids", "char_indptr", "char_ids"))
+    w_start, c_start = w_ptr[rows], c_ptr[rows]
+    w_len, c_len = w_ptr[rows + 1] - w_start, c_ptr[rows + 1] - c_start
+    out = np.zeros((n, TEXT_RELEVANCE_WIDTH), dtype=np.float32)
+    out[:, : len(RELEVANCE_FEATURES)] = features
+    at = len(RELEVANCE_FEATURES)
+    out[:, at : at + TEXT_QUERY_IDS] = query.ids
+    out[:, at + TEXT_QUERY_IDS : at + 2 * TEXT_QUERY_IDS] = query.slots
+    # Which query n-grams the title holds: words by their 64-bit hash, characters by id.
+    match = out[:, at + 2 * TEXT_QUERY_IDS : at + 3 * TEXT_QUERY_IDS]
+    nw, nc = len(query.word_hashes), len(query.char_ids)
+    if nw and n:
+        width = max(int(w_len.max()), 1)
+        cols = np.arange(width)[None, :]
+        mask = cols < w_len[:, None]
+        words = np.where(mask, w_vals[np.minimum(w_start[:, None] + cols, max(len(w_vals) - 1, 0))], 0)
+        hit = (query.word_hashes[None, :, None] == words[:, None, :]) & mask[:, None, :]
+        match[:, :nw] = hit.any(-1)
+    if nc and n:
+        match[:, nw : nw + nc] = _holds(c_ptr, c_vals, rows, query.char_ids)
+    # The title's ids: its distinct words, then as many of its distinct character n-grams as fit.
+    cols = np.arange(TEXT_TITLE_IDS)[None, :]
+    n_words = np.minimum(w_len, TEXT_TITLE_IDS)[:, None]
+    n_chars = np.minimum(c_len[:, None], TEXT_TITLE_IDS - n_words)
+    is_word = cols < n_words
+    is_char = (cols >= n_words) & (cols < n_words + n_chars)
+    title_ids = out[:, at + 3 * TEXT_QUERY_IDS :]
+    title_ids[is_word] = word_buckets(w_vals[(w_start[:, None] + cols)[is_word]], num_buckets)
+    title_ids[is_char] = c_vals[(c_start[:, None] + cols - n_words)[is_char]]
+    return out
+
+
+def _holds(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """[len(rows), len(query)] bool: whether the CSR row rows[i] (distinct ids in ascending order, below
+    2^31) holds query[j]. Keys (position << 32 | id) are ascending over the gathered rows, so one
+    searchsorted answers every pair, with no Python loop over candidates."""
+    starts = indptr[rows]
+    lengths = indptr[rows + 1] - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros((len(rows), len(query)), dtype=bool)
+    owner = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    gathered = values[np.arange(total) + np.repeat(starts - np.cumsum(lengths) + lengths, lengths)]
+    keys = (owner << 32) | gathered.astype(np.int64)
+    wanted = (np.arange(len(rows), dtype=np.int64)[:, None] << 32) | query[None, :]
+    found = np.minimum(np.searchsorted(keys, wanted), total - 1)
+    return keys[found] == wanted

@@ -37,7 +37,9 @@ KINDS: dict[str, tuple[str, ...]] = {
     "intent": ("hashed_mlp",),
     "query_encoder": ("hashed_mlp",),
     "query_student": ("transformer",),
-    "relevance": ("feature_mlp",),
+    # feature_mlp: the four RELEVANCE_FEATURES; text_mlp: those, then the query's and title's n-gram ids
+    # and their matches (server/featurize.py text_relevance_input).
+    "relevance": ("feature_mlp", "text_mlp"),
 }
 # File kinds a bundle may hold; anything else in the manifest is refused.
 ALLOWED_SUFFIXES = (".onnx", ".json", ".usearch", ".npy")

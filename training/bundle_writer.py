@@ -10,7 +10,12 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
-from server.featurize import RELEVANCE_FEATURES, FeaturizerConfig
+from server.featurize import (
+    RELEVANCE_FEATURES,
+    TEXT_RELEVANCE_FEATURES,
+    TEXT_RELEVANCE_WIDTH,
+    FeaturizerConfig,
+)
 from server.manifest import (
     ArraySpec,
     Components,
@@ -79,15 +84,7 @@ def write_manifest(
             ids,
             (tensor("embedding", "float32", "batch", dim),),
         ),
-        "relevance": ModelComponent(
-            "relevance.onnx",
-            ("tiered (recall + refine) " if preset.methods.tiered_relevance else "")
-            + "MLP over cosine, lexical coverage and intent features, distilled from a cross-encoder",
-            (tensor("features", "float32", "batch", len(RELEVANCE_FEATURES)),),
-            (tensor("probabilities", "float32", "batch", len(GRADES)),),
-            feature_names=tuple(RELEVANCE_FEATURES),
-            grades=tuple(GRADES),
-        ),
+        "relevance": _relevance_component(preset),
         "index": IndexComponent(
             "index.usearch",
             None,
@@ -136,3 +133,29 @@ def write_manifest(
         evaluation=evaluation,
     )
     manifest.write(out)
+
+
+def _relevance_component(preset: Preset) -> ModelComponent:
+    """The relevance model as the manifest lists it: its kind says which student it is and what it reads."""
+    tiered = "tiered (recall + refine) " if preset.methods.tiered_relevance else ""
+    if preset.methods.relevance_student == "text":
+        return ModelComponent(
+            "relevance.onnx",
+            f"{tiered}MLP over the query's and title's hashed word and character n-grams (embedding bags and "
+            "the n-grams they share, by where they sit in the query) and the cosine, lexical coverage and "
+            "intent features, distilled from a cross-encoder on unlabelled pairs (BERT2DNN)",
+            (tensor("features", "float32", "batch", TEXT_RELEVANCE_WIDTH),),
+            (tensor("probabilities", "float32", "batch", len(GRADES)),),
+            feature_names=tuple(TEXT_RELEVANCE_FEATURES),
+            grades=tuple(GRADES),
+            kind="text_mlp",
+        )
+    return ModelComponent(
+        "relevance.onnx",
+        f"{tiered}MLP over cosine, lexical coverage and intent features, distilled from a cross-encoder",
+        (tensor("features", "float32", "batch", len(RELEVANCE_FEATURES)),),
+        (tensor("probabilities", "float32", "batch", len(GRADES)),),
+        feature_names=tuple(RELEVANCE_FEATURES),
+        grades=tuple(GRADES),
+        kind="feature_mlp",
+    )

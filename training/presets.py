@@ -40,6 +40,10 @@ class Methods:
     """Golden pre-rules and corrective post-rules mined from training data, kept at >= 95% dev precision."""
     cross_encoder: bool = True
     """Relevance student distilled from a fine-tuned cross-encoder teacher; off = catalogue labels only."""
+    relevance_student: str = "text"
+    """"text": the student reads the query's and title's hashed n-grams, their interactions and the four
+    features (training/relevance_text.py, manifest kind text_mlp); "features": the MLP over the four
+    features alone (kind feature_mlp), as bundles before it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,11 @@ class Preset:
     """Queries whose candidate lists make the relevance training pairs."""
     cross_encoder_pairs: int
     """Labelled pairs the cross-encoder teacher is fine-tuned on."""
+    relevance_distill_pairs: int = 8000
+    """Unlabelled (query, product) pairs the cross-encoder labels for the text relevance student."""
+    relevance_dim: int = 32
+    relevance_hidden: int = 128
+    relevance_epochs: int = 6
     query_student: str = "transformer"
     """The online query tower: "transformer" (MiniLM's bottom layers, served through tokenizers) or
     "hashed" (the hashed n-gram MLP alone). The hashed encoder is trained either way: relevance uses it."""
@@ -149,6 +158,10 @@ PRESETS["default"] = replace(
     teacher_max_texts=20000,
     relevance_queries=4000,
     cross_encoder_pairs=6000,
+    # 10x the cross-encoder's labelled pairs.
+    relevance_distill_pairs=60000,
+    relevance_dim=48,
+    relevance_hidden=192,
     query_student_layers=(0, 3, 5),
     query_student_epochs=2,
     query_student_vocabulary=50000,
@@ -167,5 +180,6 @@ PRESETS["full"] = replace(
     teacher_max_texts=60000,
     relevance_queries=10000,
     cross_encoder_pairs=20000,
+    relevance_distill_pairs=1_000_000,
     methods=Methods(teachers=("minilm", "mpnet"), product_teacher="mpnet", views=3),
 )

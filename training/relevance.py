@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from server.featurize import LEXICAL_FEATURES, RELEVANCE_FEATURES, Featurizer, lexical_features
+from server.featurize import (
+    LEXICAL_FEATURES,
+    RELEVANCE_FEATURES,
+    Featurizer,
+    lexical_features,
+    title_lexicon_arrays,
+)
 from server.relevance_cascade import (
     CandidateFeatures,
     candidate_features,
@@ -37,10 +43,14 @@ from training.gate import PARITY, Paired
 from training.metrics import mean_ndcg, ndcg_at_k, per_grade_accuracy, spearman
 from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
-from training.retrieval import RetrievalResult
+from training.relevance_text import distillation_pairs, text_rows, train_text_student
+from training.retrieval import RetrievalResult, encode_queries, exact_top
 from training.rules import mine_post_rules, mine_pre_rules, rule_report
 from training.students import fit
 from training.teachers import minilm_dir
+
+KINDS = {"features": "feature_mlp", "text": "text_mlp"}
+"""Preset.methods.relevance_student -> the manifest's kind of the relevance component."""
 
 
 @dataclass
@@ -163,6 +173,39 @@ def pair_features(
     return CandidateFeatures(lexical, model_input, category_match)
 
 
+def title_pair_features(
+    queries: list[str], titles: list[str], featurizer: Featurizer, intent_path: Path, encoder_path: Path
+) -> tuple[CandidateFeatures, np.ndarray]:
+    """Features of (query, title) pairs whose products the bundle does not know, as the server computes
+    them for candidates given by title, and the text student's rows of them."""
+    from server.featurize import query_grams, text_relevance_input, title_sets
+
+    intent = OnnxModel(intent_path, "intent", ThreadSettings(intra_op=2))
+    encoder = OnnxModel(encoder_path, "query_encoder", ThreadSettings(intra_op=2))
+    n = len(titles)
+    lexical = {k: np.zeros(n, dtype=np.float32) for k in LEXICAL_FEATURES}
+    model_input = np.zeros((n, len(RELEVANCE_FEATURES)), dtype=np.float32)
+    category_match = np.zeros(n, dtype=np.float32)
+    text = []
+    for i, (query, title) in enumerate(zip(queries, titles, strict=True)):
+        q_words, t_words = featurizer.words(query), featurizer.words(title)
+        lex = lexical_features(q_words, [t_words], featurizer)
+        ids = featurizer.ids_of_words([q_words, t_words])
+        vecs, probs = encoder.run({"ids": ids}), intent.run({"ids": ids})
+        f = candidate_features(lex, vecs[0], vecs[1:], probs[0], probs[1:].argmax(1))
+        model_input[i], category_match[i] = f.model_input[0], f.category_match[0]
+        for k, v in lex.items():
+            lexical[k][i] = v[0]
+        grams = query_grams(q_words, featurizer)
+        sets = title_sets([t_words], featurizer)
+        text.append(
+            text_relevance_input(
+                grams, sets, np.zeros(1, np.int64), f.model_input, featurizer.config.num_buckets
+            )
+        )
+    return CandidateFeatures(lexical, model_input, category_match), np.concatenate(text)
+
+
 class TieredRelevanceHead(nn.Module):
     """Alibaba's tiered relevance: a recall head (is it relevant at all?) and a refine head (exact or only
     partial?) on a shared trunk. P(irrelevant) = 1 - r, P(partial) = r (1 - e), P(exact) = r e."""
@@ -252,6 +295,18 @@ class RelevanceResult:
     teacher_seconds: float
     teacher: Any = None
     """The cross-encoder teacher's FineTuneResult (model and tokenizer), for agreement checks."""
+    kind: str = "feature_mlp"
+    """The student's manifest kind: feature_mlp reads model_input[:, :4], text_mlp the whole row."""
+    distillation: dict[str, Any] = field(default_factory=dict)
+    """The unlabelled pairs the text student learned from: counts by source, teacher labelling time."""
+    distill_x: np.ndarray | None = None
+    distill_probs: np.ndarray | None = None
+    teacher_train_probs: np.ndarray | None = None
+
+    def inputs(self, split: str) -> np.ndarray:
+        """What the student reads for a split's pairs (its manifest kind's columns)."""
+        x = self.features[split].model_input
+        return x if self.kind == "text_mlp" else x[:, : len(RELEVANCE_FEATURES)]
 
 
 def train_relevance(
@@ -312,8 +367,112 @@ def train_relevance(
         teacher_eval = cross_encoder_probabilities(
             ce.model, ce.tokenizer, [ev.queries[g] for g in ev.group], ev.titles
         )
-    head = train_relevance_head(feats["train"].model_input, train.grades, teacher_train, preset, seed)
-    return RelevanceResult(head, train, dev, ev, feats, teacher_eval, round(seconds, 2), ce)
+    kind = KINDS[preset.methods.relevance_student]
+    if kind == "feature_mlp":
+        head = train_relevance_head(feats["train"].model_input, train.grades, teacher_train, preset, seed)
+        return RelevanceResult(head, train, dev, ev, feats, teacher_eval, round(seconds, 2), ce)
+
+    # The text student: every split's rows carry the query's and title's n-grams after the four features.
+    lexicon = title_lexicon_arrays(data.titles, featurizer)
+    for name, p in (("train", train), ("dev", dev), ("eval", ev)):
+        x = text_rows(p.queries, p.group, p.rows, feats[name].model_input, lexicon, featurizer)
+        feats[name] = replace(feats[name], model_input=x)
+    distill_x = distill_probs = None
+    stats: dict[str, Any] = {"labelled_pairs": len(train.titles)}
+    if ce is not None and preset.relevance_distill_pairs > 0:
+        from training.finetune import cross_encoder_probabilities
+
+        vocabulary = (minilm_dir() / "vocab.txt").read_text(encoding="utf-8").split()
+        d = distillation_pairs(
+            data,
+            featurizer,
+            lambda texts: _dense_neighbours(r, featurizer, texts),
+            preset.relevance_distill_pairs,
+            seed,
+            vocabulary,
+        )
+        titles = [data.titles[i] for i in d.rows]
+        unlabelled = Pairs(d.queries, d.group, d.rows, titles, np.full(len(d.rows), -1, dtype=np.int64))
+        f = pair_features(
+            unlabelled,
+            featurizer,
+            out / "intent.onnx",
+            out / "query_encoder.onnx",
+            index,
+            data.product_labels,
+            seed + 5,
+        )
+        distill_x = text_rows(d.queries, d.group, d.rows, f.model_input, lexicon, featurizer)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            distill_probs = cross_encoder_probabilities(
+                ce.model, ce.tokenizer, [d.queries[g] for g in d.group], titles
+            )
+        stats |= {
+            "unlabelled_pairs": len(d.rows),
+            "unlabelled_queries": len(d.queries),
+            "sources": d.sources,
+            "teacher_labelling_seconds": round(time.perf_counter() - start, 1),
+        }
+    head = fit_text_student(
+        feats["train"].model_input, train.grades, teacher_train, distill_x, distill_probs, preset, seed
+    )
+    return RelevanceResult(
+        head,
+        train,
+        dev,
+        ev,
+        feats,
+        teacher_eval,
+        round(seconds, 2),
+        ce,
+        kind,
+        stats,
+        distill_x,
+        distill_probs,
+        teacher_train,
+    )
+
+
+def fit_text_student(
+    x: np.ndarray,
+    grades: np.ndarray,
+    teacher: np.ndarray | None,
+    distill_x: np.ndarray | None,
+    distill_probs: np.ndarray | None,
+    preset: Preset,
+    seed: int,
+    temperature: float | None = None,
+) -> nn.Module:
+    """The text student on the labelled pairs (hard grades, and the teacher's where there is one) and the
+    unlabelled pairs (the teacher's alone)."""
+    probs = teacher
+    if distill_x is not None and distill_probs is not None and teacher is not None:
+        x = np.concatenate([x, distill_x])
+        grades = np.concatenate([grades, np.full(len(distill_x), -1, dtype=np.int64)])
+        probs = np.concatenate([teacher, distill_probs])
+    return train_text_student(
+        x,
+        probs if preset.methods.soft_labels or teacher is None else None,
+        grades,
+        preset.num_buckets,
+        preset.relevance_dim,
+        preset.relevance_hidden,
+        preset.relevance_epochs,
+        preset.temperature if temperature is None else temperature,
+        preset.soft_weight,
+        preset.methods.tiered_relevance,
+        seed,
+    )
+
+
+def _dense_neighbours(r: RetrievalResult, featurizer: Featurizer, texts: list[str]) -> np.ndarray:
+    """The hashed two-tower's exact top 10 product rows of each text, in chunks (the score cube is big)."""
+    out = [
+        exact_top(encode_queries(r.encoder, featurizer, texts[i : i + 256]), r.product_vecs, 10)
+        for i in range(0, len(texts), 256)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, 10), dtype=np.int64)
 
 
 def export_relevance(
@@ -321,7 +480,7 @@ def export_relevance(
 ) -> tuple[dict[str, Any], Rules, Paired | None]:
     """Int8 export, rule mining, and the served cascade's evaluation; with a cross-encoder teacher, also
     the per-query nDCG@10 of student and teacher for the retention gate."""
-    x_eval = r.features["eval"].model_input
+    x_eval = r.inputs("eval")
     export_onnx(r.head, torch.from_numpy(x_eval[:2]), "features", "probabilities", tmp / "relevance.onnx")
     fp32 = run_onnx(tmp / "relevance.onnx", "relevance", "features", x_eval).argmax(1)
     gate = quantize_with_gate(
@@ -330,10 +489,7 @@ def export_relevance(
         lambda path: float(np.mean(run_onnx(path, "relevance", "features", x_eval).argmax(1) == fp32)),
         PARITY["relevance"],
     )
-    probs = {
-        k: run_onnx(out / "relevance.onnx", "relevance", "features", f.model_input)
-        for k, f in r.features.items()
-    }
+    probs = {k: run_onnx(out / "relevance.onnx", "relevance", "features", r.inputs(k)) for k in r.features}
     pre: list = []
     post: list = []
     if preset.methods.rules:
@@ -354,6 +510,9 @@ def export_relevance(
         "student_model_only": evaluate_ranking(r.eval, grade_scores(model_only), model_only.argmax(1)),
         "bm25": evaluate_ranking(r.eval, bm25_scores(r.eval)),
         "tiered": preset.methods.tiered_relevance,
+        "student_kind": r.kind,
+        "student_parameters": sum(p.numel() for p in r.head.parameters()),
+        "distillation": r.distillation,
         "quantization": gate,
         "pre_rules": rule_report(pre, ef.lexical, r.eval.grades),
         "post_rules": rule_report(post, post_features(ef, probs["eval"]), r.eval.grades),

@@ -16,7 +16,15 @@ import numpy as np
 from server import metrics, timing
 from server.bundle import Bundle
 from server.errors import InvalidArgument, NotFound
-from server.featurize import LEXICAL_FEATURES, lexical_features, pad_ids
+from server.featurize import (
+    LEXICAL_FEATURES,
+    TEXT_RELEVANCE_WIDTH,
+    lexical_features,
+    pad_ids,
+    query_grams,
+    text_relevance_input,
+    title_sets,
+)
 from server.relevance_cascade import (
     CandidateFeatures,
     candidate_features,
@@ -127,7 +135,10 @@ class RelevanceService:
                 slices,
                 offload,
             )
-            probs = await bundle.relevance.infer(features.model_input, deadline, offload=offload)
+            model_input = features.model_input
+            if bundle.relevance_kind == "text_mlp":
+                model_input = _text_input(bundle, query_words, todo_titles, rows[todo], model_input)
+            probs = await bundle.relevance.infer(model_input, deadline, offload=offload)
             model = model_verdicts(rules, features, probs)
         verdicts = combine(pre_grades, pre_fired, todo, model)
         return RelevanceResult(
@@ -177,3 +188,28 @@ async def _candidate_features(
     categories[by_id] = bundle.products.categories[rows[by_id]]
     categories[by_title] = intents[1:].argmax(axis=1)
     return candidate_features(lexical, vectors[0], candidate_vectors, intents[0], categories)
+
+
+def _text_input(
+    bundle: Bundle,
+    query_words: list[str],
+    title_words: list[list[str]],
+    rows: np.ndarray,
+    features: np.ndarray,
+) -> np.ndarray:
+    """The text relevance student's rows (server/featurize.py text_relevance_input): the product side of
+    candidates given by id from the bundle's lexicon arrays, that of titles from their words."""
+    featurizer = bundle.featurizer
+    grams = query_grams(query_words, featurizer)
+    buckets = featurizer.config.num_buckets
+    out = np.empty((len(rows), TEXT_RELEVANCE_WIDTH), dtype=np.float32)
+    by_id, by_title = np.flatnonzero(rows >= 0), np.flatnonzero(rows < 0)
+    if len(by_id):
+        assert bundle.lexicon is not None
+        out[by_id] = text_relevance_input(grams, bundle.lexicon.arrays, rows[by_id], features[by_id], buckets)
+    if len(by_title):
+        sets = title_sets(title_words, featurizer)
+        out[by_title] = text_relevance_input(
+            grams, sets, np.arange(len(by_title)), features[by_title], buckets
+        )
+    return out

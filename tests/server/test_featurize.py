@@ -5,12 +5,23 @@ import pytest
 
 from server.featurize import (
     PAD_ID,
+    RELEVANCE_FEATURES,
+    TEXT_QUERY_IDS,
+    TEXT_RELEVANCE_WIDTH,
+    TEXT_TITLE_IDS,
     Featurizer,
     FeaturizerConfig,
+    QuerySlot,
     TitleLexicon,
     lexical_features,
     pad_ids,
+    query_grams,
     relevance_features,
+    text_relevance_input,
+    title_lexicon_arrays,
+    title_sets,
+    word_buckets,
+    word_hash,
 )
 from training.teachers import minilm_dir
 
@@ -105,3 +116,69 @@ def test_title_lexicon_equals_lexical_features(featurizer: Featurizer) -> None:
         for key in expected:
             np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, err_msg=f"{query!r}: {key}")
     assert lexicon.features(["oak"], np.array([], dtype=np.int64))["word_coverage"].shape == (0,)
+
+
+def _blocks(row: np.ndarray) -> tuple[np.ndarray, ...]:
+    at = len(RELEVANCE_FEATURES)
+    q = TEXT_QUERY_IDS
+    return (
+        row[:at],
+        row[at : at + q],
+        row[at + q : at + 2 * q],
+        row[at + 2 * q : at + 3 * q],
+        row[at + 3 * q :],
+    )
+
+
+def test_text_relevance_input_blocks(featurizer: Featurizer) -> None:
+    titles = ["Oak Dining Table", "Velvet Accent Chair", "Round Oak Side Table with Drawer"]
+    lexicon = title_lexicon_arrays(titles, featurizer)
+    grams = query_grams(featurizer.words("oak tables"), featurizer)
+    feats = np.arange(12, dtype=np.float32).reshape(3, 4)
+    x = text_relevance_input(
+        grams, lexicon, np.array([2, 0, 1]), feats[[2, 0, 1]], featurizer.config.num_buckets
+    )
+    assert x.shape == (3, TEXT_RELEVANCE_WIDTH) and x.dtype == np.float32
+    f, q_ids, slots, match, t_ids = _blocks(x[1])
+    assert np.array_equal(f, feats[0])
+    # The last word comes first, then the others, then their character n-grams; ids are in range.
+    assert slots[0] == QuerySlot.LAST_WORD and slots[1] == QuerySlot.PREVIOUS_WORD
+    assert q_ids[0] == word_buckets(np.array([word_hash("tables")]), featurizer.config.num_buckets)[0]
+    assert set(slots[2 : (q_ids > 0).sum()]) <= {QuerySlot.LAST_WORD_CHARS, QuerySlot.OTHER_CHARS}
+    assert ((q_ids >= 0) & (q_ids < featurizer.config.num_buckets)).all()
+    assert ((t_ids >= 0) & (t_ids < featurizer.config.num_buckets)).all()
+    # "tables" is not a word of "oak dining table" but "oak" is; most of "tables"' trigrams are there.
+    assert match[0] == 0 and match[1] == 1
+    chars = featurizer.word_char_ids("tables")
+    held = set(featurizer.char_ids(["oak", "dining", "table"]))
+    n_words = 2
+    for j in range(n_words, (q_ids > 0).sum()):
+        assert match[j] == (int(q_ids[j]) in held)
+    assert any(c in held for c in chars) and not all(c in held for c in chars)
+    # The velvet chair shares nothing with the query; padding matches nothing.
+    assert _blocks(x[2])[3].sum() == 0
+    assert match[(q_ids == 0)].sum() == 0
+    # The title block: its distinct words, then its character n-grams.
+    assert (t_ids > 0).sum() == min(TEXT_TITLE_IDS, 3 + len(featurizer.char_ids(["oak", "dining", "table"])))
+
+
+def test_text_input_of_titles_equals_the_lexicon(featurizer: Featurizer) -> None:
+    """A candidate given by title gets the same row as the same product given by id."""
+    titles = ["Oak Dining Table", "Mid-Century Velvet Chaise Lounge in Emerald Green, Set of 2"]
+    lexicon = title_lexicon_arrays(titles, featurizer)
+    sets = title_sets([featurizer.words(t) for t in titles], featurizer)
+    grams = query_grams(featurizer.words("green velvet chaise"), featurizer)
+    feats = np.ones((2, 4), dtype=np.float32)
+    rows = np.array([1, 0])
+    by_id = text_relevance_input(grams, lexicon, rows, feats, featurizer.config.num_buckets)
+    by_title = text_relevance_input(grams, sets, rows, feats, featurizer.config.num_buckets)
+    assert np.array_equal(by_id, by_title)
+    assert _blocks(by_id[0])[3][:3].tolist() == [1, 1, 1]
+
+
+def test_text_input_of_an_empty_query_and_title(featurizer: Featurizer) -> None:
+    lexicon = title_lexicon_arrays(["", "oak"], featurizer)
+    grams = query_grams([], featurizer)
+    x = text_relevance_input(grams, lexicon, np.array([0, 1]), np.zeros((2, 4), np.float32), 1 << 12)
+    assert x.shape == (2, TEXT_RELEVANCE_WIDTH) and not x[:, 4 : 4 + 3 * TEXT_QUERY_IDS].any()
+    assert (_blocks(x[0])[4] == 0).all() and (_blocks(x[1])[4] > 0).sum() == 1 + 3

@@ -4,12 +4,13 @@ student, rules) on held-out products, and teacher-student agreement on the real 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from server.featurize import Featurizer, FeaturizerConfig
+from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig, title_lexicon_arrays
 from server.relevance_cascade import cascade, grade_scores
 from training.bm25 import BM25
 from training.data.dataset import load_training_data
@@ -20,6 +21,7 @@ from training.intent import (
     train_intent_teacher,
 )
 from training.metrics import (
+    bootstrap_ci,
     mrr,
     overlap_at_k,
     recall_at_k,
@@ -122,7 +124,9 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
 
     # Relevance on the shipped two-tower (the last teacher, 2 views).
     variant = replace(
-        preset, methods=replace(preset.methods, product_teacher=ctx.settings.teachers[-1], views=2)
+        preset,
+        methods=replace(preset.methods, product_teacher=ctx.settings.teachers[-1], views=2),
+        relevance_distill_pairs=ctx.settings.relevance_distill_pairs,
     )
     ids = f.batch_ids(shipped.eval_texts[:2])
     export_onnx(shipped.encoder, torch.from_numpy(ids), "ids", "embedding", out / "encoder_fp32.onnx")
@@ -133,73 +137,210 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
     tmp.mkdir(exist_ok=True)
     main, rules, _ = export_relevance(rel, out, tmp, variant)
     result["relevance"] = {"shipped": main}
-    from training.relevance import train_relevance_head
-
-    for name, v, soft in (
-        (
-            "flat 3-way head instead of tiered",
-            replace(variant, methods=replace(variant.methods, tiered_relevance=False)),
-            True,
-        ),
-        ("without cross-encoder soft labels", variant, False),
-        ("without rules", replace(variant, methods=replace(variant.methods, rules=False)), True),
-    ):
-        teacher_train = None
-        if soft and rel.teacher is not None:
-            from training.finetune import cross_encoder_probabilities
-
-            if "_train_probs" not in result:
-                q_of = [rel.train.queries[g] for g in rel.train.group]
-                result["_train_probs"] = cross_encoder_probabilities(
-                    rel.teacher.model, rel.teacher.tokenizer, q_of, rel.train.titles
-                )
-            teacher_train = result["_train_probs"]
-        head = train_relevance_head(
-            rel.features["train"].model_input, rel.train.grades, teacher_train, v, ctx.seed
-        )
-        ablation, _, _ = export_relevance(replace(rel, head=head), out, tmp, v)
+    served = {"shipped": (out / "relevance.onnx").rename(out / "relevance_shipped.onnx"), "kinds": {}}
+    served["kinds"]["shipped"] = rel.kind
+    served["rules"] = {"shipped": rules}
+    for name, v, trained in _relevance_ablations(rel, variant, ctx.seed):
+        ablation, ablation_rules, _ = export_relevance(trained, out, tmp, v)
         result["relevance"][name] = ablation
-    result.pop("_train_probs", None)
+        served[name] = (out / "relevance.onnx").rename(out / f"relevance_{len(served)}.onnx")
+        served["kinds"][name] = trained.kind
+        served["rules"][name] = ablation_rules
 
-    # Relevance agreement on real query text: a fixed candidate set of 20 products for every real query.
+    # Relevance agreement on real query text (no labels needed): a fixed set of 20 catalogue products for
+    # every real query, and the products retrieval returns for it (BM25's and the two-tower's top 10).
     if rel.teacher is not None:
-        from training.finetune import cross_encoder_probabilities
-
+        result["real_query_relevance_agreement"] = {}
         fixed = np.random.default_rng(ctx.seed).choice(len(data.titles), 20, replace=False)
-        pairs = Pairs(
-            real_texts,
-            np.repeat(np.arange(len(real_texts)), len(fixed)),
-            np.tile(fixed, len(real_texts)),
-            [data.titles[i] for i in np.tile(fixed, len(real_texts))],
-            np.zeros(len(real_texts) * len(fixed), dtype=np.int64),
-        )
-        from server.runtime.index import ProductIndex
+        dense = exact_top(encode_queries(shipped.encoder, f, real_texts), shipped.product_vecs, 10)
+        bm25_titles = BM25(data.titles)
+        candidate_sets = {
+            "fixed": [fixed for _ in real_texts],
+            "retrieved": [
+                np.array(list(dict.fromkeys([*bm25_titles.top_k(t, 10).tolist(), *dense[i].tolist()])))
+                for i, t in enumerate(real_texts)
+            ],
+        }
+        for set_name, cands in candidate_sets.items():
+            pairs = Pairs(
+                real_texts,
+                np.concatenate([np.full(len(c), g) for g, c in enumerate(cands)]),
+                np.concatenate(cands),
+                [data.titles[i] for i in np.concatenate(cands)],
+                np.zeros(sum(len(c) for c in cands), dtype=np.int64),
+            )
+            result["real_query_relevance_agreement"][set_name] = real_query_agreement(
+                pairs, rel, served, f, out, data, ctx.seed
+            )
+        esci = ctx.settings.data_dir / "esci-pairs" / "pairs_test.csv"
+        if esci.is_file():
+            result["esci_pairs_test"] = esci_pairs_auc(esci, rel, served, f, out, ctx.seed)
+    return result
 
-        feats = pair_features(
-            pairs,
-            f,
-            out / "intent.onnx",
-            out / "query_encoder.onnx",
-            ProductIndex(out / "index.usearch", 2),
-            data.product_labels,
-            ctx.seed,
+
+def _relevance_ablations(rel: Any, variant: Any, seed: int) -> list[tuple[str, Any, Any]]:
+    """Each relevance method against its absence: (name, preset, RelevanceResult with that student)."""
+    from training.relevance import fit_text_student, train_relevance_head
+
+    four = len(RELEVANCE_FEATURES)
+    teacher = rel.teacher_train_probs
+    out = [
+        (
+            "features only: MLP over the four numbers (the previous student)",
+            replace(variant, methods=replace(variant.methods, relevance_student="features")),
+            replace(
+                rel,
+                kind="feature_mlp",
+                head=train_relevance_head(
+                    rel.features["train"].model_input[:, :four], rel.train.grades, teacher, variant, seed
+                ),
+            ),
         )
-        probs = run_onnx(out / "relevance.onnx", "relevance", "features", feats.model_input)
-        served = cascade(rules, feats, probs)
-        student_scores = served.scores
+    ]
+    if rel.kind != "text_mlp":
+        return out
+    x, grades = rel.features["train"].model_input, rel.train.grades
+
+    def text(name: str, v: Any, **kw: Any) -> None:
+        args = {"teacher": teacher, "distill_x": rel.distill_x, "distill_probs": rel.distill_probs} | kw
+        head = fit_text_student(
+            x,
+            grades,
+            args["teacher"],
+            args["distill_x"],
+            args["distill_probs"],
+            v,
+            seed,
+            kw.get("temperature"),
+        )
+        out.append((name, v, replace(rel, head=head)))
+
+    text(
+        "text, without the unlabelled pairs (labelled pairs only)",
+        variant,
+        distill_x=None,
+        distill_probs=None,
+    )
+    text(
+        "text, without cross-encoder soft labels (hard grades only)",
+        replace(variant, methods=replace(variant.methods, soft_labels=False)),
+        distill_x=None,
+        distill_probs=None,
+    )
+    text("text, flat 3-way head", replace(variant, methods=replace(variant.methods, tiered_relevance=False)))
+    for t in (1.0, 4.0):
+        text(f"text, temperature {t:g} (shipped {variant.temperature:g})", variant, temperature=t)
+    out.append(("text, without rules", replace(variant, methods=replace(variant.methods, rules=False)), rel))
+    return out
+
+
+def real_query_agreement(
+    pairs: Pairs, rel: Any, served: dict[str, Any], f: Featurizer, out: Path, data: Any, seed: int
+) -> dict[str, Any]:
+    """Spearman of each served student's scores (the whole cascade, int8) with the cross-encoder teacher's
+    expected grade, pooled over all pairs with a 95% bootstrap interval over queries, and mean per query."""
+    from server.runtime.index import ProductIndex
+    from training.finetune import cross_encoder_probabilities
+    from training.relevance_text import text_rows
+
+    feats = pair_features(
+        pairs,
+        f,
+        out / "intent.onnx",
+        out / "query_encoder.onnx",
+        ProductIndex(out / "index.usearch", 2),
+        data.product_labels,
+        seed,
+    )
+    text_x = text_rows(
+        pairs.queries, pairs.group, pairs.rows, feats.model_input, title_lexicon_arrays(data.titles, f), f
+    )
+    with torch.inference_mode():
         t = cross_encoder_probabilities(
-            rel.teacher.model, rel.teacher.tokenizer, [real_texts[g] for g in pairs.group], pairs.titles
+            rel.teacher.model, rel.teacher.tokenizer, [pairs.queries[g] for g in pairs.group], pairs.titles
         )
-        teacher_scores = grade_scores(t)
-        per_query = [
-            spearman(student_scores[pairs.group == g], teacher_scores[pairs.group == g])
-            for g in range(len(real_texts))
-        ]
-        result["real_query_relevance_agreement"] = {
-            "queries": len(real_texts),
-            "candidates_per_query": len(fixed),
-            "spearman_pooled": round(spearman(student_scores, teacher_scores), 4),
+    teacher_scores = grade_scores(t)
+    result: dict[str, Any] = {
+        "queries": len(pairs.queries),
+        "pairs": len(pairs.titles),
+        "teacher_score_mean": round(float(teacher_scores.mean()), 4),
+        "teacher_grade_shares": (np.bincount(t.argmax(1), minlength=3) / len(t)).round(4).tolist(),
+        "students": {},
+    }
+    groups = [np.flatnonzero(pairs.group == g) for g in range(len(pairs.queries))]
+    for name, kind in served["kinds"].items():
+        x = text_x if kind == "text_mlp" else text_x[:, : len(RELEVANCE_FEATURES)]
+        probs = run_onnx(served[name], "relevance", "features", x)
+        verdicts = cascade(served["rules"][name], replace(feats, model_input=x), probs)
+        scores = verdicts.scores
+        per_query = np.array([spearman(scores[i], teacher_scores[i]) for i in groups])
+
+        def pooled(sample: np.ndarray, scores: np.ndarray = scores) -> float:
+            idx = np.concatenate([groups[int(g)] for g in sample])
+            return spearman(scores[idx], teacher_scores[idx])
+
+        lo, hi = bootstrap_ci(pooled, np.arange(len(groups)), n=200, seed=seed)
+        result["students"][name] = {
+            "kind": kind,
+            "spearman_pooled": round(spearman(scores, teacher_scores), 4),
+            "spearman_pooled_ci": [round(lo, 4), round(hi, 4)],
             "spearman_mean_per_query": round(float(np.nanmean(per_query)), 4),
-            "grade_agreement": round(float(np.mean(t.argmax(1) == served.grades)), 4),
+            "grade_agreement": round(float(np.mean(t.argmax(1) == verdicts.grades)), 4),
         }
     return result
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties counted half); nan without both classes."""
+    pos, neg = scores[positive], scores[~positive]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def esci_pairs_auc(
+    path: Path, rel: Any, served: dict[str, Any], f: Featurizer, out: Path, seed: int
+) -> dict[str, Any]:
+    """Real Amazon (query, product title, ESCI label) pairs: Exact against the rest, as AUC with a 95%
+    bootstrap interval over pairs, for the cross-encoder teacher, each served student (by title, as a
+    client would send an unknown product) and BM25 (each query against the split's titles)."""
+    import csv
+
+    from training.finetune import cross_encoder_probabilities
+    from training.relevance import title_pair_features
+
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    queries = [r["query"] for r in rows]
+    titles = [r["product_title"] for r in rows]
+    exact = np.array([r["esci_label"] == "E" for r in rows])
+    feats, text_x = title_pair_features(queries, titles, f, out / "intent.onnx", out / "query_encoder.onnx")
+    with torch.inference_mode():
+        teacher = grade_scores(
+            cross_encoder_probabilities(rel.teacher.model, rel.teacher.tokenizer, queries, titles)
+        )
+    bm25 = BM25(titles)
+    scores = {
+        "cross-encoder teacher": teacher,
+        "BM25 (query against the split's titles)": np.array(
+            [bm25.scores(q)[i] for i, q in enumerate(queries)]
+        ),
+    }
+    for name, kind in served["kinds"].items():
+        x = text_x if kind == "text_mlp" else text_x[:, : len(RELEVANCE_FEATURES)]
+        probs = run_onnx(served[name], "relevance", "features", x)
+        scores[f"student: {name}"] = cascade(
+            served["rules"][name], replace(feats, model_input=x), probs
+        ).scores
+    table = {}
+    for name, sc in scores.items():
+        lo, hi = bootstrap_ci(roc_auc, sc, exact, n=1000, seed=seed)
+        table[name] = {"auc": round(roc_auc(sc, exact), 4), "auc_ci": [round(lo, 4), round(hi, 4)]}
+    return {
+        "file": str(path),
+        "pairs": len(rows),
+        "exact": int(exact.sum()),
+        "labels": {k: sum(r["esci_label"] == k for r in rows) for k in "ESCI"},
+        "auc_exact_vs_rest": table,
+    }

@@ -1,0 +1,258 @@
+"""The relevance student that reads the text (BERT2DNN for relevance): hashed word and character n-grams of
+the query and of the title, embedding bags of each side, their interactions (the query n-grams the title
+holds and where they sit in the query) and the four served features, distilled from the cross-encoder
+teacher's temperature-softened grades on a large unlabelled set of (query, product) pairs.
+
+The model reads server/featurize.py's text_relevance_input rows (manifest kind "text_mlp"): the product side
+of those rows comes from the lexicon arrays the bundle already stores per product, so candidates given by id
+need no text work at serving time.
+
+The unlabelled pairs (`distillation_pairs`):
+- catalogue title substrings against their own product, products of the same category (siblings) and of a
+  sibling category, and strangers;
+- query-like texts (queries generated from label names, and teacher-vocabulary words alone and before label
+  names) against the products retrieval returns for them (BM25 over the titles and the hashed two-tower's
+  exact neighbours), and strangers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from server.featurize import (
+    NUM_QUERY_SLOTS,
+    RELEVANCE_FEATURES,
+    TEXT_QUERY_IDS,
+    TEXT_RELEVANCE_WIDTH,
+    Featurizer,
+    query_grams,
+    text_relevance_input,
+)
+from server.rules import GRADE_VALUES
+from training.bm25 import BM25
+from training.data.augment import generate_label_queries, vocabulary_queries
+from training.data.dataset import TrainingData
+from training.data.queries import title_substrings
+from training.students import fit
+
+F0 = len(RELEVANCE_FEATURES)
+Q_IDS = slice(F0, F0 + TEXT_QUERY_IDS)
+Q_SLOTS = slice(F0 + TEXT_QUERY_IDS, F0 + 2 * TEXT_QUERY_IDS)
+Q_MATCH = slice(F0 + 2 * TEXT_QUERY_IDS, F0 + 3 * TEXT_QUERY_IDS)
+T_IDS = slice(F0 + 3 * TEXT_QUERY_IDS, TEXT_RELEVANCE_WIDTH)
+
+
+class TextRelevanceStudent(nn.Module):
+    """text_relevance_input rows -> probabilities of (irrelevant, partial, exact), tiered as the feature
+    student is (a recall head and a refine head on a shared trunk) or a flat 3-way softmax.
+
+    Inside: one hashed n-gram table for both sides; the query's ids also get an embedding of their slot
+    (last word, previous word, ...). Bags: the query, the title, their product, the query n-grams the title
+    holds and those it lacks; per slot, the share of the query's n-grams the title holds and whether the
+    query has that slot at all; and the four served features."""
+
+    def __init__(self, num_buckets: int, dim: int, hidden: int, tiered: bool = True) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_buckets, dim, padding_idx=0, sparse=True)
+        nn.init.normal_(self.embedding.weight, std=0.05)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+        self.slot = nn.Embedding(NUM_QUERY_SLOTS, dim)
+        nn.init.normal_(self.slot.weight, std=0.05)
+        slots = NUM_QUERY_SLOTS - 1
+        self.trunk = nn.Sequential(
+            nn.Linear(5 * dim + F0 + 2 * slots, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU()
+        )
+        self.tiered = tiered
+        self.out = nn.Linear(hidden // 2, 2 if tiered else 3)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        feats = x[:, :F0]
+        q_ids, q_slots = x[:, Q_IDS].to(torch.int64), x[:, Q_SLOTS].to(torch.int64)
+        match, t_ids = x[:, Q_MATCH], x[:, T_IDS].to(torch.int64)
+        q_mask = (q_ids > 0).to(torch.float32)
+        q_n = q_mask.sum(1, keepdim=True).clamp(min=1.0)
+        q_emb = self.embedding(q_ids) + self.slot(q_slots)
+        held = match * q_mask
+        q_bag = (q_emb * q_mask.unsqueeze(-1)).sum(1) / q_n
+        matched = (q_emb * held.unsqueeze(-1)).sum(1) / q_n
+        missing = (q_emb * (q_mask - held).unsqueeze(-1)).sum(1) / q_n
+        t_mask = (t_ids > 0).to(torch.float32).unsqueeze(-1)
+        t_bag = (self.embedding(t_ids) * t_mask).sum(1) / t_mask.sum(1).clamp(min=1.0)
+        shares, present = [], []
+        for slot in range(1, NUM_QUERY_SLOTS):
+            in_slot = (q_slots == slot).to(torch.float32) * q_mask
+            count = in_slot.sum(1, keepdim=True)
+            shares.append((in_slot * held).sum(1, keepdim=True) / count.clamp(min=1.0))
+            present.append((count > 0).to(torch.float32))
+        parts = [q_bag, t_bag, q_bag * t_bag, matched, missing, feats, *shares, *present]
+        return self.trunk(torch.cat(parts, dim=-1))
+
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.out(self.encode(x))
+        if not self.tiered:
+            return torch.log_softmax(out, dim=-1)
+        r, e = torch.sigmoid(out).unbind(-1)
+        probs = torch.stack([1 - r, r * (1 - e), r * e], dim=-1)
+        return torch.log(probs.clamp(min=1e-7))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.out(self.encode(x))
+        if not self.tiered:
+            return torch.softmax(out, dim=-1)
+        r, e = torch.sigmoid(out).unbind(-1)
+        return torch.stack([1 - r, r * (1 - e), r * e], dim=-1)
+
+
+def text_rows(
+    queries: list[str],
+    group: np.ndarray,
+    rows: np.ndarray,
+    features: np.ndarray,
+    lexicon: dict[str, np.ndarray],
+    featurizer: Featurizer,
+) -> np.ndarray:
+    """text_relevance_input for every pair (queries[group[i]], product rows[i]) over the catalogue's
+    lexicon arrays, with the pairs' served RELEVANCE_FEATURES."""
+    out = np.zeros((len(rows), TEXT_RELEVANCE_WIDTH), dtype=np.float32)
+    order = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    for idx in np.split(order, bounds):
+        if not len(idx):
+            continue
+        grams = query_grams(featurizer.words(queries[int(group[idx[0]])]), featurizer)
+        out[idx] = text_relevance_input(
+            grams, lexicon, rows[idx], features[idx], featurizer.config.num_buckets
+        )
+    return out
+
+
+@dataclass
+class DistillationPairs:
+    """Unlabelled pairs: pair i is (queries[group[i]], catalogue row rows[i])."""
+
+    queries: list[str]
+    group: np.ndarray
+    rows: np.ndarray
+    sources: dict[str, int]
+
+
+def distillation_pairs(
+    data: TrainingData,
+    featurizer: Featurizer,
+    neighbours: Callable[[list[str]], np.ndarray],
+    n_pairs: int,
+    seed: int,
+    vocabulary: list[str],
+) -> DistillationPairs:
+    """About `n_pairs` unlabelled (query, product) pairs: half title substrings of training products
+    against their product, same-category siblings, a sibling category's product and strangers; half
+    query-like texts against what BM25 and the dense two-tower return for them, and strangers."""
+    rng = random.Random(seed)
+    labels = data.product_labels.tolist()
+    n = len(data.titles)
+    by_cat: dict[int, list[int]] = {}
+    for row, c in enumerate(labels):
+        by_cat.setdefault(c, []).append(row)
+    parent = {c: data.catalogue.products[rows[0]].category.rsplit(" > ", 1)[0] for c, rows in by_cat.items()}
+    sibling_cats = {c: [d for d in by_cat if parent[d] == parent[c] and d != c] for c in by_cat}
+    queries: list[str] = []
+    group: list[int] = []
+    rows: list[int] = []
+    sources: dict[str, int] = {}
+
+    def add(source: str, text: str, cands: list[int]) -> None:
+        cands = list(dict.fromkeys(cands))
+        group.extend([len(queries)] * len(cands))
+        rows.extend(cands)
+        queries.append(text)
+        sources[source] = sources.get(source, 0) + len(cands)
+
+    per_query = 6
+    n_sub = max(1, n_pairs // 2 // per_query)
+    per_product = max(1, -(-n_sub // max(1, len(data.train_rows))))
+    subs = title_substrings(data.titles, labels, data.train_rows, per_product, featurizer, seed + 11)
+    rng.shuffle(subs)
+    for q in subs[:n_sub]:
+        cat = labels[q.product_row]
+        cands = [q.product_row, *rng.sample(by_cat[cat], min(2, len(by_cat[cat])))]
+        if sibling_cats[cat]:
+            cands.append(rng.choice(by_cat[rng.choice(sibling_cats[cat])]))
+        cands += [rng.randrange(n) for _ in range(per_query - len(cands))]
+        add("title_substrings", q.text, cands)
+
+    n_text = max(1, (n_pairs - len(rows)) // per_query)
+    texts = [t for t, _ in generate_label_queries(data.labels, data.descriptions, n_text // 2, seed + 12)]
+    texts += vocabulary_queries(vocabulary, data.labels, data.descriptions, n_text - len(texts), seed + 13)
+    bm25 = BM25(data.titles)
+    dense = neighbours(texts)
+    for i, text in enumerate(texts):
+        lexical = bm25.top_k(text, 10).tolist()
+        cands = rng.sample(lexical, min(2, len(lexical))) + rng.sample(dense[i].tolist(), 2)
+        cands += [rng.randrange(n) for _ in range(per_query - len(cands))]
+        add("query_texts_retrieved", text, cands)
+    return DistillationPairs(
+        queries, np.array(group, dtype=np.int64), np.array(rows, dtype=np.int64), sources
+    )
+
+
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """A teacher's distribution at a temperature: softmax(log p / T)."""
+    logits = np.log(np.clip(probs, 1e-7, 1.0)) / temperature
+    logits -= logits.max(1, keepdims=True)
+    out = np.exp(logits)
+    return (out / out.sum(1, keepdims=True)).astype(np.float32)
+
+
+def train_text_student(
+    x: np.ndarray,
+    teacher_probs: np.ndarray | None,
+    grades: np.ndarray,
+    num_buckets: int,
+    dim: int,
+    hidden: int,
+    epochs: int,
+    temperature: float,
+    soft_weight: float,
+    tiered: bool,
+    seed: int,
+) -> TextRelevanceStudent:
+    """BERT2DNN's loss on every pair: KL to the teacher's softened grades (scaled by T^2) plus the squared
+    error of the expected grade (the served score) against the teacher's; hard grades where known (-1:
+    unlabelled) weigh 1 - soft_weight. Without a teacher, the hard grades alone."""
+    torch.manual_seed(seed)
+    model = TextRelevanceStudent(num_buckets, dim, hidden, tiered)
+    xs = torch.from_numpy(x)
+    y = torch.from_numpy(grades.astype(np.int64))
+    values = torch.from_numpy(GRADE_VALUES)
+    soft = None if teacher_probs is None else torch.from_numpy(soften(teacher_probs, temperature))
+    target = None if teacher_probs is None else torch.from_numpy(teacher_probs.astype(np.float32)) @ values
+
+    def loss(idx: np.ndarray) -> torch.Tensor:
+        logp = model.log_probs(xs[idx])
+        labelled = y[idx] >= 0
+        hard = F.nll_loss(logp[labelled], y[idx][labelled]) if bool(labelled.any()) else logp.sum() * 0
+        if soft is None:
+            return hard
+        student_t = torch.log_softmax(logp / temperature, dim=-1)
+        kl = F.kl_div(student_t, soft[idx], reduction="batchmean") * temperature**2
+        mse = ((logp.exp() @ values - target[idx]) ** 2).mean()
+        return soft_weight * (kl + 4.0 * mse) + (1 - soft_weight) * hard
+
+    fit(model, len(xs), loss, epochs, 256, 3e-3, seed, "relevance (text)")
+    return model
+
+
+def predict(model: nn.Module, x: np.ndarray, batch: int = 4096) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate(
+            [model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
+        )
