@@ -31,7 +31,13 @@ from server.admission import PUSHBACK_KEY, Admission, AdmissionPolicy, Overloade
 from server.api_keys import ApiKeys
 from server.bundle import MANIFEST, Bundle, BundleError, load_bundle
 from server.config import Settings
-from server.heavy_worker import HeavyPool, PooledRelevance, PooledScoreRelevance, WorkerOptions
+from server.heavy_worker import (
+    HeavyPool,
+    PooledRelevance,
+    PooledScoreRelevance,
+    WorkerOptions,
+    tolerant_parse,
+)
 from server.logs import FIELDS
 from server.runtime.batcher import BatchPolicy
 from server.runtime.onnx import ThreadSettings
@@ -45,7 +51,6 @@ from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
 from server.transport.api_key_interceptor import ApiKeyInterceptor
-from server.transport.register import _tolerant as tolerant
 from server.transport.register import add_servicer
 from server.transport.servicers import (
     AdminServicer,
@@ -164,8 +169,10 @@ class SiftServer:
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if self.api_keys is not None:
             interceptors.append(ApiKeyInterceptor(self.api_keys))
+        # With heavy workers, ScoreRelevance goes to them as bytes and heavy refusals come before parsing;
+        # without, calls take the servicers' path alone (no interceptor, as before heavy workers).
         self.heavy_calls = HeavyCalls(self.admission, heavy_methods)
-        if self.admission.enabled or self.heavy_pool is not None:
+        if self.heavy_pool is not None:
             interceptors.append(self.heavy_calls)
         self.server = grpc.aio.server(
             interceptors=interceptors,
@@ -214,7 +221,7 @@ class SiftServer:
                 f"/{relevance_pb2.DESCRIPTOR.package}.RelevanceService/ScoreRelevance"
             ] = grpc.unary_unary_rpc_method_handler(
                 pooled.handle,
-                request_deserializer=tolerant(relevance_pb2.ScoreRelevanceRequest),
+                request_deserializer=tolerant_parse(relevance_pb2.ScoreRelevanceRequest),
                 response_serializer=pooled.serialize,
             )
         self.health = health.aio.HealthServicer()

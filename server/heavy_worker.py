@@ -374,9 +374,14 @@ class PooledScoreRelevance:
     admission: Any = None  # set by the server, as on the servicers
 
     def __init__(self, local: Any, pool: HeavyPool, store: Any, limits: Any, rows: int) -> None:
+        from server.admission import Work
         from server.transport.middleware import deadline_of, rpc
         from server.transport.register import Undecodable
-        from server.transport.servicers import _relevance_work
+
+        def work(request: Any) -> Work:  # as the servicer's: the first candidate says titles or ids
+            candidates = request.candidates
+            kind = "id" if candidates and candidates[0].product_id else "title"
+            return Work.of("ScoreRelevance", **{kind: len(candidates)})
 
         self._local = local  # the servicer's bound ScoreRelevance, middleware included
         self._pool = pool
@@ -386,7 +391,7 @@ class PooledScoreRelevance:
         self._undecodable = Undecodable
         self.timing_metadata = getattr(local.__self__, "timing_metadata", False)
 
-        @rpc("ScoreRelevance", _relevance_work)
+        @rpc("ScoreRelevance", work)
         async def pooled(_self: Any, request: Any, context: Any) -> bytes:
             bundle = self._store.bundle
             bundle.require("relevance")
@@ -409,3 +414,17 @@ class PooledScoreRelevance:
     @staticmethod
     def serialize(response: Any) -> bytes:
         return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def tolerant_parse(cls: Any) -> Any:
+    """A request deserializer that never raises: bytes that are not a `cls` become Undecodable, which the
+    middleware answers with INVALID_ARGUMENT (as server/transport/register.py's do)."""
+    from server.transport.register import Undecodable
+
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as e:  # DecodeError, or a UTF-8 error from a string field
+            return Undecodable(cls.DESCRIPTOR.full_name, str(e) or type(e).__name__)
+
+    return parse

@@ -4,6 +4,7 @@ behind when the server stops."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -151,3 +152,53 @@ def test_workers_stop_with_the_server(tiny_bundle: Path) -> None:
     assert stop_server(server) == 0
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_an_undecodable_request_on_the_workers_route_is_invalid_argument(tiny_bundle: Path) -> None:
+    server = start_server(tiny_bundle, "--heavy-workers", "1")
+    try:
+        with server.channel() as channel:
+            raw = channel.unary_unary("/sift.v1.RelevanceService/ScoreRelevance")
+            with pytest.raises(grpc.RpcError) as refused:
+                raw(b"\xff\xff\xff\xff", timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "sift.v1.ScoreRelevanceRequest" in refused.value.details()
+        assert len(_score(server, LARGE).scores) == len(TITLES)
+    finally:
+        stop_server(server)
+
+
+def test_heavy_calls_are_refused_before_their_request_is_read(tiny_bundle: Path) -> None:
+    """While a 1,000-title call fills the heavy lane, further ScoreRelevance calls are refused before their
+    bytes are parsed: bytes that are no request at all get RESOURCE_EXHAUSTED with a pushback, not
+    INVALID_ARGUMENT."""
+    server = start_server(tiny_bundle, "--heavy-workers", "1", "--admission-target-ms", "1")
+    slow = relevance_pb2.ScoreRelevanceRequest(
+        query="oak coffee table",
+        candidates=[relevance_pb2.Candidate(title=f"oak table model {i}") for i in range(1000)],
+    )
+
+    async def run() -> list[tuple[grpc.StatusCode, str | None]]:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = relevance_pb2_grpc.RelevanceServiceStub(channel)
+            raw = channel.unary_unary("/sift.v1.RelevanceService/ScoreRelevance")
+            heavy = asyncio.ensure_future(stub.ScoreRelevance(slow, timeout=60))
+            seen: list[tuple[grpc.StatusCode, str | None]] = []
+            while not heavy.done():
+                try:
+                    await raw(b"\xff\xff\xff\xff", timeout=10)
+                except grpc.aio.AioRpcError as e:
+                    pushback = dict(e.trailing_metadata() or ()).get("grpc-retry-pushback-ms")
+                    seen.append((e.code(), pushback))
+            assert len((await heavy).scores) == 1000
+            return seen
+
+    try:
+        seen = asyncio.run(run())
+    finally:
+        stop_server(server)
+    codes = {code for code, _ in seen}
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes, seen[:5]
+    assert codes <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT}
+    assert all(int(p) > 0 for code, p in seen if code == grpc.StatusCode.RESOURCE_EXHAUSTED and p)
+    assert all(p for code, p in seen if code == grpc.StatusCode.RESOURCE_EXHAUSTED)

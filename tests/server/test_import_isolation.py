@@ -37,7 +37,7 @@ LAYERS = (
     ("server.bundle", "server.admission"),
     ("server.service",),
     ("server.transport",),
-    ("server.app", "server.__main__", "server.workers", "server.healthcheck"),
+    ("server.app", "server.__main__", "server.workers", "server.healthcheck", "server.heavy_worker"),
 )
 HEAVY = ("onnxruntime", "usearch", "grpc", "tokenizers", "torch", "transformers", "prometheus_client")
 
