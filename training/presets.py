@@ -85,7 +85,9 @@ class Preset:
     """Unlabelled (query, product) pairs the cross-encoder labels for the text relevance student."""
     relevance_dim: int = 32
     relevance_hidden: int = 128
-    relevance_epochs: int = 6
+    relevance_epochs: int = 8
+    relevance_temperature: float = 4.0
+    """The text relevance student's distillation temperature (the report sweeps 1, 2 and 4)."""
     query_student: str = "transformer"
     """The online query tower: "transformer" (MiniLM's bottom layers, served through tokenizers) or
     "hashed" (the hashed n-gram MLP alone). The hashed encoder is trained either way: relevance uses it."""

@@ -310,7 +310,13 @@ class RelevanceResult:
 
 
 def train_relevance(
-    data: TrainingData, featurizer: Featurizer, out: Path, r: RetrievalResult, preset: Preset, seed: int
+    data: TrainingData,
+    featurizer: Featurizer,
+    out: Path,
+    r: RetrievalResult,
+    preset: Preset,
+    seed: int,
+    real_queries: list[str] | None = None,
 ) -> RelevanceResult:
     """Pairs from training products (split into train and dev queries, dev for rule checks) and from
     held-out products (evaluation); a cross-encoder teacher; the tiered student on served features."""
@@ -390,6 +396,7 @@ def train_relevance(
             preset.relevance_distill_pairs,
             seed,
             vocabulary,
+            real_queries if real_queries is not None else data.real("train")[0],
         )
         titles = [data.titles[i] for i in d.rows]
         unlabelled = Pairs(d.queries, d.group, d.rows, titles, np.full(len(d.rows), -1, dtype=np.int64))
@@ -459,7 +466,7 @@ def fit_text_student(
         preset.relevance_dim,
         preset.relevance_hidden,
         preset.relevance_epochs,
-        preset.temperature if temperature is None else temperature,
+        preset.relevance_temperature if temperature is None else temperature,
         preset.soft_weight,
         preset.methods.tiered_relevance,
         seed,

@@ -37,7 +37,7 @@ from server.featurize import (
 )
 from server.rules import GRADE_VALUES
 from training.bm25 import BM25
-from training.data.augment import generate_label_queries, vocabulary_queries
+from training.data.augment import augment_queries, generate_label_queries, vocabulary_queries
 from training.data.dataset import TrainingData
 from training.data.queries import title_substrings
 from training.students import fit
@@ -151,10 +151,14 @@ def distillation_pairs(
     n_pairs: int,
     seed: int,
     vocabulary: list[str],
+    real_queries: list[str] | None = None,
 ) -> DistillationPairs:
     """About `n_pairs` unlabelled (query, product) pairs: half title substrings of training products
     against their product, same-category siblings, a sibling category's product and strangers; half
-    query-like texts against what BM25 and the dense two-tower return for them, and strangers."""
+    query texts against what BM25 and the dense two-tower return for them, and strangers. The query texts
+    are real training queries and ten augmented copies of each (a word dropped, a modifier added, words
+    swapped, the last word cut), when there are any, then queries generated from label names and
+    vocabulary words."""
     rng = random.Random(seed)
     labels = data.product_labels.tolist()
     n = len(data.titles)
@@ -188,16 +192,24 @@ def distillation_pairs(
         cands += [rng.randrange(n) for _ in range(per_query - len(cands))]
         add("title_substrings", q.text, cands)
 
-    n_text = max(1, (n_pairs - len(rows)) // per_query)
-    texts = [t for t, _ in generate_label_queries(data.labels, data.descriptions, n_text // 2, seed + 12)]
-    texts += vocabulary_queries(vocabulary, data.labels, data.descriptions, n_text - len(texts), seed + 13)
+    # Query texts: against two of BM25's and two of the two-tower's top 10, and four strangers.
+    per_text = 8
+    n_text = max(1, (n_pairs - len(rows)) // per_text)
+    real = list(real_queries or [])
+    real += augment_queries(real, 10 * len(real), seed + 14) if real else []
+    real = real[:n_text]
+    n_rest = n_text - len(real)
+    texts = [t for t, _ in generate_label_queries(data.labels, data.descriptions, n_rest // 2, seed + 12)]
+    texts += vocabulary_queries(vocabulary, data.labels, data.descriptions, n_rest - len(texts), seed + 13)
+    texts = real + texts
     bm25 = BM25(data.titles)
     dense = neighbours(texts)
     for i, text in enumerate(texts):
         lexical = bm25.top_k(text, 10).tolist()
         cands = rng.sample(lexical, min(2, len(lexical))) + rng.sample(dense[i].tolist(), 2)
-        cands += [rng.randrange(n) for _ in range(per_query - len(cands))]
-        add("query_texts_retrieved", text, cands)
+        cands += [rng.randrange(n) for _ in range(per_text - len(cands))]
+        source = "real_queries_retrieved" if i < len(real) else "generated_queries_retrieved"
+        add(source, text, cands)
     return DistillationPairs(
         queries, np.array(group, dtype=np.int64), np.array(rows, dtype=np.int64), sources
     )

@@ -85,10 +85,14 @@ def test_distillation_pairs_cover_every_source(featurizer: Featurizer) -> None:
     data = load_training_data(None, 400, 0.1, 0)
     n = len(data.titles)
     words = ["driftwood", "velvet", "lantern", "walnut", "outdoor"]
+    real = ["oak coffee table", "blue velvet sofa"]
     pairs = distillation_pairs(
-        data, featurizer, lambda t: np.tile(np.arange(10), (len(t), 1)), 1200, 0, words
+        data, featurizer, lambda t: np.tile(np.arange(10), (len(t), 1)), 1200, 0, words, real
     )
-    assert set(pairs.sources) == {"title_substrings", "query_texts_retrieved"}
+    assert set(pairs.sources) == {"title_substrings", "real_queries_retrieved", "generated_queries_retrieved"}
+    # Each real query and ten augmented copies, against eight candidates each (fewer when they repeat).
+    assert "oak coffee table" in pairs.queries
+    assert 4 * 22 <= pairs.sources["real_queries_retrieved"] <= 8 * 22
     assert 900 <= len(pairs.rows) <= 1300 and sum(pairs.sources.values()) == len(pairs.rows)
     assert pairs.rows.min() >= 0 and pairs.rows.max() < n
     assert pairs.group.max() == len(pairs.queries) - 1

@@ -132,7 +132,10 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
     export_onnx(shipped.encoder, torch.from_numpy(ids), "ids", "embedding", out / "encoder_fp32.onnx")
     quantize_int8(out / "encoder_fp32.onnx", out / "query_encoder.onnx")
     write_index(shipped.product_vecs, out / "index.usearch")
-    rel = train_relevance(data, f, out, shipped, variant, ctx.seed)
+    # Real training queries (and augmented copies) join the unlabelled pairs; the agreement below is also
+    # given on the real queries that never entered training.
+    real_train = real_data.real("train")[0]
+    rel = train_relevance(data, f, out, shipped, variant, ctx.seed, real_queries=real_train)
     tmp = out / "tmp"
     tmp.mkdir(exist_ok=True)
     main, rules, _ = export_relevance(rel, out, tmp, variant)
@@ -170,7 +173,7 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
                 np.zeros(sum(len(c) for c in cands), dtype=np.int64),
             )
             result["real_query_relevance_agreement"][set_name] = real_query_agreement(
-                pairs, rel, served, f, out, data, ctx.seed
+                pairs, rel, served, f, out, data, ctx.seed, set(real_train)
             )
         esci = ctx.settings.data_dir / "esci-pairs" / "pairs_test.csv"
         if esci.is_file():
@@ -228,17 +231,25 @@ def _relevance_ablations(rel: Any, variant: Any, seed: int) -> list[tuple[str, A
         distill_probs=None,
     )
     text("text, flat 3-way head", replace(variant, methods=replace(variant.methods, tiered_relevance=False)))
-    for t in (1.0, 4.0):
-        text(f"text, temperature {t:g} (shipped {variant.temperature:g})", variant, temperature=t)
+    for t in sorted({1.0, 2.0, 4.0} - {variant.relevance_temperature}):
+        text(f"text, temperature {t:g} (shipped {variant.relevance_temperature:g})", variant, temperature=t)
     out.append(("text, without rules", replace(variant, methods=replace(variant.methods, rules=False)), rel))
     return out
 
 
 def real_query_agreement(
-    pairs: Pairs, rel: Any, served: dict[str, Any], f: Featurizer, out: Path, data: Any, seed: int
+    pairs: Pairs,
+    rel: Any,
+    served: dict[str, Any],
+    f: Featurizer,
+    out: Path,
+    data: Any,
+    seed: int,
+    trained: set[str] = frozenset(),
 ) -> dict[str, Any]:
     """Spearman of each served student's scores (the whole cascade, int8) with the cross-encoder teacher's
-    expected grade, pooled over all pairs with a 95% bootstrap interval over queries, and mean per query."""
+    expected grade, pooled over all pairs with a 95% bootstrap interval over queries, and mean per query;
+    over every query and over the queries not in `trained` (the real queries the students learned from)."""
     from server.runtime.index import ProductIndex
     from training.finetune import cross_encoder_probabilities
     from training.relevance_text import text_rows
@@ -268,6 +279,8 @@ def real_query_agreement(
         "students": {},
     }
     groups = [np.flatnonzero(pairs.group == g) for g in range(len(pairs.queries))]
+    unseen = np.array([q not in trained for q in pairs.queries])
+    result["unseen_queries"] = int(unseen.sum())
     for name, kind in served["kinds"].items():
         x = text_x if kind == "text_mlp" else text_x[:, : len(RELEVANCE_FEATURES)]
         probs = run_onnx(served[name], "relevance", "features", x)
@@ -279,14 +292,18 @@ def real_query_agreement(
             idx = np.concatenate([groups[int(g)] for g in sample])
             return spearman(scores[idx], teacher_scores[idx])
 
-        lo, hi = bootstrap_ci(pooled, np.arange(len(groups)), n=200, seed=seed)
-        result["students"][name] = {
-            "kind": kind,
-            "spearman_pooled": round(spearman(scores, teacher_scores), 4),
-            "spearman_pooled_ci": [round(lo, 4), round(hi, 4)],
-            "spearman_mean_per_query": round(float(np.nanmean(per_query)), 4),
-            "grade_agreement": round(float(np.mean(t.argmax(1) == verdicts.grades)), 4),
-        }
+        result["students"][name] = {"kind": kind}
+        for key, chosen in (("", np.arange(len(groups))), ("unseen_", np.flatnonzero(unseen))):
+            if not len(chosen):
+                continue
+            lo, hi = bootstrap_ci(pooled, chosen, n=200, seed=seed)
+            idx = np.concatenate([groups[int(g)] for g in chosen])
+            result["students"][name] |= {
+                f"{key}spearman_pooled": round(pooled(chosen), 4),
+                f"{key}spearman_pooled_ci": [round(lo, 4), round(hi, 4)],
+                f"{key}spearman_mean_per_query": round(float(np.nanmean(per_query[chosen])), 4),
+                f"{key}grade_agreement": round(float(np.mean(t.argmax(1)[idx] == verdicts.grades[idx])), 4),
+            }
     return result
 
 

@@ -277,25 +277,36 @@ def _relevance_agreement(a: dict[str, Any]) -> list[str]:
             f"{'/'.join(fmt(x) for x in block['teacher_grade_shares'])}).",
             "",
         ]
-        rows = [
-            {
-                "student": name,
-                **s,
-                "ci": f"{fmt(s['spearman_pooled_ci'][0])}-{fmt(s['spearman_pooled_ci'][1])}",
-            }
-            for name, s in block["students"].items()
+        rows = []
+        for name, s in block["students"].items():
+            row = {"student": name, **s}
+            for key in ("", "unseen_"):
+                if f"{key}spearman_pooled_ci" in s:
+                    ci = s[f"{key}spearman_pooled_ci"]
+                    row[f"{key}ci"] = f"{fmt(ci[0])}-{fmt(ci[1])}"
+            rows.append(row)
+        unseen = block.get("unseen_queries")
+        columns = [
+            ("student", "student"),
+            ("kind", "kind"),
+            ("spearman_pooled", "Spearman (pooled)"),
+            ("ci", "95% CI"),
+            ("spearman_mean_per_query", "mean per query"),
+            ("grade_agreement", "grade agreement"),
         ]
-        lines += table(
-            rows,
-            [
-                ("student", "student"),
-                ("kind", "kind"),
-                ("spearman_pooled", "Spearman (pooled)"),
-                ("ci", "95% CI"),
-                ("spearman_mean_per_query", "mean per query"),
-                ("grade_agreement", "grade agreement"),
-            ],
-        )
+        if unseen is not None and unseen < block["queries"]:
+            lines += [
+                f"{block['queries'] - unseen} of the queries (the real training split) and augmented copies "
+                f"of them are among the students' unlabelled pairs; the last columns are the {unseen} "
+                "queries that never entered training.",
+                "",
+            ]
+            columns += [
+                ("unseen_spearman_pooled", f"Spearman, {unseen} unseen queries"),
+                ("unseen_ci", "95% CI"),
+                ("unseen_spearman_mean_per_query", "mean per query (unseen)"),
+            ]
+        lines += table(rows, columns)
     return lines
 
 
