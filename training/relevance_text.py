@@ -70,6 +70,7 @@ class TextRelevanceStudent(nn.Module):
         self.trunk = nn.Sequential(
             nn.Linear(5 * dim + F0 + 2 * slots, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU()
         )
+        self.register_buffer("slot_ids", torch.arange(1, NUM_QUERY_SLOTS), persistent=False)
         self.tiered = tiered
         self.out = nn.Linear(hidden // 2, 2 if tiered else 3)
 
@@ -79,20 +80,20 @@ class TextRelevanceStudent(nn.Module):
         match, t_ids = x[:, Q_MATCH], x[:, T_IDS].to(torch.int64)
         q_mask = (q_ids > 0).to(torch.float32)
         q_n = q_mask.sum(1, keepdim=True).clamp(min=1.0)
-        q_emb = self.embedding(q_ids) + self.slot(q_slots)
         held = match * q_mask
-        q_bag = (q_emb * q_mask.unsqueeze(-1)).sum(1) / q_n
-        matched = (q_emb * held.unsqueeze(-1)).sum(1) / q_n
-        missing = (q_emb * (q_mask - held).unsqueeze(-1)).sum(1) / q_n
-        t_mask = (t_ids > 0).to(torch.float32).unsqueeze(-1)
-        t_bag = (self.embedding(t_ids) * t_mask).sum(1) / t_mask.sum(1).clamp(min=1.0)
-        shares, present = [], []
-        for slot in range(1, NUM_QUERY_SLOTS):
-            in_slot = (q_slots == slot).to(torch.float32) * q_mask
-            count = in_slot.sum(1, keepdim=True)
-            shares.append((in_slot * held).sum(1, keepdim=True) / count.clamp(min=1.0))
-            present.append((count > 0).to(torch.float32))
-        parts = [q_bag, t_bag, q_bag * t_bag, matched, missing, feats, *shares, *present]
+        # The three query bags (all, held by the title, missing from it) as one batched matrix product.
+        weights = torch.stack([q_mask, held, q_mask - held], dim=1) / q_n.unsqueeze(-1)
+        q_emb = self.embedding(q_ids) + self.slot(q_slots)
+        q_bag, matched, missing = torch.matmul(weights, q_emb).unbind(1)
+        t_mask = (t_ids > 0).to(torch.float32)
+        t_weights = (t_mask / t_mask.sum(1, keepdim=True).clamp(min=1.0)).unsqueeze(1)
+        t_bag = torch.matmul(t_weights, self.embedding(t_ids)).squeeze(1)
+        # Per slot: the share of the query's n-grams in it that the title holds, and whether it has any.
+        one_hot = (q_slots.unsqueeze(-1) == self.slot_ids).to(torch.float32) * q_mask.unsqueeze(-1)
+        count = one_hot.sum(1)
+        share = torch.matmul(held.unsqueeze(1), one_hot).squeeze(1) / count.clamp(min=1.0)
+        present = (count > 0).to(torch.float32)
+        parts = [q_bag, t_bag, q_bag * t_bag, matched, missing, feats, share, present]
         return self.trunk(torch.cat(parts, dim=-1))
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
