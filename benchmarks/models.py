@@ -8,9 +8,10 @@ so it is what a serving worker pays. Every runtime gets the same fixed thread co
 
 Teachers per task: intent, the bundle's intent teachers (stacked ones each timed alone; stacking adds
 them up); retrieval, the product-tower teacher on the query; relevance, the cross-encoder's MiniLM body on
-query + title pairs (its one-layer head costs nothing beside it). The relevance student is an MLP over
-precomputed features, so its row times the model on feature rows, and ScoreRelevance end to end is in
-`sift-bench load`. Needs the `train` extra (torch, transformers).
+query + title pairs (its one-layer head costs nothing beside it). The relevance student's row times the
+model on the rows it reads (the four-feature MLP on feature rows; the text student on a query against the
+bundle's products), and ScoreRelevance end to end is in `sift-bench load`. Needs the `train` extra (torch,
+transformers).
 """
 
 from __future__ import annotations
@@ -66,9 +67,7 @@ def student_rows(bundle: Path, texts: list[str], threads: int, min_seconds: floa
             model = OnnxModel(path, f"bench:{name}:{precision}", settings)
             for batch in BATCHES:
                 if name == "relevance":
-                    width = len(components[name]["feature_names"])
-                    rng = np.random.default_rng(0)
-                    features = rng.random((batch, width), dtype=np.float32)
+                    features = _relevance_rows(bundle, components[name], featurizer, texts[0], batch)
                     call = lambda m=model, x=features: m.run({"features": x})  # noqa: E731
                 else:
                     nxt = _batches(texts, batch)
@@ -83,6 +82,24 @@ def student_rows(bundle: Path, texts: list[str], threads: int, min_seconds: floa
                     }
                 )
     return rows
+
+
+def _relevance_rows(
+    bundle: Path, component: dict[str, Any], featurizer: Any, query: str, batch: int
+) -> np.ndarray:
+    """Rows the relevance model reads: random feature values for the four-feature MLP; for the text student
+    (kind text_mlp), `query` against the bundle's first `batch` products as the server builds them."""
+    rng = np.random.default_rng(0)
+    if component.get("kind") != "text_mlp":
+        return rng.random((batch, len(component["feature_names"])), dtype=np.float32)
+    from server.bundle import load_bundle
+    from server.featurize import RELEVANCE_FEATURES, query_grams, text_relevance_input
+
+    loaded = load_bundle(bundle)
+    rows = np.arange(batch) % len(loaded.products)
+    features = rng.random((batch, len(RELEVANCE_FEATURES)), dtype=np.float32)
+    grams = query_grams(featurizer.words(query), featurizer)
+    return text_relevance_input(grams, loaded.lexicon.arrays, rows, features, featurizer.config.num_buckets)
 
 
 def teacher_rows(
