@@ -408,6 +408,14 @@ def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
         hol = None
         if "hol" in args.cases:
             hol = _hol(args, gen, server, solo, by_method["ClassifyIntent"], heavy, spec, quick)
+        # The server's own complaints (a refusal is counted, never logged): anything here needs a look.
+        problems = [
+            line[:2000]
+            for line in run.process.log.read_text(errors="replace").splitlines()
+            if '"level": "ERROR"' in line or "Traceback" in line
+        ][-20:]
+        for line in problems:
+            print(f"server: {line}", file=sys.stderr)
     checks = ov.checks(flood, ladder, hol)
     return run.common | {
         "serve_args": args.serve_arg,
@@ -421,6 +429,7 @@ def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
             "flood": flood,
             "hol": hol,
             "checks": checks,
+            "server_errors": problems,
         },
     }
 

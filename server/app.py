@@ -182,11 +182,6 @@ class SiftServer:
                 # Soft and hard limit equal: a fixed bound instead of core's random early drop between them.
                 ("grpc.server.max_pending_requests", settings.max_pending_requests),
                 ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_requests),
-                *(
-                    [("grpc.max_concurrent_streams", settings.max_streams_per_connection)]
-                    if settings.max_streams_per_connection
-                    else []
-                ),
                 # Clients may check idle connections with keepalive pings, at most one per 30 s (more often
                 # gets GOAWAY too_many_pings): a search backend keeps its channel open between bursts.
                 ("grpc.keepalive_permit_without_calls", 1),
@@ -399,7 +394,7 @@ class SiftServer:
         in_flight = metrics.calls_in_flight()
         await asyncio.gather(self.server.stop(self.settings.grace_period), self.stop_http())
         if self.heavy_pool is not None:  # no call is left for them once the server has stopped
-            await asyncio.to_thread(self.heavy_pool.close, self.settings.grace_period)
+            await self.heavy_pool.close(self.settings.grace_period)
         tracing.shutdown()  # flushes the spans not yet exported
         after = metrics.calls_by_code()
         during = after - before

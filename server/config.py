@@ -96,11 +96,6 @@ class Settings(BaseSettings):
     retry), so it is the last line of defence: large enough that admission, which refuses with
     RESOURCE_EXHAUSTED and a pushback, answers a flood of a few hundred callers itself; sift-bench overload
     counts how often it still fires (benchmarks/results/overload)."""
-    max_streams_per_connection: int = Field(100, ge=0)
-    """Calls one client connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS, enforced
-    by gRPC core on both sides): a client's further calls wait in its own channel until one finishes, costing
-    this server nothing, so a client that retries at once cannot fill --max-pending-requests by itself
-    (benchmarks/results/overload). 0 leaves gRPC's default (no limit)."""
     admission_target_ms: float = Field(100.0, ge=0)
     """Admission by cost: calls are admitted while the estimated work already admitted and unfinished (the
     new call's queueing delay) is under this many milliseconds; the rest get RESOURCE_EXHAUSTED at once with

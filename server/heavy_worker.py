@@ -30,7 +30,10 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import socket
+import struct
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -178,50 +181,76 @@ class HeavyWorkerError(RuntimeError):
 
 
 class _Worker:
+    """One worker process and this side of its pipe. The pipe is a socket pair: the worker reads and writes
+    it with multiprocessing's Connection (blocking, it has nothing else to do); this side speaks the same
+    framing (a 4-byte big-endian length, then a pickle) through asyncio streams, since a descriptor the
+    event loop watches is non-blocking, where Connection.recv fails on a message only partly arrived."""
+
     def __init__(self, ctx: Any, options: WorkerOptions) -> None:
-        self.conn, child = ctx.Pipe()
+        parent, child = ctx.Pipe()
         self.process = ctx.Process(target=_worker_main, args=(child, options), daemon=True, name="sift-heavy")
         self.process.start()
         child.close()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(parent.fileno()))
+        parent.close()
         self.reply: asyncio.Future[Any] | None = None
+        self.dead = False  # its pipe broke or closed: gone, whatever waitpid says
+        self._writer: asyncio.StreamWriter | None = None
+        self._reading: asyncio.Task[None] | None = None
+        self.opened = asyncio.ensure_future(self._open(sock))
 
-    def send(self, message: tuple) -> asyncio.Future[Any]:
-        """Sends one message; the future holds the worker's reply, read when the pipe is readable (the
-        event loop never waits on the worker)."""
-        loop = asyncio.get_running_loop()
-        reply = self.reply = loop.create_future()
+    async def _open(self, sock: socket.socket) -> None:
+        reader, self._writer = await asyncio.open_unix_connection(sock=sock)
+        self._reading = asyncio.ensure_future(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
-            loop.add_reader(self.conn.fileno(), self._readable)
-            self.conn.send(message)
-        except (OSError, ValueError) as e:  # the worker is gone (its pipe broke or was closed)
-            self._readable(f"heavy worker {self.process.pid} cannot take calls ({e})")
-        return reply
+            while True:
+                (size,) = struct.unpack("!i", await reader.readexactly(4))
+                if size == -1:
+                    (size,) = struct.unpack("!Q", await reader.readexactly(8))
+                self._deliver(pickle.loads(await reader.readexactly(size)))
+        except (asyncio.IncompleteReadError, OSError, pickle.UnpicklingError) as e:
+            self.dead = True
+            self._deliver(("died", f"heavy worker {self.process.pid} exited ({type(e).__name__})"))
 
-    def _readable(self, broken: str = "") -> None:
+    def _deliver(self, message: tuple) -> None:
         reply, self.reply = self.reply, None
-        message: tuple = ("died", broken)
-        if not self.conn.closed:
-            asyncio.get_running_loop().remove_reader(self.conn.fileno())
-        if not broken:
-            try:
-                message = self.conn.recv()
-            except (EOFError, OSError) as e:
-                message = ("died", f"heavy worker {self.process.pid} exited ({e or 'EOF'})")
         if reply is not None and not reply.done():
             reply.set_result(message)
 
+    def send(self, message: tuple) -> asyncio.Future[Any]:
+        """Sends one message; the future holds the worker's reply (the event loop never waits on it)."""
+        reply = self.reply = asyncio.get_running_loop().create_future()
+        writer = self._writer
+        if self.dead or writer is None or writer.is_closing():
+            self.dead = True
+            self._deliver(("died", f"heavy worker {self.process.pid} cannot take calls"))
+            return reply
+        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        size = struct.pack("!i", len(data)) if len(data) <= 0x7FFFFFFF else struct.pack("!iQ", -1, len(data))
+        writer.write(size + data)
+        return reply
+
     @property
     def alive(self) -> bool:
-        return self.process.is_alive() and not self.conn.closed
+        return not self.dead and self.process.is_alive()
 
-    def close(self, timeout: float) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self.conn.send(("stop",))
-        self.conn.close()
-        self.process.join(timeout)
+    async def close(self, timeout: float) -> None:
+        """Asks the worker to stop (after the call it holds), killing it after `timeout`."""
+        with contextlib.suppress(Exception):
+            await self.opened
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            with contextlib.suppress(Exception):
+                self.send(("stop",))
+                writer.close()
+        await asyncio.to_thread(self.process.join, timeout)
         if self.process.is_alive():
             self.process.kill()
-            self.process.join(1.0)
+            await asyncio.to_thread(self.process.join, 1.0)
+        if self._reading is not None:
+            self._reading.cancel()
 
 
 class HeavyPool:
@@ -233,6 +262,7 @@ class HeavyPool:
         self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         self._idle: asyncio.Queue[_Worker] | None = None
+        self._closing: set[asyncio.Future[None]] = set()  # closes of dead workers under way
 
     @property
     def started(self) -> bool:
@@ -256,6 +286,7 @@ class HeavyPool:
         assert self._idle is not None
         taken = [await self._idle.get() for _ in self._workers]
         try:
+            await asyncio.gather(*(w.opened for w in taken))
             replies = await asyncio.gather(*(w.send(("load", str(path))) for w in taken))
         finally:
             for worker in taken:
@@ -293,11 +324,16 @@ class HeavyPool:
         assert self._idle is not None, "the heavy pool is not started"
         worker = await self._idle.get()
         if not worker.alive:  # died while idle: its call goes to the replacement
-            worker = self._replace(worker)
+            try:
+                worker = self._replace(worker)
+            except Exception:
+                self._idle.put_nowait(worker)
+                raise
         held = True
         try:
             if deadline is not None and time.monotonic() >= deadline:
                 raise errors.DeadlineExceeded("the deadline passed while the call waited for a heavy worker")
+            await worker.opened
             pending = worker.send(message)
             try:
                 reply = await asyncio.shield(pending)
@@ -324,23 +360,28 @@ class HeavyPool:
         if worker.alive:
             self._idle.put_nowait(worker)
             return
-        self._idle.put_nowait(self._replace(worker))
+        try:
+            worker = self._replace(worker)
+        except Exception:  # never lose a worker's place: the dead one is put back, and replaced next time
+            log.exception("heavy worker: cannot start a replacement")
+        self._idle.put_nowait(worker)
 
     def _replace(self, worker: _Worker) -> _Worker:
         """A new worker in place of one that died; it loads a call's bundle on its first call."""
         log.error(
             "heavy worker %s exited (code %s); starting another", worker.process.pid, worker.process.exitcode
         )
-        worker.close(0.1)
+        closing = asyncio.ensure_future(worker.close(0.1))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
         fresh = _Worker(self._ctx, self.options)
         self._workers[self._workers.index(worker)] = fresh
         return fresh
 
-    def close(self, timeout: float = 5.0) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
         """Stops every worker (after the call it holds), killing one still running after `timeout`."""
         workers, self._workers, self._idle = self._workers, [], None
-        for worker in workers:
-            worker.close(timeout)
+        await asyncio.gather(*(worker.close(timeout) for worker in workers), *self._closing)
 
 
 class PooledRelevance:
