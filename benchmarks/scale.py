@@ -105,7 +105,7 @@ def build_bundle(base: Path, grown: Grown, index_file: Path, out: Path) -> dict[
     from server.catalogue import product_arrays, save_product_arrays
     from server.featurize import Featurizer, FeaturizerConfig
     from server.manifest import Manifest, files_of
-    from server.runtime.lexical import build_lexical_index, save
+    from server.runtime.lexical import build_lexical_index, impact_name, save
 
     old = Manifest.read(base)
     spec, lexical = old.components.index, old.components.lexical
@@ -113,6 +113,8 @@ def build_bundle(base: Path, grown: Grown, index_file: Path, out: Path) -> dict[
     work = Path(tempfile.mkdtemp(prefix=".scale-", dir=out.parent))
     skip = {spec.file, spec.products, *(a.file for a in (spec.arrays or {}).values())}
     skip |= set(lexical.files()) if lexical else set()
+    if lexical is not None:  # the impact order too, which bundles before it lack
+        skip.add(impact_name(lexical.vocabulary.removesuffix("_vocab.json")))
     for name in old.files:
         if name not in skip:
             shutil.copy2(base / name, work / name)

@@ -45,7 +45,7 @@ from server.query_tokens import QueryTokenizer
 from server.rules import GRADES, Rules, parse_rules
 from server.runtime.batcher import BatchPolicy
 from server.runtime.index import ProductIndex
-from server.runtime.lexical import LexicalIndex, file_names
+from server.runtime.lexical import LexicalIndex, file_names, impact_name
 from server.runtime.onnx import OnnxModel, ThreadSettings
 
 # Training imports these from here; they live in server/manifest.py.
@@ -208,7 +208,10 @@ class Bundle:
                 f"components.lexical: files {list(spec.files())} are not {list(file_names(prefix))}"
             )
         try:
-            index = LexicalIndex.open(self.directory, num_products, prefix)
+            # The impact order is optional (bundles before it lack it), but used only when the manifest
+            # lists it, so its checksum was verified with the rest.
+            impact = impact_name(prefix) in self.manifest.files
+            index = LexicalIndex.open(self.directory, num_products, prefix, impact=impact)
         except (OSError, ValueError) as e:
             raise BundleError(f"components.lexical: {e}") from e
         sha = self.manifest.files[spec.weights].sha256

@@ -270,11 +270,11 @@ def update_bundle(
             product_arrays(ids, titles, categories, len(old.labels), featurizer, served.all_views, lexicon),
         )
         lexical = old.components.lexical
+        kept = {spec.file} | {a.file for a in (spec.arrays or {}).values()}
         if lexical is not None:
             built = build_lexical_index(titles, lexical.k1, lexical.b)
-            save(work, built, lexical.vocabulary.removesuffix("_vocab.json"))
-        kept = {spec.file} | {a.file for a in (spec.arrays or {}).values()}
-        kept |= set(lexical.files()) if lexical is not None else set()
+            # Every file the new BM25 index wrote (its impact order too), so none is copied from the old.
+            kept |= set(save(work, built, lexical.vocabulary.removesuffix("_vocab.json")))
         for name in old.files:
             if name not in kept and name != spec.products:
                 shutil.copy2(bundle / name, work / name)

@@ -18,7 +18,7 @@ import numpy as np
 
 from server.manifest import LexicalComponent
 from server.runtime.index import ProductIndex
-from server.runtime.lexical import LexicalIndex, build_lexical_index, save
+from server.runtime.lexical import LexicalIndex, build_lexical_index, file_names, save
 from server.runtime.search import search
 from training.metrics import bootstrap_ci
 
@@ -26,9 +26,10 @@ MODES = ("dense", "lexical", "hybrid")
 
 
 def build_lexical(titles: Sequence[str], out: Path) -> tuple[LexicalIndex, list[str]]:
-    """Writes the BM25 files into the bundle directory; returns the opened index and the file names."""
-    names = save(out, build_lexical_index(titles))
-    return LexicalIndex.open(out, len(titles)), names
+    """Writes the BM25 files into the bundle directory; returns the opened index (as the server opens it)
+    and the four file names the manifest's component lists (the impact order is found by its name)."""
+    save(out, build_lexical_index(titles))
+    return LexicalIndex.open(out, len(titles), impact=True), list(file_names("lexical"))
 
 
 DENSE_WEIGHTS = (0.25, 0.5, 1.0, 2.0)

@@ -161,6 +161,7 @@ def test_save_and_open_round_trip(tmp_path: Path) -> None:
         "lexical_indptr.npy",
         "lexical_postings.npy",
         "lexical_weights.npy",
+        "lexical_impact.npy",
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
     assert json.loads((tmp_path / "lexical_vocab.json").read_text()) == built.vocab
@@ -253,3 +254,67 @@ def test_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _long_lists(n: int, seed: int) -> list[str]:
+    """Titles over a small vocabulary, so that common words have posting lists long enough for a search
+    by impact, with many exact ties (same words, same length)."""
+    rng = np.random.default_rng(seed)
+    words = np.array([f"w{i}" for i in range(40)] + ["chair"] * 20)
+    lengths = rng.integers(2, 7, n)
+    picks = words[rng.integers(0, len(words), int(lengths.sum()))]
+    return [" ".join(t) for t in np.split(picks, np.cumsum(lengths)[:-1])]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_one_word_search_by_impact_gives_the_full_reads_answer_to_the_bit(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    titles = _long_lists(60_000, seed)
+    save(tmp_path, build_lexical_index(titles))
+    by_impact = LexicalIndex.open(tmp_path, len(titles), impact=True)
+    full = LexicalIndex.open(tmp_path, len(titles))
+    assert full._impact is None and by_impact._impact is not None
+    monkeypatch.setattr(lexical, "_IMPACT_MIN_POSTINGS", 1)
+    calls = []
+    original = LexicalIndex._one_word_by_impact
+    monkeypatch.setattr(
+        LexicalIndex, "_one_word_by_impact", lambda self, *a: calls.append(r := original(self, *a)) or r
+    )
+    rng = np.random.default_rng(seed)
+    mask = rng.random(len(titles)) < 0.3
+    queries = ["chair", "w5", "w33 w33", "chair w1", "w3 w7 chair", titles[7]]  # several words: full read
+    for query in queries:
+        for k in (1, 10, 50):
+            for rows in (None, mask):
+                want, got = full.search(query, k, rows), by_impact.search(query, k, rows)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+    proved = [c for c in calls if c is not None]
+    assert proved, "no search was answered by impact: the test would not exercise it"
+
+
+def test_a_corrupt_impact_file_is_refused_by_name(tmp_path: Path) -> None:
+    built = build_lexical_index(TOY)
+    save(tmp_path, built)
+    LexicalIndex.open(tmp_path, len(TOY), impact=True)  # as written: accepted
+    name = "lexical_impact.npy"
+    for value, message in (
+        (np.zeros(len(built.weights) - 1, dtype=np.int32), "offsets for"),
+        (np.full(len(built.weights), 5, dtype=np.int32), "outside its term"),
+        (np.zeros(len(built.weights), dtype=np.int64), "1-D int32 array"),
+    ):
+        np.save(tmp_path / name, value)
+        with pytest.raises(ValueError, match=rf"^{name}: .*{message}"):
+            LexicalIndex.open(tmp_path, len(TOY), impact=True)
+    # Ascending weights within a term (the order reversed) would let a search stop too early.
+    order = built.impact.copy()
+    for start, end in zip(built.indptr[:-1], built.indptr[1:], strict=True):
+        if end - start > 1 and built.weights[start + order[start]] > built.weights[start + order[end - 1]]:
+            order[start:end] = order[start:end][::-1]
+            break
+    else:
+        pytest.skip("TOY has no term with two different weights")
+    np.save(tmp_path / name, order)
+    with pytest.raises(ValueError, match=rf"^{name}: weights rise"):
+        LexicalIndex.open(tmp_path, len(TOY), impact=True)
