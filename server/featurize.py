@@ -411,14 +411,14 @@ def text_relevance_input(
     # Which query n-grams the title holds: words by their 64-bit hash, characters by id.
     match = out[:, at + 2 * TEXT_QUERY_IDS : at + 3 * TEXT_QUERY_IDS]
     nw, nc = len(query.word_hashes), len(query.char_ids)
-    if nw and n:
+    if nw and n and len(w_vals):  # titles without any word (such as "{") hold none of the query's
         width = max(int(w_len.max()), 1)
         cols = np.arange(width)[None, :]
         mask = cols < w_len[:, None]
         words = np.where(mask, w_vals[np.minimum(w_start[:, None] + cols, max(len(w_vals) - 1, 0))], 0)
         hit = (query.word_hashes[None, :, None] == words[:, None, :]) & mask[:, None, :]
         match[:, :nw] = hit.any(-1)
-    if nc and n:
+    if nc and n and len(c_vals):
         match[:, nw : nw + nc] = _holds(c_ptr, c_vals, rows, query.char_ids)
     # The title's ids: its distinct words, then as many of its distinct character n-grams as fit.
     cols = np.arange(TEXT_TITLE_IDS)[None, :]

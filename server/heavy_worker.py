@@ -180,6 +180,10 @@ class HeavyWorkerError(RuntimeError):
     """A worker failed in a way no caller caused (it died, or hit an unexpected error): INTERNAL."""
 
 
+class WorkerDied(HeavyWorkerError):
+    """The worker's pipe broke before it answered (killed, out of memory)."""
+
+
 class _Worker:
     """One worker process and this side of its pipe. The pipe is a socket pair: the worker reads and writes
     it with multiprocessing's Connection (blocking, it has nothing else to do); this side speaks the same
@@ -234,7 +238,14 @@ class _Worker:
 
     @property
     def alive(self) -> bool:
-        return not self.dead and self.process.is_alive()
+        if self.dead or not self.process.is_alive():
+            return False
+        # is_alive() cannot tell a process something else already reaped (waitpid fails, so it says alive).
+        try:
+            os.kill(self.process.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     async def close(self, timeout: float) -> None:
         """Asks the worker to stop (after the call it holds), killing it after `timeout`."""
@@ -321,6 +332,14 @@ class HeavyPool:
         return await self._run(("call", version, str(path), limits, request, deadline), deadline)
 
     async def _run(self, message: tuple, deadline: float | None) -> Any:
+        try:
+            return await self._run_once(message, deadline)
+        except WorkerDied:
+            # A worker can die between calls without its pipe saying so yet: the call goes once more, to the
+            # replacement _release started. Only once, so a call that kills workers cannot kill them all.
+            return await self._run_once(message, deadline)
+
+    async def _run_once(self, message: tuple, deadline: float | None) -> Any:
         assert self._idle is not None, "the heavy pool is not started"
         worker = await self._idle.get()
         if not worker.alive:  # died while idle: its call goes to the replacement
@@ -352,7 +371,7 @@ class HeavyPool:
             return reply[1]
         if kind == "error":
             raise _error(*reply[1:])
-        raise HeavyWorkerError(reply[1])
+        raise (WorkerDied if kind == "died" else HeavyWorkerError)(reply[1])
 
     def _release(self, worker: _Worker) -> None:
         if self._idle is None:  # closed meanwhile

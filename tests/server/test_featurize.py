@@ -182,3 +182,13 @@ def test_text_input_of_an_empty_query_and_title(featurizer: Featurizer) -> None:
     x = text_relevance_input(grams, lexicon, np.array([0, 1]), np.zeros((2, 4), np.float32), 1 << 12)
     assert x.shape == (2, TEXT_RELEVANCE_WIDTH) and not x[:, 4 : 4 + 3 * TEXT_QUERY_IDS].any()
     assert (_blocks(x[0])[4] == 0).all() and (_blocks(x[1])[4] > 0).sum() == 1 + 3
+
+
+def test_text_input_when_no_title_has_a_word(featurizer: Featurizer) -> None:
+    """Titles such as "{" leave the word and character arrays empty: nothing matches, nothing fails (a
+    fuzzed ScoreRelevance of query "0" and title "{" once answered INTERNAL here)."""
+    sets = title_sets([featurizer.words(t) for t in ["{", "}"]], featurizer)
+    grams = query_grams(featurizer.words("0 oak"), featurizer)
+    x = text_relevance_input(grams, sets, np.array([0, 1]), np.zeros((2, 4), np.float32), 1 << 12)
+    assert x.shape == (2, TEXT_RELEVANCE_WIDTH)
+    assert not _blocks(x[0])[3].any() and not _blocks(x[1])[3].any()  # no query n-gram is held
