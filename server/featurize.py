@@ -260,22 +260,9 @@ def text_hash(words: list[str]) -> np.uint64:
 def title_lexicon_arrays(titles: Sequence[str], featurizer: Featurizer) -> dict[str, np.ndarray]:
     """TitleLexicon.ARRAYS of `titles`: int64 CSR of word hashes, int32 CSR of character n-gram ids (sorted
     and distinct within a row), and uint64 text hashes."""
-    word_rows, char_rows = [], []
-    hashes = np.empty(len(titles), dtype=np.uint64)
-    for i, title in enumerate(titles):
-        words = featurizer.words(title)
-        word_rows.append(sorted({word_hash(w) for w in words}))
-        char_rows.append(sorted(featurizer.char_ids(words)))
-        hashes[i] = text_hash(words)
-    word_indptr, word_ids = _csr(word_rows, np.int64)
-    char_indptr, char_ids = _csr(char_rows, np.int32)
-    return {
-        "word_indptr": word_indptr,
-        "word_ids": word_ids,
-        "char_indptr": char_indptr,
-        "char_ids": char_ids,
-        "text_hash": hashes,
-    }
+    word_lists = [featurizer.words(title) for title in titles]
+    hashes = np.array([text_hash(words) for words in word_lists], dtype=np.uint64)
+    return {**title_sets(word_lists, featurizer), "text_hash": hashes}
 
 
 def _csr(rows: list[list[int]], dtype: type[np.generic]) -> tuple[np.ndarray, np.ndarray]:
