@@ -188,7 +188,7 @@ def _load(directory: Path, name: str, dtype: type[np.generic]) -> np.ndarray:
     if not isinstance(array, np.ndarray) or array.dtype != dtype or array.ndim != 1:
         shown = f"{array.dtype} with shape {array.shape}" if isinstance(array, np.ndarray) else "not an array"
         raise ValueError(f"{name}: expected a 1-D {np.dtype(dtype)} array, found {shown}")
-    return array
+    return array.view(np.ndarray)  # the same mapped pages, without np.memmap's per-slice objects
 
 
 class LexicalIndex:

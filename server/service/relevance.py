@@ -78,25 +78,30 @@ class RelevanceService:
                 "candidates",
                 f"has {len(candidates)} entries, more than the limit of {self._limits.max_candidates}",
             )
-        rows = np.full(len(candidates), -1, dtype=np.int64)
+        given_ids: list[int] = []  # indices of candidates given by product id
         titles: dict[int, str] = {}  # candidate index -> title, for candidates given by text
-        row_of = bundle.products.row_of if bundle.products else {}
         for i, cand in enumerate(candidates):
             if cand.product_id:
-                field = f"candidates[{i}].product_id"
-                row = row_of.get(check_id(cand.product_id, field))
-                if row is None:
-                    raise NotFound(field, f"unknown product id {shown(cand.product_id)}")
-                rows[i] = row
+                check_id(cand.product_id, f"candidates[{i}].product_id")
+                given_ids.append(i)
             elif cand.title:
                 titles[i] = check_text(cand.title, f"candidates[{i}].title", self._limits.max_query_chars)
             else:
                 raise InvalidArgument(f"candidates[{i}]", "set product_id or title")
+        rows = np.full(len(candidates), -1, dtype=np.int64)
+        if given_ids:
+            ids = [candidates[i].product_id for i in given_ids]
+            found = bundle.products.row_of.rows(ids) if bundle.products else np.full(len(ids), -1)
+            if (found < 0).any():
+                first = int(np.argmax(found < 0))
+                raise NotFound(
+                    f"candidates[{given_ids[first]}].product_id", f"unknown product id {shown(ids[first])}"
+                )
+            rows[given_ids] = found
         featurizer = bundle.featurizer
         # Many candidates are featurized in slices with the event loop yielded between them (cheap calls
         # run in the gaps), and their model runs go to a worker thread: server/service/heavy.py.
         slices = Slices(self._heavy.slice_rows)
-        offload = self._heavy.offload(len(candidates))
         start = time.perf_counter()
         query_words = featurizer.words(query)
         # Products given by id read their precomputed side of the features; only titles are featurized.
@@ -133,11 +138,12 @@ class RelevanceService:
                 {k: v[todo] for k, v in lexical.items()},
                 deadline,
                 slices,
-                offload,
+                self._heavy,
             )
             model_input = features.model_input
             if bundle.relevance_kind == "text_mlp":
                 model_input = _text_input(bundle, query_words, todo_titles, rows[todo], model_input)
+            offload = self._heavy.offload(len(model_input))
             probs = await bundle.relevance.infer(model_input, deadline, offload=offload)
             model = model_verdicts(rules, features, probs)
         verdicts = combine(pre_grades, pre_fired, todo, model)
@@ -167,7 +173,7 @@ async def _candidate_features(
     lexical: dict[str, np.ndarray],
     deadline: float | None,
     slices: Slices,
-    offload: bool,
+    heavy: HeavyWork,
 ) -> CandidateFeatures:
     """The cascade's features of the candidates, from the query encoder and the intent model. `rows` holds
     the product row of candidates given by id, -1 for titles; `title_words` the words of those given by
@@ -177,9 +183,16 @@ async def _candidate_features(
     new_texts = [query_words, *title_words]
     ids = pad_ids(await slices.map(bundle.featurizer.ids, new_texts))
     # One encoder call embeds the query and every title candidate.
+    # Only runs of many rows go to the model thread: with candidates given by id, these are one row.
+    offload = heavy.offload(len(ids))
     vectors = await bundle.query_encoder.infer(ids, deadline, offload=offload)
     candidate_vectors = np.empty((len(rows), bundle.embedding_dim), dtype=np.float32)
-    candidate_vectors[by_id] = bundle.index.vectors(rows[by_id])
+    id_at = np.flatnonzero(by_id)
+    if len(id_at) and bundle.products is not None:
+        stored, vectors_of = bundle.products.stored_vectors(rows[id_at], bundle.index.views)
+        candidate_vectors[id_at[stored]] = vectors_of
+        id_at = id_at[~stored]  # products of a category too large to keep its vectors apart
+    candidate_vectors[id_at] = bundle.index.vectors(rows[id_at])
     candidate_vectors[by_title] = vectors[1:]
 
     # The query's intent, and each candidate's category: known for products, predicted for titles.

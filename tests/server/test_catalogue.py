@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from server.bundle import Bundle, load_bundle
+from server.catalogue import ProductTable
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +30,38 @@ def test_id_lookup_and_columns(bundle: Bundle) -> None:
     ]
     with pytest.raises(IndexError):
         products.titles[len(products)]
+
+
+def test_rows_of_many_ids_at_once(bundle: Bundle) -> None:
+    """IdLookup.rows (one binary search for a whole ScoreRelevance) agrees with get, -1 for unknown ids:
+    empty, too long for the stored width (numpy would cut it to a prefix that may exist), trailing NUL."""
+    products = bundle.products
+    picked = [len(products) - 1, 0, 7, 7]
+    unknown = ["", "nope", products.ids[0] + "x" * 500, products.ids[0] + "\0"]
+    ids = [products.ids[r] for r in picked] + unknown
+    assert products.row_of.rows(ids).tolist() == picked + [-1] * len(unknown)
+    assert products.row_of.rows([]).tolist() == []
+
+
+def test_stored_vectors_are_the_index_vectors(bundle: Bundle) -> None:
+    """A candidate's vector read from its category's stored block is the one the ANN index holds."""
+    rows = np.random.default_rng(2).integers(0, len(bundle.products), 300)
+    found, vectors = bundle.products.stored_vectors(rows, bundle.index.views)
+    assert found.all()  # every category of the tiny bundle is stored
+    np.testing.assert_array_equal(vectors, bundle.index.vectors(rows))
+    # A category without stored vectors is left to the index.
+    table = _unstored(bundle, int(bundle.products.categories[rows[0]]))
+    found, vectors = table.stored_vectors(rows, bundle.index.views)
+    assert (~found).sum() == (bundle.products.categories[rows] == bundle.products.categories[rows[0]]).sum()
+    np.testing.assert_array_equal(vectors, bundle.index.vectors(rows[found]))
+
+
+def _unstored(bundle: Bundle, label: int) -> ProductTable:
+    """The bundle's product table as if label's vectors were not stored (a category too large)."""
+    arrays = dict(bundle.products.arrays)
+    arrays["exact_start"] = arrays["exact_start"].copy()
+    arrays["exact_start"][label] = -1
+    return ProductTable(arrays)
 
 
 def _queries(bundle: Bundle, n: int = 20) -> np.ndarray:
