@@ -42,7 +42,7 @@ from server.manifest import (
     sha256_file,
 )
 from server.query_tokens import QueryTokenizer
-from server.rules import GRADES, Rules, parse_rules
+from server.rules import GRADES, Rules, check_grades, parse_rules
 from server.runtime.batcher import BatchPolicy
 from server.runtime.index import ProductIndex
 from server.runtime.lexical import LexicalIndex, file_names, impact_name
@@ -107,11 +107,13 @@ class Bundle:
         self.relevance_kind = (relevance.kind or "feature_mlp") if relevance is not None else ""
         n_features = TEXT_RELEVANCE_WIDTH if self.relevance_kind == "text_mlp" else len(RELEVANCE_FEATURES)
         self.relevance_width = n_features
+        # The grades the relevance model outputs, worst to best: the one list the rules and answers use.
+        self.grades: tuple[str, ...] = _relevance_grades(relevance) if relevance is not None else GRADES
         expected = {
             "intent": ({"ids": ("int64", 2)}, ("float32", n_labels)),
             "query_encoder": ({"ids": ("int64", 2)}, ("float32", dim)),
             "query_student": ({"input_ids": ("int64", 2)}, ("float32", dim)),
-            "relevance": ({"features": ("float32", 2, n_features)}, ("float32", len(GRADES))),
+            "relevance": ({"features": ("float32", 2, n_features)}, ("float32", len(self.grades))),
         }
         self.components: dict[str, Component] = {}
         models: dict[str, OnnxModel] = {}
@@ -159,7 +161,7 @@ class Bundle:
         rules_file = m.components.rules.file
         try:
             raw_rules = json.loads((directory / rules_file).read_text(encoding="utf-8"))
-            self.rules: Rules = parse_rules(raw_rules, [label.path for label in self.labels])
+            self.rules: Rules = parse_rules(raw_rules, [label.path for label in self.labels], self.grades)
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
             raise BundleError(f"{rules_file}: {e}") from e
 
@@ -314,9 +316,16 @@ def _check_signature(
         )
 
 
+def _relevance_grades(relevance: ModelComponent) -> tuple[str, ...]:
+    """The manifest's grade set, checked (server/rules.py check_grades)."""
+    try:
+        return check_grades(relevance.grades or ())
+    except ValueError as e:
+        raise BundleError(f"components.relevance.grades: {e}") from e
+
+
 def _check_relevance_names(relevance: ModelComponent, kind: str) -> None:
-    """The feature columns and grades the model was trained on are the ones this server computes for its
-    kind."""
+    """The feature columns the model was trained on are the ones this server computes for its kind."""
     names = None if relevance.feature_names is None else list(relevance.feature_names)
     expected = list(TEXT_RELEVANCE_FEATURES if kind == "text_mlp" else RELEVANCE_FEATURES)
     if names != expected:
@@ -324,6 +333,3 @@ def _check_relevance_names(relevance: ModelComponent, kind: str) -> None:
             f"components.relevance.feature_names: a {kind} relevance model reads {expected}, "
             f"the manifest says {names}"
         )
-    grades = None if relevance.grades is None else list(relevance.grades)
-    if grades != list(GRADES):
-        raise BundleError(f"components.relevance.grades: expected {list(GRADES)}, got {grades}")

@@ -16,7 +16,7 @@ import numpy as np
 
 from server import tracing
 from server.featurize import RelevanceColumn, relevance_features
-from server.rules import GRADE_VALUES, Rules, apply, clip_to_grade
+from server.rules import Rules, apply, clip_to_grade, grade_values
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +54,9 @@ def candidate_features(
 
 
 def grade_scores(probs: np.ndarray) -> np.ndarray:
-    """The model's score of each candidate: its expected grade value, in [0, 1]."""
-    return probs @ GRADE_VALUES
+    """The model's score of each candidate: its expected grade value (server/rules.py grade_values, one
+    column of `probs` per grade, worst to best), in [0, 1]."""
+    return probs @ grade_values(probs.shape[1])
 
 
 def post_features(features: CandidateFeatures, probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -76,7 +77,7 @@ class Verdicts:
     scores: np.ndarray
     """float32 in [0, 1]."""
     grades: np.ndarray
-    """int64 index into GRADES."""
+    """int64 index into the bundle's grades (Rules.grades)."""
     pre_rule: np.ndarray
     """Index of the pre-rule that answered, -1 where the model did."""
     post_rule: np.ndarray
@@ -99,8 +100,8 @@ def pre_rules(rules: Rules, lexical: dict[str, np.ndarray]) -> tuple[np.ndarray,
 
 
 def model_verdicts(rules: Rules, features: CandidateFeatures, probs: np.ndarray) -> Verdicts:
-    """Verdicts on candidates the model scored (`probs`, [n, len(GRADES)]): the post-rules may change the
-    model's grade, and the score is clipped into the band of the final grade."""
+    """Verdicts on candidates the model scored (`probs`, [n, len(rules.grades)]): the post-rules may change
+    the model's grade, and the score is clipped into the band of the final grade."""
     grades = probs.argmax(1)
     n = len(grades)
     with tracing.step("rules", stage="post", candidates=n, rules=len(rules.relevance_post)):
@@ -108,17 +109,21 @@ def model_verdicts(rules: Rules, features: CandidateFeatures, probs: np.ndarray)
     corrected = np.where((fixed >= 0) & (fixed != grades), fired, -1)
     grades = np.where(fixed >= 0, fixed, grades)
     return Verdicts(
-        clip_to_grade(grade_scores(probs), grades), grades, np.full(n, -1, dtype=np.int64), corrected
+        clip_to_grade(grade_scores(probs), grades, len(rules.grades)),
+        grades,
+        np.full(n, -1, dtype=np.int64),
+        corrected,
     )
 
 
 def combine(
-    pre_grades: np.ndarray, pre_fired: np.ndarray, todo: np.ndarray, model: Verdicts | None
+    rules: Rules, pre_grades: np.ndarray, pre_fired: np.ndarray, todo: np.ndarray, model: Verdicts | None
 ) -> Verdicts:
     """Every candidate's verdict: the pre-rule's where one answered (its grade's value as the score), the
     model's at the rows `todo` that none answered."""
     decided = pre_grades >= 0
-    scores = np.where(decided, GRADE_VALUES[np.maximum(pre_grades, 0)], 0.0).astype(np.float32)
+    values = grade_values(len(rules.grades))
+    scores = np.where(decided, values[np.maximum(pre_grades, 0)], 0.0).astype(np.float32)
     grades = pre_grades.copy()
     post = np.full(len(pre_grades), -1, dtype=np.int64)
     if model is not None and len(todo):
@@ -131,4 +136,5 @@ def cascade(rules: Rules, features: CandidateFeatures, probs: np.ndarray) -> Ver
     evaluation); the server calls the same steps around its model calls."""
     pre_grades, pre_fired = pre_rules(rules, features.lexical)
     todo = np.flatnonzero(pre_grades < 0)
-    return combine(pre_grades, pre_fired, todo, model_verdicts(rules, features.take(todo), probs[todo]))
+    model = model_verdicts(rules, features.take(todo), probs[todo])
+    return combine(rules, pre_grades, pre_fired, todo, model)

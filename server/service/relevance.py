@@ -32,7 +32,6 @@ from server.relevance_cascade import (
     model_verdicts,
     pre_rules,
 )
-from server.rules import GRADES
 from server.service.heavy import HeavyWork, Slices
 from server.service.intent import SOURCE_MODEL, SOURCE_RULE
 from server.service.store import BundleStore
@@ -146,10 +145,10 @@ class RelevanceService:
             offload = self._heavy.offload(len(model_input))
             probs = await bundle.relevance.infer(model_input, deadline, offload=offload)
             model = model_verdicts(rules, features, probs)
-        verdicts = combine(pre_grades, pre_fired, todo, model)
+        verdicts = combine(rules, pre_grades, pre_fired, todo, model)
         return RelevanceResult(
             [
-                ScoredCandidate(float(s), GRADES[g], SOURCE_RULE if name else SOURCE_MODEL, name)
+                ScoredCandidate(float(s), rules.grades[g], SOURCE_RULE if name else SOURCE_MODEL, name)
                 for s, g, name in zip(
                     verdicts.scores.tolist(),
                     verdicts.grades.tolist(),

@@ -24,6 +24,7 @@ from server._proto.sift.v1 import (
 )
 from server.admission import Admission, Work
 from server.errors import PermissionDenied
+from server.rules import LEGACY_GRADES
 from server.service.admin import AdminService
 from server.service.info import InfoService
 from server.service.intent import SOURCE_RULE, IntentQuery, IntentResult, IntentService
@@ -38,10 +39,9 @@ def _source(source: str) -> common_pb2.AnswerSource:
     return common_pb2.ANSWER_SOURCE_RULE if source == SOURCE_RULE else common_pb2.ANSWER_SOURCE_MODEL
 
 
+# Every grade a bundle may have -> the wire enum's nearest of the original three (server/rules.py).
 _GRADES = {
-    "irrelevant": relevance_pb2.GRADE_IRRELEVANT,
-    "partial": relevance_pb2.GRADE_PARTIAL,
-    "exact": relevance_pb2.GRADE_EXACT,
+    name: relevance_pb2.Grade.Value(f"GRADE_{legacy.upper()}") for name, legacy in LEGACY_GRADES.items()
 }
 
 
@@ -119,7 +119,11 @@ class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
         return relevance_pb2.ScoreRelevanceResponse(
             scores=[
                 relevance_pb2.Score(
-                    score=s.score, grade=_GRADES[s.grade], source=_source(s.source), rule=s.rule
+                    score=s.score,
+                    grade=_GRADES[s.grade],
+                    source=_source(s.source),
+                    rule=s.rule,
+                    grade_name=s.grade,
                 )
                 for s in result.scores
             ],
@@ -242,6 +246,7 @@ class InfoServicer(info_pb2_grpc.InfoServiceServicer):
             model_version=b.version,
             search_modes=list(b.search_modes),
             search_default_mode=b.search_default_mode,
+            grades=list(b.grades) if b.relevance is not None else [],
         )
 
 

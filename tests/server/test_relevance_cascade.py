@@ -1,5 +1,6 @@
 """The relevance cascade: pre-rules answer first, post-rules correct the model, scores stay in their grade's
-band; the server's split run (models called between the steps) equals training's whole run."""
+band; the server's split run (models called between the steps) equals training's whole run; three grades
+score as they always did, and ESCI's four the same way."""
 
 from __future__ import annotations
 
@@ -18,7 +19,19 @@ from server.relevance_cascade import (
     post_features,
     pre_rules,
 )
-from server.rules import GRADE_BANDS, GRADE_VALUES, POST_FEATURES, apply, clip_to_grade, parse_rules
+from server.rules import (
+    ESCI_GRADES,
+    POST_FEATURES,
+    apply,
+    clip_to_grade,
+    grade_bands,
+    grade_values,
+    parse_rules,
+)
+
+# The three grades' values and bands before grade sets: three-grade bundles must keep scoring with them.
+GRADE_VALUES = np.array([0.0, 0.5, 1.0], dtype=np.float32)
+GRADE_BANDS = np.array([[0.0, 0.3], [0.3, 0.7], [0.7, 1.0]], dtype=np.float32)
 
 RULES = parse_rules(
     {
@@ -37,7 +50,7 @@ RULES = parse_rules(
 )
 
 
-def _features(n: int, seed: int = 0) -> tuple[CandidateFeatures, np.ndarray]:
+def _features(n: int, seed: int = 0, num_grades: int = 3) -> tuple[CandidateFeatures, np.ndarray]:
     rng = np.random.default_rng(seed)
     lexical = {k: rng.random(n).astype(np.float32) for k in LEXICAL_FEATURES}
     lexical["title_equal"] = (rng.random(n) < 0.3).astype(np.float32)
@@ -46,7 +59,7 @@ def _features(n: int, seed: int = 0) -> tuple[CandidateFeatures, np.ndarray]:
         rng.random((n, len(RELEVANCE_FEATURES))).astype(np.float32),
         (rng.random(n) < 0.5).astype(np.float32),
     )
-    probs = rng.dirichlet(np.ones(3), n).astype(np.float32)
+    probs = rng.dirichlet(np.ones(num_grades), n).astype(np.float32)
     return features, probs
 
 
@@ -56,7 +69,7 @@ def _reference(features: CandidateFeatures, probs: np.ndarray) -> tuple[np.ndarr
     pre, _ = apply(RULES.relevance_pre, features.lexical, np.ones(n, dtype=bool))
     post, _ = apply(RULES.relevance_post, post_features(features, probs), pre < 0)
     grades = np.where(post >= 0, post, probs.argmax(1))
-    scores = clip_to_grade(probs @ GRADE_VALUES, grades)
+    scores = np.clip(probs @ GRADE_VALUES, GRADE_BANDS[grades, 0], GRADE_BANDS[grades, 1])
     grades = np.where(pre >= 0, pre, grades)
     return np.where(pre >= 0, GRADE_VALUES[np.maximum(pre, 0)], scores), grades
 
@@ -72,7 +85,8 @@ def test_cascade_matches_reference_and_split_run() -> None:
     # The server's order: pre-rules, then the model only on what they leave open.
     pre_grades, pre_fired = pre_rules(RULES, features.lexical)
     todo = np.flatnonzero(pre_grades < 0)
-    split = combine(pre_grades, pre_fired, todo, model_verdicts(RULES, features.take(todo), probs[todo]))
+    model = model_verdicts(RULES, features.take(todo), probs[todo])
+    split = combine(RULES, pre_grades, pre_fired, todo, model)
     np.testing.assert_array_equal(split.scores, whole.scores)
     np.testing.assert_array_equal(split.grades, whole.grades)
     assert split.rule_names(RULES) == whole.rule_names(RULES)
@@ -91,7 +105,7 @@ def test_rules_name_their_verdicts_and_scores_stay_in_band() -> None:
     assert np.all(v.grades[corrected] == 1)
     untouched = ~by_pre & ~corrected
     assert all(names[i] == "" for i in np.flatnonzero(untouched))
-    bands = np.array(GRADE_BANDS, dtype=np.float32)
+    bands = GRADE_BANDS
     assert np.all(v.scores >= bands[v.grades, 0]) and np.all(v.scores <= bands[v.grades, 1])
 
 
@@ -100,7 +114,7 @@ def test_no_pre_rule_answer_leaves_every_candidate_to_the_model() -> None:
     features.lexical["title_equal"][:] = 0
     pre_grades, pre_fired = pre_rules(RULES, features.lexical)
     assert (pre_grades < 0).all() and (pre_fired < 0).all()
-    v = combine(pre_grades, pre_fired, np.arange(5), model_verdicts(RULES, features, probs))
+    v = combine(RULES, pre_grades, pre_fired, np.arange(5), model_verdicts(RULES, features, probs))
     assert (v.pre_rule < 0).all()
 
 
@@ -110,6 +124,56 @@ def test_post_features_are_what_post_rules_may_read() -> None:
     assert tuple(post) == POST_FEATURES
     np.testing.assert_array_equal(post["cosine"], features.model_input[:, RelevanceColumn.COSINE])
     np.testing.assert_allclose(post["model_score"], probs @ GRADE_VALUES)
+
+
+def test_three_grades_keep_their_values_and_bands() -> None:
+    np.testing.assert_array_equal(grade_values(3), GRADE_VALUES)
+    np.testing.assert_array_equal(grade_bands(3), GRADE_BANDS)
+    np.testing.assert_array_equal(
+        clip_to_grade(np.array([0.9, 0.1, 0.5], dtype=np.float32), np.array([0, 2, 1]), 3),
+        np.array([0.3, 0.7, 0.5], dtype=np.float32),
+    )
+
+
+def test_four_grades_cascade_over_their_own_values_and_bands() -> None:
+    """ESCI's four: evenly spaced gains (0, 1/3, 2/3, 1), bands that tile [0, 1] and hold their grade's gain,
+    rules that name ESCI grades, and post-rules reading a four-grade model_grade."""
+    values, bands = grade_values(4), grade_bands(4)
+    np.testing.assert_allclose(values, [0.0, 1 / 3, 2 / 3, 1.0])
+    assert bands[0, 0] == 0.0 and bands[-1, 1] == 1.0
+    np.testing.assert_array_equal(bands[1:, 0], bands[:-1, 1])
+    assert np.all((bands[:, 0] <= values) & (values <= bands[:, 1]))
+    rules = parse_rules(
+        {
+            "relevance": {
+                "pre": [{"name": "equal", "when": [["title_equal", ">=", 0.5]], "grade": "exact"}],
+                "post": [
+                    {
+                        "name": "off_category",
+                        "when": [["category_match", "<", 0.5], ["model_grade", ">", 2.5]],
+                        "grade": "substitute",
+                    }
+                ],
+            }
+        },
+        [],
+        ESCI_GRADES,
+    )
+    features, probs = _features(300, seed=2, num_grades=4)
+    v = cascade(rules, features, probs)
+    by_pre = features.lexical["title_equal"] >= 0.5
+    assert np.all(v.scores[by_pre] == 1.0) and np.all(v.grades[by_pre] == 3)
+    corrected = ~by_pre & (features.category_match < 0.5) & (probs.argmax(1) == 3)
+    assert corrected.any() and np.all(v.grades[corrected] == 2)
+    model = ~by_pre & ~corrected
+    np.testing.assert_array_equal(v.grades[model], probs[model].argmax(1))
+    np.testing.assert_allclose(
+        v.scores[model],
+        np.clip(probs[model] @ values, bands[v.grades[model], 0], bands[v.grades[model], 1]),
+        rtol=1e-6,
+    )
+    assert set(np.unique(v.grades[model]).tolist()) == {0, 1, 2, 3}
+    assert np.all(v.scores >= bands[v.grades, 0]) and np.all(v.scores <= bands[v.grades, 1])
 
 
 def test_candidate_features_name_their_columns() -> None:

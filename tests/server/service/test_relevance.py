@@ -1,5 +1,6 @@
 """ScoreRelevance with either kind of relevance student: the text student (what training ships now) and
-the MLP over four features (what older bundles hold, which keep loading and serving)."""
+the MLP over four features (what older bundles hold, which keep loading and serving); and with either grade
+set: the three grades, or ESCI's four."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 from server.bundle import MANIFEST, BundleError, load_bundle
 from server.featurize import RELEVANCE_FEATURES
 from server.manifest import FileEntry
-from server.rules import GRADES
+from server.rules import ESCI_GRADES, GRADES
 from server.service.relevance import CandidateInput, RelevanceService
 from server.service.store import BundleStore
 from server.service.validation import Limits
@@ -55,6 +56,53 @@ def as_feature_bundle(bundle: Path) -> None:
         m["files"]["relevance.onnx"] = FileEntry.of(bundle / "relevance.onnx").to_json()
 
     _edit(bundle, older)
+
+
+def as_saturated_bundle(bundle: Path, grades: tuple[str, ...], answer: str) -> None:
+    """Rewrites a bundle's relevance model as a four-feature MLP over `grades` whose every answer is
+    `answer` (its tiered gates saturated), the manifest listing those grades."""
+    k = grades.index(answer)
+    head = TieredRelevanceHead(len(RELEVANCE_FEATURES), num_grades=len(grades))
+    with torch.no_grad():  # gate g: P(above grade g | at least g); open below `answer`, shut at it
+        head.heads.weight.zero_()
+        head.heads.bias.copy_(torch.tensor([10.0 if g < k else -10.0 for g in range(len(grades) - 1)]))
+    export_onnx(
+        head, torch.zeros(2, len(RELEVANCE_FEATURES)), "features", "probabilities", bundle / "relevance.onnx"
+    )
+
+    def saturated(m: dict) -> None:
+        rel = m["components"]["relevance"]
+        rel.pop("kind", None)
+        rel["inputs"][0]["shape"] = ["batch", len(RELEVANCE_FEATURES)]
+        rel["outputs"][0]["shape"] = ["batch", len(grades)]
+        rel["feature_names"] = list(RELEVANCE_FEATURES)
+        rel["grades"] = list(grades)
+        m["files"]["relevance.onnx"] = FileEntry.of(bundle / "relevance.onnx").to_json()
+
+    _edit(bundle, saturated)
+
+
+def write_rules(bundle: Path, change) -> None:
+    """Changes a bundle's rules.json (and its manifest entry)."""
+    rules = json.loads((bundle / "rules.json").read_text())
+    change(rules)
+    (bundle / "rules.json").write_text(json.dumps(rules))
+    _edit(bundle, lambda m: m["files"].update({"rules.json": FileEntry.of(bundle / "rules.json").to_json()}))
+
+
+def as_esci_bundle(bundle: Path, answer: str) -> None:
+    """A bundle as if trained on ESCI-style data: ESCI's four grades, a model that always answers `answer`,
+    and rules.json's "partial" renamed "substitute" (its post-rules, mined on the old model's grades,
+    dropped)."""
+    as_saturated_bundle(bundle, ESCI_GRADES, answer)
+
+    def esci(rules: dict) -> None:
+        for rule in rules["relevance"]["pre"]:
+            rule["grade"] = {"partial": "substitute"}.get(rule["grade"], rule["grade"])
+            rule["name"] = rule["name"].replace("-> partial", "-> substitute")
+        rules["relevance"]["post"] = []
+
+    write_rules(bundle, esci)
 
 
 def _candidates(bundle: Path, n: int) -> tuple[list[CandidateInput], str]:
@@ -125,5 +173,66 @@ def test_text_student_ranks_the_named_product_first(tiny_bundle: Path) -> None:
 )
 def test_bad_relevance_kind_refused(bundle_copy: Path, change, message: str) -> None:
     _edit(bundle_copy, lambda m: change(m["components"]["relevance"]))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize("answer", ESCI_GRADES)
+def test_four_grade_bundle_answers_with_its_grades(bundle_copy: Path, answer: str) -> None:
+    """The model's grade comes back by its ESCI name, its score the grade's evenly spaced gain (k / 3); the
+    golden rules answer with the grades they name."""
+    cands, query = _candidates(bundle_copy, 40)
+    as_esci_bundle(bundle_copy, answer)
+    assert load_bundle(bundle_copy).grades == ESCI_GRADES
+    scores = _score(bundle_copy, query, cands)
+    by_model = [s for s in scores if s.source == "model"]
+    assert by_model and all(s.grade == answer for s in by_model)
+    assert [s.score for s in by_model] == pytest.approx(
+        [ESCI_GRADES.index(answer) / 3] * len(by_model), abs=1e-3
+    )
+    for s in scores:
+        assert s.grade in ESCI_GRADES and 0.0 <= s.score <= 1.0
+        if s.source == "rule":
+            assert s.rule.endswith(f"-> {s.grade}")
+
+
+def test_three_grade_answers_keep_their_scores(bundle_copy: Path) -> None:
+    """The same saturated model in a three-grade bundle scores as three grades always did: partial is 0.5."""
+    cands, query = _candidates(bundle_copy, 40)
+    as_saturated_bundle(bundle_copy, GRADES, "partial")
+    assert load_bundle(bundle_copy).grades == GRADES
+    scores = _score(bundle_copy, query, cands)
+    by_model = [s for s in scores if s.source == "model"]
+    assert by_model and all(s.grade == "partial" for s in by_model)
+    assert [s.score for s in by_model] == pytest.approx([0.5] * len(by_model), abs=1e-3)
+    assert all(s.grade in GRADES for s in scores)
+
+
+def test_rules_naming_a_grade_outside_the_bundles_set_refused(bundle_copy: Path) -> None:
+    as_esci_bundle(bundle_copy, "exact")
+    post = [{"when": [["model_grade", ">", 0.5]], "grade": "partial"}]
+    write_rules(bundle_copy, lambda rules: rules["relevance"].update(post=post))
+    with pytest.raises(
+        BundleError,
+        match=r"rules.json: relevance.post\[0\].grade: 'partial' is not one of the bundle's grades",
+    ):
+        load_bundle(bundle_copy)
+
+
+@pytest.mark.parametrize(
+    ("grades", "message"),
+    [
+        (None, r"components.relevance.grades: needs at least two distinct grades"),
+        (["irrelevant", "exact", "partial"], r"components.relevance.grades: .* is not ordered worst to best"),
+        (["irrelevant", "great", "exact"], r"components.relevance.grades: unknown grades \['great'\]"),
+        (
+            ["irrelevant", "exact", "exact"],
+            r"components.relevance.grades: needs at least two distinct grades",
+        ),
+        (list(ESCI_GRADES), r"components.relevance.outputs: .* expected float32\[batch, 4\]"),
+    ],
+)
+def test_bad_grades_refused(bundle_copy: Path, grades: list[str] | None, message: str) -> None:
+    _edit(bundle_copy, lambda m: m["components"]["relevance"].update(grades=grades))
     with pytest.raises(BundleError, match=message):
         load_bundle(bundle_copy)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12sift/v1/info.proto\x12\x07sift.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x15\n\x13GetModelInfoRequest\"L\n\tComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"!\n\x05Label\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\xdc\x02\n\x14GetModelInfoResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\x05\x12\x12\n\ncreated_at\x18\x03 \x01(\t\x12\x14\n\x0c\x63ode_version\x18\x04 \x01(\t\x12&\n\ncomponents\x18\x05 \x03(\x0b\x32\x12.sift.v1.Component\x12\x1e\n\x06labels\x18\x06 \x03(\x0b\x32\x0e.sift.v1.Label\x12\x15\n\rembedding_dim\x18\x07 \x01(\x05\x12\x14\n\x0cnum_products\x18\x08 \x01(\x03\x12+\n\nevaluation\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rmodel_version\x18\n \x01(\t\x12\x14\n\x0csearch_modes\x18\x0b \x03(\t\x12\x1b\n\x13search_default_mode\x18\x0c \x01(\t2Z\n\x0bInfoService\x12K\n\x0cGetModelInfo\x12\x1c.sift.v1.GetModelInfoRequest\x1a\x1d.sift.v1.GetModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12sift/v1/info.proto\x12\x07sift.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x15\n\x13GetModelInfoRequest\"L\n\tComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"!\n\x05Label\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\"\xec\x02\n\x14GetModelInfoResponse\x12\x16\n\x0e\x62undle_version\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\x05\x12\x12\n\ncreated_at\x18\x03 \x01(\t\x12\x14\n\x0c\x63ode_version\x18\x04 \x01(\t\x12&\n\ncomponents\x18\x05 \x03(\x0b\x32\x12.sift.v1.Component\x12\x1e\n\x06labels\x18\x06 \x03(\x0b\x32\x0e.sift.v1.Label\x12\x15\n\rembedding_dim\x18\x07 \x01(\x05\x12\x14\n\x0cnum_products\x18\x08 \x01(\x03\x12+\n\nevaluation\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\rmodel_version\x18\n \x01(\t\x12\x14\n\x0csearch_modes\x18\x0b \x03(\t\x12\x1b\n\x13search_default_mode\x18\x0c \x01(\t\x12\x0e\n\x06grades\x18\r \x03(\t2Z\n\x0bInfoService\x12K\n\x0cGetModelInfo\x12\x1c.sift.v1.GetModelInfoRequest\x1a\x1d.sift.v1.GetModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,7 +39,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LABEL']._serialized_start=162
   _globals['_LABEL']._serialized_end=195
   _globals['_GETMODELINFORESPONSE']._serialized_start=198
-  _globals['_GETMODELINFORESPONSE']._serialized_end=546
-  _globals['_INFOSERVICE']._serialized_start=548
-  _globals['_INFOSERVICE']._serialized_end=638
+  _globals['_GETMODELINFORESPONSE']._serialized_end=562
+  _globals['_INFOSERVICE']._serialized_start=564
+  _globals['_INFOSERVICE']._serialized_end=654
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,7 @@ class Label(_message.Message):
     def __init__(self, id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("bundle_version", "schema_version", "created_at", "code_version", "components", "labels", "embedding_dim", "num_products", "evaluation", "model_version", "search_modes", "search_default_mode")
+    __slots__ = ("bundle_version", "schema_version", "created_at", "code_version", "components", "labels", "embedding_dim", "num_products", "evaluation", "model_version", "search_modes", "search_default_mode", "grades")
     BUNDLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class GetModelInfoResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEARCH_MODES_FIELD_NUMBER: _ClassVar[int]
     SEARCH_DEFAULT_MODE_FIELD_NUMBER: _ClassVar[int]
+    GRADES_FIELD_NUMBER: _ClassVar[int]
     bundle_version: str
     schema_version: int
     created_at: str
@@ -57,4 +58,5 @@ class GetModelInfoResponse(_message.Message):
     model_version: str
     search_modes: _containers.RepeatedScalarFieldContainer[str]
     search_default_mode: str
-    def __init__(self, bundle_version: _Optional[str] = ..., schema_version: _Optional[int] = ..., created_at: _Optional[str] = ..., code_version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., embedding_dim: _Optional[int] = ..., num_products: _Optional[int] = ..., evaluation: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model_version: _Optional[str] = ..., search_modes: _Optional[_Iterable[str]] = ..., search_default_mode: _Optional[str] = ...) -> None: ...
+    grades: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, bundle_version: _Optional[str] = ..., schema_version: _Optional[int] = ..., created_at: _Optional[str] = ..., code_version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[Component, _Mapping]]] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., embedding_dim: _Optional[int] = ..., num_products: _Optional[int] = ..., evaluation: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., model_version: _Optional[str] = ..., search_modes: _Optional[_Iterable[str]] = ..., search_default_mode: _Optional[str] = ..., grades: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from server._proto.sift.v1 import common_pb2 as sift_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sift/v1/relevance.proto\x12\x07sift.v1\x1a\x14sift/v1/common.proto\":\n\tCandidate\x12\x14\n\nproduct_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05title\x18\x02 \x01(\tH\x00\x42\x06\n\x04item\"N\n\x15ScoreRelevanceRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12&\n\ncandidates\x18\x02 \x03(\x0b\x32\x12.sift.v1.Candidate\"j\n\x05Score\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x1d\n\x05grade\x18\x02 \x01(\x0e\x32\x0e.sift.v1.Grade\x12%\n\x06source\x18\x03 \x01(\x0e\x32\x15.sift.v1.AnswerSource\x12\x0c\n\x04rule\x18\x04 \x01(\t\"O\n\x16ScoreRelevanceResponse\x12\x1e\n\x06scores\x18\x01 \x03(\x0b\x32\x0e.sift.v1.Score\x12\x15\n\rmodel_version\x18\x02 \x01(\t*X\n\x05Grade\x12\x15\n\x11GRADE_UNSPECIFIED\x10\x00\x12\x14\n\x10GRADE_IRRELEVANT\x10\x01\x12\x11\n\rGRADE_PARTIAL\x10\x02\x12\x0f\n\x0bGRADE_EXACT\x10\x03\x32\x65\n\x10RelevanceService\x12Q\n\x0eScoreRelevance\x12\x1e.sift.v1.ScoreRelevanceRequest\x1a\x1f.sift.v1.ScoreRelevanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sift/v1/relevance.proto\x12\x07sift.v1\x1a\x14sift/v1/common.proto\":\n\tCandidate\x12\x14\n\nproduct_id\x18\x01 \x01(\tH\x00\x12\x0f\n\x05title\x18\x02 \x01(\tH\x00\x42\x06\n\x04item\"N\n\x15ScoreRelevanceRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12&\n\ncandidates\x18\x02 \x03(\x0b\x32\x12.sift.v1.Candidate\"~\n\x05Score\x12\r\n\x05score\x18\x01 \x01(\x02\x12\x1d\n\x05grade\x18\x02 \x01(\x0e\x32\x0e.sift.v1.Grade\x12%\n\x06source\x18\x03 \x01(\x0e\x32\x15.sift.v1.AnswerSource\x12\x0c\n\x04rule\x18\x04 \x01(\t\x12\x12\n\ngrade_name\x18\x05 \x01(\t\"O\n\x16ScoreRelevanceResponse\x12\x1e\n\x06scores\x18\x01 \x03(\x0b\x32\x0e.sift.v1.Score\x12\x15\n\rmodel_version\x18\x02 \x01(\t*X\n\x05Grade\x12\x15\n\x11GRADE_UNSPECIFIED\x10\x00\x12\x14\n\x10GRADE_IRRELEVANT\x10\x01\x12\x11\n\rGRADE_PARTIAL\x10\x02\x12\x0f\n\x0bGRADE_EXACT\x10\x03\x32\x65\n\x10RelevanceService\x12Q\n\x0eScoreRelevance\x12\x1e.sift.v1.ScoreRelevanceRequest\x1a\x1f.sift.v1.ScoreRelevanceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sift.v1.relevance_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GRADE']._serialized_start=387
-  _globals['_GRADE']._serialized_end=475
+  _globals['_GRADE']._serialized_start=407
+  _globals['_GRADE']._serialized_end=495
   _globals['_CANDIDATE']._serialized_start=58
   _globals['_CANDIDATE']._serialized_end=116
   _globals['_SCORERELEVANCEREQUEST']._serialized_start=118
   _globals['_SCORERELEVANCEREQUEST']._serialized_end=196
   _globals['_SCORE']._serialized_start=198
-  _globals['_SCORE']._serialized_end=304
-  _globals['_SCORERELEVANCERESPONSE']._serialized_start=306
-  _globals['_SCORERELEVANCERESPONSE']._serialized_end=385
-  _globals['_RELEVANCESERVICE']._serialized_start=477
-  _globals['_RELEVANCESERVICE']._serialized_end=578
+  _globals['_SCORE']._serialized_end=324
+  _globals['_SCORERELEVANCERESPONSE']._serialized_start=326
+  _globals['_SCORERELEVANCERESPONSE']._serialized_end=405
+  _globals['_RELEVANCESERVICE']._serialized_start=497
+  _globals['_RELEVANCESERVICE']._serialized_end=598
 # @@protoc_insertion_point(module_scope)

@@ -36,16 +36,18 @@ class ScoreRelevanceRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
 
 class Score(_message.Message):
-    __slots__ = ("score", "grade", "source", "rule")
+    __slots__ = ("score", "grade", "source", "rule", "grade_name")
     SCORE_FIELD_NUMBER: _ClassVar[int]
     GRADE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
+    GRADE_NAME_FIELD_NUMBER: _ClassVar[int]
     score: float
     grade: Grade
     source: _common_pb2.AnswerSource
     rule: str
-    def __init__(self, score: _Optional[float] = ..., grade: _Optional[_Union[Grade, str]] = ..., source: _Optional[_Union[_common_pb2.AnswerSource, str]] = ..., rule: _Optional[str] = ...) -> None: ...
+    grade_name: str
+    def __init__(self, score: _Optional[float] = ..., grade: _Optional[_Union[Grade, str]] = ..., source: _Optional[_Union[_common_pb2.AnswerSource, str]] = ..., rule: _Optional[str] = ..., grade_name: _Optional[str] = ...) -> None: ...
 
 class ScoreRelevanceResponse(_message.Message):
     __slots__ = ("scores", "model_version")
