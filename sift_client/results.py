@@ -50,9 +50,10 @@ class Embedding:
 @dataclass(frozen=True, slots=True)
 class Score:
     score: float  # in [0, 1]
-    grade: str  # "exact", "partial" or "irrelevant"
+    grade: str  # "exact", "partial" or "irrelevant": the nearest of the original three to grade_name
     source: str  # "model" or "rule"
     rule: str
+    grade_name: str = ""  # the bundle's own grade (one of ModelInfo.grades); "" from older servers
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,7 @@ class ModelInfo:
     evaluation: dict[str, Any]
     search_modes: list[str]
     search_default_mode: str
+    grades: tuple[str, ...] = ()  # relevance grades, worst to best; empty without relevance, or older servers
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,7 +143,13 @@ def embedding(reply: retrieval_pb2.EmbedQueryResponse) -> Embedding:
 def relevance(reply: relevance_pb2.ScoreRelevanceResponse) -> Relevance:
     return Relevance(
         [
-            Score(s.score, _GRADES.get(s.grade, "unspecified"), _SOURCES.get(s.source, "unspecified"), s.rule)
+            Score(
+                s.score,
+                _GRADES.get(s.grade, "unspecified"),
+                _SOURCES.get(s.source, "unspecified"),
+                s.rule,
+                s.grade_name,
+            )
             for s in reply.scores
         ],
         reply.model_version,
@@ -163,6 +169,7 @@ def model_info(reply: info_pb2.GetModelInfoResponse) -> ModelInfo:
         evaluation=json_format.MessageToDict(reply.evaluation),
         search_modes=list(reply.search_modes),
         search_default_mode=reply.search_default_mode,
+        grades=tuple(reply.grades),
     )
 
 

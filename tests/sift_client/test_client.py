@@ -52,10 +52,12 @@ def test_single_calls(client: Client) -> None:
         "oak coffee table", [hits.hits[0].product_id, Candidate(title="Nonstick Frying Pan")]
     )
     assert [s.grade in ("exact", "partial", "irrelevant") for s in scored.scores] == [True, True]
+    assert [s.grade_name for s in scored.scores] == [s.grade for s in scored.scores]  # three grades
     assert scored.scores[1].score < 0.5
     info = client.get_model_info()
     assert info.bundle_version == intent.model_version and info.embedding_dim == 384
     assert info.labels and info.evaluation and "dense" in info.search_modes
+    assert info.grades == ("irrelevant", "partial", "exact")
 
 
 def test_batches_answer_in_request_order(client: Client) -> None:
