@@ -29,7 +29,6 @@ from server.manifest import (
     files_of,
     tensor,
 )
-from server.rules import GRADES
 from training.data.dataset import TrainingData
 from training.presets import Preset
 from training.teachers import TEACHERS
@@ -84,7 +83,7 @@ def write_manifest(
             ids,
             (tensor("embedding", "float32", "batch", dim),),
         ),
-        "relevance": _relevance_component(preset),
+        "relevance": _relevance_component(preset, data.grades),
         "index": IndexComponent(
             "index.usearch",
             None,
@@ -135,8 +134,9 @@ def write_manifest(
     manifest.write(out)
 
 
-def _relevance_component(preset: Preset) -> ModelComponent:
-    """The relevance model as the manifest lists it: its kind says which student it is and what it reads."""
+def _relevance_component(preset: Preset, grades: tuple[str, ...]) -> ModelComponent:
+    """The relevance model as the manifest lists it: its kind says which student it is and what it reads,
+    its grades (the training data's, worst to best) what its probabilities are of."""
     tiered = "tiered (recall + refine) " if preset.methods.tiered_relevance else ""
     if preset.methods.relevance_student == "text":
         return ModelComponent(
@@ -145,17 +145,17 @@ def _relevance_component(preset: Preset) -> ModelComponent:
             "the n-grams they share, by where they sit in the query) and the cosine, lexical coverage and "
             "intent features, distilled from a cross-encoder on unlabelled pairs (BERT2DNN)",
             (tensor("features", "float32", "batch", TEXT_RELEVANCE_WIDTH),),
-            (tensor("probabilities", "float32", "batch", len(GRADES)),),
+            (tensor("probabilities", "float32", "batch", len(grades)),),
             feature_names=tuple(TEXT_RELEVANCE_FEATURES),
-            grades=tuple(GRADES),
+            grades=grades,
             kind="text_mlp",
         )
     return ModelComponent(
         "relevance.onnx",
         f"{tiered}MLP over cosine, lexical coverage and intent features, distilled from a cross-encoder",
         (tensor("features", "float32", "batch", len(RELEVANCE_FEATURES)),),
-        (tensor("probabilities", "float32", "batch", len(GRADES)),),
+        (tensor("probabilities", "float32", "batch", len(grades)),),
         feature_names=tuple(RELEVANCE_FEATURES),
-        grades=tuple(GRADES),
+        grades=grades,
         kind="feature_mlp",
     )

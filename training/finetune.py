@@ -302,12 +302,12 @@ def layer_embeddings(model_dir: Path, texts: Sequence[str], max_length: int = 32
 
 class CrossEncoder(nn.Module):
     """The relevance teacher: the encoder reads "query [SEP] title" together; a linear head gives the
-    three grades (irrelevant, partial, exact) from the mean-pooled pair."""
+    data's grades (worst to best: three, or ESCI's four) from the mean-pooled pair."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, num_grades: int = 3) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(int(encoder.config.hidden_size), 3)
+        self.head = nn.Linear(int(encoder.config.hidden_size), num_grades)
 
     def classify(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.head(pooled)
@@ -350,12 +350,13 @@ def finetune_cross_encoder(
     head_learning_rate: float = 5e-3,
     max_length: int = 48,
     seed: int = 0,
+    num_grades: int = 3,
 ) -> FineTuneResult:
     torch.manual_seed(seed)
     tokenizer, encoder = load_encoder(model_dir, keep_layers)
     if train_top is not None:
         freeze_bottom = max(0, len(encoder.encoder.layer) - train_top)
-    model = CrossEncoder(encoder)
+    model = CrossEncoder(encoder, num_grades)
     _freeze(encoder, freeze_bottom, True)
     y = torch.from_numpy(np.asarray(grades, dtype=np.int64))
 
@@ -397,7 +398,7 @@ def cross_encoder_probabilities(
     max_length: int = 48,
 ) -> np.ndarray:
     model.eval()
-    out = np.zeros((len(queries), 3), dtype=np.float32)
+    out = np.zeros((len(queries), model.head.out_features), dtype=np.float32)
     for idx, enc in _pair_batches(tokenizer, queries, titles, batch_size, max_length):
         out[idx] = torch.softmax(model(**enc), -1).numpy()
     return out

@@ -14,7 +14,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -157,7 +157,7 @@ def _train(
 
     # 4-5. retrieval and relevance, when the data has a catalogue to serve.
     components = ["intent"]
-    rules = Rules({}, (), ())
+    rules = Rules({}, (), (), data.grades)
     if data.catalogue is not None and data.serves_products:
         retrieval = stages.run("retrieval", lambda: train_retrieval(data, featurizer, preset, seed, engine))
         exported = export_retrieval(retrieval, featurizer, data, out, tmp, preset, seed)
@@ -178,7 +178,7 @@ def _train(
         if preset.methods.rules
         else ({}, {"kept": False})
     )
-    rules = Rules(intent_table, rules.relevance_pre, rules.relevance_post)
+    rules = replace(rules, intent_queries=intent_table)
     ev.setdefault("rules", {})["intent_exact_query"] = intent_stats
     (out / "rules.json").write_text(
         json.dumps(rules.to_json(data.labels), indent=1, ensure_ascii=False) + "\n", encoding="utf-8"

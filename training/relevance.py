@@ -32,7 +32,7 @@ from server.relevance_cascade import (
     grade_scores,
     post_features,
 )
-from server.rules import Rules
+from server.rules import GRADES, Rules
 from server.runtime.index import ProductIndex
 from server.runtime.onnx import OnnxModel, ThreadSettings
 from training.bm25 import BM25
@@ -43,7 +43,7 @@ from training.gate import PARITY, Paired
 from training.metrics import mean_ndcg, ndcg_at_k, per_grade_accuracy, spearman
 from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
-from training.relevance_text import distillation_pairs, text_rows, train_text_student
+from training.relevance_text import distillation_pairs, text_rows, tiered_probabilities, train_text_student
 from training.retrieval import RetrievalResult, encode_queries, exact_top
 from training.rules import mine_post_rules, mine_pre_rules, rule_report
 from training.students import fit
@@ -207,28 +207,27 @@ def title_pair_features(
 
 
 class TieredRelevanceHead(nn.Module):
-    """Alibaba's tiered relevance: a recall head (is it relevant at all?) and a refine head (exact or only
-    partial?) on a shared trunk. P(irrelevant) = 1 - r, P(partial) = r (1 - e), P(exact) = r e."""
+    """Alibaba's tiered relevance: for three grades a recall head (is it relevant at all?) and a refine head
+    (exact or only partial?) on a shared trunk; for n grades, n - 1 such gates (tiered_probabilities)."""
 
-    def __init__(self, num_features: int, hidden: int = 32) -> None:
+    def __init__(self, num_features: int, hidden: int = 32, num_grades: int = 3) -> None:
         super().__init__()
         self.trunk = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU())
-        self.heads = nn.Linear(hidden, 2)
+        self.heads = nn.Linear(hidden, num_grades - 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        r, e = torch.sigmoid(self.heads(self.trunk(features))).unbind(-1)
-        return torch.stack([1 - r, r * (1 - e), r * e], dim=-1)
+        return tiered_probabilities(torch.sigmoid(self.heads(self.trunk(features))))
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         return torch.log(self.forward(features).clamp(min=1e-7))
 
 
 class FlatRelevanceHead(nn.Module):
-    """The ablation: one 3-way softmax."""
+    """The ablation: one softmax over the grades."""
 
-    def __init__(self, num_features: int, hidden: int = 32) -> None:
+    def __init__(self, num_features: int, hidden: int = 32, num_grades: int = 3) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+        self.mlp = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, num_grades))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.mlp(features), dim=-1)
@@ -243,10 +242,11 @@ def train_relevance_head(
     teacher_probs: np.ndarray | None,
     preset: Preset,
     seed: int,
+    num_grades: int = len(GRADES),
 ) -> nn.Module:
     """Hard grades, plus the cross-encoder teacher's distribution where there is one (BERT2DNN again)."""
     head: nn.Module = (TieredRelevanceHead if preset.methods.tiered_relevance else FlatRelevanceHead)(
-        features.shape[1]
+        features.shape[1], num_grades=num_grades
     )
     x, y = torch.from_numpy(features), torch.from_numpy(grades)
     soft = torch.from_numpy(teacher_probs.astype(np.float32)) if teacher_probs is not None else None
@@ -265,13 +265,15 @@ def train_relevance_head(
     return head
 
 
-def evaluate_ranking(pairs: Pairs, scores: np.ndarray, grades: np.ndarray | None = None) -> dict[str, float]:
+def evaluate_ranking(
+    pairs: Pairs, scores: np.ndarray, grades: np.ndarray | None = None, names: tuple[str, ...] = GRADES
+) -> dict[str, float]:
+    """nDCG@10 of `scores`; with predicted `grades`, their accuracy overall and per grade (`names`)."""
     out = {"ndcg_at_10": round(mean_ndcg(pairs.groups(scores), 10), 4)}
     if grades is not None:
         out["grade_accuracy"] = round(float(np.mean(grades == pairs.grades)), 4)
-        out.update(
-            {f"accuracy_{k}": round(v, 4) for k, v in per_grade_accuracy(grades, pairs.grades).items()}
-        )
+        per_grade = per_grade_accuracy(grades, pairs.grades, names)
+        out.update({f"accuracy_{k}": round(v, 4) for k, v in per_grade.items()})
     return out
 
 
@@ -302,6 +304,8 @@ class RelevanceResult:
     distill_x: np.ndarray | None = None
     distill_probs: np.ndarray | None = None
     teacher_train_probs: np.ndarray | None = None
+    grades: tuple[str, ...] = GRADES
+    """The data's grade set, worst to best (TrainingData.grades): what the student outputs."""
 
     def inputs(self, split: str) -> np.ndarray:
         """What the student reads for a split's pairs (its manifest kind's columns)."""
@@ -367,6 +371,7 @@ def train_relevance(
             train_top=preset.teacher_train_top,
             epochs=preset.teacher_epochs + 1,
             seed=seed,
+            num_grades=len(data.grades),
         )
         seconds = time.perf_counter() - start
         teacher_train = cross_encoder_probabilities(ce.model, ce.tokenizer, q_of, train.titles)
@@ -375,8 +380,12 @@ def train_relevance(
         )
     kind = KINDS[preset.methods.relevance_student]
     if kind == "feature_mlp":
-        head = train_relevance_head(feats["train"].model_input, train.grades, teacher_train, preset, seed)
-        return RelevanceResult(head, train, dev, ev, feats, teacher_eval, round(seconds, 2), ce)
+        head = train_relevance_head(
+            feats["train"].model_input, train.grades, teacher_train, preset, seed, len(data.grades)
+        )
+        return RelevanceResult(
+            head, train, dev, ev, feats, teacher_eval, round(seconds, 2), ce, grades=data.grades
+        )
 
     # The text student: every split's rows carry the query's and title's n-grams after the four features.
     lexicon = title_lexicon_arrays(data.titles, featurizer)
@@ -422,7 +431,14 @@ def train_relevance(
             "teacher_labelling_seconds": round(time.perf_counter() - start, 1),
         }
     head = fit_text_student(
-        feats["train"].model_input, train.grades, teacher_train, distill_x, distill_probs, preset, seed
+        feats["train"].model_input,
+        train.grades,
+        teacher_train,
+        distill_x,
+        distill_probs,
+        preset,
+        seed,
+        num_grades=len(data.grades),
     )
     return RelevanceResult(
         head,
@@ -438,6 +454,7 @@ def train_relevance(
         distill_x,
         distill_probs,
         teacher_train,
+        data.grades,
     )
 
 
@@ -450,6 +467,7 @@ def fit_text_student(
     preset: Preset,
     seed: int,
     temperature: float | None = None,
+    num_grades: int = len(GRADES),
 ) -> nn.Module:
     """The text student on the labelled pairs (hard grades, and the teacher's where there is one) and the
     unlabelled pairs (the teacher's alone)."""
@@ -470,6 +488,7 @@ def fit_text_student(
         preset.soft_weight,
         preset.methods.tiered_relevance,
         seed,
+        num_grades,
     )
 
 
@@ -501,11 +520,15 @@ def export_relevance(
     post: list = []
     if preset.methods.rules:
         tr, dv = r.features["train"], r.features["dev"]
-        pre = mine_pre_rules(tr.lexical, r.train.grades, dv.lexical, r.dev.grades)
+        pre = mine_pre_rules(tr.lexical, r.train.grades, dv.lexical, r.dev.grades, r.grades)
         post = mine_post_rules(
-            post_features(tr, probs["train"]), r.train.grades, post_features(dv, probs["dev"]), r.dev.grades
+            post_features(tr, probs["train"]),
+            r.train.grades,
+            post_features(dv, probs["dev"]),
+            r.dev.grades,
+            r.grades,
         )
-    rules = Rules({}, tuple(pre), tuple(post))
+    rules = Rules({}, tuple(pre), tuple(post), r.grades)
     ef = r.features["eval"]
     served = cascade(rules, ef, probs["eval"])
     scores, grades = served.scores, served.grades
@@ -513,21 +536,24 @@ def export_relevance(
     result: dict[str, Any] = {
         "eval_queries": len(r.eval.queries),
         "eval_pairs": len(r.eval.titles),
-        "student": evaluate_ranking(r.eval, scores, grades),
-        "student_model_only": evaluate_ranking(r.eval, grade_scores(model_only), model_only.argmax(1)),
+        "student": evaluate_ranking(r.eval, scores, grades, r.grades),
+        "student_model_only": evaluate_ranking(
+            r.eval, grade_scores(model_only), model_only.argmax(1), r.grades
+        ),
         "bm25": evaluate_ranking(r.eval, bm25_scores(r.eval)),
         "tiered": preset.methods.tiered_relevance,
         "student_kind": r.kind,
         "student_parameters": sum(p.numel() for p in r.head.parameters()),
         "distillation": r.distillation,
         "quantization": gate,
-        "pre_rules": rule_report(pre, ef.lexical, r.eval.grades),
-        "post_rules": rule_report(post, post_features(ef, probs["eval"]), r.eval.grades),
+        "grades": list(r.grades),
+        "pre_rules": rule_report(pre, ef.lexical, r.eval.grades, r.grades),
+        "post_rules": rule_report(post, post_features(ef, probs["eval"]), r.eval.grades, r.grades),
     }
     paired = None
     if r.teacher_eval_probs is not None:
         t = r.teacher_eval_probs
-        result["teacher_cross_encoder"] = evaluate_ranking(r.eval, grade_scores(t), t.argmax(1))
+        result["teacher_cross_encoder"] = evaluate_ranking(r.eval, grade_scores(t), t.argmax(1), r.grades)
         result["teacher_train_seconds"] = r.teacher_seconds
         result["retention"] = round(
             result["student"]["ndcg_at_10"] / max(result["teacher_cross_encoder"]["ndcg_at_10"], 1e-9), 4

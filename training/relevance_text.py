@@ -35,7 +35,7 @@ from server.featurize import (
     query_grams,
     text_relevance_input,
 )
-from server.rules import GRADE_VALUES
+from server.rules import grade_values
 from training.bm25 import BM25
 from training.data.augment import augment_queries, generate_label_queries, vocabulary_queries
 from training.data.dataset import TrainingData
@@ -49,16 +49,31 @@ Q_MATCH = slice(F0 + 2 * TEXT_QUERY_IDS, F0 + 3 * TEXT_QUERY_IDS)
 T_IDS = slice(F0 + 3 * TEXT_QUERY_IDS, TEXT_RELEVANCE_WIDTH)
 
 
+def tiered_probabilities(gates: torch.Tensor) -> torch.Tensor:
+    """Alibaba's tiered relevance over n grades, worst to best, from n - 1 sigmoid gates: gate k is P(above
+    grade k | at least grade k), so P(grade k) = g_0 ... g_(k-1) (1 - g_k). For three grades the gates are
+    the recall head r (relevant at all?) and the refine head e (exact, not partial?): P(irrelevant) = 1 - r,
+    P(partial) = r (1 - e), P(exact) = r e."""
+    probs = []
+    reach: torch.Tensor | None = None  # P(at least grade k); None for 1 at grade 0
+    for gate in gates.unbind(-1):
+        probs.append(1 - gate if reach is None else reach * (1 - gate))
+        reach = gate if reach is None else reach * gate
+    return torch.stack([*probs, reach], dim=-1)
+
+
 class TextRelevanceStudent(nn.Module):
-    """text_relevance_input rows -> probabilities of (irrelevant, partial, exact), tiered as the feature
-    student is (a recall head and a refine head on a shared trunk) or a flat 3-way softmax.
+    """text_relevance_input rows -> probabilities of the data's grades (worst to best), tiered as the feature
+    student is (tiered_probabilities: gates on a shared trunk) or a flat softmax.
 
     Inside: one hashed n-gram table for both sides; the query's ids also get an embedding of their slot
     (last word, previous word, ...). Bags: the query, the title, their product, the query n-grams the title
     holds and those it lacks; per slot, the share of the query's n-grams the title holds and whether the
     query has that slot at all; and the four served features."""
 
-    def __init__(self, num_buckets: int, dim: int, hidden: int, tiered: bool = True) -> None:
+    def __init__(
+        self, num_buckets: int, dim: int, hidden: int, tiered: bool = True, num_grades: int = 3
+    ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(num_buckets, dim, padding_idx=0, sparse=True)
         nn.init.normal_(self.embedding.weight, std=0.05)
@@ -72,7 +87,7 @@ class TextRelevanceStudent(nn.Module):
         )
         self.register_buffer("slot_ids", torch.arange(1, NUM_QUERY_SLOTS), persistent=False)
         self.tiered = tiered
-        self.out = nn.Linear(hidden // 2, 2 if tiered else 3)
+        self.out = nn.Linear(hidden // 2, num_grades - 1 if tiered else num_grades)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         feats = x[:, :F0]
@@ -100,16 +115,13 @@ class TextRelevanceStudent(nn.Module):
         out = self.out(self.encode(x))
         if not self.tiered:
             return torch.log_softmax(out, dim=-1)
-        r, e = torch.sigmoid(out).unbind(-1)
-        probs = torch.stack([1 - r, r * (1 - e), r * e], dim=-1)
-        return torch.log(probs.clamp(min=1e-7))
+        return torch.log(tiered_probabilities(torch.sigmoid(out)).clamp(min=1e-7))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.out(self.encode(x))
         if not self.tiered:
             return torch.softmax(out, dim=-1)
-        r, e = torch.sigmoid(out).unbind(-1)
-        return torch.stack([1 - r, r * (1 - e), r * e], dim=-1)
+        return tiered_probabilities(torch.sigmoid(out))
 
 
 def text_rows(
@@ -236,15 +248,16 @@ def train_text_student(
     soft_weight: float,
     tiered: bool,
     seed: int,
+    num_grades: int = 3,
 ) -> TextRelevanceStudent:
     """BERT2DNN's loss on every pair: KL to the teacher's softened grades (scaled by T^2) plus the squared
     error of the expected grade (the served score) against the teacher's; hard grades where known (-1:
     unlabelled) weigh 1 - soft_weight. Without a teacher, the hard grades alone."""
     torch.manual_seed(seed)
-    model = TextRelevanceStudent(num_buckets, dim, hidden, tiered)
+    model = TextRelevanceStudent(num_buckets, dim, hidden, tiered, num_grades)
     xs = torch.from_numpy(x)
     y = torch.from_numpy(grades.astype(np.int64))
-    values = torch.from_numpy(GRADE_VALUES)
+    values = torch.from_numpy(grade_values(num_grades).copy())
     soft = None if teacher_probs is None else torch.from_numpy(soften(teacher_probs, temperature))
     target = None if teacher_probs is None else torch.from_numpy(teacher_probs.astype(np.float32)) @ values
 

@@ -1,10 +1,11 @@
 """Rule mining for the relevance framework: golden pre-rules and corrective post-rules are searched over a
 grid of threshold conditions on training pairs and kept only when they hold on dev pairs. The server applies
-them from rules.json (server/rules.py); nothing here is hand-written per catalogue."""
+them from rules.json (server/rules.py); nothing here is hand-written per catalogue. Grades are indices into
+the data's grade set (`grades`, worst to best), and rules name them by name."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 import numpy as np
@@ -18,7 +19,8 @@ MAX_RULES = 6
 MIN_POST_PRECISION = 0.6
 """A corrective rule must also be right on most of what it touches, not merely less wrong than the model."""
 
-# Thresholds tried per feature; both directions are tried for each.
+# Thresholds tried per feature; both directions are tried for each. model_grade's are between every two
+# grades (_grid).
 _GRID: dict[str, tuple[float, ...]] = {
     "title_equal": (0.5,),
     "word_coverage": (0.0, 0.34, 0.5, 0.67, 0.99),
@@ -27,15 +29,18 @@ _GRID: dict[str, tuple[float, ...]] = {
     "cosine": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
     "category_probability": (0.05, 0.2, 0.5),
     "category_match": (0.5,),
-    "model_grade": (0.5, 1.5),
     "model_score": (0.3, 0.5, 0.7),
 }
 
 
-def _conditions(features: tuple[str, ...]) -> list[Condition]:
+def _grid(name: str, num_grades: int) -> tuple[float, ...]:
+    return tuple(k + 0.5 for k in range(num_grades - 1)) if name == "model_grade" else _GRID[name]
+
+
+def _conditions(features: tuple[str, ...], num_grades: int) -> list[Condition]:
     out = []
     for name in features:
-        for value in _GRID[name]:
+        for value in _grid(name, num_grades):
             out += (
                 [Condition(name, ">=", value), Condition(name, "<", value)]
                 if value > 0
@@ -44,8 +49,8 @@ def _conditions(features: tuple[str, ...]) -> list[Condition]:
     return out
 
 
-def _candidates(features: tuple[str, ...]) -> list[tuple[Condition, ...]]:
-    single = _conditions(features)
+def _candidates(features: tuple[str, ...], num_grades: int) -> list[tuple[Condition, ...]]:
+    single = _conditions(features, num_grades)
     pairs = [(a, b) for a, b in combinations(single, 2) if a.feature != b.feature]
     return [(c,) for c in single] + pairs
 
@@ -55,11 +60,12 @@ def mine_pre_rules(
     train_grades: np.ndarray,
     dev: Mapping[str, np.ndarray],
     dev_grades: np.ndarray,
+    grades: Sequence[str] = GRADES,
     min_support: int = 20,
 ) -> list[RelevanceRule]:
     """Greedy: the candidate covering the most still-uncovered training pairs at >= MIN_PRECISION on train,
     kept if it also reaches MIN_PRECISION on dev (with support there); repeat."""
-    cands = _candidates(LEXICAL_FEATURES)
+    cands = _candidates(LEXICAL_FEATURES, len(grades))
     train_masks = [_mask(c, train) for c in cands]
     dev_masks = [_mask(c, dev) for c in cands]
     open_train = np.ones(len(train_grades), dtype=bool)
@@ -71,7 +77,7 @@ def mine_pre_rules(
             hit = mask & open_train
             if hit.sum() < min_support:
                 continue
-            counts = np.bincount(train_grades[hit], minlength=3)
+            counts = np.bincount(train_grades[hit], minlength=len(grades))
             grade = int(counts.argmax())
             if (i, grade) in rejected or counts[grade] / hit.sum() < MIN_PRECISION:
                 continue
@@ -87,7 +93,7 @@ def mine_pre_rules(
             continue
         rules.append(
             RelevanceRule(
-                _name(cands[i], grade),
+                _name(cands[i], grades[grade]),
                 cands[i],
                 grade,
                 round(dev_precision, 4),
@@ -103,12 +109,13 @@ def mine_post_rules(
     train_grades: np.ndarray,
     dev: Mapping[str, np.ndarray],
     dev_grades: np.ndarray,
+    grades: Sequence[str] = GRADES,
     min_support: int = 20,
     min_gain: float = 0.002,
 ) -> list[RelevanceRule]:
     """Corrective rules: where the model's grade is often wrong in a way a condition predicts, set the grade
     the data says. Kept when it raises grade accuracy on train and on dev by at least `min_gain`."""
-    cands = [c for c in _candidates(POST_FEATURES) if any(x.feature == "model_grade" for x in c)]
+    cands = [c for c in _candidates(POST_FEATURES, len(grades)) if any(x.feature == "model_grade" for x in c)]
     rules: list[RelevanceRule] = []
     train_pred = train["model_grade"].astype(np.int64).copy()
     dev_pred = dev["model_grade"].astype(np.int64).copy()
@@ -121,7 +128,7 @@ def mine_post_rules(
             hit = _mask(cond, train) & open_train
             if hit.sum() < min_support:
                 continue
-            grade = int(np.bincount(train_grades[hit], minlength=3).argmax())
+            grade = int(np.bincount(train_grades[hit], minlength=len(grades)).argmax())
             gain = (np.sum(train_grades[hit] == grade) - np.sum(train_grades[hit] == train_pred[hit])) / len(
                 train_grades
             )
@@ -140,7 +147,11 @@ def mine_post_rules(
             continue
         rules.append(
             RelevanceRule(
-                _name(cond, grade), cond, grade, round(precision, 4), round(float(dev_hit.mean()), 4)
+                _name(cond, grades[grade]),
+                cond,
+                grade,
+                round(precision, 4),
+                round(float(dev_hit.mean()), 4),
             )
         )
         taken = _mask(cond, train) & open_train
@@ -152,9 +163,13 @@ def mine_post_rules(
 
 
 def rule_report(
-    rules: list[RelevanceRule], features: Mapping[str, np.ndarray], grades: np.ndarray
+    rules: list[RelevanceRule],
+    features: Mapping[str, np.ndarray],
+    grades: np.ndarray,
+    names: Sequence[str] = GRADES,
 ) -> list[dict[str, object]]:
-    """Coverage and precision of each rule on a data set, in the order the server applies them."""
+    """Coverage and precision of each rule on a data set (`grades`: indices into `names`), in the order the
+    server applies them."""
     fired_grades, fired = apply(tuple(rules), features, np.ones(len(grades), dtype=bool))
     out = []
     for i, rule in enumerate(rules):
@@ -162,7 +177,7 @@ def rule_report(
         out.append(
             {
                 "rule": rule.name,
-                "grade": GRADES[rule.grade],
+                "grade": names[rule.grade],
                 "coverage": round(float(hit.mean()), 4),
                 "precision": round(float(np.mean(grades[hit] == fired_grades[hit])), 4)
                 if hit.any()
@@ -223,5 +238,5 @@ def _mask(conds: tuple[Condition, ...], features: Mapping[str, np.ndarray]) -> n
     return out
 
 
-def _name(conds: tuple[Condition, ...], grade: int) -> str:
-    return " and ".join(f"{c.feature} {c.op} {c.value:g}" for c in conds) + f" -> {GRADES[grade]}"
+def _name(conds: tuple[Condition, ...], grade: str) -> str:
+    return " and ".join(f"{c.feature} {c.op} {c.value:g}" for c in conds) + f" -> {grade}"

@@ -89,3 +89,20 @@ def test_cross_encoder_learns_grades() -> None:
     assert result.losses[-1] < result.losses[0]
     probs = cross_encoder_probabilities(result.model, result.tokenizer, queries, titles)
     assert probs.shape == (12, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_cross_encoder_has_a_head_per_grade() -> None:
+    """Four grades (ESCI's): the teacher's probabilities have four columns."""
+    queries, titles = ["sofa"] * 4, TEXTS[:2] + TEXTS[5:7]
+    result = finetune_cross_encoder(
+        minilm_dir(),
+        queries,
+        titles,
+        np.array([3, 2, 1, 0]),
+        train_top=1,
+        epochs=1,
+        batch_size=4,
+        num_grades=4,
+    )
+    probs = cross_encoder_probabilities(result.model, result.tokenizer, queries, titles)
+    assert probs.shape == (4, 4) and np.allclose(probs.sum(1), 1, atol=1e-5)

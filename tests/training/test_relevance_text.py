@@ -35,9 +35,12 @@ def featurizer() -> Featurizer:
     return Featurizer(Path(minilm_dir()) / "tokenizer.json", FeaturizerConfig(num_buckets=1 << 14))
 
 
-def _colour_task(featurizer: Featurizer, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _colour_task(
+    featurizer: Featurizer, n: int, seed: int, four: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Pairs whose grade depends on the words alone, with the four features held at zero: exact when the
-    title is the product the query names, partial when only the colour agrees, irrelevant otherwise."""
+    title is the product the query names, partial when only the thing agrees, irrelevant otherwise; with
+    `four`, ESCI's grades: a colour alone agreeing is complement (1), the thing substitute (2), exact 3."""
     rng = np.random.default_rng(seed)
     colours, things = ["red", "blue", "green", "black"], ["sofa", "lamp", "rug", "desk", "mirror"]
     titles = [f"{c} {t}" for c in colours for t in things]
@@ -48,7 +51,10 @@ def _colour_task(featurizer: Featurizer, n: int, seed: int) -> tuple[np.ndarray,
         grams = query_grams(featurizer.words(f"{colours[qc]} {things[qt]}"), featurizer)
         row = int(rng.integers(len(titles)))
         tc, tt = divmod(row, len(things))
-        y.append(2 if (tc, tt) == (qc, qt) else 1 if tt == qt else 0)
+        if four:
+            y.append(3 if (tc, tt) == (qc, qt) else 2 if tt == qt else 1 if tc == qc else 0)
+        else:
+            y.append(2 if (tc, tt) == (qc, qt) else 1 if tt == qt else 0)
         x.append(text_relevance_input(grams, lexicon, np.array([row]), np.zeros((1, 4), np.float32), 1 << 14))
     return np.concatenate(x), np.array(y)
 
@@ -113,3 +119,13 @@ def test_distillation_pairs_cover_every_source(featurizer: Featurizer) -> None:
 def test_model_sizes() -> None:
     model = TextRelevanceStudent(1 << 14, 16, 32)
     assert model(torch.zeros(3, TEXT_RELEVANCE_WIDTH)).shape == (3, 3)
+
+
+def test_student_outputs_the_datas_grades(featurizer: Featurizer, tmp_path: Path) -> None:
+    """ESCI's four grades: the colour task with "only the colour agrees" (complement) a grade of its own."""
+    x, y = _colour_task(featurizer, 3000, 3, four=True)
+    model = train_text_student(x, None, y, 1 << 14, 16, 32, 8, 2.0, 0.7, True, 0, num_grades=4)
+    export_onnx(model, torch.from_numpy(x[:2]), "features", "probabilities", tmp_path / "m.onnx")
+    probs = run_onnx(tmp_path / "m.onnx", "relevance", "features", x)
+    assert probs.shape == (len(x), 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert set(y.tolist()) == {0, 1, 2, 3} and np.mean(probs.argmax(1) == y) > 0.9

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.rules import apply
+from server.rules import ESCI_GRADES, apply
 from training.rules import MIN_PRECISION, mine_intent_rules, mine_post_rules, mine_pre_rules, rule_report
 
 
@@ -92,3 +92,32 @@ def test_intent_rules_dropped_when_dev_disagrees() -> None:
         labels, str.split, ["sofas", "beds"], np.array([1, 0]), [], np.array([], dtype=np.int64)
     )
     assert table == {} and stats["kept"] is False
+
+
+def test_rules_over_four_grades_name_them() -> None:
+    """Over ESCI's grades the same data gives rules that name ESCI grades, at their four-grade indices; a
+    model that calls substitutes exact gets a corrective rule back to substitute."""
+    rng = np.random.default_rng(2)
+    to_esci = np.array([0, 2, 3])  # irrelevant, partial -> substitute, exact
+
+    def data(n: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        lex, grades = _lexical(n, rng)
+        grades = to_esci[grades]
+        model = grades.copy()
+        model[(lex["word_coverage"] == 0.5) & (grades == 2)] = 3  # substitutes called exact
+        return {
+            **lex,
+            "cosine": rng.random(n).astype(np.float32),
+            "category_probability": rng.random(n).astype(np.float32),
+            "category_match": (rng.random(n) < 0.5).astype(np.float32),
+            "model_grade": model.astype(np.float32),
+            "model_score": model.astype(np.float32) / 3,
+        }, grades
+
+    (train, train_grades), (dev, dev_grades) = data(4000), data(1500)
+    pre = mine_pre_rules(train, train_grades, dev, dev_grades, ESCI_GRADES)
+    assert pre and {r.grade for r in pre} <= {0, 2, 3}
+    assert all(r.name.endswith(f"-> {ESCI_GRADES[r.grade]}") for r in pre)
+    assert {row["grade"] for row in rule_report(pre, dev, dev_grades, ESCI_GRADES)} <= set(ESCI_GRADES)
+    post = mine_post_rules(train, train_grades, dev, dev_grades, ESCI_GRADES)
+    assert any(r.grade == 2 and r.name.endswith("-> substitute") for r in post)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from server.rules import GRADES
 from training.data.catalogue import Catalogue
 from training.data.columns import GUESS, Columns
 from training.data.judgements import (
@@ -48,6 +49,9 @@ class TrainingData:
     queries: list[LabelledQuery] = field(default_factory=list)
     """Real queries, with a label and a split where known."""
     judgements: list[Judgement] = field(default_factory=list)
+    grades: tuple[str, ...] = GRADES
+    """The relevance grade set, worst to best: the judgements' where the data has them (ESCI's four for
+    ESCI-style data), else the three that the synthetic pairs are graded with."""
     train_rows: list[int] = field(default_factory=list)
     heldout_rows: list[int] = field(default_factory=list)
     """Catalogue rows whose title substrings are kept out of training (JD protocol evaluation)."""
@@ -128,6 +132,7 @@ def _from_catalogue(source: str, catalogue: Catalogue, label_level: int | None) 
 def _from_judged(source: str, judged: JudgedCatalogue, label_level: int | None) -> TrainingData:
     data = _from_catalogue(source, judged.catalogue, label_level)
     data.judgements = list(judged.judgements)
+    data.grades = judged.grades
     return data
 
 

@@ -1,7 +1,9 @@
 """Catalogues that come with graded relevance judgements: WANDS (Wayfair) and ESCI (Amazon) layouts, and a
 single pairs file of (query, product title, label) rows such as ESCI's joined examples.
 
-Grades are 0 irrelevant, 1 partial, 2 exact. ESCI's Substitute and Complement count as partial.
+Grades come from the data, each an index into its loader's grade set, worst to best (server/rules.py):
+WANDS's three (irrelevant, partial, exact) and ESCI's four (irrelevant, complement, substitute, exact). A
+pairs file has ESCI's four when a label says Substitute or Complement, else the three.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.rules import ESCI_GRADES, GRADES
 from training.data.catalogue import Catalogue, Product
 from training.data.columns import GUESS, Columns, first, keys, optional_keys
 from training.data.loaders import (
@@ -27,9 +30,13 @@ from training.data.loaders import (
 WANDS_FILES = ("product.csv", "query.csv", "label.csv")
 ESCI_EXAMPLES = "shopping_queries_dataset_examples"
 ESCI_PRODUCTS = "shopping_queries_dataset_products"
-_WANDS_GRADES = {"exact": 2, "partial": 1, "irrelevant": 0}
-_ESCI_GRADES = {"e": 2, "s": 1, "c": 1, "i": 0, "exact": 2, "substitute": 1, "complement": 1, "irrelevant": 0}
-_PAIR_GRADES = {**_ESCI_GRADES, **_WANDS_GRADES}
+# Label as written (lower-cased) -> grade name.
+_WANDS_LABELS = {name: name for name in GRADES}
+_ESCI_LABELS = {
+    **{name[0]: name for name in ESCI_GRADES},
+    **{name: name for name in ESCI_GRADES},
+}
+_PAIR_LABELS = {**_ESCI_LABELS, **_WANDS_LABELS}
 QUERY_KEYS = ("query",)
 LABEL_KEYS = ("esci_label", "label")
 UNKNOWN_CATEGORY = "Unknown"
@@ -41,12 +48,15 @@ class Judgement:
     query: str
     product_id: str
     grade: int
+    """Index into the JudgedCatalogue's grades."""
 
 
 @dataclass(frozen=True, slots=True)
 class JudgedCatalogue:
     catalogue: Catalogue
     judgements: tuple[Judgement, ...]
+    grades: tuple[str, ...] = GRADES
+    """The data's grade set, worst to best."""
 
 
 def is_wands_dir(path: Path) -> bool:
@@ -75,17 +85,17 @@ def load_wands(directory: Path) -> JudgedCatalogue:
     judgements = []
     for n, row in enumerate(_tsv(directory / "label.csv"), start=2):
         qid, pid = str(row["query_id"]).strip(), str(row["product_id"]).strip()
-        grade = _WANDS_GRADES.get((row.get("label") or "").strip().lower())
+        name = _WANDS_LABELS.get((row.get("label") or "").strip().lower())
         if qid not in queries:
             raise ValueError(f"{directory / 'label.csv'}:{n}: unknown query_id {qid!r}")
         if pid not in known:
             continue  # a product whose row had no name was skipped above
-        if grade is None:
+        if name is None:
             raise ValueError(
                 f"{directory / 'label.csv'}:{n}: label {row.get('label')!r} is not Exact/Partial/Irrelevant"
             )
-        judgements.append(Judgement(queries[qid], pid, grade))
-    return JudgedCatalogue(_catalogue(products, directory), tuple(judgements))
+        judgements.append(Judgement(queries[qid], pid, GRADES.index(name)))
+    return JudgedCatalogue(_catalogue(products, directory), tuple(judgements), GRADES)
 
 
 def load_esci(directory: Path, locale: str | None = "us") -> JudgedCatalogue:
@@ -106,12 +116,14 @@ def load_esci(directory: Path, locale: str | None = "us") -> JudgedCatalogue:
     for n, row in enumerate(_rows(examples), start=2):
         if locale and row.get("product_locale", locale) != locale:
             continue
-        grade = _ESCI_GRADES.get(str(row.get("esci_label", "")).strip().lower())
-        if grade is None:
+        name = _ESCI_LABELS.get(str(row.get("esci_label", "")).strip().lower())
+        if name is None:
             raise ValueError(f"{examples}:{n}: esci_label {row.get('esci_label')!r} is not one of E/S/C/I")
         if str(row["product_id"]) in known:
-            judgements.append(Judgement(str(row["query"]).strip(), str(row["product_id"]), grade))
-    return JudgedCatalogue(_catalogue(products, directory), tuple(judgements))
+            judgements.append(
+                Judgement(str(row["query"]).strip(), str(row["product_id"]), ESCI_GRADES.index(name))
+            )
+    return JudgedCatalogue(_catalogue(products, directory), tuple(judgements), ESCI_GRADES)
 
 
 def is_pairs_file(path: Path, columns: Columns = GUESS) -> bool:
@@ -125,7 +137,9 @@ def is_pairs_file(path: Path, columns: Columns = GUESS) -> bool:
 def load_pairs(path: Path, columns: Columns = GUESS) -> JudgedCatalogue:
     """One .csv/.tsv/.jsonl file of (query, product, label) rows, e.g. ESCI's examples joined with product
     text. Columns as in a catalogue file, plus query and label (E/S/C/I or Exact/Partial/Irrelevant); the
-    category is optional (UNKNOWN_CATEGORY without one). A product in several rows is kept once."""
+    category is optional (UNKNOWN_CATEGORY without one). A product in several rows is kept once. The grade
+    set is ESCI's four when any label is Substitute or Complement, else the three; both Partial and one of
+    those in one file is refused."""
     header, rows = read_table(path)
     query_keys = keys(header, columns.query, QUERY_KEYS, "query", path)
     label_keys = keys(header, columns.label, LABEL_KEYS, "label", path)
@@ -135,20 +149,25 @@ def load_pairs(path: Path, columns: Columns = GUESS) -> JudgedCatalogue:
     brand_keys = tuple(k for k in BRAND_KEYS if k in header)
     products: dict[str, Product] = {}
     ids_by_title: dict[str, str] = {}
-    judgements = []
+    judged: list[tuple[str, str, str]] = []  # (query, product id, grade name)
     for n, row in enumerate(rows, start=1):
         query, title, label = first(row, query_keys), first(row, title_keys), first(row, label_keys)
         if not query or not title:
             continue
-        grade = _PAIR_GRADES.get(label.lower())
-        if grade is None:
+        name = _PAIR_LABELS.get(label.lower())
+        if name is None:
             raise ValueError(f"{path}: row {n}: label {label!r} is not E/S/C/I or Exact/Partial/Irrelevant")
         # Without an id column, rows with the same title are the same product.
         pid = first(row, id_keys) or ids_by_title.setdefault(title, f"P{len(ids_by_title):07d}")
         category = category_path(first(row, category_keys)) or UNKNOWN_CATEGORY
         products.setdefault(pid, Product(pid, title, category, first(row, brand_keys)))
-        judgements.append(Judgement(query, pid, grade))
-    return JudgedCatalogue(_catalogue(list(products.values()), path), tuple(judgements))
+        judged.append((query, pid, name))
+    names = {name for _, _, name in judged}
+    grades = ESCI_GRADES if names & {"substitute", "complement"} else GRADES
+    if unknown := sorted(names - set(grades)):
+        raise ValueError(f"{path}: labels mix ESCI's grades {list(ESCI_GRADES)} with {unknown}")
+    judgements = tuple(Judgement(q, pid, grades.index(name)) for q, pid, name in judged)
+    return JudgedCatalogue(_catalogue(list(products.values()), path), judgements, grades)
 
 
 def _catalogue(products: list[Product], directory: Path) -> Catalogue:

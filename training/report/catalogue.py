@@ -195,7 +195,12 @@ def _relevance_ablations(rel: Any, variant: Any, seed: int) -> list[tuple[str, A
                 rel,
                 kind="feature_mlp",
                 head=train_relevance_head(
-                    rel.features["train"].model_input[:, :four], rel.train.grades, teacher, variant, seed
+                    rel.features["train"].model_input[:, :four],
+                    rel.train.grades,
+                    teacher,
+                    variant,
+                    seed,
+                    len(rel.grades),
                 ),
             ),
         )
@@ -215,6 +220,7 @@ def _relevance_ablations(rel: Any, variant: Any, seed: int) -> list[tuple[str, A
             v,
             seed,
             kw.get("temperature"),
+            len(rel.grades),
         )
         out.append((name, v, replace(rel, head=head)))
 
@@ -275,7 +281,7 @@ def real_query_agreement(
         "queries": len(pairs.queries),
         "pairs": len(pairs.titles),
         "teacher_score_mean": round(float(teacher_scores.mean()), 4),
-        "teacher_grade_shares": (np.bincount(t.argmax(1), minlength=3) / len(t)).round(4).tolist(),
+        "teacher_grade_shares": (np.bincount(t.argmax(1), minlength=t.shape[1]) / len(t)).round(4).tolist(),
         "students": {},
     }
     groups = [np.flatnonzero(pairs.group == g) for g in range(len(pairs.queries))]

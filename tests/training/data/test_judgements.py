@@ -1,4 +1,4 @@
-"""WANDS- and ESCI-style judged catalogues from small fixture files."""
+"""WANDS- and ESCI-style judged catalogues from small fixture files, each with its own grade set."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from server.rules import ESCI_GRADES, GRADES
 from training.data.judgements import UNKNOWN_CATEGORY, is_esci_dir, is_wands_dir, load_esci, load_wands
 
 
@@ -26,6 +27,7 @@ def test_wands(tmp_path: Path) -> None:
     products = {p.id: p for p in judged.catalogue.products}
     assert products["1"].category == "Furniture > Living Room > Coffee Tables"
     assert products["3"].category == "Area Rugs" and "2" not in products  # no name: skipped
+    assert judged.grades == GRADES
     assert [(j.query, j.product_id, j.grade) for j in judged.judgements] == [
         ("wood table", "1", 2),
         ("wood table", "3", 0),
@@ -49,7 +51,9 @@ def test_esci(tmp_path: Path) -> None:
     judged = load_esci(tmp_path)
     assert [p.id for p in judged.catalogue.products] == ["A"]
     assert judged.catalogue.categories == (UNKNOWN_CATEGORY,)
-    assert [(j.query, j.grade) for j in judged.judgements] == [("usb cable", 2), ("cable", 1)]
+    # ESCI keeps its four grades: Exact 3, Substitute 2 (Complement 1, Irrelevant 0).
+    assert judged.grades == ESCI_GRADES == ("irrelevant", "complement", "substitute", "exact")
+    assert [(j.query, j.grade) for j in judged.judgements] == [("usb cable", 3), ("cable", 2)]
     rows[0]["esci_label"] = "X"
     (tmp_path / "shopping_queries_dataset_examples.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(ValueError, match="esci_label 'X' is not one of E/S/C/I"):

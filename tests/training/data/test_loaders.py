@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from server.rules import ESCI_GRADES, GRADES
 from training.data.columns import Columns
 from training.data.dataset import load_training_data
 from training.data.judgements import UNKNOWN_CATEGORY, load_pairs
@@ -91,14 +92,17 @@ def test_pairs_file_with_named_columns(tmp_path: Path) -> None:
         ("A", UNKNOWN_CATEGORY, "Acme"),
         ("B", UNKNOWN_CATEGORY, "Acme"),
     ]
+    # E/S/C/I labels keep ESCI's four grades (irrelevant, complement, substitute, exact).
+    assert judged.grades == ESCI_GRADES
     assert [(j.query, j.product_id, j.grade) for j in judged.judgements] == [
-        ("usb cable", "A", 2),
-        ("charger", "B", 1),
+        ("usb cable", "A", 3),
+        ("charger", "B", 2),
         ("usb c cable", "A", 0),
     ]
     # Through --data: a named query or label column makes the file a pairs file.
     data = load_training_data(path, 0, 0.5, 0, columns=Columns(query="q", label="lbl"))
     assert data.source.startswith("pairs:") and len(data.judgements) == 3
+    assert data.grades == ESCI_GRADES
     with pytest.raises(
         ValueError, match=r"no query column \(looked for query\); name it with --query-column"
     ):
@@ -112,7 +116,15 @@ def test_pairs_file_guessed_from_a_query_column(tmp_path: Path) -> None:
     data = load_training_data(path, 0, 0.5, 0)
     assert data.source.startswith("pairs:")
     assert [(j.query, j.grade) for j in data.judgements] == [("rug", 2), ("rug", 1)]
+    assert data.grades == GRADES  # WANDS-style labels: the three grades
     assert [p.id for p in data.catalogue.products] == ["P0000000", "P0000001"]  # type: ignore[union-attr]
+
+
+def test_pairs_file_mixing_grade_sets_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "pairs.csv", "query,title,label\nrug,jute area rug,Partial\nrug,rug pad,C\n")
+    with pytest.raises(ValueError, match=r"labels mix ESCI's grades .* with \['partial'\]"):
+        load_pairs(path)
+    assert load_training_data(None, 50, 0.1, 0).grades == GRADES  # the synthetic default
 
 
 def test_flags_an_input_does_not_read_are_refused(tmp_path: Path) -> None:
