@@ -24,7 +24,7 @@ from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from server.errors import InvalidArgument
 from server.featurize import Featurizer, FeaturizerConfig
 from server.manifest import Manifest
-from server.rules import parse_rules
+from server.rules import GRADES, parse_rules
 from server.runtime.session import ThreadSettings, open_session
 from server.service.validation import Limits, check_text
 
@@ -50,7 +50,10 @@ class SiftIntentRuntime(MLModel):
         labels = manifest.labels
         self._label_ids = [label.id.encode() for label in labels]
         rules = json.loads((bundle / manifest.components.rules.file).read_text(encoding="utf-8"))
-        self._exact_queries = parse_rules(rules, [label.path for label in labels]).intent_queries
+        # The relevance rules name the bundle's grades: parse them against its set (four for ESCI data).
+        relevance = manifest.components.relevance
+        grades = tuple(relevance.grades or ()) if relevance is not None else GRADES
+        self._exact_queries = parse_rules(rules, [label.path for label in labels], grades).intent_queries
         # One intra-op thread, as Sift serves by default.
         self._session = open_session(str(bundle / manifest.components.intent.file), ThreadSettings())
         self._output = self._session.get_outputs()[0].name
