@@ -34,8 +34,8 @@ class Methods:
     views: int = 2
     """Vectors per product in the index (1 = the title; 2 adds category + title)."""
     tiered_relevance: bool = True
-    """Relevance as a recall head (relevant or not) and a refine head (exact or partial); off = one 3-way
-    softmax."""
+    """Relevance as a recall head (relevant or not) and a refine head (exact or partial), one gate per step
+    up the data's grades (training/relevance_text.py tiered_probabilities); off = one softmax over them."""
     rules: bool = True
     """Golden pre-rules and corrective post-rules mined from training data, kept at >= 95% dev precision."""
     cross_encoder: bool = True
