@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -69,13 +71,51 @@ def start_sift(
     args += ["--metrics-port", str(metrics_port), "--drain-period", "0", *extra_args]
     process = Process(args, workdir / f"{name}.log")
     target = f"127.0.0.1:{port}"
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
         wait_serving(target, process=process.popen)
+        wait_heavy_workers(metrics_url, args, process.popen)
     except SystemExit as e:
         process.stop()
         log = process.log.read_text()[-2000:]
         raise SystemExit(f"{e}\nsift-serve's log ends:\n{log}") from None
-    return process, target, f"http://127.0.0.1:{metrics_port}/metrics"
+    return process, target, metrics_url
+
+
+def _flag(args: list[str], name: str, default: int) -> int:
+    """The last value given for an integer sift-serve flag, as `--name N` or `--name=N`."""
+    value = default
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = int(args[i + 1])
+        elif arg.startswith(name + "="):
+            value = int(arg.split("=", 1)[1])
+    return value
+
+
+def wait_heavy_workers(
+    metrics_url: str, args: list[str], process: subprocess.Popen | None = None, timeout_s: float = 120.0
+) -> float:
+    """Once SERVING, a server answers heavy calls itself until its heavy workers have loaded the bundle
+    (sift_heavy_workers_ready): a measurement of the served steady state waits for them. Returns the
+    seconds waited (0 without heavy workers)."""
+    if _flag(args, "--heavy-workers", 1) == 0:
+        return 0.0
+    workers = _flag(args, "--workers", 1) or os.cpu_count() or 1
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if process is not None and process.poll() is not None:
+            raise SystemExit(f"sift-bench: the server exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(metrics_url, timeout=2) as response:
+                text = response.read().decode()
+            match = re.search(r"^sift_heavy_workers_ready (\S+)$", text, re.MULTILINE)
+            if match and float(match.group(1)) >= workers:
+                return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"sift-bench: heavy workers not ready after {timeout_s:.0f} s ({metrics_url})")
 
 
 def start_echo(

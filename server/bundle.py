@@ -80,10 +80,17 @@ Products = ProductTable
 class Bundle:
     """A validated, loaded bundle: the models, featurizer, index and metadata the services use."""
 
-    def __init__(self, directory: Path, threads: ThreadSettings, batching: BatchPolicy | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        threads: ThreadSettings,
+        batching: BatchPolicy | None = None,
+        verify: bool = True,
+    ) -> None:
         self.directory = directory
         self.manifest = m = Manifest.read(directory)
-        m.verify_files(directory)
+        if verify:
+            m.verify_files(directory)
         self.version = m.bundle_version
         self.schema_version = m.schema_version
         self.created_at = m.created_at
@@ -254,13 +261,17 @@ class Bundle:
 
 
 def load_bundle(
-    directory: str | Path, threads: ThreadSettings | None = None, batching: BatchPolicy | None = None
+    directory: str | Path,
+    threads: ThreadSettings | None = None,
+    batching: BatchPolicy | None = None,
+    verify: bool = True,
 ) -> Bundle:
-    """Validates and opens the bundle at `directory`; raises BundleError naming what is wrong."""
+    """Validates and opens the bundle at `directory`; raises BundleError naming what is wrong. `verify`
+    False skips hashing the files: for a heavy worker, whose serving process checks the same directory."""
     path = Path(directory)
     if not path.is_dir():
         raise BundleError(f"{path}: bundle directory does not exist")
-    return Bundle(path, threads or ThreadSettings(), batching)
+    return Bundle(path, threads or ThreadSettings(), batching, verify)
 
 
 def _open_model(

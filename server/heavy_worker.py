@@ -39,7 +39,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from server import errors, timing
+from server import errors, metrics, timing
 
 log = logging.getLogger("sift.heavy")
 
@@ -81,7 +81,9 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
     loop = asyncio.new_event_loop()
 
     def load(path: str) -> str:
-        bundle = load_bundle(Path(path), threads, None)
+        # The serving process hashes the same directory's files as it loads them (a second pass over a
+        # gigabyte index here would double the hashing, on the same cores, at every start and reload).
+        bundle = load_bundle(Path(path), threads, None, verify=False)
         bundle.warm_up()
         services[bundle.version] = (bundle, BundleStore(bundle))
         services.move_to_end(bundle.version)
@@ -274,10 +276,22 @@ class HeavyPool:
         self._workers: list[_Worker] = []
         self._idle: asyncio.Queue[_Worker] | None = None
         self._closing: set[asyncio.Future[None]] = set()  # closes of dead workers under way
+        self._ready = False
 
     @property
     def started(self) -> bool:
         return bool(self._workers)
+
+    @property
+    def ready(self) -> bool:
+        """The workers hold the serving bundle: heavy calls go to them only then (the serving process
+        answers them itself while the workers load at start-up)."""
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+        metrics.HEAVY_WORKERS_READY.set(int(value))
 
     @property
     def pids(self) -> list[int]:
@@ -400,6 +414,7 @@ class HeavyPool:
     async def close(self, timeout: float = 5.0) -> None:
         """Stops every worker (after the call it holds), killing one still running after `timeout`."""
         workers, self._workers, self._idle = self._workers, [], None
+        self.ready = False
         await asyncio.gather(*(worker.close(timeout) for worker in workers), *self._closing)
 
 
@@ -415,7 +430,7 @@ class PooledRelevance:
         self.rows = rows
 
     async def score(self, query: str, candidates: list, deadline: float | None = None) -> Any:
-        if len(candidates) < self.rows or not self._pool.started:
+        if len(candidates) < self.rows or not self._pool.ready:
             return await self._local.score(query, candidates, deadline)
         bundle = self._store.bundle
         ids = [c.product_id for c in candidates]
@@ -466,7 +481,7 @@ class PooledScoreRelevance:
         if (
             isinstance(request, self._undecodable)
             or len(request.candidates) < self._rows
-            or not self._pool.started
+            or not self._pool.ready
         ):
             return await self._local(request, context)
         return await self._pooled(self, request, context)

@@ -57,6 +57,12 @@ BUNDLE = Gauge(
     ["version", "schema_version"],
     multiprocess_mode="max",
 )
+HEAVY_WORKERS_READY = Gauge(
+    "sift_heavy_workers_ready",
+    "Serving processes whose heavy workers hold the serving bundle, so heavy calls go to them; a process "
+    "answers heavy calls itself while its workers load at start-up.",
+    multiprocess_mode="livesum",
+)
 BUNDLE_LOAD_FAILURES = Counter("sift_bundle_load_failures_total", "Bundles refused at load time.")
 
 ADMISSION_REFUSED = Counter(

@@ -18,7 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.servers import free_port  # re-exported: tests import it from here
+from benchmarks.servers import free_port, wait_heavy_workers  # free_port: tests import it from here
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,6 +109,8 @@ def start_server(
         credentials = grpc.ssl_channel_credentials(tls_ca.read_bytes(), key, cert)
     server = LiveServer(f"127.0.0.1:{port}", metrics_port, process, log_path, credentials)
     wait_serving(server, metadata=health_metadata)
+    if "--metrics-port" not in extra:  # its heavy workers load after SERVING: tests start from them ready
+        wait_heavy_workers(f"http://127.0.0.1:{metrics_port}/metrics", list(extra), process)
     return server
 
 

@@ -17,7 +17,7 @@ from server import errors
 from server._proto.sift.v1 import admin_pb2, admin_pb2_grpc, relevance_pb2, relevance_pb2_grpc
 from server.heavy_worker import _columns, _error, _from_columns
 from server.service.relevance import RelevanceResult, ScoredCandidate
-from tests.conftest import LiveServer, start_server, stop_server
+from tests.conftest import LiveServer, free_port, start_server, stop_server
 from tests.server.test_bundle import edit_manifest
 
 TITLES = [f"oak coffee table model {i}" for i in range(80)] + [f"nonstick frying pan {i}" for i in range(40)]
@@ -202,3 +202,24 @@ def test_heavy_calls_are_refused_before_their_request_is_read(tiny_bundle: Path)
     assert codes <= {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT}
     assert all(int(p) > 0 for code, p in seen if code == grpc.StatusCode.RESOURCE_EXHAUSTED and p)
     assert all(p for code, p in seen if code == grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+def test_serving_comes_before_the_workers_load_and_heavy_calls_are_answered_meanwhile(
+    tiny_bundle: Path,
+) -> None:
+    """At start-up the server reports SERVING once it has loaded the bundle itself, answers heavy calls
+    itself while its workers load (their load does not add to the cold start), then hands them over:
+    sift_heavy_workers_ready turns 1 and the log says so."""
+    metrics_port = free_port()
+    server = start_server(tiny_bundle, "--heavy-workers", "1", "--metrics-port", str(metrics_port))
+    server.metrics_port = metrics_port
+    try:
+        assert len(_score(server, LARGE).scores) == len(TITLES)  # whoever answers, it is answered
+        deadline = time.monotonic() + 60
+        while "sift_heavy_workers_ready 1.0" not in server.metrics() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "sift_heavy_workers_ready 1.0" in server.metrics()
+        assert "heavy workers serving bundle" in server.log()
+        assert len(_score(server, LARGE).scores) == len(TITLES)
+    finally:
+        stop_server(server)
