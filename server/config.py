@@ -114,10 +114,11 @@ class Settings(BaseSettings):
     """Model runs of at least this many rows run on a worker thread beside the event loop (onnxruntime
     releases the GIL); smaller ones run inline, where they are fastest. 0 runs every model inline."""
     heavy_workers: int = Field(1, ge=0)
-    """Worker processes that score each ScoreRelevance of at least --offload-rows candidates, so that its
-    featurization (Python, holding the GIL for tens of milliseconds at 1,000 titles) never stalls the cheap
-    calls on the event loop (server/heavy_worker.py); they load the same bundle and follow every reload.
-    Admission queues their work in a lane of its own. 0 scores every call in the serving process."""
+    """Worker processes that score each ScoreRelevance of at least --offload-rows titles (or 8x as many
+    product ids, which cost far less each), so that its featurization (Python, holding the GIL for tens of
+    milliseconds at 1,000 titles) never stalls the cheap calls on the event loop (server/heavy_worker.py);
+    they load the same bundle and follow every reload. Admission queues their work in a lane of its own. 0
+    scores every call in the serving process."""
     heavy_worker_nice: int = Field(0, ge=0, le=19)
     """Niceness added to the heavy workers: above 0 the serving process gets the cores first."""
     max_connection_age: float = Field(0.0, ge=0)

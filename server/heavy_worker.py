@@ -418,9 +418,23 @@ class HeavyPool:
         await asyncio.gather(*(worker.close(timeout) for worker in workers), *self._closing)
 
 
+ID_COST = 8
+"""A candidate given by title costs about as much as this many given by id: a title is featurized and
+embedded, an id only looked up in arrays computed when the bundle was built."""
+
+
+def to_workers(candidates: Any, rows: int) -> bool:
+    """Whether a ScoreRelevance goes to the heavy workers: `rows` titles' worth of work or more. Below it the
+    hand-over (the request's bytes to a process and back) costs about what the stall it saves would. As
+    admission does, the first candidate says whether a call gives titles or ids."""
+    n = len(candidates)
+    by_id = bool(n) and bool(candidates[0].product_id)
+    return n >= rows * (ID_COST if by_id else 1)
+
+
 class PooledRelevance:
-    """RelevanceService's `score`, with calls of at least `rows` candidates scored by the heavy pool and
-    smaller ones (which cost less than the hand-over) by the local service."""
+    """RelevanceService's `score`, with calls of at least `rows` titles' worth of work (`to_workers`) scored
+    by the heavy pool and smaller ones (which cost less than the hand-over) by the local service."""
 
     def __init__(self, local: Any, pool: HeavyPool, store: Any, limits: Any, rows: int) -> None:
         self._local = local
@@ -430,7 +444,7 @@ class PooledRelevance:
         self.rows = rows
 
     async def score(self, query: str, candidates: list, deadline: float | None = None) -> Any:
-        if len(candidates) < self.rows or not self._pool.ready:
+        if not to_workers(candidates, self.rows) or not self._pool.ready:
             return await self._local.score(query, candidates, deadline)
         bundle = self._store.bundle
         ids = [c.product_id for c in candidates]
@@ -441,7 +455,7 @@ class PooledRelevance:
 
 
 class PooledScoreRelevance:
-    """The gRPC ScoreRelevance handler when heavy workers run: a call of at least `rows` candidates goes to
+    """The gRPC ScoreRelevance handler when heavy workers run: a call of `rows` titles' worth goes to
     a worker as its request's bytes and comes back as the response's bytes, through the same middleware as
     every call (admission, deadlines, metrics, errors naming the field); smaller ones, and undecodable
     ones, go to the servicer's own method. Returns bytes or a response message: `serialize` takes both."""
@@ -480,7 +494,7 @@ class PooledScoreRelevance:
     async def handle(self, request: Any, context: Any) -> Any:
         if (
             isinstance(request, self._undecodable)
-            or len(request.candidates) < self._rows
+            or not to_workers(request.candidates, self._rows)
             or not self._pool.ready
         ):
             return await self._local(request, context)

@@ -15,7 +15,7 @@ import pytest
 
 from server import errors
 from server._proto.sift.v1 import admin_pb2, admin_pb2_grpc, relevance_pb2, relevance_pb2_grpc
-from server.heavy_worker import _columns, _error, _from_columns
+from server.heavy_worker import ID_COST, _columns, _error, _from_columns, to_workers
 from server.service.relevance import RelevanceResult, ScoredCandidate
 from tests.conftest import LiveServer, free_port, start_server, stop_server
 from tests.server.test_bundle import edit_manifest
@@ -223,3 +223,14 @@ def test_serving_comes_before_the_workers_load_and_heavy_calls_are_answered_mean
         assert len(_score(server, LARGE).scores) == len(TITLES)
     finally:
         stop_server(server)
+
+
+def test_calls_go_to_the_workers_by_their_cost() -> None:
+    """Titles are featurized and embedded, ids only looked up: a call by ids goes to the workers only at
+    ID_COST times as many candidates (below, the hand-over costs more than the call)."""
+    titles = [relevance_pb2.Candidate(title="oak table")] * 64
+    ids = [relevance_pb2.Candidate(product_id="P1")] * 64
+    assert to_workers(titles, 64) and not to_workers(titles[:63], 64)
+    assert not to_workers(ids, 64) and not to_workers(ids * 2, 64)
+    assert to_workers(ids * ID_COST, 64)
+    assert not to_workers([], 64) and to_workers([], 0)
