@@ -116,19 +116,14 @@ class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
     ) -> relevance_pb2.ScoreRelevanceResponse:
         candidates = [CandidateInput(product_id=c.product_id, title=c.title) for c in request.candidates]
         result = await self._service.score(request.query, candidates, deadline_of(context))
-        return relevance_pb2.ScoreRelevanceResponse(
-            scores=[
-                relevance_pb2.Score(
-                    score=s.score,
-                    grade=_GRADES[s.grade],
-                    source=_source(s.source),
-                    rule=s.rule,
-                    grade_name=s.grade,
-                )
-                for s in result.scores
-            ],
-            model_version=result.model_version,
-        )
+        response = relevance_pb2.ScoreRelevanceResponse(model_version=result.model_version)
+        # Built in place: Score messages made apart and passed as `scores=` are each copied once more
+        # (a 100-candidate answer took 2-6x as long to build that way).
+        add = response.scores.add
+        for s in result.scores:
+            grade = s.grade
+            add(score=s.score, grade=_GRADES[grade], source=_source(s.source), rule=s.rule, grade_name=grade)
+        return response
 
 
 # The wire's enum -> the service's mode name; an unknown number is passed on as itself to be refused.
