@@ -232,15 +232,23 @@ class TitleLexicon:
     def of_titles(cls, titles: Sequence[str], featurizer: Featurizer) -> TitleLexicon:
         return cls(title_lexicon_arrays(titles, featurizer), featurizer)
 
-    def features(self, query_words: list[str], rows: np.ndarray) -> dict[str, np.ndarray]:
-        """`lexical_features` for the products at `rows`."""
-        q_words = {word_hash(w) for w in set(query_words)}
-        q_chars = self._featurizer.char_ids(query_words)
-        n_words, n_chars = len(set(query_words)), len(q_chars)
+    def features(
+        self, query_words: list[str], rows: np.ndarray, held: TitleMatches | None = None
+    ) -> dict[str, np.ndarray]:
+        """`lexical_features` for the products at `rows`; from their title_matches when given (a
+        ScoreRelevance finds them once for these features and the text student's input)."""
+        if held is not None:
+            word_coverage = held.words.sum(1, dtype=np.float32) / max(held.words.shape[1], 1)
+            char_coverage = held.chars.sum(1, dtype=np.float32) / max(held.chars.shape[1], 1)
+        else:
+            q_chars = self._featurizer.char_ids(query_words)
+            q_words = {word_hash(w) for w in set(query_words)}
+            word_coverage = _hits(self._words, rows, q_words) / max(len(set(query_words)), 1)
+            char_coverage = _hits(self._chars, rows, q_chars) / max(len(q_chars), 1)
         return {
             "title_equal": (self._text_hash[rows] == text_hash(query_words)).astype(np.float32),
-            "word_coverage": _hits(self._words, rows, q_words) / max(n_words, 1),
-            "char_coverage": _hits(self._chars, rows, q_chars) / max(n_chars, 1),
+            "word_coverage": word_coverage,
+            "char_coverage": char_coverage,
             "query_words": np.full(len(rows), len(query_words), dtype=np.float32),
         }
 
@@ -325,14 +333,29 @@ NUM_QUERY_SLOTS = len(QuerySlot)
 class QueryGrams:
     """A query's side of the text relevance input, computed once per request."""
 
+    all_words: np.ndarray
+    """int64 word_hash of every distinct word, last word first."""
+    all_chars: np.ndarray
+    """int64 every distinct character n-gram id, the last word's first."""
     word_hashes: np.ndarray
-    """int64 word_hash of its distinct words, last word first."""
+    """The first of all_words, as many as the input's TEXT_QUERY_IDS hold."""
     char_ids: np.ndarray
-    """int64 distinct character n-gram ids, the last word's first."""
+    """The first of all_chars that fit after them."""
     ids: np.ndarray
     """float32 [TEXT_QUERY_IDS]: word bucket ids then character ids, 0-padded."""
     slots: np.ndarray
     """float32 [TEXT_QUERY_IDS]: each id's QuerySlot."""
+
+
+@dataclass(frozen=True, slots=True)
+class TitleMatches:
+    """Which of a query's distinct words and character n-grams each title holds, found once per call: the
+    lexical coverage features and the text student's match block both read it."""
+
+    words: np.ndarray
+    """bool [titles, len(all_words)]."""
+    chars: np.ndarray
+    """bool [titles, len(all_chars)]."""
 
 
 def word_buckets(hashes: np.ndarray, num_buckets: int) -> np.ndarray:
@@ -358,7 +381,26 @@ def query_grams(query_words: list[str], featurizer: Featurizer) -> QueryGrams:
     slots[:n_words] = word_slots[:n_words]
     ids[n_words : n_words + n_chars] = char_ids[:n_chars]
     slots[n_words : n_words + n_chars] = list(chars.values())[:n_chars]
-    return QueryGrams(word_hashes[:n_words], char_ids[:n_chars], ids, slots)
+    return QueryGrams(word_hashes, char_ids, word_hashes[:n_words], char_ids[:n_chars], ids, slots)
+
+
+def title_matches(query: QueryGrams, title: dict[str, np.ndarray], rows: np.ndarray) -> TitleMatches:
+    """Which of the query's n-grams the titles at `rows` of `title` (word and character CSR arrays) hold:
+    words by their 64-bit hash, characters by id; array operations over all titles at once."""
+    w_ptr, w_vals, c_ptr, c_vals = (title[k] for k in ("word_indptr", "word_ids", "char_indptr", "char_ids"))
+    n, nw = len(rows), len(query.all_words)
+    words = np.zeros((n, nw), dtype=bool)
+    if nw and n and len(w_vals):  # titles without any word (such as "{") hold none of the query's
+        w_start = w_ptr[rows]
+        w_len = w_ptr[rows + 1] - w_start
+        cols = np.arange(max(int(w_len.max()), 1))[None, :]
+        mask = cols < w_len[:, None]
+        held = np.where(mask, w_vals[np.minimum(w_start[:, None] + cols, len(w_vals) - 1)], 0)
+        words = ((query.all_words[None, :, None] == held[:, None, :]) & mask[:, None, :]).any(-1)
+    chars = np.zeros((n, len(query.all_chars)), dtype=bool)
+    if len(query.all_chars) and n and len(c_vals):
+        chars = _holds(c_ptr, c_vals, rows, query.all_chars)
+    return TitleMatches(words, chars)
 
 
 def title_sets(word_lists: Sequence[list[str]], featurizer: Featurizer) -> dict[str, np.ndarray]:
@@ -382,10 +424,12 @@ def text_relevance_input(
     rows: np.ndarray,
     features: np.ndarray,
     num_buckets: int,
+    held: TitleMatches | None = None,
 ) -> np.ndarray:
     """The text_mlp model's input [len(rows), TEXT_RELEVANCE_WIDTH] float32 for the titles at `rows` of
     `title` (word and character CSR arrays: a bundle's lexicon, or title_sets of titles given as text) and
-    their RELEVANCE_FEATURES `features`. Array operations over all candidates at once."""
+    their RELEVANCE_FEATURES `features`; `held` is their title_matches when the caller has them already.
+    Array operations over all candidates at once."""
     n = len(rows)
     w_ptr, w_vals, c_ptr, c_vals = (title[k] for k in ("word_indptr", "word_ids", "char_indptr", "char_ids"))
     w_start, c_start = w_ptr[rows], c_ptr[rows]
@@ -395,18 +439,12 @@ def text_relevance_input(
     at = len(RELEVANCE_FEATURES)
     out[:, at : at + TEXT_QUERY_IDS] = query.ids
     out[:, at + TEXT_QUERY_IDS : at + 2 * TEXT_QUERY_IDS] = query.slots
-    # Which query n-grams the title holds: words by their 64-bit hash, characters by id.
+    # Which of the query n-grams in the input the title holds.
+    held = held if held is not None else title_matches(query, title, rows)
     match = out[:, at + 2 * TEXT_QUERY_IDS : at + 3 * TEXT_QUERY_IDS]
     nw, nc = len(query.word_hashes), len(query.char_ids)
-    if nw and n and len(w_vals):  # titles without any word (such as "{") hold none of the query's
-        width = max(int(w_len.max()), 1)
-        cols = np.arange(width)[None, :]
-        mask = cols < w_len[:, None]
-        words = np.where(mask, w_vals[np.minimum(w_start[:, None] + cols, max(len(w_vals) - 1, 0))], 0)
-        hit = (query.word_hashes[None, :, None] == words[:, None, :]) & mask[:, None, :]
-        match[:, :nw] = hit.any(-1)
-    if nc and n and len(c_vals):
-        match[:, nw : nw + nc] = _holds(c_ptr, c_vals, rows, query.char_ids)
+    match[:, :nw] = held.words[:, :nw]
+    match[:, nw : nw + nc] = held.chars[:, :nc]
     # The title's ids: its distinct words, then as many of its distinct character n-grams as fit.
     cols = np.arange(TEXT_TITLE_IDS)[None, :]
     n_words = np.minimum(w_len, TEXT_TITLE_IDS)[:, None]

@@ -19,10 +19,13 @@ from server.errors import InvalidArgument, NotFound
 from server.featurize import (
     LEXICAL_FEATURES,
     TEXT_RELEVANCE_WIDTH,
+    QueryGrams,
+    TitleMatches,
     lexical_features,
     pad_ids,
     query_grams,
     text_relevance_input,
+    title_matches,
     title_sets,
 )
 from server.relevance_cascade import (
@@ -104,10 +107,16 @@ class RelevanceService:
         start = time.perf_counter()
         query_words = featurizer.words(query)
         # Products given by id read their precomputed side of the features; only titles are featurized.
+        # Which query n-grams their titles hold is found once, for the coverage features here and the text
+        # student's input below.
         by_id = np.flatnonzero(rows >= 0)
         lexical = _empty_lexical(len(candidates))
+        grams = query_grams(query_words, featurizer)
+        held: TitleMatches | None = None
         if len(by_id):
-            for key, values in bundle.lexicon.features(query_words, rows[by_id]).items():
+            assert bundle.lexicon is not None
+            held = title_matches(grams, bundle.lexicon.arrays, rows[by_id])
+            for key, values in bundle.lexicon.features(query_words, rows[by_id], held).items():
                 lexical[key][by_id] = values
         words = await slices.map(featurizer.words, list(titles.values()))
         title_words = dict(zip(titles, words, strict=True))
@@ -141,7 +150,11 @@ class RelevanceService:
             )
             model_input = features.model_input
             if bundle.relevance_kind == "text_mlp":
-                model_input = _text_input(bundle, query_words, todo_titles, rows[todo], model_input)
+                todo_held = None
+                if held is not None:  # the rows of `held` (candidates by id) that the model scores
+                    at = np.searchsorted(by_id, todo[rows[todo] >= 0])
+                    todo_held = TitleMatches(held.words[at], held.chars[at])
+                model_input = _text_input(bundle, grams, todo_titles, rows[todo], model_input, todo_held)
             offload = self._heavy.offload(len(model_input))
             probs = await bundle.relevance.infer(model_input, deadline, offload=offload)
             model = model_verdicts(rules, features, probs)
@@ -204,21 +217,24 @@ async def _candidate_features(
 
 def _text_input(
     bundle: Bundle,
-    query_words: list[str],
+    grams: QueryGrams,
     title_words: list[list[str]],
     rows: np.ndarray,
     features: np.ndarray,
+    held: TitleMatches | None,
 ) -> np.ndarray:
     """The text relevance student's rows (server/featurize.py text_relevance_input): the product side of
-    candidates given by id from the bundle's lexicon arrays, that of titles from their words."""
+    candidates given by id from the bundle's lexicon arrays (`held`: their title_matches, in order), that
+    of titles from their words."""
     featurizer = bundle.featurizer
-    grams = query_grams(query_words, featurizer)
     buckets = featurizer.config.num_buckets
     out = np.empty((len(rows), TEXT_RELEVANCE_WIDTH), dtype=np.float32)
     by_id, by_title = np.flatnonzero(rows >= 0), np.flatnonzero(rows < 0)
     if len(by_id):
         assert bundle.lexicon is not None
-        out[by_id] = text_relevance_input(grams, bundle.lexicon.arrays, rows[by_id], features[by_id], buckets)
+        out[by_id] = text_relevance_input(
+            grams, bundle.lexicon.arrays, rows[by_id], features[by_id], buckets, held
+        )
     if len(by_title):
         sets = title_sets(title_words, featurizer)
         out[by_title] = text_relevance_input(

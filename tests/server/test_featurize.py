@@ -19,6 +19,7 @@ from server.featurize import (
     relevance_features,
     text_relevance_input,
     title_lexicon_arrays,
+    title_matches,
     title_sets,
     word_buckets,
     word_hash,
@@ -111,10 +112,17 @@ def test_title_lexicon_equals_lexical_features(featurizer: Featurizer) -> None:
     for query in ("oak coffee table", "chair", "brass lamps shade", "zzz unknown", "Navy velvet chairs"):
         words = featurizer.words(query)
         expected = lexical_features(words, [featurizer.words(titles[r]) for r in rows], featurizer)
-        got = lexicon.features(words, rows)
-        assert got.keys() == expected.keys()
-        for key in expected:
-            np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, err_msg=f"{query!r}: {key}")
+        grams = query_grams(words, featurizer)
+        held = title_matches(grams, lexicon.arrays, rows)
+        # From the lexicon's own search, and from the matches a ScoreRelevance finds once per call.
+        for got in (lexicon.features(words, rows), lexicon.features(words, rows, held)):
+            assert got.keys() == expected.keys()
+            for key in expected:
+                np.testing.assert_allclose(got[key], expected[key], rtol=1e-6, err_msg=f"{query!r}: {key}")
+        x = text_relevance_input(grams, lexicon.arrays, rows, np.zeros((len(rows), 4), np.float32), 1 << 12)
+        assert np.array_equal(
+            x, text_relevance_input(grams, lexicon.arrays, rows, np.zeros_like(x[:, :4]), 1 << 12, held)
+        )
     assert lexicon.features(["oak"], np.array([], dtype=np.int64))["word_coverage"].shape == (0,)
 
 
