@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -489,14 +489,21 @@ class HeavyCalls(grpc.aio.ServerInterceptor):
         trailing = ((PUSHBACK_KEY, str(refused.pushback_ms)),)
         observe = self._durations[method].observe
 
-        async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        async def refuse(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
             try:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message, trailing_metadata=trailing)
+            except grpc.aio.InternalError:
+                # Sending the status failed: the client left (its deadline passed while the call waited in
+                # gRPC core) and there is no one to refuse. A unary handler would never have run, its
+                # request never received; gRPC would log this as an error, under overload once a call.
+                pass
             finally:
                 observe(time.perf_counter() - start)
 
-        # No request deserializer: the request's bytes are never parsed.
-        return grpc.unary_unary_rpc_method_handler(refuse, response_serializer=handler.response_serializer)
+        # A client-streaming handler that never reads its stream: the request is not even received from
+        # gRPC core (a unary handler would wait for its 45 KB first), let alone parsed. The client sees the
+        # same unary call refused.
+        return grpc.stream_unary_rpc_method_handler(refuse, response_serializer=handler.response_serializer)
 
 
 def api_keys(settings: Settings) -> ApiKeys | None:

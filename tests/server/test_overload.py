@@ -5,13 +5,18 @@ DEADLINE_EXCEEDED and counted; the server keeps serving throughout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import grpc
 import pytest
 
 from server._proto.sift.v1 import intent_pb2, intent_pb2_grpc, relevance_pb2, relevance_pb2_grpc
+from server.admission import Admission, AdmissionPolicy, Work
+from server.app import HeavyCalls
 from tests.conftest import start_server, stop_server
 
 # ~1,000 titles to featurize: a call slow enough (milliseconds) for many to be in flight at once.
@@ -135,6 +140,84 @@ def test_admission_refuses_heavy_calls_with_a_pushback_and_keeps_answering_cheap
         assert f'sift_admission_refused_total{{method="ScoreRelevance"}} {len(refused)}.0' in server.metrics()
     finally:
         stop_server(server)
+
+
+def test_a_refused_heavy_call_is_refused_before_its_request_arrives(tiny_bundle: Path) -> None:
+    """While the heavy worker's lane is full, a ScoreRelevance is refused without waiting for its request:
+    a call whose client never sends the request message gets RESOURCE_EXHAUSTED, where a refusal that
+    first received the request would wait for it until the call's deadline. (Under a retry storm every
+    refusal then skips receiving 45 KB: sift-bench overload's flood.)"""
+    server = start_server(tiny_bundle, "--heavy-workers", "1", "--admission-target-ms", "1")
+    path = "/sift.v1.RelevanceService/ScoreRelevance"
+
+    async def run() -> list[grpc.StatusCode]:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = relevance_pb2_grpc.RelevanceServiceStub(channel)
+            silent = channel.stream_unary(path)
+            done = asyncio.Event()
+
+            async def keep_the_lane_busy() -> None:
+                while not done.is_set():
+                    with contextlib.suppress(grpc.aio.AioRpcError):  # refused: try again at once
+                        await stub.ScoreRelevance(SLOW, timeout=60)
+
+            async def no_request() -> AsyncIterator[bytes]:
+                await done.wait()  # the request stream stays open, with nothing sent, until the test ends
+                yield b""
+
+            busy = [asyncio.ensure_future(keep_the_lane_busy()) for _ in range(2)]
+            codes: list[grpc.StatusCode] = []
+            try:
+                # A silent call that arrives while the lane is free is admitted and waits for its request:
+                # its deadline ends it, and the next one finds the lane full.
+                for _ in range(5):
+                    try:
+                        await silent(no_request(), timeout=3)
+                        codes.append(grpc.StatusCode.OK)
+                    except grpc.aio.AioRpcError as e:
+                        codes.append(e.code())
+                    if codes[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        break
+            finally:
+                done.set()
+                await asyncio.gather(*busy)
+            return codes
+
+    try:
+        codes = asyncio.run(run())
+    finally:
+        stop_server(server)
+    assert codes[-1] == grpc.StatusCode.RESOURCE_EXHAUSTED, codes
+
+
+class _GoneContext:
+    """A servicer context whose client left before its status could be sent: gRPC fails the send."""
+
+    async def abort(self, *args: object, **kwargs: object) -> None:
+        raise grpc.aio.InternalError('Failed "execute_batch"')
+
+
+def test_a_refusal_whose_client_has_left_is_dropped_without_an_error() -> None:
+    """A refused call that the client gave up on while it waited in gRPC core (its deadline passed) has no
+    one to send the refusal to: the refusal ends quietly instead of raising into gRPC, which would log an
+    error for every such call under overload."""
+    admission = Admission(AdmissionPolicy(0.001, heavy_workers=1))
+    admission.calibrate([(Work.of("ScoreRelevance", title=1000), 0.05)])
+    admission.admit(Work.of("ScoreRelevance", title=1000))  # the heavy lane is full
+    calls = HeavyCalls(admission, frozenset({"ScoreRelevance"}))
+    path = "/sift.v1.RelevanceService/ScoreRelevance"
+    calls.routes[path] = grpc.unary_unary_rpc_method_handler(lambda request, context: None)
+
+    async def no_continuation(details: grpc.HandlerCallDetails) -> None:
+        raise AssertionError("the route is known")
+
+    async def run() -> None:
+        details = SimpleNamespace(method=path, invocation_metadata=())
+        handler = await calls.intercept_service(no_continuation, details)
+        assert handler.request_streaming  # the request is never read
+        await handler.stream_unary(None, _GoneContext())
+
+    asyncio.run(run())  # no exception
 
 
 def test_expired_deadlines_are_refused_and_the_server_keeps_serving(tiny_bundle: Path) -> None:
