@@ -36,7 +36,10 @@ def _score(
 def _children(pid: int) -> set[int]:
     out: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        children = (task / "children").read_text().split()
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread that ended since the listing (the workers' load thread)
+            continue
         out.update(int(c) for c in children)
     return out
 
