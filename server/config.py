@@ -100,8 +100,10 @@ class Settings(BaseSettings):
     """Admission by cost: calls are admitted while the estimated work already admitted and unfinished (the
     new call's queueing delay) is under this many milliseconds; the rest get RESOURCE_EXHAUSTED at once with
     `grpc-retry-pushback-ms` trailing metadata saying when to retry (server/admission.py). 0 turns it off.
-    100 kept admitted ScoreRelevance p99 within 250 ms under a flood of 1,000-title calls
-    (benchmarks/results/overload)."""
+    Default 100, from sift-bench overload (benchmarks/results/overload-admission): in its flood of 1,000-title
+    calls the heavy lane held one call at a time (the 50 ms heavy methods may fill is less than one such
+    call's estimated cost), so the flood's p99 is that call's own time on cores shared with the refusals,
+    not queueing, and a lower target would not shorten it."""
     admission_heavy_methods: str = "ScoreRelevance"
     """Comma-separated methods shed first under overload: they may fill only admission_heavy_share of the
     target, so the cheap calls a search stack makes on every query (ClassifyIntent, Search) keep room."""
