@@ -360,7 +360,7 @@ class SiftServer:
                 return
             assert self.heavy_pool is not None
             self.heavy_pool.ready = True
-            log.info("heavy workers serving bundle %s", version)
+            log.info("heavy workers loaded bundle %s: heavy calls go to them now", version)
 
     async def _load_and_warm_heavy(self, path: Path) -> str | None:
         if self.heavy_pool is None:

@@ -222,7 +222,7 @@ def test_serving_comes_before_the_workers_load_and_heavy_calls_are_answered_mean
         while "sift_heavy_workers_ready 1.0" not in server.metrics() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "sift_heavy_workers_ready 1.0" in server.metrics()
-        assert "heavy workers serving bundle" in server.log()
+        assert "heavy workers loaded bundle" in server.log()
         assert len(_score(server, LARGE).scores) == len(TITLES)
     finally:
         stop_server(server)
