@@ -101,7 +101,11 @@ def wait_heavy_workers(
     seconds waited (0 without heavy workers)."""
     if _flag(args, "--heavy-workers", 1) == 0:
         return 0.0
-    workers = _flag(args, "--workers", 1) or os.cpu_count() or 1
+    workers = _flag(args, "--workers", 1)
+    if workers == 0:  # one serving process per usable core per intra-op thread, as sift-serve counts them
+        from server.__main__ import usable_cores  # here: it imports the whole server
+
+        workers = max(usable_cores() // _flag(args, "--intra-op-threads", 1), 1)
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
         if process is not None and process.poll() is not None:
