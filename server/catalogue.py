@@ -79,13 +79,8 @@ class IdLookup:
         self._width = sorted_ids.dtype.itemsize
 
     def get(self, product_id: str, default: int | None = None) -> int | None:
-        key = product_id.encode("utf-8")
-        if not key or len(key) > self._width or key.endswith(b"\0") or not len(self._ids):
-            return default
-        i = int(np.searchsorted(self._ids, np.array(key, dtype=self._ids.dtype)))
-        if i < len(self._ids) and bytes(self._ids[i]) == key:
-            return int(self._rows[i])
-        return default
+        row = int(self.rows([product_id])[0])
+        return default if row < 0 else row
 
     def rows(self, product_ids: Sequence[str]) -> np.ndarray:
         """int64 row of each id, -1 where unknown: one binary search over the sorted ids for all of them

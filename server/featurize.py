@@ -224,8 +224,6 @@ class TitleLexicon:
         self._featurizer = featurizer
         self.arrays = arrays
         """ARRAYS by name: the product side of the text relevance student's input too."""
-        self._words = arrays["word_indptr"], arrays["word_ids"]
-        self._chars = arrays["char_indptr"], arrays["char_ids"]
         self._text_hash = arrays["text_hash"]
 
     @classmethod
@@ -235,20 +233,15 @@ class TitleLexicon:
     def features(
         self, query_words: list[str], rows: np.ndarray, held: TitleMatches | None = None
     ) -> dict[str, np.ndarray]:
-        """`lexical_features` for the products at `rows`; from their title_matches when given (a
-        ScoreRelevance finds them once for these features and the text student's input)."""
-        if held is not None:
-            word_coverage = held.words.sum(1, dtype=np.float32) / max(held.words.shape[1], 1)
-            char_coverage = held.chars.sum(1, dtype=np.float32) / max(held.chars.shape[1], 1)
-        else:
-            q_chars = self._featurizer.char_ids(query_words)
-            q_words = {word_hash(w) for w in set(query_words)}
-            word_coverage = _hits(self._words, rows, q_words) / max(len(set(query_words)), 1)
-            char_coverage = _hits(self._chars, rows, q_chars) / max(len(q_chars), 1)
+        """`lexical_features` for the products at `rows`, from their title_matches (`held` when the caller
+        has them: a ScoreRelevance finds them once for these features and the text student's input)."""
+        if held is None:
+            held = title_matches(query_grams(query_words, self._featurizer), self.arrays, rows)
         return {
             "title_equal": (self._text_hash[rows] == text_hash(query_words)).astype(np.float32),
-            "word_coverage": word_coverage,
-            "char_coverage": char_coverage,
+            # Shares of the query's distinct words and character n-grams that each title holds.
+            "word_coverage": held.words.sum(1, dtype=np.float32) / max(held.words.shape[1], 1),
+            "char_coverage": held.chars.sum(1, dtype=np.float32) / max(held.chars.shape[1], 1),
             "query_words": np.full(len(rows), len(query_words), dtype=np.float32),
         }
 
@@ -278,20 +271,6 @@ def _csr(rows: list[list[int]], dtype: type[np.generic]) -> tuple[np.ndarray, np
     starts[1:] = np.cumsum([len(r) for r in rows])
     values = np.fromiter((v for r in rows for v in r), dtype=dtype, count=int(starts[-1]))
     return starts, values
-
-
-def _hits(csr: tuple[np.ndarray, np.ndarray], rows: np.ndarray, query: set[int]) -> np.ndarray:
-    """How many of each row's ids are in `query`, float32 per row."""
-    starts, values = csr
-    lengths = starts[rows + 1] - starts[rows]
-    if not query or lengths.sum() == 0:
-        return np.zeros(len(rows), dtype=np.float32)
-    # Positions of every id of the selected rows, gathered without a loop over rows.
-    offsets = np.repeat(starts[rows] - np.cumsum(lengths) + lengths, lengths)
-    gathered = values[np.arange(lengths.sum()) + offsets]
-    found = np.isin(gathered, np.fromiter(query, dtype=np.int64)).astype(np.float32)
-    owner = np.repeat(np.arange(len(rows)), lengths)
-    return np.bincount(owner, weights=found, minlength=len(rows)).astype(np.float32)
 
 
 # The text-reading relevance student (manifest kind "text_mlp", training/relevance_text.py) reads one float32
