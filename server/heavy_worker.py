@@ -463,14 +463,9 @@ class PooledScoreRelevance:
     admission: Any = None  # set by the server, as on the servicers
 
     def __init__(self, local: Any, pool: HeavyPool, store: Any, limits: Any, rows: int) -> None:
-        from server.admission import Work
         from server.transport.middleware import deadline_of, rpc
         from server.transport.register import Undecodable
-
-        def work(request: Any) -> Work:  # as the servicer's: the first candidate says titles or ids
-            candidates = request.candidates
-            kind = "id" if candidates and candidates[0].product_id else "title"
-            return Work.of("ScoreRelevance", **{kind: len(candidates)})
+        from server.transport.servicers import relevance_work
 
         self._local = local  # the servicer's bound ScoreRelevance, middleware included
         self._pool = pool
@@ -480,7 +475,7 @@ class PooledScoreRelevance:
         self._undecodable = Undecodable
         self.timing_metadata = getattr(local.__self__, "timing_metadata", False)
 
-        @rpc("ScoreRelevance", work)
+        @rpc("ScoreRelevance", relevance_work)  # admitted as the servicer's own method admits it
         async def pooled(_self: Any, request: Any, context: Any) -> bytes:
             bundle = self._store.bundle
             bundle.require("relevance")

@@ -57,7 +57,7 @@ def _batch(method: str) -> Callable[[object], Work]:
     return lambda request: work.times(len(request.items))  # type: ignore[attr-defined]
 
 
-def _relevance_work(request: relevance_pb2.ScoreRelevanceRequest) -> Work:
+def relevance_work(request: relevance_pb2.ScoreRelevanceRequest) -> Work:
     # The first candidate says whether the call embeds titles or reads known products: counting every
     # candidate's kind would cost a refused call more than the rest of its refusal.
     candidates = request.candidates
@@ -110,7 +110,7 @@ class RelevanceServicer(relevance_pb2_grpc.RelevanceServiceServicer):
         self._service = service
         self.timing_metadata = timing_metadata
 
-    @rpc("ScoreRelevance", _relevance_work)
+    @rpc("ScoreRelevance", relevance_work)
     async def ScoreRelevance(
         self, request: relevance_pb2.ScoreRelevanceRequest, context: Context
     ) -> relevance_pb2.ScoreRelevanceResponse:
