@@ -33,7 +33,7 @@ import numpy as np
 
 from benchmarks import report
 from benchmarks.scale_catalogue import BIG_SHARE, Grown, cached
-from benchmarks.servers import Process, free_port, proc_status, wait_heavy_workers, wait_serving
+from benchmarks.servers import Process, children, free_port, proc_status, wait_heavy_workers, wait_serving
 
 RESULTS = Path("benchmarks/results/scale")
 CALLS = 300  # timed calls per kind, after WARMUP
@@ -192,18 +192,10 @@ def _memory(pid: int) -> dict[str, int]:
     return {"RssAnon": status["RssAnon"], "RssFile": status["RssFile"]}
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        path = task / "children"
-        out += [int(x) for x in path.read_text().split()] if path.is_file() else []
-    return out
-
-
 def _descendants(pid: int) -> list[int]:
     """Every process below `pid`: serving workers, their heavy workers and multiprocessing's tracker."""
     out = []
-    for child in _children(pid):
+    for child in sorted(children(pid)):
         out += [child, *_descendants(child)]
     return out
 

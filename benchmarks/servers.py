@@ -147,6 +147,18 @@ def start_echo(
     raise SystemExit("sift-bench: the echo server did not start within 30 s")
 
 
+def children(pid: int) -> set[int]:
+    """A process's child processes, from /proc/<pid>/task/*/children; Linux only."""
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            listed = (task / "children").read_text().split()
+        except FileNotFoundError:  # a thread that ended since the listing (such as a load thread)
+            continue
+        out.update(int(c) for c in listed)
+    return out
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """A process's VmRSS, RssAnon (private memory), RssFile (mapped files), in bytes, and Threads, from
     /proc/<pid>/status; Linux only."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from benchmarks.servers import children
 from server import errors
 from server._proto.sift.v1 import admin_pb2, admin_pb2_grpc, relevance_pb2, relevance_pb2_grpc
 from server.heavy_worker import ID_COST, _columns, _error, _from_columns, to_workers
@@ -33,22 +34,11 @@ def _score(
         return relevance_pb2_grpc.RelevanceServiceStub(channel).ScoreRelevance(request, timeout=30)
 
 
-def _children(pid: int) -> set[int]:
-    out: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            children = (task / "children").read_text().split()
-        except FileNotFoundError:  # a thread that ended since the listing (the workers' load thread)
-            continue
-        out.update(int(c) for c in children)
-    return out
-
-
 def _heavy_workers(server: LiveServer) -> set[int]:
     """The serving process's heavy workers (multiprocessing also starts a resource tracker beside them)."""
     return {
         pid
-        for pid in _children(server.process.pid)
+        for pid in children(server.process.pid)
         if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     }
 
