@@ -33,6 +33,11 @@ def export_onnx(
         )
 
 
+QUANT_OPS = ["MatMul", "Gemm", "Gather", "Attention"]
+"""Weights quantized to int8: matrix products, embedding tables, and a transformer's fused attention
+(training/transformer_student.py exports it as onnxruntime's Attention, which becomes QAttention)."""
+
+
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     """Dynamic int8: weights (embedding tables included, via Gather) stored as int8, activations quantized
     on the fly. The embedding table dominates a hashed n-gram student, so this cuts the file ~4x."""
@@ -40,7 +45,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
         str(fp32_path),
         str(int8_path),
         weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+        op_types_to_quantize=QUANT_OPS,
     )
 
 

@@ -20,12 +20,10 @@ import torch
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from training.export import quantize_int8
+from training.export import QUANT_OPS, quantize_int8
 from training.finetune import load_encoder, mean_pool
 from training.transformer_student import encode_texts, export_transformer_onnx, full_encoder, load_tokenizer
 
-QUANT_OPS = ["MatMul", "Gemm", "Gather"]
-"""As training.export.quantize_int8, so the gate's first candidate is exactly what the pipeline ships."""
 EXCLUDED_TAIL = 1 / 3
 """The mixed candidate keeps this fraction of the weight MatMuls/Gemms, the last in graph order (the top
 layers and the head, where quantisation error has had the most chance to build up), in fp32."""
@@ -85,7 +83,9 @@ def sensitive_nodes(model_path: Path, tail_fraction: float = EXCLUDED_TAIL) -> l
     }
     gathers = [n.name for n in graph.node if n.op_type == "Gather" and n.input[0] in floats]
     weighted = [
-        n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and any(i in floats for i in n.input)
+        n.name
+        for n in graph.node
+        if n.op_type in ("MatMul", "Gemm", "Attention") and any(i in floats for i in n.input)
     ]
     tail = math.ceil(len(weighted) * tail_fraction)
     return gathers + (weighted[len(weighted) - tail :] if tail else [])

@@ -42,6 +42,7 @@ from training.transformer_student import (
     distil_transformer_student,
     encode_texts,
     factorized_student,
+    fused_attention,
     load_tokenizer,
 )
 
@@ -125,7 +126,7 @@ def export_ids_only(student: TransformerStudent, tokenizer: Tokenizer, path: Pat
     """fp32 ONNX: int64 `input_ids` [batch, tokens] -> `embedding` [batch, dim]."""
     ids, _ = encode_texts(tokenizer, ["example query for tracing", "a second one"])
     student.eval()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), fused_attention(student):
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation on every call
         torch.onnx.export(
             _IdsOnly(student),
@@ -135,6 +136,7 @@ def export_ids_only(student: TransformerStudent, tokenizer: Tokenizer, path: Pat
             output_names=["embedding"],
             dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
             opset_version=17,
+            custom_opsets={"com.microsoft": 1},
             dynamo=False,
         )
 

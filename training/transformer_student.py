@@ -9,6 +9,12 @@ that the training texts use. The original tokenizer.json is kept unchanged; an i
 The encoder is written out in plain torch ops (Gather, MatMul, Softmax, LayerNorm, Erf) rather than taken
 from transformers, so that the legacy ONNX exporter traces exactly the trained computation with dynamic batch
 and sequence axes; the same module with all layers and the full vocabulary exports the teacher itself.
+
+At export each layer's self-attention becomes one onnxruntime `com.microsoft.Attention` node (Q, K and V in
+one weight), which dynamic quantization turns into one QAttention. Traced op by op, a query's attention is
+about forty small nodes per layer (reshapes, transposes, shape arithmetic) whose per-node cost outweighs
+their arithmetic at a query's 8 to 32 tokens (the report's latency part times the shipped graph).
+tests/training/test_transformer_student.py checks the fused graph against the module, fp32 and int8.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import json
 import math
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +65,19 @@ def encode_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[np.ndarray
     return ids, mask
 
 
+def _attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, heads: int
+) -> torch.Tensor:
+    """Multi-head scaled dot-product attention of (batch, seq, hidden) projections; `bias` is additive."""
+
+    def split(x: torch.Tensor) -> torch.Tensor:
+        # (batch, seq, hidden) -> (batch, heads, seq, head_dim); -1 keeps batch and seq dynamic in the graph.
+        return x.reshape(x.shape[0], -1, heads, x.shape[-1] // heads).transpose(1, 2)
+
+    scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(q.shape[-1] // heads) + bias
+    return (scores.softmax(dim=-1) @ split(v)).transpose(1, 2).reshape(q.shape)
+
+
 class _Layer(nn.Module):
     """One post-LayerNorm BERT layer, with the teacher's parameter names so its weights load directly."""
 
@@ -73,16 +93,49 @@ class _Layer(nn.Module):
         self.output = nn.Linear(intermediate, hidden)
         self.output_norm = nn.LayerNorm(hidden, eps=eps)
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        # (batch, seq, hidden) -> (batch, heads, seq, head_dim); -1 keeps batch and seq dynamic in the graph.
-        return x.reshape(x.shape[0], -1, self.heads, x.shape[-1] // self.heads).transpose(1, 2)
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._split(self.query(x)), self._split(self.key(x)), self._split(self.value(x))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bias
-        context = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(x.shape)
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`bias` is the additive attention mask; `mask` (int32 [batch, tokens], 1 = a token) is given only
+        when exporting, and then attention is traced as one fused onnxruntime node (_FusedAttention)."""
+        if mask is None:
+            context = _attention(self.query(x), self.key(x), self.value(x), bias, self.heads)
+        else:
+            weight = torch.cat([self.query.weight, self.key.weight, self.value.weight]).T.contiguous()
+            qkv_bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+            context = _FusedAttention.apply(x, weight, qkv_bias, mask, bias, self.heads)
         x = self.attention_norm(x + self.attention_out(context))
         return self.output_norm(x + self.output(F.gelu(self.intermediate(x))))
+
+
+class _FusedAttention(torch.autograd.Function):
+    """Self-attention with Q, K and V in one [hidden, 3 x hidden] weight. In torch it computes exactly what
+    _Layer does; traced for ONNX it is onnxruntime's contrib `Attention` node (2D 0/1 `mask_index`)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: object,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        qkv_bias: torch.Tensor,
+        mask: torch.Tensor,
+        bias: torch.Tensor,
+        heads: int,
+    ) -> torch.Tensor:
+        q, k, v = (x @ weight + qkv_bias).chunk(3, dim=-1)
+        return _attention(q, k, v, bias, heads)
+
+    @staticmethod
+    def symbolic(g, x, weight, qkv_bias, mask, bias, heads):  # type: ignore[no-untyped-def]
+        out = g.op(
+            "com.microsoft::Attention",
+            x,
+            weight,
+            qkv_bias,
+            mask,
+            num_heads_i=heads,
+            mask_filter_value_f=_MASK_VALUE,
+        )
+        out.setType(x.type())  # same shape and dtype as the input: tells the exporter what it cannot infer
+        return out
 
 
 class TransformerStudent(nn.Module):
@@ -116,6 +169,8 @@ class TransformerStudent(nn.Module):
         self.embedding_norm = nn.LayerNorm(hidden, eps=eps)
         self.layers = nn.ModuleList(_Layer(hidden, heads, intermediate, eps) for _ in range(num_layers))
         self.num_classes = num_classes
+        self.fused_attention = False
+        """Set only while exporting (fused_attention()): attention is traced as one onnxruntime node."""
         self.head: nn.Module | None = None
         if num_classes is not None:
             self.head = nn.Linear(hidden, num_classes)
@@ -133,8 +188,9 @@ class TransformerStudent(nn.Module):
         x = self.embedding_norm(x)
         mask = attention_mask.to(x.dtype)
         bias = ((1.0 - mask) * _MASK_VALUE)[:, None, None, :]
+        fused = attention_mask.to(torch.int32) if self.fused_attention else None
         for layer in self.layers:
-            x = layer(x, bias)
+            x = layer(x, bias, fused)
         weights = mask.unsqueeze(-1)
         return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
@@ -365,6 +421,16 @@ def distil_transformer_student(
     )
 
 
+@contextmanager
+def fused_attention(student: TransformerStudent) -> Iterator[TransformerStudent]:
+    """While exporting: each layer's attention traced as one onnxruntime Attention node."""
+    student.fused_attention = True
+    try:
+        yield student
+    finally:
+        student.fused_attention = False
+
+
 def export_transformer_onnx(student: TransformerStudent, tokenizer: Tokenizer, path: Path) -> None:
     """fp32 ONNX: int64 `input_ids` and `attention_mask` with dynamic batch and sequence axes, and output
     `probabilities` (classifier) or `embedding`. The tokenizer gives a realistic tracing example."""
@@ -372,7 +438,7 @@ def export_transformer_onnx(student: TransformerStudent, tokenizer: Tokenizer, p
     output = "probabilities" if student.num_classes is not None else "embedding"
     axes = {0: "batch", 1: "sequence"}
     student.eval()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), fused_attention(student):
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation on every call
         torch.onnx.export(
             student,
@@ -382,5 +448,6 @@ def export_transformer_onnx(student: TransformerStudent, tokenizer: Tokenizer, p
             output_names=[output],
             dynamic_axes={"input_ids": axes, "attention_mask": axes, output: {0: "batch"}},
             opset_version=17,
+            custom_opsets={"com.microsoft": 1},
             dynamo=False,
         )

@@ -13,6 +13,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from training.export import QUANT_OPS
 from training.teachers import minilm_dir
 from training.transformer_student import (
     PARAMETER_BUDGET,
@@ -112,6 +115,10 @@ def _onnx_matches(student: TransformerStudent, tokenizer, path: Path, output: st
     assert [o.name for o in model.graph.output] == [output]
     first_gather = next(n for n in model.graph.node if n.op_type == "Gather")
     assert first_gather.input == ["remap", "input_ids"]
+    # Each layer's attention is one fused onnxruntime node, not the traced reshapes and softmax.
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Attention") == len(student.layers)
+    assert ops.count("Softmax") == (output == "probabilities")  # only a classifier's own output
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     # Different batch sizes and lengths (dynamic axes), and a text with tokens outside the vocabulary.
     for texts in ([*TEXTS[:5], UNSEEN], [UNSEEN], ["tea"]):
@@ -139,6 +146,28 @@ def test_embedding_onnx_matches_pytorch(teacher_dir: Path, tmp_path: Path) -> No
         vector = student(torch.from_numpy(ids), torch.from_numpy(mask))
     assert vector.shape == (1, 64)
     assert torch.allclose(vector.norm(dim=-1), torch.ones(1), atol=1e-5)
+
+
+def test_fused_attention_survives_int8(teacher_dir: Path, tmp_path: Path) -> None:
+    """Dynamic quantization turns each fused Attention into one QAttention, and the int8 student still puts
+    texts (padded batches included) where the PyTorch student does."""
+    student, tokenizer = factorized_student(teacher_dir, 2)
+    export_transformer_onnx(student, tokenizer, tmp_path / "fp32.onnx")
+    quantize_dynamic(  # per channel, as the parity gate's second scheme (training/onnx_teacher.py)
+        str(tmp_path / "fp32.onnx"),
+        str(tmp_path / "int8.onnx"),
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=QUANT_OPS,
+        per_channel=True,
+    )
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
+    assert ops.count("QAttention") == 2 and "Attention" not in ops
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    ids, mask = encode_texts(tokenizer, [*TEXTS[:7], UNSEEN])
+    got = session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+    with torch.no_grad():
+        want = student(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    assert (got * want).sum(1).min() > 0.98
 
 
 def test_factorized_student_keeps_the_whole_vocabulary_under_budget(teacher_dir: Path) -> None:
