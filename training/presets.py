@@ -40,6 +40,11 @@ class Methods:
     """Golden pre-rules and corrective post-rules mined from training data, kept at >= 95% dev precision."""
     cross_encoder: bool = True
     """Relevance student distilled from a fine-tuned cross-encoder teacher; off = catalogue labels only."""
+    relevance_teacher: str = "stacked"
+    """What the relevance students distil: "stacked", the cross-encoder's grade log-probabilities and the
+    bi-encoders' (query, title) cosines (MiniLM; mpnet too when `teachers` holds it) through a logistic
+    regression fitted on the dev pairs (training/relevance_stack.py); "cross_encoder", the cross-encoder
+    alone (the previous teacher, kept as the ablation)."""
     relevance_student: str = "text"
     """"text": the student reads the query's and title's hashed n-grams, their interactions and the four
     features (training/relevance_text.py, manifest kind text_mlp); "features": the MLP over the four

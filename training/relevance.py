@@ -43,6 +43,13 @@ from training.gate import PARITY, Paired
 from training.metrics import mean_ndcg, ndcg_at_k, per_grade_accuracy, spearman
 from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
+from training.relevance_stack import (
+    CROSS_ENCODER,
+    RELEVANCE_TEACHERS,
+    CrossEncoderScorer,
+    StackedTeacher,
+    stack_encoders,
+)
 from training.relevance_text import distillation_pairs, text_rows, tiered_probabilities, train_text_student
 from training.retrieval import RetrievalResult, encode_queries, exact_top
 from training.rules import mine_post_rules, mine_pre_rules, rule_report
@@ -306,6 +313,23 @@ class RelevanceResult:
     teacher_train_probs: np.ndarray | None = None
     grades: tuple[str, ...] = GRADES
     """The data's grade set, worst to best (TrainingData.grades): what the student outputs."""
+    stack: StackedTeacher | None = None
+    """The stacked teacher (cross-encoder and bi-encoder cosines), when the preset distils it."""
+    teacher_parts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    """Per split (train, dev, eval, distill): each teacher's answers per pair (relevance_stack.parts), so
+    the report measures every teacher alone and stacked, and the cross-encoder-only ablation needs no
+    relabelling."""
+    teacher_name: str = "cross-encoder"
+    """What the students distilled (the report's and the retention's teacher)."""
+
+    def teacher_probabilities(self, queries: list[str], titles: list[str]) -> np.ndarray:
+        """The distilled teacher's grade probabilities of (query, title) pairs."""
+        from training.finetune import cross_encoder_probabilities
+
+        with torch.inference_mode():
+            if self.stack is not None:
+                return self.stack.probabilities(queries, titles)
+            return cross_encoder_probabilities(self.teacher.model, self.teacher.tokenizer, queries, titles)
 
     def inputs(self, split: str) -> np.ndarray:
         """What the student reads for a split's pairs (its manifest kind's columns)."""
@@ -323,7 +347,8 @@ def train_relevance(
     real_queries: list[str] | None = None,
 ) -> RelevanceResult:
     """Pairs from training products (split into train and dev queries, dev for rule checks) and from
-    held-out products (evaluation); a cross-encoder teacher; the tiered student on served features."""
+    held-out products (evaluation); a cross-encoder teacher, by default stacked with the bi-encoders' cosines
+    on the dev pairs (training/relevance_stack.py); the tiered student on served features."""
     from training.finetune import cross_encoder_probabilities, finetune_cross_encoder
 
     labels = data.product_labels.tolist()
@@ -357,7 +382,11 @@ def train_relevance(
         )
         for name, p in (("train", train), ("dev", dev), ("eval", ev))
     }
-    teacher_train = teacher_eval = ce = None
+    if preset.methods.relevance_teacher not in RELEVANCE_TEACHERS:
+        known = RELEVANCE_TEACHERS
+        raise ValueError(f"relevance_teacher {preset.methods.relevance_teacher!r}; known: {known}")
+    teacher_train = teacher_eval = ce = stack = None
+    parts: dict[str, dict[str, np.ndarray]] = {}
     seconds = 0.0
     if preset.methods.cross_encoder:
         start = time.perf_counter()
@@ -378,13 +407,37 @@ def train_relevance(
         teacher_eval = cross_encoder_probabilities(
             ce.model, ce.tokenizer, [ev.queries[g] for g in ev.group], ev.titles
         )
+        if preset.methods.relevance_teacher == "stacked":
+            stack, parts = _stacked_teacher(
+                ce,
+                preset,
+                {"train": train, "dev": dev, "eval": ev},
+                {"train": teacher_train, "eval": teacher_eval},
+                data.grades,
+            )
+            teacher_train, teacher_eval = stack.combine(parts["train"]), stack.combine(parts["eval"])
+        else:
+            parts = {"train": {CROSS_ENCODER: teacher_train}, "eval": {CROSS_ENCODER: teacher_eval}}
+    teacher_name = f"stacked ({' + '.join(stack.names)})" if stack is not None else "cross-encoder"
     kind = KINDS[preset.methods.relevance_student]
     if kind == "feature_mlp":
         head = train_relevance_head(
             feats["train"].model_input, train.grades, teacher_train, preset, seed, len(data.grades)
         )
         return RelevanceResult(
-            head, train, dev, ev, feats, teacher_eval, round(seconds, 2), ce, grades=data.grades
+            head,
+            train,
+            dev,
+            ev,
+            feats,
+            teacher_eval,
+            round(seconds, 2),
+            ce,
+            grades=data.grades,
+            stack=stack,
+            teacher_parts=parts,
+            teacher_name=teacher_name,
+            teacher_train_probs=teacher_train,
         )
 
     # The text student: every split's rows carry the query's and title's n-grams after the four features.
@@ -420,10 +473,13 @@ def train_relevance(
         )
         distill_x = text_rows(d.queries, d.group, d.rows, f.model_input, lexicon, featurizer)
         start = time.perf_counter()
+        d_queries = [d.queries[g] for g in d.group]
         with torch.inference_mode():
-            distill_probs = cross_encoder_probabilities(
-                ce.model, ce.tokenizer, [d.queries[g] for g in d.group], titles
-            )
+            distill_probs = cross_encoder_probabilities(ce.model, ce.tokenizer, d_queries, titles)
+            parts["distill"] = {CROSS_ENCODER: distill_probs}
+            if stack is not None:
+                parts["distill"] = stack.parts(d_queries, titles, distill_probs)
+                distill_probs = stack.combine(parts["distill"])
         stats |= {
             "unlabelled_pairs": len(d.rows),
             "unlabelled_queries": len(d.queries),
@@ -455,7 +511,29 @@ def train_relevance(
         distill_probs,
         teacher_train,
         data.grades,
+        stack,
+        parts,
+        teacher_name,
     )
+
+
+def _stacked_teacher(
+    ce: Any,
+    preset: Preset,
+    splits: dict[str, Pairs],
+    known: dict[str, np.ndarray],
+    grades: tuple[str, ...],
+) -> tuple[StackedTeacher, dict[str, dict[str, np.ndarray]]]:
+    """The cross-encoder stacked with the preset's bi-encoders, fitted on the dev pairs (which the
+    cross-encoder never trained on); each split's teacher parts, the cross-encoder's probabilities of train
+    and eval as passed in (train_relevance has them)."""
+    stack = StackedTeacher(CrossEncoderScorer(ce), dict.fromkeys(stack_encoders(preset)))
+    parts = {}
+    with torch.inference_mode():
+        for name, p in splits.items():
+            parts[name] = stack.parts([p.queries[g] for g in p.group], p.titles, known.get(name))
+    stack.fit(parts["dev"], splits["dev"].grades, len(grades))
+    return stack, parts
 
 
 def fit_text_student(
@@ -552,11 +630,16 @@ def export_relevance(
     }
     paired = None
     if r.teacher_eval_probs is not None:
+        # The teacher is what the students distilled (stacked or the cross-encoder alone); the cross-encoder
+        # alone is kept under its own key either way.
         t = r.teacher_eval_probs
-        result["teacher_cross_encoder"] = evaluate_ranking(r.eval, grade_scores(t), t.argmax(1), r.grades)
+        result["teacher"] = evaluate_ranking(r.eval, grade_scores(t), t.argmax(1), r.grades)
+        result["teacher_name"] = r.teacher_name
+        ce = r.teacher_parts.get("eval", {}).get(CROSS_ENCODER, t)
+        result["teacher_cross_encoder"] = evaluate_ranking(r.eval, grade_scores(ce), ce.argmax(1), r.grades)
         result["teacher_train_seconds"] = r.teacher_seconds
         result["retention"] = round(
-            result["student"]["ndcg_at_10"] / max(result["teacher_cross_encoder"]["ndcg_at_10"], 1e-9), 4
+            result["student"]["ndcg_at_10"] / max(result["teacher"]["ndcg_at_10"], 1e-9), 4
         )
         result["student_teacher_score_spearman"] = round(spearman(scores, grade_scores(t)), 4)
         per_query = [

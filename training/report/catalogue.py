@@ -29,6 +29,7 @@ from training.metrics import (
 )
 from training.presets import PRESETS
 from training.relevance import Pairs, export_relevance, pair_features, train_relevance
+from training.relevance_stack import CROSS_ENCODER
 from training.report.context import Context
 from training.retrieval import (
     encode_queries,
@@ -123,9 +124,16 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
     result["retrieval_without_substring_pairs"] = m
 
     # Relevance on the shipped two-tower (the last teacher, 2 views).
+    # The relevance teacher stacks the cross-encoder with the report's bi-encoders (MiniLM, and mpnet when
+    # --teachers names it).
     variant = replace(
         preset,
-        methods=replace(preset.methods, product_teacher=ctx.settings.teachers[-1], views=2),
+        methods=replace(
+            preset.methods,
+            product_teacher=ctx.settings.teachers[-1],
+            views=2,
+            teachers=tuple(ctx.settings.teachers),
+        ),
         relevance_distill_pairs=ctx.settings.relevance_distill_pairs,
     )
     ids = f.batch_ids(shipped.eval_texts[:2])
@@ -176,9 +184,78 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
                 pairs, rel, served, f, out, data, ctx.seed, set(real_train)
             )
         esci = ctx.settings.data_dir / "esci-pairs" / "pairs_test.csv"
-        if esci.is_file():
-            result["esci_pairs_test"] = esci_pairs_auc(esci, rel, served, f, out, ctx.seed)
+        esci_pairs = read_esci_pairs(esci) if esci.is_file() else None
+        if esci_pairs is not None:
+            result["esci_pairs_test"] = esci_pairs_auc(esci, esci_pairs, rel, served, f, out, ctx.seed)
+        if rel.stack is not None:
+            result["relevance_teachers"] = relevance_teachers(rel, esci_pairs, ctx.seed)
     return result
+
+
+TEACHER_NAMES = {CROSS_ENCODER: "cross-encoder", "minilm": "MiniLM cosine", "mpnet": "mpnet cosine"}
+
+
+def read_esci_pairs(path: Path) -> tuple[list[str], list[str], np.ndarray, dict[str, int]]:
+    """(queries, titles, is Exact, label counts) of an ESCI pairs file; read where it lies, never copied."""
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    exact = np.array([r["esci_label"] == "E" for r in rows])
+    labels = {k: sum(r["esci_label"] == k for r in rows) for k in "ESCI"}
+    return [r["query"] for r in rows], [r["product_title"] for r in rows], exact, labels
+
+
+def _auc_with_ci(scores: np.ndarray, exact: np.ndarray, seed: int) -> dict[str, Any]:
+    lo, hi = bootstrap_ci(roc_auc, scores, exact, n=1000, seed=seed)
+    return {"auc": round(roc_auc(scores, exact), 4), "auc_ci": [round(lo, 4), round(hi, 4)]}
+
+
+def relevance_teachers(
+    rel: Any, esci: tuple[list[str], list[str], np.ndarray, dict[str, int]] | None, seed: int
+) -> dict[str, Any]:
+    """Each relevance teacher alone and stacked: on the held-out synthetic pairs (nDCG@10 and grade
+    accuracy) and, where the data is, on the ESCI pairs test split (Exact against the rest, AUC with a 95%
+    bootstrap interval over pairs). A teacher "through the stacker" is a logistic regression over its
+    features alone, fitted on the dev pairs as the stacked teacher is, so a gain of the stack over the
+    cross-encoder is not only recalibration; the raw rows score by the teacher's own output."""
+    from training.relevance import evaluate_ranking
+    from training.relevance_stack import GradeStacker, alone_and_stacked, stack_features
+
+    parts = rel.teacher_parts
+    dev, ev = parts["dev"], parts["eval"]
+    with torch.inference_mode():
+        real = rel.stack.parts(esci[0], esci[1]) if esci is not None else None
+    # name -> (eval scores, eval grades or None, ESCI scores or None)
+    scored: dict[str, tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = {}
+    ce = CROSS_ENCODER
+    scored["cross-encoder, raw (its own probabilities)"] = (
+        grade_scores(ev[ce]),
+        ev[ce].argmax(1),
+        grade_scores(real[ce]) if real is not None else None,
+    )
+    for name in rel.stack.encoders:
+        scored[f"{TEACHER_NAMES[name]}, raw"] = (ev[name], None, real[name] if real is not None else None)
+    for label, names in alone_and_stacked(rel.stack.names).items():
+        stacker = GradeStacker.fit(stack_features(dev, names), rel.dev.grades, len(rel.grades))
+        p = stacker.probabilities(stack_features(ev, names))
+        real_p = stacker.probabilities(stack_features(real, names)) if real is not None else None
+        what = " + ".join(TEACHER_NAMES[n] for n in names)
+        key = f"stacked: {what}" if label == "stacked" else f"{what}, through the stacker"
+        scored[key] = (grade_scores(p), p.argmax(1), grade_scores(real_p) if real_p is not None else None)
+    rows = []
+    for name, (score, grades, real_score) in scored.items():
+        row: dict[str, Any] = {"teacher": name, **evaluate_ranking(rel.eval, score, grades, rel.grades)}
+        if real_score is not None and esci is not None:
+            row["esci"] = _auc_with_ci(real_score, esci[2], seed)
+        rows.append(row)
+    return {
+        "dev_pairs": len(rel.dev.titles),
+        "eval_pairs": len(rel.eval.titles),
+        "distilled": rel.teacher_name,
+        "esci_pairs": len(esci[0]) if esci is not None else 0,
+        "rows": rows,
+    }
 
 
 def _relevance_ablations(rel: Any, variant: Any, seed: int) -> list[tuple[str, Any, Any]]:
@@ -230,8 +307,30 @@ def _relevance_ablations(rel: Any, variant: Any, seed: int) -> list[tuple[str, A
         distill_x=None,
         distill_probs=None,
     )
+    if rel.stack is not None and "distill" in rel.teacher_parts:
+        # The previous teacher: the cross-encoder's own probabilities on the same pairs.
+        ce = {k: v[CROSS_ENCODER] for k, v in rel.teacher_parts.items()}
+        v = replace(variant, methods=replace(variant.methods, relevance_teacher="cross_encoder"))
+        head = fit_text_student(
+            x, grades, ce["train"], rel.distill_x, ce["distill"], v, seed, num_grades=len(rel.grades)
+        )
+        out.append(
+            (
+                "text, distilled from the cross-encoder alone (the previous teacher)",
+                v,
+                replace(
+                    rel,
+                    head=head,
+                    teacher_eval_probs=ce["eval"],
+                    teacher_train_probs=ce["train"],
+                    distill_probs=ce["distill"],
+                    teacher_name="cross-encoder",
+                    stack=None,
+                ),
+            )
+        )
     text(
-        "text, without cross-encoder soft labels (hard grades only)",
+        "text, without the teacher's soft labels (hard grades only)",
         replace(variant, methods=replace(variant.methods, soft_labels=False)),
         distill_x=None,
         distill_probs=None,
@@ -257,7 +356,6 @@ def real_query_agreement(
     expected grade, pooled over all pairs with a 95% bootstrap interval over queries, and mean per query;
     over every query and over the queries not in `trained` (the real queries the students learned from)."""
     from server.runtime.index import ProductIndex
-    from training.finetune import cross_encoder_probabilities
     from training.relevance_text import text_rows
 
     feats = pair_features(
@@ -272,12 +370,10 @@ def real_query_agreement(
     text_x = text_rows(
         pairs.queries, pairs.group, pairs.rows, feats.model_input, title_lexicon_arrays(data.titles, f), f
     )
-    with torch.inference_mode():
-        t = cross_encoder_probabilities(
-            rel.teacher.model, rel.teacher.tokenizer, [pairs.queries[g] for g in pairs.group], pairs.titles
-        )
+    t = rel.teacher_probabilities([pairs.queries[g] for g in pairs.group], pairs.titles)
     teacher_scores = grade_scores(t)
     result: dict[str, Any] = {
+        "teacher": rel.teacher_name,
         "queries": len(pairs.queries),
         "pairs": len(pairs.titles),
         "teacher_score_mean": round(float(teacher_scores.mean()), 4),
@@ -323,29 +419,25 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def esci_pairs_auc(
-    path: Path, rel: Any, served: dict[str, Any], f: Featurizer, out: Path, seed: int
+    path: Path,
+    pairs: tuple[list[str], list[str], np.ndarray, dict[str, int]],
+    rel: Any,
+    served: dict[str, Any],
+    f: Featurizer,
+    out: Path,
+    seed: int,
 ) -> dict[str, Any]:
     """Real Amazon (query, product title, ESCI label) pairs: Exact against the rest, as AUC with a 95%
-    bootstrap interval over pairs, for the cross-encoder teacher, each served student (by title, as a
-    client would send an unknown product) and BM25 (each query against the split's titles)."""
-    import csv
-
-    from training.finetune import cross_encoder_probabilities
+    bootstrap interval over pairs, for the teacher the students distilled, each served student (by title,
+    as a client would send an unknown product) and BM25 (each query against the split's titles)."""
     from training.relevance import title_pair_features
 
-    with path.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    queries = [r["query"] for r in rows]
-    titles = [r["product_title"] for r in rows]
-    exact = np.array([r["esci_label"] == "E" for r in rows])
+    queries, titles, exact, labels = pairs
     feats, text_x = title_pair_features(queries, titles, f, out / "intent.onnx", out / "query_encoder.onnx")
-    with torch.inference_mode():
-        teacher = grade_scores(
-            cross_encoder_probabilities(rel.teacher.model, rel.teacher.tokenizer, queries, titles)
-        )
+    teacher = grade_scores(rel.teacher_probabilities(queries, titles))
     bm25 = BM25(titles)
     scores = {
-        "cross-encoder teacher": teacher,
+        f"teacher: {rel.teacher_name}": teacher,
         "BM25 (query against the split's titles)": np.array(
             [bm25.scores(q)[i] for i, q in enumerate(queries)]
         ),
@@ -356,14 +448,16 @@ def esci_pairs_auc(
         scores[f"student: {name}"] = cascade(
             served["rules"][name], replace(feats, model_input=x), probs
         ).scores
-    table = {}
-    for name, sc in scores.items():
-        lo, hi = bootstrap_ci(roc_auc, sc, exact, n=1000, seed=seed)
-        table[name] = {"auc": round(roc_auc(sc, exact), 4), "auc_ci": [round(lo, 4), round(hi, 4)]}
+    table = {name: _auc_with_ci(sc, exact, seed) for name, sc in scores.items()}
+    teacher_auc = table[f"teacher: {rel.teacher_name}"]["auc"]
+    for name, row in table.items():
+        if name.startswith("student: "):
+            row["share_of_teacher_auc"] = round(row["auc"] / max(teacher_auc, 1e-9), 4)
     return {
         "file": str(path),
-        "pairs": len(rows),
+        "pairs": len(queries),
         "exact": int(exact.sum()),
-        "labels": {k: sum(r["esci_label"] == k for r in rows) for k in "ESCI"},
+        "labels": labels,
+        "teacher": rel.teacher_name,
         "auc_exact_vs_rest": table,
     }

@@ -174,7 +174,9 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
     rows = []
     for name, m in rel.items():
         row = {"variant": name, **{f"s_{k}": v for k, v in m["student"].items()}}
-        row["teacher_ndcg"] = m.get("teacher_cross_encoder", {}).get("ndcg_at_10")
+        # Results before the stacked teacher hold only the cross-encoder.
+        row["teacher_ndcg"] = m.get("teacher", m.get("teacher_cross_encoder", {})).get("ndcg_at_10")
+        row["teacher_name"] = m.get("teacher_name", "cross-encoder")
         row["bm25_ndcg"] = m["bm25"]["ndcg_at_10"]
         row["retention"] = m.get("retention")
         rows.append(row)
@@ -183,7 +185,8 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
         [
             ("variant", "student"),
             ("s_ndcg_at_10", "NDCG@10"),
-            ("teacher_ndcg", "cross-encoder teacher NDCG@10"),
+            ("teacher_name", "teacher"),
+            ("teacher_ndcg", "teacher NDCG@10"),
             ("bm25_ndcg", "BM25 NDCG@10"),
             ("retention", "retention"),
             ("s_grade_accuracy", "grade accuracy"),
@@ -199,8 +202,9 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
         lines += [
             f"Shipped student: `{shipped['student_kind']}`, {shipped['student_parameters']:,} parameters, "
             f"learned from {d['labelled_pairs']:,} labelled pairs and {d['unlabelled_pairs']:,} unlabelled "
-            f"pairs ({d['unlabelled_queries']:,} queries; by source: {sources}) that the cross-encoder "
-            f"labelled in {d['teacher_labelling_seconds']:,} s.",
+            f"pairs ({d['unlabelled_queries']:,} queries; by source: {sources}) that the teacher "
+            f"({shipped.get('teacher_name', 'cross-encoder')}) labelled in "
+            f"{d['teacher_labelling_seconds']:,} s.",
             "",
         ]
     if "teacher_cross_encoder" in shipped:
@@ -211,6 +215,8 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
             f"exact {fmt(t.get('accuracy_exact'))}).",
             "",
         ]
+    if "relevance_teachers" in r:
+        lines += _relevance_teachers(r["relevance_teachers"])
     lines += ["Mined rules of the shipped student, with coverage and precision on the held-out pairs:", ""]
     rule_rows = [{"kind": "pre (golden)", **x} for x in shipped["pre_rules"]] + [
         {"kind": "post (corrective)", **x} for x in shipped["post_rules"]
@@ -243,11 +249,44 @@ def _catalogue(r: dict[str, Any]) -> list[str]:
             "",
         ]
         rows = [
-            {"model": k, "auc": v["auc"], "ci": f"{fmt(v['auc_ci'][0])}-{fmt(v['auc_ci'][1])}"}
+            {"model": k, **v, "ci": f"{fmt(v['auc_ci'][0])}-{fmt(v['auc_ci'][1])}"}
             for k, v in e["auc_exact_vs_rest"].items()
         ]
-        lines += table(rows, [("model", "model"), ("auc", "AUC"), ("ci", "95% CI")])
+        columns = [("model", "model"), ("auc", "AUC"), ("ci", "95% CI")]
+        if any("share_of_teacher_auc" in row for row in rows):
+            columns.append(("share_of_teacher_auc", "share of teacher AUC"))
+        lines += table(rows, columns)
     return lines
+
+
+def _relevance_teachers(t: dict[str, Any]) -> list[str]:
+    """Each relevance teacher alone and stacked, on synthetic held-out pairs and on the ESCI test split."""
+    lines = [
+        f"**Relevance teachers, alone and stacked.** The students distil `{t['distilled']}`. Held-out "
+        f'synthetic pairs ({t["eval_pairs"]:,}): nDCG@10 and grade accuracy; "through the stacker" is a '
+        f"logistic regression over that teacher's features alone, fitted on the {t['dev_pairs']:,} dev pairs "
+        "(which the cross-encoder never trained on) as the stack is; raw rows rank by the teacher's own "
+        "output (a cosine has no grades).",
+    ]
+    if t.get("esci_pairs"):
+        lines[-1] += (
+            f" ESCI pairs test split ({t['esci_pairs']} real pairs): Exact against the rest, AUC with a 95% "
+            "bootstrap interval over pairs."
+        )
+    lines.append("")
+    grades = [k for k in t["rows"][0] if k.startswith("accuracy_")] if t["rows"] else []
+    rows = []
+    for row in t["rows"]:
+        e = row.get("esci") or {}
+        ci = e.get("auc_ci")
+        rows.append(
+            {**row, "esci_auc": e.get("auc"), "esci_ci": f"{fmt(ci[0])}-{fmt(ci[1])}" if ci else None}
+        )
+    columns = [("teacher", "teacher"), ("ndcg_at_10", "NDCG@10"), ("grade_accuracy", "grade accuracy")]
+    columns += [(k, f"acc. {k.removeprefix('accuracy_')}") for k in grades]
+    if t.get("esci_pairs"):
+        columns += [("esci_auc", "ESCI AUC"), ("esci_ci", "95% CI")]
+    return lines + table(rows, columns)
 
 
 def _relevance_agreement(a: dict[str, Any]) -> list[str]:
@@ -264,10 +303,12 @@ def _relevance_agreement(a: dict[str, Any]) -> list[str]:
         "fixed": "a fixed set of 20 catalogue products for every query",
         "retrieved": "the products retrieval returns for each query (BM25's and the two-tower's top 10)",
     }
+    teacher = next(iter(a.values()), {}).get("teacher", "cross-encoder")
     lines = [
-        "Relevance scores of the served students (int8, with the rules) against the cross-encoder teacher's "
-        "expected grade, on every real query's text: Spearman over all pairs (95% bootstrap interval over "
-        "queries) and the mean of the per-query Spearman.",
+        "Relevance scores of the served students (int8, with the rules) against their teacher's "
+        f"({teacher}) expected grade, on every real query's "
+        "text: Spearman over all pairs (95% bootstrap interval over queries) and the mean of the per-query "
+        "Spearman.",
         "",
     ]
     for set_name, block in a.items():

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
-from training.report.catalogue import roc_auc
-from training.report.markdown import _relevance_agreement
+from server.rules import GRADES
+from training.relevance import Pairs
+from training.relevance_stack import StackedTeacher
+from training.report.catalogue import relevance_teachers, roc_auc
+from training.report.markdown import _relevance_agreement, _relevance_teachers
 
 
 def test_roc_auc() -> None:
@@ -44,3 +49,68 @@ def test_agreement_tables() -> None:
         "grade_agreement": 0.96,
     }
     assert "Spearman of student and cross-encoder scores 0.256 pooled" in "\n".join(_relevance_agreement(old))
+
+
+def _stacked_rel(rng: np.random.Generator) -> SimpleNamespace:
+    """A relevance result with a stacked teacher over a fake cross-encoder and one fake bi-encoder whose
+    cosine carries the grade: no model is loaded."""
+    words = ["oak", "rug", "lamp", "sofa", "desk", "vase"]
+
+    def pairs(n: int) -> Pairs:
+        queries = [str(rng.choice(words)) for _ in range(n // 5)]
+        group = np.repeat(np.arange(len(queries)), 5)
+        same = rng.random(len(group)) < 0.4
+        titles = [queries[g] if s else "zzz" for g, s in zip(group, same, strict=True)]
+        return Pairs(queries, group, np.arange(len(group)), titles, same.astype(np.int64) * 2)
+
+    def noisy_ce(qs: list[str], ts: list[str]) -> np.ndarray:
+        return rng.dirichlet(np.ones(3), size=len(qs)).astype(np.float32)
+
+    class Bag:
+        def encode(self, texts: list[str], batch_size: int = 256, desc: str = "") -> np.ndarray:
+            out = np.array([[t.count(c) for c in "abcdefghijklmnopqrstuvwxyz"] for t in texts], np.float32)
+            return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    stack = StackedTeacher(noisy_ce, {"minilm": Bag()})
+    dev, ev = pairs(400), pairs(200)
+    parts = {
+        name: stack.parts([p.queries[g] for g in p.group], p.titles)
+        for name, p in (("dev", dev), ("eval", ev))
+    }
+    stack.fit(parts["dev"], dev.grades, 3)
+    return SimpleNamespace(
+        stack=stack, teacher_parts=parts, dev=dev, eval=ev, grades=GRADES, teacher_name="stacked (test)"
+    )
+
+
+def test_relevance_teachers_measure_each_alone_and_stacked() -> None:
+    rel = _stacked_rel(np.random.default_rng(0))
+    esci = (
+        ["oak", "oak", "rug", "rug"],
+        ["oak", "zzz", "rug", "zzz"],
+        np.array([True, False, True, False]),
+        {},
+    )
+    t = relevance_teachers(rel, esci, seed=0)
+    rows = {r["teacher"]: r for r in t["rows"]}
+    assert set(rows) == {
+        "cross-encoder, raw (its own probabilities)",
+        "MiniLM cosine, raw",
+        "cross-encoder, through the stacker",
+        "MiniLM cosine, through the stacker",
+        "stacked: cross-encoder + MiniLM cosine",
+    }
+    stacked = rows["stacked: cross-encoder + MiniLM cosine"]
+    # The cosine carries the grade and the cross-encoder is noise: the stack finds it, the noise does not.
+    assert stacked["grade_accuracy"] > 0.95 and stacked["esci"]["auc"] == 1.0
+    assert rows["cross-encoder, raw (its own probabilities)"]["grade_accuracy"] < 0.7
+    assert "grade_accuracy" not in rows["MiniLM cosine, raw"]  # a cosine has no grades
+    lo, hi = stacked["esci"]["auc_ci"]
+    assert lo <= stacked["esci"]["auc"] <= hi
+    assert t["distilled"] == "stacked (test)" and t["esci_pairs"] == 4
+    text = "\n".join(_relevance_teachers(t))
+    assert "| stacked: cross-encoder + MiniLM cosine | 1.000 |" in text
+    assert "ESCI AUC" in text and "acc. partial" in text
+    # Without the real data the table still renders, without the ESCI columns.
+    no_real = relevance_teachers(rel, None, seed=0)
+    assert "ESCI AUC" not in "\n".join(_relevance_teachers(no_real))
