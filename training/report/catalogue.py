@@ -243,6 +243,12 @@ def relevance_teachers(
         what = " + ".join(TEACHER_NAMES[n] for n in names)
         key = f"stacked: {what}" if label == "stacked" else f"{what}, through the stacker"
         scored[key] = (grade_scores(p), p.argmax(1), grade_scores(real_p) if real_p is not None else None)
+    # What the stack leans on: per standard deviation of each feature, the log-odds of the best grade over
+    # the worst (the stacker's weights are only defined up to a shift across grades; this contrast is not).
+    w = rel.stack.stacker.weight
+    features = [f"cross-encoder log p({g})" for g in rel.grades]
+    features += [TEACHER_NAMES[n] for n in rel.stack.encoders]
+    weights = {n: round(float(w[i, -1] - w[i, 0]), 3) for i, n in enumerate(features)}
     rows = []
     for name, (score, grades, real_score) in scored.items():
         row: dict[str, Any] = {"teacher": name, **evaluate_ranking(rel.eval, score, grades, rel.grades)}
@@ -254,6 +260,7 @@ def relevance_teachers(
         "eval_pairs": len(rel.eval.titles),
         "distilled": rel.teacher_name,
         "esci_pairs": len(esci[0]) if esci is not None else 0,
+        "stack_log_odds_best_over_worst_per_sd": weights,
         "rows": rows,
     }
 

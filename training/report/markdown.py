@@ -286,7 +286,14 @@ def _relevance_teachers(t: dict[str, Any]) -> list[str]:
     columns += [(k, f"acc. {k.removeprefix('accuracy_')}") for k in grades]
     if t.get("esci_pairs"):
         columns += [("esci_auc", "ESCI AUC"), ("esci_ci", "95% CI")]
-    return lines + table(rows, columns)
+    lines += table(rows, columns)
+    if w := t.get("stack_log_odds_best_over_worst_per_sd"):
+        lines += [
+            "What the stack leans on, per standard deviation of each feature: the log-odds of the best grade "
+            "over the worst: " + ", ".join(f"{k} {v:+.2f}" for k, v in w.items()) + ".",
+            "",
+        ]
+    return lines
 
 
 def _relevance_agreement(a: dict[str, Any]) -> list[str]:

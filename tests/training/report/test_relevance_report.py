@@ -111,6 +111,9 @@ def test_relevance_teachers_measure_each_alone_and_stacked() -> None:
     text = "\n".join(_relevance_teachers(t))
     assert "| stacked: cross-encoder + MiniLM cosine | 1.000 |" in text
     assert "ESCI AUC" in text and "acc. partial" in text
+    # The cosine carries the grade: the stack's best-over-worst log-odds rise with it.
+    assert t["stack_log_odds_best_over_worst_per_sd"]["MiniLM cosine"] > 1
+    assert "What the stack leans on" in text and "MiniLM cosine +" in text
     # Without the real data the table still renders, without the ESCI columns.
     no_real = relevance_teachers(rel, None, seed=0)
     assert "ESCI AUC" not in "\n".join(_relevance_teachers(no_real))
