@@ -16,6 +16,10 @@ RESOURCE_EXHAUSTED and a `grpc-retry-pushback-ms` hint saying when to come back.
 - **Fairness.** Methods named as heavy (ScoreRelevance by default) may fill only a share of the target, so
   under overload they are shed first and the cheap calls a search stack makes on every query keep their
   room. A share of 1 treats every method alike.
+- **Lanes.** With heavy worker processes, the work they do queues in a lane of its own; everything the event
+  loop runs, a ScoreRelevance too small to hand over included, queues in the loop's. A call's lane is known
+  once its request is read (its candidates); the early refusal, decided before, uses the heavy method's
+  workers' lane, so it can only err towards refusing a small ScoreRelevance.
 - **An idle worker admits anything**, however large, so every call the limits accept can be served.
 
 Refusing costs one dictionary lookup and a few additions before the call's status is sent: no
@@ -34,8 +38,10 @@ from dataclasses import dataclass, field
 from server import metrics
 from server.errors import ResourceExhausted
 from server.runtime.batcher import CostModel
+from server.service.heavy import reaches_workers
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
+LOOP_LANE, WORKERS_LANE = 0, 1
 
 
 class Overloaded(ResourceExhausted):
@@ -86,13 +92,27 @@ class AdmissionPolicy:
     heavy_workers: int = 0
     """Processes the heavy methods run in (server/heavy_worker.py): their work then queues in a lane of its
     own, drained that many calls at a time, apart from the event loop's; 0 puts them in the loop's lane."""
+    offload_rows: int = 0
+    """With heavy workers: a ScoreRelevance of fewer than this many titles' worth runs on the event loop
+    (server/service/heavy.py's reaches_workers; --offload-rows), and queues in the loop's lane."""
 
     def limit(self, method: str) -> float:
         return self.target_s * (self.heavy_share if method in self.heavy_methods else 1.0)
 
     def lane(self, method: str) -> int:
-        """0: the event loop's work; 1: the heavy workers'."""
-        return 1 if self.heavy_workers and method in self.heavy_methods else 0
+        """Where a call of `method` runs when its size is not known yet: the heavy workers' lane for the
+        methods they serve, else the event loop's."""
+        return WORKERS_LANE if self.heavy_workers and method in self.heavy_methods else LOOP_LANE
+
+    def lane_of(self, work: Work) -> int:
+        """Where `work` runs: as `lane`, but a ScoreRelevance too small to hand over stays on the loop."""
+        lane = self.lane(work.method)
+        if lane == WORKERS_LANE and work.method == "ScoreRelevance":
+            units = sum(n for _, n in work.parts)
+            by_id = any(kind.endswith("/id") for kind, _ in work.parts)
+            if not reaches_workers(by_id, units, self.offload_rows):
+                return LOOP_LANE
+        return lane
 
 
 class Admission:
@@ -125,7 +145,9 @@ class Admission:
 
     def delay(self, method: str) -> float:
         """Estimated queueing delay of a new call of `method`: the work ahead of it in its lane."""
-        lane = self.policy.lane(method)
+        return self._delay(self.policy.lane(method))
+
+    def _delay(self, lane: int) -> float:
         return self._queued[lane] / self._drain_rate[lane]
 
     def refusal(self, method: str) -> Overloaded | None:
@@ -136,9 +158,9 @@ class Admission:
         if not (self.enabled and self._in_flight[lane]):
             return None
         limit = self.policy.limit(method)
-        if self.delay(method) > limit:
+        if self._delay(lane) > limit:
             self._epoch[lane] += 1
-            return self._refusal(method, 0.0, limit)
+            return self._refusal(method, 0.0, limit, lane)
         return None
 
     def estimate(self, work: Work) -> float:
@@ -152,14 +174,14 @@ class Admission:
     def admit(self, work: Work) -> Ticket:
         """A ticket for `work`, or Overloaded when the estimated delay is over the method's limit."""
         cost = self.estimate(work)
-        lane = self.policy.lane(work.method)
+        lane = self.policy.lane_of(work)
         # Every call seen, refused ones too, ends the "alone" of the calls in flight: under a retry storm
         # a call's wall time includes the refusals the loop served meanwhile, which are not its work.
         self._epoch[lane] += 1
         if self.enabled and self._in_flight[lane]:
             limit = self.policy.limit(work.method)
-            if self.delay(work.method) > limit:
-                raise self._refusal(work.method, cost, limit)
+            if self._delay(lane) > limit:
+                raise self._refusal(work.method, cost, limit, lane)
         self._in_flight[lane] += 1
         self._queued[lane] += cost
         return Ticket(work, cost, alone=self._in_flight[lane] == 1, epoch=self._epoch[lane], lane=lane)
@@ -189,10 +211,10 @@ class Admission:
         for work, seconds in runs:
             self.observe(work, seconds)
 
-    def _refusal(self, method: str, cost: float, limit: float) -> Overloaded:
+    def _refusal(self, method: str, cost: float, limit: float, lane: int) -> Overloaded:
         # Come back when the work ahead should have drained under the limit, spread over [1x, 2x) of
         # that so that the clients refused together do not all return at the same instant.
-        delay = self.delay(method)
+        delay = self._delay(lane)
         wait = max(delay - limit, cost, 0.001) * (1.0 + self._rng.random())
         pushback_ms = math.ceil(wait * 1000)
         self._refused[method].inc()

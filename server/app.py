@@ -162,6 +162,7 @@ class SiftServer:
                 settings.admission_heavy_share,
                 # Only ScoreRelevance runs in the heavy workers; other heavy methods share the loop's lane.
                 settings.heavy_workers if heavy_methods <= {"ScoreRelevance"} else 0,
+                settings.offload_rows,
             )
         )
         cap = settings.max_message_bytes

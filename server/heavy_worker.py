@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from server import errors, metrics, timing
+from server.service.heavy import reaches_workers
 
 log = logging.getLogger("sift.heavy")
 
@@ -418,18 +419,11 @@ class HeavyPool:
         await asyncio.gather(*(worker.close(timeout) for worker in workers), *self._closing)
 
 
-ID_COST = 8
-"""A candidate given by title costs about as much as this many given by id: a title is featurized and
-embedded, an id only looked up in arrays computed when the bundle was built."""
-
-
 def to_workers(candidates: Any, rows: int) -> bool:
-    """Whether a ScoreRelevance goes to the heavy workers: `rows` titles' worth of work or more. Below it the
-    hand-over (the request's bytes to a process and back) costs about what the stall it saves would. As
+    """Whether a ScoreRelevance goes to the heavy workers (server/service/heavy.py's reaches_workers). As
     admission does, the first candidate says whether a call gives titles or ids."""
     n = len(candidates)
-    by_id = bool(n) and bool(candidates[0].product_id)
-    return n >= rows * (ID_COST if by_id else 1)
+    return reaches_workers(bool(n) and bool(candidates[0].product_id), n, rows)
 
 
 class PooledRelevance:

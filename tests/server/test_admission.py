@@ -93,9 +93,11 @@ def test_a_call_that_saw_refusals_beside_it_did_not_run_alone() -> None:
     assert a.estimate(HEAVY) == before
 
 
-def pooled(target_s: float = 0.12, workers: int = 1) -> Admission:
-    """Admission of a server whose heavy calls run in `workers` processes (server/heavy_worker.py)."""
-    a = Admission(AdmissionPolicy(target_s, frozenset({"ScoreRelevance"}), 0.5, workers), random.Random(0))
+def pooled(target_s: float = 0.12, workers: int = 1, offload_rows: int = 0) -> Admission:
+    """Admission of a server whose heavy calls run in `workers` processes (server/heavy_worker.py), those of
+    `offload_rows` titles' worth or more (0: all of them)."""
+    policy = AdmissionPolicy(target_s, frozenset({"ScoreRelevance"}), 0.5, workers, offload_rows)
+    a = Admission(policy, random.Random(0))
     a.calibrate(
         [(Work.of("ScoreRelevance", title=1), 60e-6), (Work.of("ScoreRelevance", title=100), 5.01e-3)]
     )
@@ -123,6 +125,26 @@ def test_heavy_work_in_worker_processes_queues_apart_from_the_event_loops() -> N
             one.admit(CHEAP)
             admitted += 1
     assert admitted == 20  # 100 ms of heavy work + 20 x 1 ms reach the 120 ms target
+
+
+def test_a_score_relevance_too_small_to_hand_over_queues_in_the_event_loops_lane() -> None:
+    """With --offload-rows 64, a ScoreRelevance of 100 ids or 10 titles runs on the event loop: it is admitted
+    while the workers' lane is full, and its work counts against the loop's lane, where the cheap calls wait
+    behind it. The early refusal, before the request says its size, still goes by the workers' lane."""
+    a = pooled(offload_rows=64)
+    a.calibrate([(Work.of("ScoreRelevance", id=100), 30e-3)])
+    heavy = [a.admit(HEAVY), a.admit(HEAVY)]  # 100 titles each: the workers' lane is over its share
+    with pytest.raises(Overloaded):
+        a.admit(HEAVY)
+    assert a.refusal("ScoreRelevance") is not None
+    small = [a.admit(Work.of("ScoreRelevance", id=100)), a.admit(Work.of("ScoreRelevance", title=10))]
+    assert a.delay("ClassifyIntent") == pytest.approx(30e-3 + 10 * 60e-6 + 0.5e-3, rel=0.05)
+    for ticket in [*heavy, *small]:
+        a.done(ticket, learn=False)
+    assert a.queued_seconds == 0.0
+    # 512 ids (8 per title: 64 titles' worth) reach the workers, as the router sends them (to_workers).
+    assert a.policy.lane_of(Work.of("ScoreRelevance", id=512)) == a.policy.lane("ScoreRelevance")
+    assert a.policy.lane_of(Work.of("ScoreRelevance", id=511)) != a.policy.lane("ScoreRelevance")
 
 
 def test_two_workers_drain_the_heavy_lane_twice_as_fast() -> None:
