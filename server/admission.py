@@ -38,10 +38,20 @@ from dataclasses import dataclass, field
 from server import metrics
 from server.errors import ResourceExhausted
 from server.runtime.batcher import CostModel
-from server.service.heavy import reaches_workers
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 LOOP_LANE, WORKERS_LANE = 0, 1
+
+ID_COST = 8
+"""A ScoreRelevance candidate given by title costs about as much as this many given by id: a title is
+featurized and embedded, an id only looked up in arrays computed when the bundle was built."""
+
+
+def reaches_workers(by_id: bool, candidates: int, rows: int) -> bool:
+    """Whether a ScoreRelevance of `candidates` (ids or titles) is scored by the heavy worker processes
+    (server/heavy_worker.py): `rows` titles' worth of work or more. Below it the hand-over (the request's
+    bytes to a process and back) costs about what the stall it saves would. Routing and admission both ask."""
+    return candidates >= rows * (ID_COST if by_id else 1)
 
 
 class Overloaded(ResourceExhausted):
@@ -94,7 +104,7 @@ class AdmissionPolicy:
     own, drained that many calls at a time, apart from the event loop's; 0 puts them in the loop's lane."""
     offload_rows: int = 0
     """With heavy workers: a ScoreRelevance of fewer than this many titles' worth runs on the event loop
-    (server/service/heavy.py's reaches_workers; --offload-rows), and queues in the loop's lane."""
+    (reaches_workers above; --offload-rows), and queues in the loop's lane."""
 
     def limit(self, method: str) -> float:
         return self.target_s * (self.heavy_share if method in self.heavy_methods else 1.0)

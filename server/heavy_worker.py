@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from server import errors, metrics, timing
-from server.service.heavy import reaches_workers
+from server.admission import reaches_workers
 
 log = logging.getLogger("sift.heavy")
 
@@ -420,7 +420,7 @@ class HeavyPool:
 
 
 def to_workers(candidates: Any, rows: int) -> bool:
-    """Whether a ScoreRelevance goes to the heavy workers (server/service/heavy.py's reaches_workers). As
+    """Whether a ScoreRelevance goes to the heavy workers (server/admission.py's reaches_workers). As
     admission does, the first candidate says whether a call gives titles or ids."""
     n = len(candidates)
     return reaches_workers(bool(n) and bool(candidates[0].product_id), n, rows)

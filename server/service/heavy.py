@@ -30,18 +30,6 @@ class HeavyWork:
         return 0 < self.offload_rows <= rows
 
 
-ID_COST = 8
-"""A ScoreRelevance candidate given by title costs about as much as this many given by id: a title is
-featurized and embedded, an id only looked up in arrays computed when the bundle was built."""
-
-
-def reaches_workers(by_id: bool, candidates: int, rows: int) -> bool:
-    """Whether a ScoreRelevance of `candidates` (ids or titles) is scored by the heavy worker processes
-    (server/heavy_worker.py): `rows` titles' worth of work or more. Below it the hand-over (the request's
-    bytes to a process and back) costs about what the stall it saves would. Routing and admission both ask."""
-    return candidates >= rows * (ID_COST if by_id else 1)
-
-
 # A yield that comes back sooner than this found the event loop with nothing else to do.
 IDLE_YIELD_S = 50e-6
 

@@ -16,8 +16,8 @@ import pytest
 from benchmarks.servers import children
 from server import errors
 from server._proto.sift.v1 import admin_pb2, admin_pb2_grpc, relevance_pb2, relevance_pb2_grpc
+from server.admission import ID_COST
 from server.heavy_worker import _columns, _error, _from_columns, to_workers
-from server.service.heavy import ID_COST
 from server.service.relevance import RelevanceResult, ScoredCandidate
 from tests.conftest import LiveServer, free_port, start_server, stop_server
 from tests.server.test_bundle import edit_manifest
