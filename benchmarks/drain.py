@@ -8,7 +8,10 @@ same address, the worst case. This run counts each call into one of:
 - answered: OK;
 - refused at the door: UNAVAILABLE because the port was already closed (the call never reached Sift);
 - refused by gRPC core: CANCELLED for a call core held but no handler ever took (its queue of calls the
-  event loop has not picked up is dropped when the port closes, and is bounded by --max-pending-requests);
+  event loop has not picked up is dropped when the port closes, and is bounded by --max-pending-requests),
+  and UNAVAILABLE after the server's GOAWAY for a stream sent as the connection closed, which the server
+  never processed (gRPC retries those transparently when a client enables retries). Both are reconciled
+  with the server's count of calls it cut, so a call a handler took is never counted as refused;
 - lost: a call a Sift handler took and did not answer (the server's own account, which it logs when it
   stops: calls cut by the end of the grace period), plus any other status. The promise is lost = 0.
 
@@ -52,6 +55,10 @@ def classify(code: str, details: str) -> str:
     if code == "UNAVAILABLE" and any(marker in details.lower() for marker in NEVER_REACHED):
         return "refused_closed"
     if code == "CANCELLED":  # by core or by a cut handler: the server's own count tells them apart
+        return "cancelled"
+    if code == "UNAVAILABLE" and "goaway received" in details.lower():
+        # A stream removed by the server's GOAWAY as the port closed; as for CANCELLED, the server's count
+        # of calls cut tells a refusal from a call a handler took.
         return "cancelled"
     return "lost"
 
@@ -237,13 +244,15 @@ def drain_markdown(result: dict[str, Any], header: list[str]) -> str:
         if s:
             lines.append(f"| {label} | {count:,} | {s['p50']:.3f} | {s['p99']:.3f} | {s['max']:.3f} |")
     if d["unclassified_examples"]:
-        lines += ["", "Statuses other than OK and UNAVAILABLE:", ""]
+        lines += ["", "Statuses other than OK and UNAVAILABLE at the closed port:", ""]
         lines += [f"- `{e}`" for e in d["unclassified_examples"]]
     lines += [
         "",
         "Refused calls are not lost: no Sift handler took them. The closed port never saw some, and gRPC "
         "core answers CANCELLED for calls it held that no handler had taken when the port closed (or "
-        "beyond --max-pending-requests). A client retries UNAVAILABLE on another replica; CANCELLED is "
+        "beyond --max-pending-requests), or UNAVAILABLE for a stream its GOAWAY removed unprocessed; both "
+        "are counted as refused only beyond the calls the server says it cut. A client retries "
+        "UNAVAILABLE on another replica; CANCELLED is "
         "core's code and standard retry policies (examples/python_client.py's too) leave it to the caller, "
         "who may resend it: Sift's calls are reads, so a retry is always safe.",
     ]

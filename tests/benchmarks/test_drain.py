@@ -18,6 +18,9 @@ def test_outcomes_are_classified_by_status_and_details() -> None:
     )
     assert classify("CANCELLED", "CANCELLED") == "cancelled"
     assert classify("UNAVAILABLE", "Socket closed") == "lost"  # mid-call: it may have been taken
+    # Removed by the server's GOAWAY as its port closed: reconciled with the server's cut count, as CANCELLED.
+    goaway = "Stream removed (Socket closed (GOAWAY received; Error code: 0; Debug Text: Server shutdown))"
+    assert classify("UNAVAILABLE", goaway) == "cancelled"
     assert classify("INTERNAL", "boom") == "lost"
 
 
