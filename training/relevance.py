@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -418,27 +419,29 @@ def train_relevance(
             teacher_train, teacher_eval = stack.combine(parts["train"]), stack.combine(parts["eval"])
         else:
             parts = {"train": {CROSS_ENCODER: teacher_train}, "eval": {CROSS_ENCODER: teacher_eval}}
-    teacher_name = f"stacked ({' + '.join(stack.names)})" if stack is not None else "cross-encoder"
+    # What either student's result holds: the pairs, their features (the text student's rows replace them in
+    # `feats` below) and the teacher (`parts` gains the unlabelled pairs' answers below).
+    result = partial(
+        RelevanceResult,
+        train=train,
+        dev=dev,
+        eval=ev,
+        features=feats,
+        teacher_eval_probs=teacher_eval,
+        teacher_seconds=round(seconds, 2),
+        teacher=ce,
+        teacher_train_probs=teacher_train,
+        grades=data.grades,
+        stack=stack,
+        teacher_parts=parts,
+        teacher_name=f"stacked ({' + '.join(stack.names)})" if stack is not None else "cross-encoder",
+    )
     kind = KINDS[preset.methods.relevance_student]
     if kind == "feature_mlp":
         head = train_relevance_head(
             feats["train"].model_input, train.grades, teacher_train, preset, seed, len(data.grades)
         )
-        return RelevanceResult(
-            head,
-            train,
-            dev,
-            ev,
-            feats,
-            teacher_eval,
-            round(seconds, 2),
-            ce,
-            grades=data.grades,
-            stack=stack,
-            teacher_parts=parts,
-            teacher_name=teacher_name,
-            teacher_train_probs=teacher_train,
-        )
+        return result(head)
 
     # The text student: every split's rows carry the query's and title's n-grams after the four features.
     lexicon = title_lexicon_arrays(data.titles, featurizer)
@@ -496,25 +499,7 @@ def train_relevance(
         seed,
         num_grades=len(data.grades),
     )
-    return RelevanceResult(
-        head,
-        train,
-        dev,
-        ev,
-        feats,
-        teacher_eval,
-        round(seconds, 2),
-        ce,
-        kind,
-        stats,
-        distill_x,
-        distill_probs,
-        teacher_train,
-        data.grades,
-        stack,
-        parts,
-        teacher_name,
-    )
+    return result(head, kind=kind, distillation=stats, distill_x=distill_x, distill_probs=distill_probs)
 
 
 def _stacked_teacher(
