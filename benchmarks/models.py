@@ -67,8 +67,8 @@ def student_rows(bundle: Path, texts: list[str], threads: int, min_seconds: floa
             model = OnnxModel(path, f"bench:{name}:{precision}", settings)
             for batch in BATCHES:
                 if name == "relevance":
-                    features = _relevance_rows(bundle, components[name], featurizer, texts[0], batch)
-                    call = lambda m=model, x=features: m.run({"features": x})  # noqa: E731
+                    inputs = _relevance_inputs(bundle, components[name], featurizer, texts[0], batch)
+                    call = lambda m=model, x=inputs: m.run(x)  # noqa: E731
                 else:
                     nxt = _batches(texts, batch)
                     call = lambda m=model, nxt=nxt: m.run({"ids": featurizer.batch_ids(nxt())})  # noqa: E731
@@ -84,22 +84,38 @@ def student_rows(bundle: Path, texts: list[str], threads: int, min_seconds: floa
     return rows
 
 
-def _relevance_rows(
+def _relevance_inputs(
     bundle: Path, component: dict[str, Any], featurizer: Any, query: str, batch: int
-) -> np.ndarray:
-    """Rows the relevance model reads: random feature values for the four-feature MLP; for the text student
-    (kind text_mlp), `query` against the bundle's first `batch` products as the server builds them."""
+) -> dict[str, np.ndarray]:
+    """What the relevance model reads: random feature values for the four-feature MLP; for the text student
+    (kinds text_mlp and text_bags), `query` against the bundle's first `batch` products as the server builds
+    them."""
     rng = np.random.default_rng(0)
-    if component.get("kind") != "text_mlp":
-        return rng.random((batch, len(component["feature_names"])), dtype=np.float32)
+    kind = component.get("kind")
+    if kind not in ("text_mlp", "text_bags"):
+        return {"features": rng.random((batch, len(component["feature_names"])), dtype=np.float32)}
     from server.bundle import load_bundle
-    from server.featurize import RELEVANCE_FEATURES, query_grams, text_relevance_input
+    from server.featurize import (
+        RELEVANCE_FEATURES,
+        bags_query_input,
+        match_block,
+        query_grams,
+        text_relevance_input,
+        title_matches,
+    )
 
     loaded = load_bundle(bundle)
     rows = np.arange(batch) % len(loaded.products)
     features = rng.random((batch, len(RELEVANCE_FEATURES)), dtype=np.float32)
     grams = query_grams(featurizer.words(query), featurizer)
-    return text_relevance_input(grams, loaded.lexicon.arrays, rows, features, featurizer.config.num_buckets)
+    lexicon = loaded.lexicon.arrays
+    if kind == "text_mlp":
+        return {
+            "features": text_relevance_input(grams, lexicon, rows, features, featurizer.config.num_buckets)
+        }
+    held = title_matches(grams, lexicon, rows)
+    bags = np.concatenate([features, match_block(grams, held), loaded.title_bags[rows]], axis=1)
+    return {"query": bags_query_input(grams), "features": bags}
 
 
 def teacher_rows(

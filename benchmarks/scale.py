@@ -106,12 +106,15 @@ def build_bundle(base: Path, grown: Grown, index_file: Path, out: Path) -> dict[
     from server.featurize import Featurizer, FeaturizerConfig
     from server.manifest import Manifest, files_of
     from server.runtime.lexical import build_lexical_index, impact_name, save
+    from training.relevance_bags import write_updated_bags
 
     old = Manifest.read(base)
     spec, lexical = old.components.index, old.components.lexical
     assert spec is not None
     work = Path(tempfile.mkdtemp(prefix=".scale-", dir=out.parent))
     skip = {spec.file, spec.products, *(a.file for a in (spec.arrays or {}).values())}
+    if old.components.relevance is not None and old.components.relevance.title_bags is not None:
+        skip.add(old.components.relevance.title_bags.file)
     skip |= set(lexical.files()) if lexical else set()
     if lexical is not None:  # the impact order too, which bundles before it lack
         skip.add(impact_name(lexical.vocabulary.removesuffix("_vocab.json")))
@@ -124,10 +127,19 @@ def build_bundle(base: Path, grown: Grown, index_file: Path, out: Path) -> dict[
     )
     start = time.perf_counter()
     vectors = lambda rows: grown.vectors[rows]  # noqa: E731
-    arrays = save_product_arrays(
-        work, product_arrays(grown.ids, grown.titles, grown.categories, len(old.labels), featurizer, vectors)
+    catalogue = product_arrays(
+        grown.ids, grown.titles, grown.categories, len(old.labels), featurizer, vectors
     )
+    arrays = save_product_arrays(work, catalogue)
     seconds = {"product_arrays": time.perf_counter() - start}
+    relevance = old.components.relevance
+    if relevance is not None and relevance.title_bags is not None:  # text_bags: every product's title bag
+        start = time.perf_counter()
+        everyone = np.full(len(grown.ids), -1, dtype=np.int64)
+        relevance = write_updated_bags(
+            base, relevance, work, everyone, catalogue, featurizer.config.num_buckets
+        )
+        seconds["title_bags"] = time.perf_counter() - start
     if lexical is not None:
         start = time.perf_counter()
         save(
@@ -145,7 +157,9 @@ def build_bundle(base: Path, grown: Grown, index_file: Path, out: Path) -> dict[
         bundle_version=f"scale{len(grown.ids)}-{now:%Y%m%dT%H%M%SZ}",
         files=files,
         components=replace(
-            old.components, index=replace(spec, products=None, arrays=arrays, count=len(grown.ids))
+            old.components,
+            index=replace(spec, products=None, arrays=arrays, count=len(grown.ids)),
+            relevance=relevance,
         ),
         training={**old.training, "scale": f"grown from {old.bundle_version} by sift-bench scale"},
         schema_version=3,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,11 @@ from server.catalogue import ProductTable, from_products_json
 from server.errors import FailedPrecondition
 from server.featurize import (
     RELEVANCE_FEATURES,
+    TEXT_BAGS_FEATURES,
+    TEXT_QUERY_IDS,
     TEXT_RELEVANCE_FEATURES,
     TEXT_RELEVANCE_WIDTH,
+    TEXT_TITLE_IDS,
     Featurizer,
     FeaturizerConfig,
 )
@@ -32,6 +35,7 @@ from server.manifest import (
     MANIFEST,
     SCHEMA_VERSION,
     SEARCH_MODES,
+    ArraySpec,
     BundleError,
     IndexComponent,
     Label,
@@ -112,7 +116,26 @@ class Bundle:
         # student say no kind) or the one that also reads the query's and title's n-grams.
         relevance = m.components.relevance
         self.relevance_kind = (relevance.kind or "feature_mlp") if relevance is not None else ""
-        n_features = TEXT_RELEVANCE_WIDTH if self.relevance_kind == "text_mlp" else len(RELEVANCE_FEATURES)
+        # text_bags: the title model, whose bag width fixes the scoring graph's row width.
+        self.relevance_titles: OnnxModel | None = None
+        self.title_bags: np.ndarray | None = None
+        relevance_inputs: dict[str, tuple[Any, ...]]
+        if self.relevance_kind == "text_bags":
+            assert relevance is not None and relevance.title_model is not None
+            self.relevance_titles = _open_model(
+                directory, "relevance_titles", replace(relevance, file=relevance.title_model), threads, None
+            )
+            bag_width = _title_model_width(self.relevance_titles, relevance.title_model)
+            n_features = len(RELEVANCE_FEATURES) + TEXT_QUERY_IDS + bag_width
+            relevance_inputs = {
+                "query": ("float32", 2, 2 * TEXT_QUERY_IDS),
+                "features": ("float32", 2, n_features),
+            }
+        else:
+            n_features = (
+                TEXT_RELEVANCE_WIDTH if self.relevance_kind == "text_mlp" else len(RELEVANCE_FEATURES)
+            )
+            relevance_inputs = {"features": ("float32", 2, n_features)}
         self.relevance_width = n_features
         # The grades the relevance model outputs, worst to best: the one list the rules and answers use.
         self.grades: tuple[str, ...] = _relevance_grades(relevance) if relevance is not None else GRADES
@@ -120,7 +143,7 @@ class Bundle:
             "intent": ({"ids": ("int64", 2)}, ("float32", n_labels)),
             "query_encoder": ({"ids": ("int64", 2)}, ("float32", dim)),
             "query_student": ({"input_ids": ("int64", 2)}, ("float32", dim)),
-            "relevance": ({"features": ("float32", 2, n_features)}, ("float32", len(self.grades))),
+            "relevance": (relevance_inputs, ("float32", len(self.grades))),
         }
         self.components: dict[str, Component] = {}
         models: dict[str, OnnxModel] = {}
@@ -164,6 +187,10 @@ class Bundle:
             if self.products is not None and self.relevance is not None
             else None
         )
+        if self.relevance_titles is not None and self.products is not None:
+            assert relevance is not None and relevance.title_bags is not None
+            width = n_features - len(RELEVANCE_FEATURES) - TEXT_QUERY_IDS
+            self.title_bags = _open_title_bags(directory, relevance.title_bags, len(self.products), width)
 
         rules_file = m.components.rules.file
         try:
@@ -257,7 +284,13 @@ class Bundle:
         if self.lexical is not None:
             self.lexical.search("warm up query", 10)
         if self.relevance is not None:
-            self.relevance.run({"features": np.zeros((1, self.relevance_width), dtype=np.float32)})
+            features = np.zeros((1, self.relevance_width), dtype=np.float32)
+            if self.relevance_titles is not None:
+                self.relevance_titles.run({"title_ids": np.zeros((1, TEXT_TITLE_IDS), dtype=np.float32)})
+                query = np.zeros((1, 2 * TEXT_QUERY_IDS), dtype=np.float32)
+                self.relevance.run({"query": query, "features": features})
+            else:
+                self.relevance.run({"features": features})
 
 
 def load_bundle(
@@ -338,9 +371,46 @@ def _relevance_grades(relevance: ModelComponent) -> tuple[str, ...]:
 def _check_relevance_names(relevance: ModelComponent, kind: str) -> None:
     """The feature columns the model was trained on are the ones this server computes for its kind."""
     names = None if relevance.feature_names is None else list(relevance.feature_names)
-    expected = list(TEXT_RELEVANCE_FEATURES if kind == "text_mlp" else RELEVANCE_FEATURES)
+    expected = list(
+        {"text_mlp": TEXT_RELEVANCE_FEATURES, "text_bags": TEXT_BAGS_FEATURES}.get(kind, RELEVANCE_FEATURES)
+    )
     if names != expected:
         raise BundleError(
             f"components.relevance.feature_names: a {kind} relevance model reads {expected}, "
             f"the manifest says {names}"
         )
+
+
+def _title_model_width(model: OnnxModel, file: str) -> int:
+    """A text_bags title model reads title_ids float32 [batch, TEXT_TITLE_IDS] and gives one bag per row."""
+    inputs, outputs = model.signature()
+    where = "components.relevance.title_model"
+    if [(i.name, i.dtype, i.shape[-1]) for i in inputs] != [("title_ids", "float32", TEXT_TITLE_IDS)]:
+        raise BundleError(
+            f"{where}: {file} must read title_ids float32[batch, {TEXT_TITLE_IDS}], "
+            f"reads {[(i.name, i.dtype, list(i.shape)) for i in inputs]}"
+        )
+    width = outputs[0].shape[-1] if len(outputs[0].shape) == 2 else None
+    if outputs[0].dtype != "float32" or not isinstance(width, int) or width < 1:
+        raise BundleError(f"{where}: {file} must give float32[batch, width], gives {outputs[0].shape}")
+    return width
+
+
+def _open_title_bags(directory: Path, spec: ArraySpec, products: int, width: int) -> np.ndarray:
+    """Every product's title bag, memory-mapped: float32 [products, the title model's width]."""
+    where = "components.relevance.title_bags"
+    if spec.dtype != "<f4" or spec.shape != (products, width):
+        raise BundleError(
+            f"{where}: {spec.file} is declared {spec.dtype}{list(spec.shape)}, expected "
+            f"<f4{[products, width]} (one bag per product, as wide as the title model's output)"
+        )
+    try:
+        array = np.load(directory / spec.file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{where}: {spec.file} cannot load as .npy without pickle ({e})") from e
+    if array.dtype.str != spec.dtype or array.shape != spec.shape:
+        raise BundleError(
+            f"{where}: {spec.file} holds {array.dtype}{list(array.shape)}, "
+            f"the manifest says {spec.dtype}{list(spec.shape)}"
+        )
+    return array.view(np.ndarray)

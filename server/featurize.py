@@ -293,6 +293,16 @@ TEXT_RELEVANCE_FEATURES = (*RELEVANCE_FEATURES, *(name for name, _ in TEXT_BLOCK
 """The manifest's feature_names of a text_mlp relevance model: the feature columns, then the blocks."""
 TEXT_RELEVANCE_WIDTH = len(RELEVANCE_FEATURES) + sum(width for _, width in TEXT_BLOCKS)
 
+# The same student served as two graphs (manifest kind "text_bags"): a title's n-gram ids become its embedding
+# bag once, when the bundle is built (or online for a title given as text, through the relevance component's
+# title_model), and the scoring graph reads the query's ids and slots once per call beside one row per
+# candidate: the four features, the match block and the title's bag.
+TEXT_BAGS_QUERY = ("query_ids", "query_slots")
+"""The `query` input of a text_bags model, [1, 2 * TEXT_QUERY_IDS]: ids, then slots."""
+TEXT_BAGS_FEATURES = (*RELEVANCE_FEATURES, "query_match", "title_bag")
+"""The manifest's feature_names of a text_bags model's `features` input: the features, the match block
+(TEXT_QUERY_IDS wide) and the title's bag (the title model's output width)."""
+
 
 class QuerySlot(IntEnum):
     """Where a query n-gram sits: the last word is usually the product's head noun ("oak dining TABLE")."""
@@ -409,31 +419,47 @@ def text_relevance_input(
     `title` (word and character CSR arrays: a bundle's lexicon, or title_sets of titles given as text) and
     their RELEVANCE_FEATURES `features`; `held` is their title_matches when the caller has them already.
     Array operations over all candidates at once."""
-    n = len(rows)
-    w_ptr, w_vals, c_ptr, c_vals = (title[k] for k in ("word_indptr", "word_ids", "char_indptr", "char_ids"))
-    w_start, c_start = w_ptr[rows], c_ptr[rows]
-    w_len, c_len = w_ptr[rows + 1] - w_start, c_ptr[rows + 1] - c_start
-    out = np.zeros((n, TEXT_RELEVANCE_WIDTH), dtype=np.float32)
+    out = np.zeros((len(rows), TEXT_RELEVANCE_WIDTH), dtype=np.float32)
     out[:, : len(RELEVANCE_FEATURES)] = features
     at = len(RELEVANCE_FEATURES)
     out[:, at : at + TEXT_QUERY_IDS] = query.ids
     out[:, at + TEXT_QUERY_IDS : at + 2 * TEXT_QUERY_IDS] = query.slots
-    # Which of the query n-grams in the input the title holds.
     held = held if held is not None else title_matches(query, title, rows)
-    match = out[:, at + 2 * TEXT_QUERY_IDS : at + 3 * TEXT_QUERY_IDS]
+    out[:, at + 2 * TEXT_QUERY_IDS : at + 3 * TEXT_QUERY_IDS] = match_block(query, held)
+    out[:, at + 3 * TEXT_QUERY_IDS :] = title_id_block(title, rows, num_buckets)
+    return out
+
+
+def match_block(query: QueryGrams, held: TitleMatches) -> np.ndarray:
+    """float32 [titles, TEXT_QUERY_IDS]: whether each title holds each query n-gram of the input (in
+    QueryGrams.ids order: the kept words, then the kept character n-grams)."""
+    out = np.zeros((len(held.words), TEXT_QUERY_IDS), dtype=np.float32)
     nw, nc = len(query.word_hashes), len(query.char_ids)
-    match[:, :nw] = held.words[:, :nw]
-    match[:, nw : nw + nc] = held.chars[:, :nc]
-    # The title's ids: its distinct words, then as many of its distinct character n-grams as fit.
+    out[:, :nw] = held.words[:, :nw]
+    out[:, nw : nw + nc] = held.chars[:, :nc]
+    return out
+
+
+def title_id_block(title: dict[str, np.ndarray], rows: np.ndarray, num_buckets: int) -> np.ndarray:
+    """float32 [len(rows), TEXT_TITLE_IDS]: each title's ids, its distinct words (as bucket ids), then as many
+    of its distinct character n-grams as fit, 0-padded; `title` holds word and character CSR arrays."""
+    w_ptr, w_vals, c_ptr, c_vals = (title[k] for k in ("word_indptr", "word_ids", "char_indptr", "char_ids"))
+    w_start, c_start = w_ptr[rows], c_ptr[rows]
+    w_len, c_len = w_ptr[rows + 1] - w_start, c_ptr[rows + 1] - c_start
+    out = np.zeros((len(rows), TEXT_TITLE_IDS), dtype=np.float32)
     cols = np.arange(TEXT_TITLE_IDS)[None, :]
     n_words = np.minimum(w_len, TEXT_TITLE_IDS)[:, None]
     n_chars = np.minimum(c_len[:, None], TEXT_TITLE_IDS - n_words)
     is_word = cols < n_words
     is_char = (cols >= n_words) & (cols < n_words + n_chars)
-    title_ids = out[:, at + 3 * TEXT_QUERY_IDS :]
-    title_ids[is_word] = word_buckets(w_vals[(w_start[:, None] + cols)[is_word]], num_buckets)
-    title_ids[is_char] = c_vals[(c_start[:, None] + cols - n_words)[is_char]]
+    out[is_word] = word_buckets(w_vals[(w_start[:, None] + cols)[is_word]], num_buckets)
+    out[is_char] = c_vals[(c_start[:, None] + cols - n_words)[is_char]]
     return out
+
+
+def bags_query_input(query: QueryGrams) -> np.ndarray:
+    """A text_bags model's `query` input: [1, 2 * TEXT_QUERY_IDS] float32, the ids then their slots."""
+    return np.concatenate([query.ids, query.slots])[None, :].astype(np.float32)
 
 
 def _holds(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:

@@ -360,6 +360,14 @@ def _parse_model(name: str, raw: dict[str, Any], files: dict[str, FileEntry]) ->
         raise BundleError(
             f"{where}.max_tokens: a transformer needs an integer in [2, 512], got {max_tokens!r}"
         )
+    title_model = title_bags = None
+    if kind == "text_bags":
+        title_model = _listed_file(raw, where, "title_model", files)
+        if not title_model.endswith(".onnx"):
+            raise BundleError(f"{where}.title_model: {title_model} must be an .onnx file")
+        if not isinstance(raw.get("title_bags"), dict):
+            raise BundleError(f"{where}.title_bags: a text_bags model needs its products' title bags")
+        title_bags = _parse_arrays({"title_bags": raw["title_bags"]}, files, where)["title_bags"]
     return ModelComponent(
         file=file,
         description=str(raw.get("description", "")),
@@ -369,6 +377,8 @@ def _parse_model(name: str, raw: dict[str, Any], files: dict[str, FileEntry]) ->
         grades=_strings(raw, "grades", where),
         kind=kind,
         max_tokens=max_tokens,
+        title_model=title_model,
+        title_bags=title_bags,
     )
 
 

@@ -38,8 +38,10 @@ KINDS: dict[str, tuple[str, ...]] = {
     "query_encoder": ("hashed_mlp",),
     "query_student": ("transformer",),
     # feature_mlp: the four RELEVANCE_FEATURES; text_mlp: those, then the query's and title's n-gram ids
-    # and their matches (server/featurize.py text_relevance_input).
-    "relevance": ("feature_mlp", "text_mlp"),
+    # and their matches (server/featurize.py text_relevance_input); text_bags: the same student as two
+    # graphs, the query read once per call and each product's title bag precomputed (title_model,
+    # title_bags).
+    "relevance": ("feature_mlp", "text_mlp", "text_bags"),
 }
 # File kinds a bundle may hold; anything else in the manifest is refused.
 ALLOWED_SUFFIXES = (".onnx", ".json", ".usearch", ".npy")
@@ -245,6 +247,10 @@ class ModelComponent:
     grades: tuple[str, ...] | None = None
     kind: str | None = None  # None: the component's original kind, KINDS[name][0]
     max_tokens: int | None = None  # transformer kinds: word pieces kept per text (featurizer's tokenizer)
+    # text_bags relevance: the graph that turns a title's n-gram ids into its bag, and every product's bag
+    # ([products, bag width] float32, row for row with the product arrays).
+    title_model: str | None = None
+    title_bags: ArraySpec | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -259,7 +265,12 @@ class ModelComponent:
             "kind": self.kind,
             "max_tokens": self.max_tokens,
         }
-        return out | {k: list(v) if isinstance(v, tuple) else v for k, v in optional.items() if v is not None}
+        out |= {k: list(v) if isinstance(v, tuple) else v for k, v in optional.items() if v is not None}
+        if self.title_model is not None:
+            out["title_model"] = self.title_model
+        if self.title_bags is not None:
+            out["title_bags"] = self.title_bags.to_json()
+        return out
 
 
 @dataclass(frozen=True, slots=True)

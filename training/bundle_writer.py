@@ -12,6 +12,8 @@ from typing import Any
 
 from server.featurize import (
     RELEVANCE_FEATURES,
+    TEXT_BAGS_FEATURES,
+    TEXT_QUERY_IDS,
     TEXT_RELEVANCE_FEATURES,
     TEXT_RELEVANCE_WIDTH,
     FeaturizerConfig,
@@ -31,6 +33,7 @@ from server.manifest import (
 )
 from training.data.dataset import TrainingData
 from training.presets import Preset
+from training.relevance_bags import TITLE_MODEL, BagsExport
 from training.teachers import TEACHERS
 
 
@@ -62,9 +65,11 @@ def write_manifest(
     query_student: dict[str, Any] | None = None,
     lexical: LexicalComponent | None = None,
     arrays: dict[str, ArraySpec] | None = None,
+    bags: BagsExport | None = None,
 ) -> None:
     """`query_student` is the transformer student's export record (layers, max_tokens), when it ships;
-    `arrays` the product arrays (server/catalogue.py save_product_arrays)."""
+    `arrays` the product arrays (server/catalogue.py save_product_arrays); `bags` the text relevance
+    student's two-graph export (training/relevance_bags.py)."""
     now = datetime.now(UTC)
     ids = (tensor("ids", "int64", "batch", "features"),)
     teachers = ", ".join(TEACHERS[t] for t in preset.methods.teachers)
@@ -83,7 +88,7 @@ def write_manifest(
             ids,
             (tensor("embedding", "float32", "batch", dim),),
         ),
-        "relevance": _relevance_component(preset, data.grades),
+        "relevance": _relevance_component(preset, data.grades, bags),
         "index": IndexComponent(
             "index.usearch",
             None,
@@ -134,18 +139,41 @@ def write_manifest(
     manifest.write(out)
 
 
-def _relevance_component(preset: Preset, grades: tuple[str, ...]) -> ModelComponent:
+def _relevance_component(
+    preset: Preset, grades: tuple[str, ...], bags: BagsExport | None = None
+) -> ModelComponent:
     """The relevance model as the manifest lists it: its kind says which student it is and what it reads,
     its grades (the training data's, worst to best) what its probabilities are of."""
     tiered = "tiered (recall + refine) " if preset.methods.tiered_relevance else ""
     if preset.methods.relevance_student == "text":
-        return ModelComponent(
-            "relevance.onnx",
+        text = (
             f"{tiered}MLP over the query's and title's hashed word and character n-grams (embedding bags and "
             "the n-grams they share, by where they sit in the query) and the cosine, lexical coverage and "
-            "intent features, distilled from a cross-encoder on unlabelled pairs (BERT2DNN)",
+            "intent features, distilled from a cross-encoder on unlabelled pairs (BERT2DNN)"
+        )
+        probabilities = (tensor("probabilities", "float32", "batch", len(grades)),)
+        if bags is not None:
+            width = len(RELEVANCE_FEATURES) + TEXT_QUERY_IDS + bags.bag_dim
+            return ModelComponent(
+                "relevance.onnx",
+                f"{text}; the query embedded once per call, each product's title bag computed when the "
+                f"bundle was built ({TITLE_MODEL} embeds titles given as text)",
+                (
+                    tensor("query", "float32", 1, 2 * TEXT_QUERY_IDS),
+                    tensor("features", "float32", "batch", width),
+                ),
+                probabilities,
+                feature_names=TEXT_BAGS_FEATURES,
+                grades=grades,
+                kind="text_bags",
+                title_model=TITLE_MODEL,
+                title_bags=bags.title_bags,
+            )
+        return ModelComponent(
+            "relevance.onnx",
+            text,
             (tensor("features", "float32", "batch", TEXT_RELEVANCE_WIDTH),),
-            (tensor("probabilities", "float32", "batch", len(grades)),),
+            probabilities,
             feature_names=tuple(TEXT_RELEVANCE_FEATURES),
             grades=grades,
             kind="text_mlp",

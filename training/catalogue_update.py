@@ -35,6 +35,7 @@ from training.bundle_writer import code_version
 from training.data.catalogue import Catalogue, Product
 from training.data.columns import GUESS, Columns
 from training.data.loaders import ID_KEYS, load_catalogue, read_header
+from training.relevance_bags import write_updated_bags
 from training.retrieval import embed_products
 from training.update_teacher import CACHE_ENV, PROBES, cached_teacher, parity
 
@@ -271,6 +272,12 @@ def update_bundle(
         )
         lexical = old.components.lexical
         kept = {spec.file} | {a.file for a in (spec.arrays or {}).values()}
+        relevance = old.components.relevance
+        if relevance is not None and relevance.title_bags is not None:  # text_bags: the products' bags
+            relevance = write_updated_bags(
+                bundle, relevance, work, origin, lexicon, featurizer.config.num_buckets
+            )
+            kept.add(relevance.title_bags.file)
         if lexical is not None:
             built = build_lexical_index(titles, lexical.k1, lexical.b)
             # Every file the new BM25 index wrote (its impact order too), so none is copied from the old.
@@ -301,7 +308,9 @@ def update_bundle(
             code_version=code_version(),
             files=files_of(work),
             components=replace(
-                old.components, index=replace(spec, products=None, arrays=arrays, count=len(ids))
+                old.components,
+                index=replace(spec, products=None, arrays=arrays, count=len(ids)),
+                relevance=relevance,
             ),
             training=training,
             schema_version=3,

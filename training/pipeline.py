@@ -40,6 +40,7 @@ from training.intent import (
 )
 from training.presets import Preset
 from training.relevance import export_relevance, train_relevance
+from training.relevance_bags import export_text_bags
 from training.retrieval import export_retrieval, train_retrieval
 from training.rules import mine_intent_rules
 from training.scale import LabelEngine
@@ -158,6 +159,7 @@ def _train(
     # 4-5. retrieval and relevance, when the data has a catalogue to serve.
     components = ["intent"]
     rules = Rules({}, (), (), data.grades)
+    bags = None
     if data.catalogue is not None and data.serves_products:
         retrieval = stages.run("retrieval", lambda: train_retrieval(data, featurizer, preset, seed, engine))
         exported = export_retrieval(retrieval, featurizer, data, out, tmp, preset, seed)
@@ -166,6 +168,9 @@ def _train(
             "relevance", lambda: train_relevance(data, featurizer, out, retrieval, preset, seed)
         )
         ev["relevance"], rules, relevance_paired = export_relevance(relevance, out, tmp, preset)
+        if relevance.kind == "text_mlp":  # served as two graphs, the product side computed here
+            bags = export_text_bags(relevance.head, relevance.inputs("eval"), out, tmp, preset.num_buckets)
+            ev["relevance"]["served_as_bags"] = bags.evaluation
         if relevance_paired is not None:
             gate_samples["relevance"] = relevance_paired
         components += ["query_encoder", "index", "relevance"]
@@ -201,6 +206,8 @@ def _train(
         if "index" in components
         else {}
     )
+    if bags is not None:
+        extras["bags"] = bags
     write_manifest(out, preset, data, dim, views, components, ev, report.timings, seed, **extras)
     bundle = load_bundle(out)  # the server's own validation: a bundle that would be refused fails training
     bundle.warm_up()

@@ -47,6 +47,8 @@ Q_IDS = slice(F0, F0 + TEXT_QUERY_IDS)
 Q_SLOTS = slice(F0 + TEXT_QUERY_IDS, F0 + 2 * TEXT_QUERY_IDS)
 Q_MATCH = slice(F0 + 2 * TEXT_QUERY_IDS, F0 + 3 * TEXT_QUERY_IDS)
 T_IDS = slice(F0 + 3 * TEXT_QUERY_IDS, TEXT_RELEVANCE_WIDTH)
+Q_BAG = slice(F0 + TEXT_QUERY_IDS, None)
+"""A text_bags row's title bag: after the features and the match block."""
 
 
 def tiered_probabilities(gates: torch.Tensor) -> torch.Tensor:
@@ -98,18 +100,47 @@ class TextRelevanceStudent(nn.Module):
         held = match * q_mask
         # The three query bags (all, held by the title, missing from it) as one batched matrix product.
         weights = torch.stack([q_mask, held, q_mask - held], dim=1) / q_n.unsqueeze(-1)
-        q_emb = self.embedding(q_ids) + self.slot(q_slots)
-        q_bag, matched, missing = torch.matmul(weights, q_emb).unbind(1)
+        q_bag, matched, missing = torch.matmul(weights, self.query_embeddings(q_ids, q_slots)).unbind(1)
+        one_hot = self.slot_one_hot(q_slots, q_mask)
+        return self.head_of(feats, held, q_bag, self.title_bag(t_ids), matched, missing, one_hot)
+
+    def query_embeddings(self, q_ids: torch.Tensor, q_slots: torch.Tensor) -> torch.Tensor:
+        """[.., TEXT_QUERY_IDS, dim]: each query id's embedding plus that of its slot."""
+        return self.embedding(q_ids) + self.slot(q_slots)
+
+    def title_bag(self, t_ids: torch.Tensor) -> torch.Tensor:
+        """[titles, dim]: the mean embedding of each title's ids (0 pads)."""
         t_mask = (t_ids > 0).to(torch.float32)
         t_weights = (t_mask / t_mask.sum(1, keepdim=True).clamp(min=1.0)).unsqueeze(1)
-        t_bag = torch.matmul(t_weights, self.embedding(t_ids)).squeeze(1)
-        # Per slot: the share of the query's n-grams in it that the title holds, and whether it has any.
-        one_hot = (q_slots.unsqueeze(-1) == self.slot_ids).to(torch.float32) * q_mask.unsqueeze(-1)
-        count = one_hot.sum(1)
+        return torch.matmul(t_weights, self.embedding(t_ids)).squeeze(1)
+
+    def slot_one_hot(self, q_slots: torch.Tensor, q_mask: torch.Tensor) -> torch.Tensor:
+        """[.., TEXT_QUERY_IDS, slots]: which slot each (present) query id sits in."""
+        return (q_slots.unsqueeze(-1) == self.slot_ids).to(torch.float32) * q_mask.unsqueeze(-1)
+
+    def head_of(
+        self,
+        feats: torch.Tensor,
+        held: torch.Tensor,
+        q_bag: torch.Tensor,
+        t_bag: torch.Tensor,
+        matched: torch.Tensor,
+        missing: torch.Tensor,
+        one_hot: torch.Tensor,
+    ) -> torch.Tensor:
+        """The trunk over the bags; per slot, the share of the query's n-grams in it that the title holds,
+        and whether it has any. `q_bag` and `one_hot` may be one query's, broadcast over the candidates."""
+        count = one_hot.sum(-2)
         share = torch.matmul(held.unsqueeze(1), one_hot).squeeze(1) / count.clamp(min=1.0)
-        present = (count > 0).to(torch.float32)
+        present = (count > 0).to(torch.float32).expand(share.shape)
+        q_bag = q_bag.expand(t_bag.shape)
         parts = [q_bag, t_bag, q_bag * t_bag, matched, missing, feats, share, present]
         return self.trunk(torch.cat(parts, dim=-1))
+
+    def grades_of(self, out: torch.Tensor) -> torch.Tensor:
+        if not self.tiered:
+            return torch.softmax(out, dim=-1)
+        return tiered_probabilities(torch.sigmoid(out))
 
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
         out = self.out(self.encode(x))
@@ -118,10 +149,46 @@ class TextRelevanceStudent(nn.Module):
         return torch.log(tiered_probabilities(torch.sigmoid(out)).clamp(min=1e-7))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.out(self.encode(x))
-        if not self.tiered:
-            return torch.softmax(out, dim=-1)
-        return tiered_probabilities(torch.sigmoid(out))
+        return self.grades_of(self.out(self.encode(x)))
+
+
+class TitleBagModel(nn.Module):
+    """A text student's title side as its own graph (manifest kind text_bags, title_model): title ids
+    (server/featurize.py title_id_block) -> bag. Run over the catalogue when the bundle is built, and online
+    for candidates given by title."""
+
+    def __init__(self, student: TextRelevanceStudent) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, title_ids: torch.Tensor) -> torch.Tensor:
+        return self.student.title_bag(title_ids.to(torch.int64))
+
+
+class BagsRelevanceModel(nn.Module):
+    """A text student's scoring graph of kind text_bags: one query ([1, 2 * TEXT_QUERY_IDS], ids then
+    slots) is embedded once, and every candidate row holds the four features, the match block and its title's
+    bag. The same numbers as the student's text_mlp rows, without the 100-fold query embedding and the
+    title lookups of every call."""
+
+    def __init__(self, student: TextRelevanceStudent) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, query: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        s = self.student
+        q_ids = query[:, :TEXT_QUERY_IDS].to(torch.int64)
+        q_slots = query[:, TEXT_QUERY_IDS:].to(torch.int64)
+        feats, match, t_bag = features[:, :F0], features[:, F0 : F0 + TEXT_QUERY_IDS], features[:, Q_BAG]
+        q_mask = (q_ids > 0).to(torch.float32)  # [1, ids]
+        q_n = q_mask.sum(1, keepdim=True).clamp(min=1.0)
+        q_emb = s.query_embeddings(q_ids, q_slots)[0]  # [ids, dim]
+        held = match * q_mask
+        # One query: the bags are plain matrix products over its embeddings, and missing = all - held.
+        q_bag = torch.matmul(q_mask / q_n, q_emb)
+        matched = torch.matmul(held / q_n, q_emb)
+        one_hot = s.slot_one_hot(q_slots, q_mask)[0]
+        return s.grades_of(s.out(s.head_of(feats, held, q_bag, t_bag, matched, q_bag - matched, one_hot)))
 
 
 def text_rows(

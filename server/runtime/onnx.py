@@ -55,27 +55,31 @@ class OnnxModel:
         took = time.perf_counter() - start
         self._latency.observe(took)
         timing.add("inference", took)
-        self._batch.observe(len(next(iter(inputs.values()))))
+        self._batch.observe(len(inputs.get("features", next(iter(inputs.values())))))
         return out
 
     async def infer(
-        self, rows: np.ndarray, deadline: float | None = None, offload: bool = False
+        self, rows: np.ndarray | dict[str, np.ndarray], deadline: float | None = None, offload: bool = False
     ) -> np.ndarray:
-        """The model's output for `rows` (its single input), through the micro-batcher when there is one.
-        `deadline` is a time.monotonic() instant; the batcher drops or sheds calls that cannot meet it.
-        `offload` runs it on the model thread instead of the event loop (for large runs; a small one costs
-        more to hand over than to run)."""
-        with tracing.step("model", model=self.name, rows=len(rows), offload=offload):
-            return await self._infer(rows, deadline, offload)
+        """The model's output for `rows` (its single input), through the micro-batcher when there is one;
+        or for named inputs (a model of several, such as a text_bags relevance model that reads one query
+        beside its candidates' rows), run as they are. `deadline` is a time.monotonic() instant; the
+        batcher drops or sheds calls that cannot meet it. `offload` runs it on the model thread instead of
+        the event loop (for large runs; a small one costs more to hand over than to run)."""
+        inputs = rows if isinstance(rows, dict) else {self._input: rows}
+        n = len(inputs.get("features", next(iter(inputs.values()))))
+        with tracing.step("model", model=self.name, rows=n, offload=offload):
+            return await self._infer(inputs, deadline, offload)
 
-    async def _infer(self, rows: np.ndarray, deadline: float | None, offload: bool) -> np.ndarray:
-        if self._policy is None:
+    async def _infer(
+        self, inputs: dict[str, np.ndarray], deadline: float | None, offload: bool
+    ) -> np.ndarray:
+        if self._policy is None or len(inputs) > 1:
             if offload:  # the call's context goes along, so its time breakdown still counts the run
                 run = contextvars.copy_context().run
-                return await asyncio.get_running_loop().run_in_executor(
-                    _OFFLOAD, run, self.run, {self._input: rows}
-                )
-            return self.run({self._input: rows})
+                return await asyncio.get_running_loop().run_in_executor(_OFFLOAD, run, self.run, inputs)
+            return self.run(inputs)
+        rows = inputs[self._input]
         if self._batcher is None:  # made on first use, inside the serving event loop
             self._batcher = Batcher(
                 lambda x: self.run({self._input: x}), self._policy, _combiner(rows.dtype), self._observe

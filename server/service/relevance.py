@@ -18,13 +18,18 @@ from server.bundle import Bundle
 from server.errors import InvalidArgument, NotFound
 from server.featurize import (
     LEXICAL_FEATURES,
+    RELEVANCE_FEATURES,
+    TEXT_QUERY_IDS,
     TEXT_RELEVANCE_WIDTH,
     QueryGrams,
     TitleMatches,
+    bags_query_input,
     lexical_features,
+    match_block,
     pad_ids,
     query_grams,
     text_relevance_input,
+    title_id_block,
     title_matches,
     title_sets,
 )
@@ -148,14 +153,28 @@ class RelevanceService:
                 slices,
                 self._heavy,
             )
-            model_input = features.model_input
-            if bundle.relevance_kind == "text_mlp":
+            model_input: np.ndarray | dict[str, np.ndarray] = features.model_input
+            offload = self._heavy.offload(len(todo))
+            if bundle.relevance_kind in ("text_mlp", "text_bags"):
                 todo_held = None
                 if held is not None:  # the rows of `held` (candidates by id) that the model scores
                     at = np.searchsorted(by_id, todo[rows[todo] >= 0])
                     todo_held = TitleMatches(held.words[at], held.chars[at])
-                model_input = _text_input(bundle, grams, todo_titles, rows[todo], model_input, todo_held)
-            offload = self._heavy.offload(len(model_input))
+                if bundle.relevance_kind == "text_mlp":
+                    model_input = _text_input(
+                        bundle, grams, todo_titles, rows[todo], features.model_input, todo_held
+                    )
+                else:
+                    model_input = await _bags_input(
+                        bundle,
+                        grams,
+                        todo_titles,
+                        rows[todo],
+                        features.model_input,
+                        todo_held,
+                        deadline,
+                        offload,
+                    )
             probs = await bundle.relevance.infer(model_input, deadline, offload=offload)
             model = model_verdicts(rules, features, probs)
         verdicts = combine(rules, pre_grades, pre_fired, todo, model)
@@ -241,3 +260,35 @@ def _text_input(
             grams, sets, np.arange(len(by_title)), features[by_title], buckets
         )
     return out
+
+
+async def _bags_input(
+    bundle: Bundle,
+    grams: QueryGrams,
+    title_words: list[list[str]],
+    rows: np.ndarray,
+    features: np.ndarray,
+    held: TitleMatches | None,
+    deadline: float | None,
+    offload: bool,
+) -> dict[str, np.ndarray]:
+    """A text_bags model's inputs: the query once, and per candidate its features, match block and title
+    bag: precomputed for products given by id, embedded by the title model for titles given as text."""
+    assert bundle.title_bags is not None and bundle.relevance_titles is not None
+    at = len(RELEVANCE_FEATURES)
+    out = np.empty((len(rows), bundle.relevance_width), dtype=np.float32)
+    out[:, :at] = features
+    by_id, by_title = np.flatnonzero(rows >= 0), np.flatnonzero(rows < 0)
+    if len(by_id):
+        assert held is not None
+        out[by_id, at : at + TEXT_QUERY_IDS] = match_block(grams, held)
+        out[by_id, at + TEXT_QUERY_IDS :] = bundle.title_bags[rows[by_id]]
+    if len(by_title):
+        sets = title_sets(title_words, bundle.featurizer)
+        local = np.arange(len(by_title))
+        out[by_title, at : at + TEXT_QUERY_IDS] = match_block(grams, title_matches(grams, sets, local))
+        ids = title_id_block(sets, local, bundle.featurizer.config.num_buckets)
+        out[by_title, at + TEXT_QUERY_IDS :] = await bundle.relevance_titles.infer(
+            ids, deadline, offload=offload
+        )
+    return {"query": bags_query_input(grams), "features": out}

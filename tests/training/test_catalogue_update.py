@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from server.bundle import load_bundle
-from server.featurize import lexical_features
+from server.featurize import lexical_features, title_id_block
 from server.manifest import Manifest
 from training.__main__ import main
 from training.catalogue_update import update_bundle
@@ -170,3 +170,26 @@ def test_update_refuses_a_teacher_export_off_the_index(tiny_bundle: Path, tmp_pa
     with pytest.raises(ValueError, match=r"below the 0.99 \(worst 0.98\) required"):
         update_bundle(tiny_bundle, tmp_path / "out", data, encode=blurred)
     assert not (tmp_path / "out").exists()
+
+
+def test_update_keeps_and_embeds_title_bags(updated: tuple[Path, Path]) -> None:
+    """A text_bags bundle's per-product title bags follow the update: an unchanged product keeps its bag,
+    and an added or replaced one gets the bag the title model gives its new title."""
+    before, after = (load_bundle(p) for p in updated)
+    assert before.title_bags is not None and after.title_bags is not None
+    new = after.products
+    for pid in (before.products.ids[0], before.products.ids[3]):
+        assert np.array_equal(
+            after.title_bags[new.row_of[pid]], before.title_bags[before.products.row_of[pid]]
+        )
+    lexicon = after.lexicon.arrays
+    buckets = after.featurizer.config.num_buckets
+    for pid in ("NEW-1", "NEW-2", before.products.ids[1]):
+        row = new.row_of[pid]
+        ids = title_id_block(lexicon, np.array([row]), buckets)
+        expected = after.relevance_titles.run({"title_ids": ids})[0]
+        assert after.title_bags[row] == pytest.approx(expected, abs=1e-6)
+    assert not np.array_equal(
+        after.title_bags[new.row_of[before.products.ids[1]]],
+        before.title_bags[before.products.row_of[before.products.ids[1]]],
+    )

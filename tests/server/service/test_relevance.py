@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from server.bundle import MANIFEST, BundleError, load_bundle
-from server.featurize import RELEVANCE_FEATURES
+from server.featurize import RELEVANCE_FEATURES, TEXT_RELEVANCE_FEATURES, TEXT_RELEVANCE_WIDTH
 from server.manifest import FileEntry
 from server.rules import ESCI_GRADES, GRADES
 from server.service.relevance import CandidateInput, RelevanceService
@@ -22,6 +23,7 @@ from server.service.store import BundleStore
 from server.service.validation import Limits
 from training.export import export_onnx
 from training.relevance import TieredRelevanceHead
+from training.relevance_bags import LEXICON_FILES, TITLE_BAGS, TITLE_MODEL, title_bags
 
 
 def _edit(bundle: Path, change) -> None:
@@ -51,7 +53,9 @@ def as_feature_bundle(bundle: Path) -> None:
     def older(m: dict) -> None:
         rel = m["components"]["relevance"]
         rel.pop("kind", None)
-        rel["inputs"][0]["shape"] = ["batch", len(RELEVANCE_FEATURES)]
+        rel["inputs"] = [
+            {"name": "features", "dtype": "float32", "shape": ["batch", len(RELEVANCE_FEATURES)]}
+        ]
         rel["feature_names"] = list(RELEVANCE_FEATURES)
         m["files"]["relevance.onnx"] = FileEntry.of(bundle / "relevance.onnx").to_json()
 
@@ -73,7 +77,9 @@ def as_saturated_bundle(bundle: Path, grades: tuple[str, ...], answer: str) -> N
     def saturated(m: dict) -> None:
         rel = m["components"]["relevance"]
         rel.pop("kind", None)
-        rel["inputs"][0]["shape"] = ["batch", len(RELEVANCE_FEATURES)]
+        rel["inputs"] = [
+            {"name": "features", "dtype": "float32", "shape": ["batch", len(RELEVANCE_FEATURES)]}
+        ]
         rel["outputs"][0]["shape"] = ["batch", len(grades)]
         rel["feature_names"] = list(RELEVANCE_FEATURES)
         rel["grades"] = list(grades)
@@ -114,13 +120,63 @@ def _candidates(bundle: Path, n: int) -> tuple[list[CandidateInput], str]:
 
 
 def test_tiny_bundle_ships_the_text_student(tiny_bundle: Path) -> None:
+    """Served as two graphs: every product's title bag computed when the bundle was built."""
     bundle = load_bundle(tiny_bundle)
-    assert bundle.relevance_kind == "text_mlp"
+    assert bundle.relevance_kind == "text_bags"
     manifest = json.loads((tiny_bundle / MANIFEST).read_text())
-    assert manifest["components"]["relevance"]["kind"] == "text_mlp"
+    rel = manifest["components"]["relevance"]
+    assert rel["kind"] == "text_bags"
+    assert [i["name"] for i in rel["inputs"]] == ["query", "features"]
+    assert bundle.title_bags is not None and bundle.title_bags.shape[0] == len(bundle.products)
     ev = manifest["evaluation"]["relevance"]
     assert ev["student_kind"] == "text_mlp"
+    assert ev["served_as_bags"]["quantization"]["score"] >= 0.99
     assert ev["distillation"]["unlabelled_pairs"] >= ev["distillation"]["labelled_pairs"]
+
+
+def as_fp32_bundle(bundle: Path, fp32: Path, kind: str) -> None:
+    """Rewrites a text_bags bundle's relevance model with training's fp32 exports (tiny.fp32 beside the
+    bundle): as the same two fp32 graphs (its title bags recomputed by the fp32 title model), or as the one
+    fp32 text_mlp graph they were split from."""
+    rel_file = bundle / "relevance.onnx"
+    if kind == "text_bags":
+        shutil.copyfile(fp32 / "relevance.onnx", rel_file)
+        shutil.copyfile(fp32 / TITLE_MODEL, bundle / TITLE_MODEL)
+        lexicon = {k: np.load(bundle / f) for k, f in LEXICON_FILES.items()}
+        buckets = load_bundle(bundle, verify=False).featurizer.config.num_buckets
+        np.save(bundle / TITLE_BAGS, title_bags(bundle / TITLE_MODEL, lexicon, buckets))
+    else:
+        shutil.copyfile(fp32 / "relevance_text_mlp.onnx", rel_file)
+
+    def change(m: dict) -> None:
+        rel = m["components"]["relevance"]
+        if kind == "text_mlp":
+            rel.update(kind="text_mlp", feature_names=list(TEXT_RELEVANCE_FEATURES))
+            rel["inputs"] = [
+                {"name": "features", "dtype": "float32", "shape": ["batch", TEXT_RELEVANCE_WIDTH]}
+            ]
+            del rel["title_model"], rel["title_bags"]
+        for name in ("relevance.onnx", TITLE_MODEL, TITLE_BAGS):
+            m["files"][name] = FileEntry.of(bundle / name).to_json()
+
+    _edit(bundle, change)
+
+
+def test_text_bags_serve_the_text_students_own_numbers(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The two graphs and the one they were split from, both fp32, give the same scores and grades for
+    candidates by id (precomputed bags) and by title (embedded online)."""
+    fp32 = Path(f"{tiny_bundle}.fp32")
+    scores = {}
+    for kind in ("text_bags", "text_mlp"):
+        copy = Path(shutil.copytree(tiny_bundle, tmp_path / kind))
+        as_fp32_bundle(copy, fp32, kind)
+        assert load_bundle(copy).relevance_kind == kind
+        cands, query = _candidates(copy, 40)
+        scores[kind] = _score(copy, query, cands)
+    bags, mlp = scores["text_bags"], scores["text_mlp"]
+    assert sum(s.source == "model" for s in bags) >= 10
+    assert [s.grade for s in bags] == [s.grade for s in mlp]
+    assert [s.score for s in bags] == pytest.approx([s.score for s in mlp], abs=1e-4)
 
 
 def test_both_kinds_serve(bundle_copy: Path, tmp_path: Path) -> None:
@@ -163,11 +219,24 @@ def test_text_student_ranks_the_named_product_first(tiny_bundle: Path) -> None:
         ),
         (
             lambda rel: rel.update(kind="feature_mlp"),
-            r"components.relevance.inputs.features: last dimension \d+ != 4",
+            r"components.relevance.inputs: manifest \['query', 'features'\], model \['query', 'features'\], "
+            r"server feeds \['features'\]",
         ),
         (
             lambda rel: rel.update(feature_names=list(RELEVANCE_FEATURES)),
-            "components.relevance.feature_names: a text_mlp relevance model reads",
+            "components.relevance.feature_names: a text_bags relevance model reads",
+        ),
+        (
+            lambda rel: rel.pop("title_bags"),
+            "components.relevance.title_bags: a text_bags model needs its products' title bags",
+        ),
+        (
+            lambda rel: rel["title_bags"].update(shape=[3, 32]),
+            r"components.relevance.title_bags: relevance_title_bags.npy is declared <f4\[3, 32\], expected",
+        ),
+        (
+            lambda rel: rel.update(title_model="intent.onnx"),
+            r"components.relevance.title_model: intent.onnx must read title_ids float32\[batch, 80\]",
         ),
     ],
 )
