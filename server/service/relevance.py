@@ -9,6 +9,7 @@ student (the asymmetric two-tower of the relevance papers).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,17 +22,19 @@ from server.featurize import (
     RELEVANCE_FEATURES,
     TEXT_QUERY_IDS,
     TEXT_RELEVANCE_WIDTH,
+    Featurizer,
     QueryGrams,
+    TitleLexicon,
     TitleMatches,
     bags_query_input,
-    lexical_features,
+    lexicon_of_words,
     match_block,
     pad_ids,
     query_grams,
     text_relevance_input,
+    text_rows,
     title_id_block,
     title_matches,
-    title_sets,
 )
 from server.relevance_cascade import (
     CandidateFeatures,
@@ -123,15 +126,13 @@ class RelevanceService:
             held = title_matches(grams, bundle.lexicon.arrays, rows[by_id])
             for key, values in bundle.lexicon.features(query_words, rows[by_id], held).items():
                 lexical[key][by_id] = values
-        words = await slices.map(featurizer.words, list(titles.values()))
-        title_words = dict(zip(titles, words, strict=True))
-        if title_words:
-            given = np.fromiter(title_words, dtype=np.int64)
-            parts = await slices.chunks(
-                lambda part: lexical_features(query_words, list(part), featurizer), words
-            )
-            for key in LEXICAL_FEATURES:
-                lexical[key][given] = np.concatenate([part[key] for part in parts])
+        # Titles given as text become a lexicon of their own (in slices) and go through the same array code.
+        text_kind = bundle.relevance_kind in ("text_mlp", "text_bags")
+        side = await _title_side(slices, featurizer, grams, query_words, list(titles.values()), text_kind)
+        title_words = dict(zip(titles, side.words, strict=True))
+        given = np.fromiter(titles, dtype=np.int64, count=len(titles))
+        for key in LEXICAL_FEATURES:
+            lexical[key][given] = side.lexical[key]
         took = time.perf_counter() - start - slices.waited
         metrics.FEATURIZE_DURATION.labels(method="ScoreRelevance").observe(took)
         timing.add("featurize", took)
@@ -155,23 +156,24 @@ class RelevanceService:
             )
             model_input: np.ndarray | dict[str, np.ndarray] = features.model_input
             offload = self._heavy.offload(len(todo))
-            if bundle.relevance_kind in ("text_mlp", "text_bags"):
-                todo_held = None
-                if held is not None:  # the rows of `held` (candidates by id) that the model scores
-                    at = np.searchsorted(by_id, todo[rows[todo] >= 0])
-                    todo_held = TitleMatches(held.words[at], held.chars[at])
+            if text_kind:
+                # Which rows of the id side's and the title side's matches (and title ids) the model scores.
+                at_id = np.searchsorted(by_id, todo[rows[todo] >= 0])
+                at_title = np.searchsorted(given, todo[rows[todo] < 0])
+                todo_held = TitleMatches(held.words[at_id], held.chars[at_id]) if held is not None else None
+                titles_part = side.part(at_title)
                 if bundle.relevance_kind == "text_mlp":
                     model_input = _text_input(
-                        bundle, grams, todo_titles, rows[todo], features.model_input, todo_held
+                        bundle, grams, rows[todo], features.model_input, todo_held, titles_part
                     )
                 else:
                     model_input = await _bags_input(
                         bundle,
                         grams,
-                        todo_titles,
                         rows[todo],
                         features.model_input,
                         todo_held,
+                        titles_part,
                         deadline,
                         offload,
                     )
@@ -234,41 +236,87 @@ async def _candidate_features(
     return candidate_features(lexical, vectors[0], candidate_vectors, intents[0], categories)
 
 
+@dataclass(frozen=True, slots=True)
+class TitleSide:
+    """Candidates given by title, featurized: their words, lexical features, which query n-grams each holds
+    and (for the text students) their title id blocks, row for row in the order the call gave them."""
+
+    words: list[list[str]]
+    lexical: dict[str, np.ndarray]
+    held: TitleMatches
+    ids: np.ndarray | None
+
+    def part(self, at: np.ndarray) -> TitleSide:
+        """The rows `at`."""
+        held = TitleMatches(self.held.words[at], self.held.chars[at])
+        return TitleSide([], {}, held, self.ids[at] if self.ids is not None else None)
+
+
+async def _title_side(
+    slices: Slices,
+    featurizer: Featurizer,
+    grams: QueryGrams,
+    query_words: list[str],
+    titles: list[str],
+    text_kind: bool,
+) -> TitleSide:
+    def featurize(part: Sequence[str]) -> TitleSide:
+        words = featurizer.words_of(part)
+        arrays = lexicon_of_words(words, featurizer)
+        local = np.arange(len(words))
+        held = title_matches(grams, arrays, local)
+        lexical = TitleLexicon(arrays, featurizer).features(query_words, local, held)
+        ids = title_id_block(arrays, local, featurizer.config.num_buckets) if text_kind else None
+        return TitleSide(words, lexical, held, ids)
+
+    if not titles:
+        return featurize([])
+    parts = await slices.chunks(featurize, titles)
+    if len(parts) == 1:
+        return parts[0]
+    return TitleSide(
+        [w for part in parts for w in part.words],
+        {k: np.concatenate([part.lexical[k] for part in parts]) for k in LEXICAL_FEATURES},
+        TitleMatches(
+            np.concatenate([part.held.words for part in parts]),
+            np.concatenate([part.held.chars for part in parts]),
+        ),
+        np.concatenate([part.ids for part in parts]) if text_kind else None,
+    )
+
+
 def _text_input(
     bundle: Bundle,
     grams: QueryGrams,
-    title_words: list[list[str]],
     rows: np.ndarray,
     features: np.ndarray,
     held: TitleMatches | None,
+    titles: TitleSide,
 ) -> np.ndarray:
     """The text relevance student's rows (server/featurize.py text_relevance_input): the product side of
     candidates given by id from the bundle's lexicon arrays (`held`: their title_matches, in order), that
-    of titles from their words."""
-    featurizer = bundle.featurizer
-    buckets = featurizer.config.num_buckets
+    of titles from their own side."""
     out = np.empty((len(rows), TEXT_RELEVANCE_WIDTH), dtype=np.float32)
     by_id, by_title = np.flatnonzero(rows >= 0), np.flatnonzero(rows < 0)
     if len(by_id):
         assert bundle.lexicon is not None
+        buckets = bundle.featurizer.config.num_buckets
         out[by_id] = text_relevance_input(
             grams, bundle.lexicon.arrays, rows[by_id], features[by_id], buckets, held
         )
     if len(by_title):
-        sets = title_sets(title_words, featurizer)
-        out[by_title] = text_relevance_input(
-            grams, sets, np.arange(len(by_title)), features[by_title], buckets
-        )
+        assert titles.ids is not None
+        out[by_title] = text_rows(grams, features[by_title], titles.held, titles.ids)
     return out
 
 
 async def _bags_input(
     bundle: Bundle,
     grams: QueryGrams,
-    title_words: list[list[str]],
     rows: np.ndarray,
     features: np.ndarray,
     held: TitleMatches | None,
+    titles: TitleSide,
     deadline: float | None,
     offload: bool,
 ) -> dict[str, np.ndarray]:
@@ -284,11 +332,8 @@ async def _bags_input(
         out[by_id, at : at + TEXT_QUERY_IDS] = match_block(grams, held)
         out[by_id, at + TEXT_QUERY_IDS :] = bundle.title_bags[rows[by_id]]
     if len(by_title):
-        sets = title_sets(title_words, bundle.featurizer)
-        local = np.arange(len(by_title))
-        out[by_title, at : at + TEXT_QUERY_IDS] = match_block(grams, title_matches(grams, sets, local))
-        ids = title_id_block(sets, local, bundle.featurizer.config.num_buckets)
-        out[by_title, at + TEXT_QUERY_IDS :] = await bundle.relevance_titles.infer(
-            ids, deadline, offload=offload
-        )
+        assert titles.ids is not None
+        out[by_title, at : at + TEXT_QUERY_IDS] = match_block(grams, titles.held)
+        bags = await bundle.relevance_titles.infer(titles.ids, deadline, offload=offload)
+        out[by_title, at + TEXT_QUERY_IDS :] = bags
     return {"query": bags_query_input(grams), "features": out}

@@ -43,6 +43,23 @@ def test_words_are_normalized(featurizer: Featurizer) -> None:
     assert featurizer.words("!!! ---") == []
 
 
+def test_words_of_many_texts_equal_each_alone(featurizer: Featurizer) -> None:
+    """Normalized and split in one pass, the words are each text's own: accents, case, punctuation, CJK,
+    empty texts and a text that holds the separator word itself (which falls back to one at a time)."""
+    texts = [
+        "Mid-Century  VELVET Chaise, Décor!",
+        "",
+        "   ",
+        "北京 sofa—set (3pc)",
+        "Ｆｕｌｌｗｉｄｔｈ 2x4 shelf\tunit\n",
+        "naïve café table",
+    ]
+    assert featurizer.words_of(texts) == [featurizer.words(t) for t in texts]
+    with_separator = [*texts, "a SIFTXTEXTXSEPARATORX b"]
+    assert featurizer.words_of(with_separator) == [featurizer.words(t) for t in with_separator]
+    assert featurizer.words_of([]) == [] and featurizer.words_of(["One"]) == [["one"]]
+
+
 def test_ids_are_stable_in_range_and_ordered(featurizer: Featurizer) -> None:
     ids = featurizer.ids(["oak", "table"])
     assert ids == featurizer.ids(["oak", "table"])
