@@ -16,8 +16,9 @@ Parts run only when named (they evaluate shipped bundles through the served code
 - wands: the WANDS taxonomy bundle on the WANDS test split;
 - flipkart: the Flipkart-names bundle on its test split (intent and similar-product search).
 
-And one that trains: query_levers, the query student distilled keeping each choice of MiniLM layers, on
-real WANDS and ESCI query text.
+And two that train: query_levers, the query student distilled keeping each choice of MiniLM layers, on
+real WANDS and ESCI query text; esci, relevance teachers fine-tuned and stacked on the ESCI pairs' train and
+dev splits, against BM25 on the test split.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from training.report.latency import latency_part
 from training.report.layers import layers_part
 from training.report.markdown import write_report
 from training.report.query_levers import query_levers_part
+from training.report.real_esci import esci_part
 from training.report.real_flipkart import flipkart_part
 from training.report.real_queries import real_queries_part
 from training.report.real_wands import wands_part
@@ -56,6 +58,7 @@ RUN_PART: dict[str, Callable[[Context], dict[str, Any]]] = {
     "wands": wands_part,
     "flipkart": flipkart_part,
     "query_levers": query_levers_part,
+    "esci": esci_part,
 }
 
 

@@ -20,7 +20,9 @@ BUNDLE_PARTS = ("real_queries", "wands", "flipkart")
 """Parts that evaluate shipped bundles on the real data sets; run only when named with --parts."""
 LEVER_PARTS = ("query_levers",)
 """Parts that train several students to compare one choice; run only when named with --parts."""
-PARTS = DEFAULT_PARTS + BUNDLE_PARTS + LEVER_PARTS
+ESCI_PARTS = ("esci",)
+"""Relevance teachers trained and stacked on the real ESCI pairs; run only when named with --parts."""
+PARTS = DEFAULT_PARTS + BUNDLE_PARTS + LEVER_PARTS + ESCI_PARTS
 
 
 class ReportSettings(BaseSettings):
@@ -43,8 +45,8 @@ class ReportSettings(BaseSettings):
     """Intent teachers compared and stacked."""
     parts: tuple[str, ...] = DEFAULT_PARTS
     """Which parts to (re)run: any of intent, catalogue, layers, latency (the default), and real_queries,
-    wands, flipkart (shipped bundles on the real data sets), and query_levers (the query student's layers,
-    on real query text)."""
+    wands, flipkart (shipped bundles on the real data sets), query_levers (the query student's layers,
+    on real query text) and esci (relevance teachers trained on the ESCI pairs, against BM25)."""
     data_dir: Path = Path("../shared/data")
     """Folder of the real data sets (wands-queries, esci-judgments, esci-pairs, flipkart-names)."""
     default_bundle: Path = Path("bundles/default")

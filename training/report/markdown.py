@@ -9,6 +9,7 @@ import matplotlib
 
 from training.report.markdown_real import (
     query_levers_section,
+    real_esci_section,
     real_flipkart_section,
     real_queries_section,
     real_wands_section,
@@ -55,6 +56,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         lines += real_flipkart_section(results["flipkart"])
     if "query_levers" in results:
         lines += query_levers_section(results["query_levers"])
+    if "esci" in results:
+        lines += real_esci_section(results["esci"])
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
