@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from server.relevance_cascade import grade_scores
+from server.rules import ESCI_GRADES
 from training.bm25 import BM25
 from training.metrics import bootstrap_ci
 from training.relevance_stack import CROSS_ENCODER, Encoder, GradeStacker, pair_cosines, stack_features
@@ -43,9 +44,10 @@ from training.report.context import Context
 
 PAIRS = "esci-pairs"
 SPLITS = ("train", "dev", "test")
-GRADES = ("irrelevant", "complement", "substitute", "exact")
+GRADES = ESCI_GRADES
 """ESCI's grades, worst to best (the ESCI bundle's grade set)."""
-GRADE_OF = {"I": 0, "C": 1, "S": 2, "E": 3}
+GRADE_OF = {name[0].upper(): i for i, name in enumerate(ESCI_GRADES)}
+"""ESCI's label letter (E, S, C, I) -> grade index."""
 TITLE_TOKENS = 48
 """What the stacked teacher's bi-encoders read of a title (training.teachers.SentenceTeacher's default)."""
 REFERENCE = "BM25, titles"
