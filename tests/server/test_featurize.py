@@ -51,7 +51,8 @@ def test_words_of_many_texts_equal_each_alone(featurizer: Featurizer) -> None:
         "",
         "   ",
         "北京 sofa—set (3pc)",
-        "Ｆｕｌｌｗｉｄｔｈ 2x4 shelf\tunit\n",
+        # "Fullwidth" in fullwidth letters:
+        "\uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48 2x4 shelf\tunit\n",
         "naïve café table",
     ]
     assert featurizer.words_of(texts) == [featurizer.words(t) for t in texts]
