@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from server.catalogue import ProductTable, from_products_json
+from server.catalogue import ProductTable, from_products_json, open_array
 from server.errors import FailedPrecondition
 from server.featurize import (
     RELEVANCE_FEATURES,
@@ -32,6 +32,7 @@ from server.featurize import (
 )
 from server.manifest import (
     CAPABILITIES,
+    INDEX_SLOTS,
     MANIFEST,
     SCHEMA_VERSION,
     SEARCH_MODES,
@@ -204,10 +205,14 @@ class Bundle:
         self.components["index"] = Component(
             "index", index_file, self.manifest.files[index_file].sha256, spec.description
         )
+        slots = None
+        if spec.arrays is not None and INDEX_SLOTS in spec.arrays:  # its shape is checked with the others
+            slots = open_array(self.directory, spec.arrays[INDEX_SLOTS])
         try:
-            index = ProductIndex(self.directory / index_file, views)
+            index = ProductIndex(self.directory / index_file, views, slots)
         except Exception as e:
-            raise BundleError(f"{index_file}: cannot open the usearch index: {e}") from e
+            where = f" with {spec.arrays[INDEX_SLOTS].file}" if slots is not None and spec.arrays else ""
+            raise BundleError(f"{index_file}: cannot open the usearch index{where}: {e}") from e
         if index.dim != self.embedding_dim:
             raise BundleError(
                 f"{index_file}: index dimension {index.dim} != embedding_dim {self.embedding_dim}"

@@ -24,7 +24,7 @@ from typing import overload
 import numpy as np
 
 from server.featurize import Featurizer, TitleLexicon, title_lexicon_arrays
-from server.manifest import PRODUCT_ARRAYS, ArraySpec, BundleError, array_file
+from server.manifest import OPTIONAL_ARRAYS, PRODUCT_ARRAYS, ArraySpec, BundleError, array_file
 from server.manifest_parts import COARSE_DIMS
 from server.runtime.index import RowFilter
 
@@ -129,24 +129,7 @@ class ProductTable:
     def open(cls, directory: Path, specs: dict[str, ArraySpec], n_labels: int, views: int) -> ProductTable:
         """The arrays memory-mapped; each one's dtype and shape must be the manifest's (which were checked
         against PRODUCT_ARRAYS), and the few that index others are range-checked (a pass over a few MB)."""
-        arrays = {}
-        for role, spec in specs.items():
-            try:
-                array = np.load(directory / spec.file, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as e:
-                raise BundleError(f"{spec.file}: cannot load as .npy without pickle ({e})") from e
-            if (
-                not isinstance(array, np.ndarray)
-                or array.dtype.str != spec.dtype
-                or array.shape != spec.shape
-            ):
-                raise BundleError(
-                    f"{spec.file}: holds {getattr(array, 'dtype', '?')}{list(getattr(array, 'shape', ()))}, "
-                    f"the manifest says {spec.dtype}{list(spec.shape)}"
-                )
-            # A plain ndarray over the same mapped pages: indexing a np.memmap makes a memmap object per
-            # slice, which cost ~0.1 ms per ScoreRelevance of 100 ids.
-            arrays[role] = array.view(np.ndarray)
+        arrays = {role: open_array(directory, spec) for role, spec in specs.items()}
         _check_ranges(arrays, n_labels, views)
         return cls(arrays)
 
@@ -293,10 +276,27 @@ def _coarse(vectors: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np
     return out
 
 
+def open_array(directory: Path, spec: ArraySpec) -> np.ndarray:
+    """One product array memory-mapped, with the dtype and shape the manifest gives it."""
+    try:
+        array = np.load(directory / spec.file, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{spec.file}: cannot load as .npy without pickle ({e})") from e
+    if not isinstance(array, np.ndarray) or array.dtype.str != spec.dtype or array.shape != spec.shape:
+        raise BundleError(
+            f"{spec.file}: holds {getattr(array, 'dtype', '?')}{list(getattr(array, 'shape', ()))}, "
+            f"the manifest says {spec.dtype}{list(spec.shape)}"
+        )
+    # A plain ndarray over the same mapped pages: indexing a np.memmap makes a memmap object per slice,
+    # which cost ~0.1 ms per ScoreRelevance of 100 ids.
+    return array.view(np.ndarray)
+
+
 def save_product_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> dict[str, ArraySpec]:
-    """Writes each array as products_<role>.npy; returns the manifest's `arrays` for them."""
+    """Writes each array (every PRODUCT_ARRAYS role, and the OPTIONAL_ARRAYS ones present) as
+    products_<role>.npy; returns the manifest's `arrays` for them."""
     specs = {}
-    for role in PRODUCT_ARRAYS:
+    for role in [*PRODUCT_ARRAYS, *(r for r in OPTIONAL_ARRAYS if r in arrays)]:
         array = np.ascontiguousarray(arrays[role])
         np.save(directory / array_file(role), array, allow_pickle=False)
         specs[role] = ArraySpec(array_file(role), array.dtype.str, tuple(int(x) for x in array.shape))

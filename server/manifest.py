@@ -44,10 +44,12 @@ from server.manifest_parts import (
     ALLOWED_SUFFIXES,
     CAPABILITIES,
     COMPONENTS,
+    INDEX_SLOTS,
     KINDS,
     MANIFEST,
     MODEL_COMPONENTS,
     OPTIONAL,
+    OPTIONAL_ARRAYS,
     PRODUCT_ARRAYS,
     SAFE_NAME,
     SCHEMA_VERSION,
@@ -77,10 +79,12 @@ __all__ = [
     "ALLOWED_SUFFIXES",
     "CAPABILITIES",
     "COMPONENTS",
+    "INDEX_SLOTS",
     "KINDS",
     "MANIFEST",
     "MODEL_COMPONENTS",
     "OPTIONAL",
+    "OPTIONAL_ARRAYS",
     "PRODUCT_ARRAYS",
     "SAFE_NAME",
     "SCHEMA_VERSION",
@@ -215,6 +219,7 @@ class Manifest:
                 len(self.labels),
                 self.embedding_dim,
                 "components.index.arrays",
+                index.views,
             )
 
     def verify_files(self, directory: Path) -> None:

@@ -184,6 +184,13 @@ PRODUCT_ARRAYS: dict[str, tuple[str, tuple[str | None, ...]]] = {
     # [rows x views, c], row for row with exact_vectors; float32 (the first schema 3 bundles wrote float16)
     "exact_coarse": ("<f4 or <f2", (None, "c")),
 }
+INDEX_SLOTS = "index_slots"
+OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | None, ...]]] = {
+    # The index file's slot of each vector key (row x views + view): with it the server opens the index
+    # without usearch's key lookups (about 40 bytes of private memory per vector) and reads vectors from
+    # the file's own block (server/runtime/index.py). Bundles before it lack it and keep the lookups.
+    INDEX_SLOTS: ("<i8", ("n*v",)),
+}
 COARSE_DIMS = 64
 
 
@@ -191,10 +198,14 @@ def array_file(role: str) -> str:
     return f"products_{role}.npy"
 
 
-def check_array_shapes(arrays: dict[str, ArraySpec], count: int, labels: int, dim: int, where: str) -> None:
-    """Each array's dtype and shape as PRODUCT_ARRAYS states them; BundleError names the one at fault."""
+def check_array_shapes(
+    arrays: dict[str, ArraySpec], count: int, labels: int, dim: int, where: str, views: int = 1
+) -> None:
+    """Each array's dtype and shape as PRODUCT_ARRAYS (and OPTIONAL_ARRAYS, when present) state them;
+    BundleError names the one at fault."""
     sizes = {
         "n": count,
+        "n*v": count * views,
         "n+1": count + 1,
         "L": labels,
         "L+1": labels + 1,
@@ -202,10 +213,11 @@ def check_array_shapes(arrays: dict[str, ArraySpec], count: int, labels: int, di
         "c": min(COARSE_DIMS, dim),
     }
     missing = [role for role in PRODUCT_ARRAYS if role not in arrays]
-    unknown = [role for role in arrays if role not in PRODUCT_ARRAYS]
+    unknown = [role for role in arrays if role not in PRODUCT_ARRAYS and role not in OPTIONAL_ARRAYS]
     if missing or unknown:
         raise BundleError(f"{where}: arrays missing {missing}, unknown {unknown}")
-    for role, (dtype, shape) in PRODUCT_ARRAYS.items():
+    expected_arrays = PRODUCT_ARRAYS | {r: OPTIONAL_ARRAYS[r] for r in arrays if r in OPTIONAL_ARRAYS}
+    for role, (dtype, shape) in expected_arrays.items():
         spec = arrays[role]
         ok_dtype = spec.dtype.startswith(dtype) if dtype == "|S" else spec.dtype in dtype.split(" or ")
         expected = tuple(sizes[s] if isinstance(s, str) else None for s in shape)
@@ -215,7 +227,7 @@ def check_array_shapes(arrays: dict[str, ArraySpec], count: int, labels: int, di
         if not ok_dtype or not ok_shape:
             raise BundleError(
                 f"{where}.{role}: {spec.file} is {spec.dtype}{list(spec.shape)}, expected {dtype}"
-                f"{[s if s else '*' for s in shape]} with n={count}, L={labels}, d={dim}"
+                f"{[s if s else '*' for s in shape]} with n={count}, v={views}, L={labels}, d={dim}"
             )
     if arrays["exact_coarse"].shape[0] != arrays["exact_vectors"].shape[0]:
         raise BundleError(

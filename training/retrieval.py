@@ -18,8 +18,8 @@ from usearch.index import Index
 
 from server.catalogue import product_arrays, save_product_arrays
 from server.featurize import Featurizer
-from server.manifest import ArraySpec, LexicalComponent
-from server.runtime.index import ProductIndex
+from server.manifest import INDEX_SLOTS, ArraySpec, LexicalComponent
+from server.runtime.index import ProductIndex, slot_map
 from training.data.catalogue import Catalogue
 from training.data.dataset import TrainingData
 from training.data.queries import SyntheticQuery, title_substrings
@@ -246,6 +246,7 @@ def export_retrieval(
     catalogue = product_arrays(
         ids, data.titles, data.product_labels, len(data.labels), featurizer, lambda rows: r.product_vecs[rows]
     )
+    catalogue[INDEX_SLOTS] = slot_map(out / "index.usearch")
     arrays = save_product_arrays(out, catalogue)
     hashed = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, int8, r.product_vecs, index)
     served, student_gate = int8, None

@@ -13,7 +13,7 @@ import pytest
 
 from server.bundle import MANIFEST, BundleError, load_bundle, sha256_file
 from server.errors import FailedPrecondition
-from server.manifest import FileEntry, Manifest
+from server.manifest import INDEX_SLOTS, FileEntry, Manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -182,6 +182,36 @@ def test_product_array_category_out_of_range(bundle_copy: Path) -> None:
     reseal(bundle_copy, path.name)
     with pytest.raises(BundleError, match="products_categories.npy: values outside"):
         load_bundle(bundle_copy)
+
+
+def test_index_slots_are_used_checked_and_optional(bundle_copy: Path) -> None:
+    """A bundle's slot map opens the index without usearch's key lookups; a slot map that disagrees with
+    the index is refused naming the file, and a bundle without one (before it) loads with the lookups."""
+    import numpy as np
+
+    _needs_arrays(bundle_copy)
+    if INDEX_SLOTS not in (Manifest.read(bundle_copy).components.index.arrays or {}):
+        pytest.skip("SIFT_TEST_BUNDLE was written before index slots")
+    assert load_bundle(bundle_copy).index._block is not None
+    path = bundle_copy / "products_index_slots.npy"
+    slots = np.load(path)
+    slots[-1] = 10**9
+    np.save(path, slots, allow_pickle=False)
+    reseal(bundle_copy, path.name)
+    with pytest.raises(BundleError, match="with products_index_slots.npy: .*slot outside"):
+        load_bundle(bundle_copy)
+    n = len(slots)
+    edit_manifest(bundle_copy, lambda m: m["components"]["index"]["arrays"]["index_slots"].update(shape=[3]))
+    with pytest.raises(
+        BundleError, match=rf"index_slots.npy: holds int64\[{n}\], the manifest says <i8\[3\]"
+    ):
+        load_bundle(bundle_copy)
+    np.save(path, slots[:3], allow_pickle=False)
+    reseal(bundle_copy, path.name)
+    with pytest.raises(BundleError, match=f"with products_index_slots.npy: 3 slots for {n} vectors"):
+        load_bundle(bundle_copy)
+    edit_manifest(bundle_copy, lambda m: m["components"]["index"]["arrays"].pop("index_slots"))
+    assert load_bundle(bundle_copy).index._block is None
 
 
 def test_index_count_mismatch(bundle_copy: Path) -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from usearch.index import Index
 
-from server.runtime.index import ProductIndex, RowFilter
+from server.runtime.index import ProductIndex, RowFilter, slot_map
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -92,3 +93,62 @@ def test_a_filter_the_graph_leaves_short_goes_exhaustive_at_once(tmp_path: Path)
         np.testing.assert_allclose(scores, np.sort(best)[::-1][:10], atol=1e-5)
         assert [exact for _, exact in island.asked] == [False, True]  # one graph search, then exhaustive
     assert fetched == []
+
+
+def _shuffled_f16_index(path: Path, n: int, views: int, dim: int, seed: int) -> np.ndarray:
+    """An f16 index built as bundles build theirs (keys row x views + view, added on two threads), then
+    changed as `sift-train update` changes one: keys removed, the last rows renamed into their places, new
+    ones added. Returns the final vectors by key, [n x views, dim]."""
+    rng = np.random.default_rng(seed)
+    vecs = _unit(rng.normal(size=(n * views, dim)))
+    index = Index(ndim=dim, metric="cos", dtype="f16")
+    index.add(np.arange(n * views, dtype=np.uint64), vecs, threads=2)
+    gone, last = np.array([3, 10]), np.array([n - 2, n - 1])
+    keys = lambda rows: (rows[:, None] * views + np.arange(views)).reshape(-1).astype(np.uint64)  # noqa: E731
+    index.remove(keys(gone))
+    index.rename(keys(last), keys(gone))
+    vecs[keys(gone).astype(np.int64)] = vecs[keys(last).astype(np.int64)]
+    vecs = vecs[: (n - 2) * views]
+    fresh = _unit(rng.normal(size=(3 * views, dim)))
+    index.add(np.arange(len(vecs), len(vecs) + len(fresh), dtype=np.uint64), fresh)
+    index.save(str(path))
+    return np.concatenate([vecs, fresh]).astype(np.float16)
+
+
+def test_index_slots_serve_what_key_lookups_serve(tmp_path: Path) -> None:
+    """With the bundle's slot map, the index opens without usearch's key lookups and reads vectors from
+    the file's own vector block; every answer is the one the key lookups give, after an update's removals,
+    renames and additions too (which move keys away from their slots)."""
+    path = tmp_path / "index.usearch"
+    n, views, dim = 300, 2, 16
+    by_key = _shuffled_f16_index(path, n, views, dim, seed=2)
+    slots = slot_map(path)
+    assert len(slots) == len(by_key) and not np.array_equal(slots, np.arange(len(slots)))
+    plain, slotted = ProductIndex(path, views), ProductIndex(path, views, slots)
+    rows = np.arange(len(by_key) // views)
+    assert np.array_equal(slotted.all_views(rows), by_key.reshape(-1, views, dim).astype(np.float32))
+    assert np.array_equal(slotted.all_views(rows), plain.all_views(rows))
+    assert np.array_equal(slotted.vectors(rows[::7]), plain.vectors(rows[::7]))
+    categories = rows % 5
+    where = RowFilter(rows[categories == 1], 0.2, None, np.array([1]), categories)
+    for query in _unit(np.random.default_rng(3).normal(size=(5, dim))):
+        for a, b in (
+            (slotted.search(query, 10), plain.search(query, 10)),
+            (slotted.exact_search(query, rows[:40], 5), plain.exact_search(query, rows[:40], 5)),
+            (slotted.filtered_search(query, 5, where), plain.filtered_search(query, 5, where)),
+        ):
+            assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
+
+
+def test_index_slots_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "index.usearch"
+    _shuffled_f16_index(path, 40, 1, 8, seed=4)
+    slots = slot_map(path)
+    for bad in (slots[:-1], np.where(slots == slots.max(), 10**6, slots)):
+        with pytest.raises(ValueError, match="slot"):
+            ProductIndex(path, 1, bad)
+    f32 = Index(ndim=8, metric="cos", dtype="f32")
+    f32.add(np.arange(4, dtype=np.uint64), _unit(np.ones((4, 8))))
+    f32.save(str(tmp_path / "f32.usearch"))
+    with pytest.raises(ValueError, match="f16"):
+        slot_map(tmp_path / "f32.usearch")
