@@ -295,11 +295,16 @@ def test_graceful_shutdown_finishes_in_flight(tiny_bundle: Path) -> None:
                 query="oak table",
                 candidates=[relevance_pb2.Candidate(title=f"oak table {i}") for i in range(300)],
             )
-            while True:  # like a client that stops sending here once refused
+            while True:  # like a client that stops sending here once the server goes away
                 try:
                     stub.ScoreRelevance(request, timeout=10)
                     out.append((time.monotonic(), grpc.StatusCode.OK))
                 except grpc.RpcError as e:
+                    # Admission may shed one of the four heavy calls on a busy machine; a client retries
+                    # that after the pushback, and this test is about the drain.
+                    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        threading.Event().wait(0.05)
+                        continue
                     out.append((time.monotonic(), e.code()))
                     return
 
