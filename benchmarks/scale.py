@@ -70,6 +70,7 @@ def add_scale_parser(sub: Any) -> None:
         "(benchmarks/scale_graph.py), written to OUTPUT/graph",
     )
     p.add_argument("--connectivity", default="16,32", help="--graph-check's usearch connectivities")
+    p.add_argument("--graph-kinds", default="copies,mixes", help="--graph-check's catalogues")
 
 
 def cmd_scale(args: argparse.Namespace) -> None:
@@ -77,7 +78,9 @@ def cmd_scale(args: argparse.Namespace) -> None:
         from benchmarks.scale_graph import graph_check, graph_markdown
 
         result = {"environment": report.environment()}
-        result |= graph_check(args.base, args.graph_check, [int(c) for c in args.connectivity.split(",")])
+        connectivities = [int(c) for c in args.connectivity.split(",")]
+        kinds = tuple(k for k in args.graph_kinds.split(",") if k)
+        result |= graph_check(args.base, args.graph_check, connectivities, kinds)
         markdown = graph_markdown(result, report.header(result, "sift-bench scale --graph-check"))
         report.write_results(args.output / "graph", result, markdown)
         print(markdown, file=sys.stderr)

@@ -73,7 +73,9 @@ def recall(vectors: np.ndarray, queries: np.ndarray, connectivity: int) -> dict[
     return out
 
 
-def graph_check(base: Path, n: int, connectivities: list[int]) -> dict[str, Any]:
+def graph_check(
+    base: Path, n: int, connectivities: list[int], kinds: tuple[str, ...] = ("copies", "mixes")
+) -> dict[str, Any]:
     from server.bundle import load_bundle
 
     bundle = load_bundle(base)
@@ -92,9 +94,9 @@ def graph_check(base: Path, n: int, connectivities: list[int]) -> dict[str, Any]
     queries = np.concatenate([model.run({name: feed([t])}) for t in texts]).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     runs = []
-    for kind in ("copies", "mixes"):
+    for kind in kinds:
         vectors = catalogue(real, n, kind)
-        for c in connectivities if kind == "copies" else connectivities[:1]:
+        for c in connectivities:
             runs.append({"catalogue": kind, **recall(vectors, queries, c)})
     return {"products": n, "real_products": m, "queries": QUERIES, "runs": runs}
 

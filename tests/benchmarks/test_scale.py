@@ -38,6 +38,8 @@ def test_graph_check_copies_cluster_and_mixes_spread(tiny_bundle: Path, monkeypa
     # Ten copies of one product are a near-tie; ten mixes of different pairs are not.
     assert runs["copies"]["exact_top10_spread"] < runs["mixes"]["exact_top10_spread"]
     assert "| copies | 8 |" in graph.graph_markdown(result, [])
+    mixes = graph.graph_check(tiny_bundle, 500, [4, 8], ("mixes",))["runs"]
+    assert [(r["catalogue"], r["connectivity"]) for r in mixes] == [("mixes", 4), ("mixes", 8)]
 
 
 def test_grown_mixes_keep_the_real_products_and_leave_their_clusters(tiny_bundle: Path) -> None:
