@@ -107,8 +107,7 @@ def build_bundle(base: Path, grown: Grown, index_file: Path, out: Path) -> dict[
     (hard-linked from the cache), product arrays and BM25 index. Returns the seconds of each part."""
     from server.catalogue import product_arrays, save_product_arrays
     from server.featurize import Featurizer, FeaturizerConfig
-    from server.manifest import INDEX_SLOTS, Manifest, files_of
-    from server.runtime.index import slot_map
+    from server.manifest import Manifest, files_of
     from server.runtime.lexical import build_lexical_index, impact_name, save
     from training.relevance_bags import write_updated_bags
 
@@ -134,8 +133,7 @@ def build_bundle(base: Path, grown: Grown, index_file: Path, out: Path) -> dict[
     catalogue = product_arrays(
         grown.ids, grown.titles, grown.categories, len(old.labels), featurizer, vectors
     )
-    catalogue[INDEX_SLOTS] = slot_map(work / spec.file)
-    arrays = save_product_arrays(work, catalogue)
+    arrays = save_product_arrays(work, catalogue, work / spec.file)
     seconds = {"product_arrays": time.perf_counter() - start}
     relevance = old.components.relevance
     if relevance is not None and relevance.title_bags is not None:  # text_bags: every product's title bag

@@ -24,9 +24,9 @@ from typing import overload
 import numpy as np
 
 from server.featurize import Featurizer, TitleLexicon, title_lexicon_arrays
-from server.manifest import OPTIONAL_ARRAYS, PRODUCT_ARRAYS, ArraySpec, BundleError, array_file
+from server.manifest import INDEX_SLOTS, OPTIONAL_ARRAYS, PRODUCT_ARRAYS, ArraySpec, BundleError, array_file
 from server.manifest_parts import COARSE_DIMS
-from server.runtime.index import RowFilter
+from server.runtime.index import RowFilter, slot_map
 
 EXACT_MAX_VECTORS = 131072
 """Categories with at most this many vectors (products x views) keep theirs contiguous, in full and in a
@@ -292,9 +292,13 @@ def open_array(directory: Path, spec: ArraySpec) -> np.ndarray:
     return array.view(np.ndarray)
 
 
-def save_product_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> dict[str, ArraySpec]:
-    """Writes each array (every PRODUCT_ARRAYS role, and the OPTIONAL_ARRAYS ones present) as
-    products_<role>.npy; returns the manifest's `arrays` for them."""
+def save_product_arrays(
+    directory: Path, arrays: dict[str, np.ndarray], index_file: Path
+) -> dict[str, ArraySpec]:
+    """Writes each array (every PRODUCT_ARRAYS role, the OPTIONAL_ARRAYS ones present, and the slot of
+    each of `index_file`'s vectors, server/runtime/index.py slot_map) as products_<role>.npy; returns the
+    manifest's `arrays` for them."""
+    arrays = {**arrays, INDEX_SLOTS: slot_map(index_file)}
     specs = {}
     for role in [*PRODUCT_ARRAYS, *(r for r in OPTIONAL_ARRAYS if r in arrays)]:
         array = np.ascontiguousarray(arrays[role])

@@ -187,7 +187,7 @@ PRODUCT_ARRAYS: dict[str, tuple[str, tuple[str | None, ...]]] = {
 INDEX_SLOTS = "index_slots"
 OPTIONAL_ARRAYS: dict[str, tuple[str, tuple[str | None, ...]]] = {
     # The index file's slot of each vector key (row x views + view): with it the server opens the index
-    # without usearch's key lookups (about 40 bytes of private memory per vector) and reads vectors from
+    # without usearch's key lookups (a table in each process's private memory) and reads vectors from
     # the file's own block (server/runtime/index.py). Bundles before it lack it and keep the lookups.
     INDEX_SLOTS: ("<i8", ("n*v",)),
 }

@@ -28,8 +28,8 @@ from usearch.index import Index
 from server.bundle import load_bundle
 from server.catalogue import ProductTable, from_products_json, product_arrays, save_product_arrays
 from server.featurize import Featurizer, FeaturizerConfig, title_lexicon_arrays
-from server.manifest import INDEX_SLOTS, Label, Manifest, files_of
-from server.runtime.index import ProductIndex, slot_map
+from server.manifest import Label, Manifest, files_of
+from server.runtime.index import ProductIndex
 from server.runtime.lexical import build_lexical_index, save
 from training.bundle_writer import code_version
 from training.data.catalogue import Catalogue, Product
@@ -266,11 +266,11 @@ def update_bundle(
         index.save(str(work / spec.file))
         del index
         served = ProductIndex(work / spec.file, views)
-        catalogue = product_arrays(
-            ids, titles, categories, len(old.labels), featurizer, served.all_views, lexicon
+        arrays = save_product_arrays(
+            work,
+            product_arrays(ids, titles, categories, len(old.labels), featurizer, served.all_views, lexicon),
+            work / spec.file,
         )
-        catalogue[INDEX_SLOTS] = slot_map(work / spec.file)
-        arrays = save_product_arrays(work, catalogue)
         lexical = old.components.lexical
         kept = {spec.file} | {a.file for a in (spec.arrays or {}).values()}
         relevance = old.components.relevance

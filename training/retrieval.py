@@ -18,8 +18,8 @@ from usearch.index import Index
 
 from server.catalogue import product_arrays, save_product_arrays
 from server.featurize import Featurizer
-from server.manifest import INDEX_SLOTS, ArraySpec, LexicalComponent
-from server.runtime.index import ProductIndex, slot_map
+from server.manifest import ArraySpec, LexicalComponent
+from server.runtime.index import ProductIndex
 from training.data.catalogue import Catalogue
 from training.data.dataset import TrainingData
 from training.data.queries import SyntheticQuery, title_substrings
@@ -246,8 +246,7 @@ def export_retrieval(
     catalogue = product_arrays(
         ids, data.titles, data.product_labels, len(data.labels), featurizer, lambda rows: r.product_vecs[rows]
     )
-    catalogue[INDEX_SLOTS] = slot_map(out / "index.usearch")
-    arrays = save_product_arrays(out, catalogue)
+    arrays = save_product_arrays(out, catalogue, out / "index.usearch")
     hashed = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, int8, r.product_vecs, index)
     served, student_gate = int8, None
     if r.query_student is not None and r.query_tokenizer is not None:

@@ -52,9 +52,12 @@ VECTOR_BLOCK = 8
 (for fewer than 2^32 slots), then each slot's vector in the index's own scalar type."""
 
 
-def file_vectors(path: Path, dim: int) -> np.ndarray:
-    """The f16 vectors block of a saved usearch index, memory-mapped: [slots, dim], row i the vector of slot
-    i. The same pages usearch itself maps when it opens the file as a view."""
+def file_vectors(path: Path, index: Index) -> np.ndarray:
+    """The vectors block of the saved f16 usearch index `index` opened from `path`, memory-mapped: [slots,
+    dim], row i the vector of slot i. The same pages usearch itself maps when it opens the file as a view."""
+    if index.dtype.name != "F16":
+        raise ValueError(f"{path.name}: not a usearch index of f16 vectors")
+    dim = int(index.ndim)
     with path.open("rb") as f:
         head = f.read(VECTOR_BLOCK)
     if len(head) < VECTOR_BLOCK:
@@ -75,11 +78,11 @@ def slot_map(path: Path) -> np.ndarray:
     and renames shuffle, so it is read, not assumed. Identical vectors may share a slot. ValueError when a
     key has no vector or no slot."""
     index = Index.restore(str(path), view=True)
-    if index is None or index.dtype.name != "F16":
-        raise ValueError(f"{path.name}: not a usearch index of f16 vectors")
-    n, dim = len(index), int(index.ndim)
-    block = file_vectors(path, dim).view("<u2")
-    weights = np.random.default_rng(0).integers(1, 2**63, size=dim, dtype=np.uint64) | np.uint64(1)
+    if index is None:
+        raise ValueError(f"{path.name}: not a usearch index")
+    n = len(index)
+    block = file_vectors(path, index).view("<u2")
+    weights = np.random.default_rng(0).integers(1, 2**63, size=block.shape[1], dtype=np.uint64) | np.uint64(1)
 
     def fingerprint(bits: np.ndarray) -> np.ndarray:  # uint64 per row, wrapping: equal rows, equal prints
         return (bits.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64)
@@ -111,26 +114,26 @@ class ProductIndex:
     best view's.
 
     With `slots` (slot_map's, from the bundle) usearch opens the file without its key lookups and vectors
-    are read from the file's vector block by slot: at a million products and 2 views that saves ~85 MB of
-    private memory in every process that opens the index. Without, usearch's `get` finds them by key."""
+    are read from the file's vector block by slot: usearch's table of every key, tens of bytes per vector,
+    is then not built in the private memory of each process that opens the index (benchmarks/results/
+    scale-mixes measures it at a million products). Without, usearch's `get` finds vectors by key."""
 
     def __init__(self, path: Path, views: int = 1, slots: np.ndarray | None = None) -> None:
         self._index = Index.restore(str(path), view=True, enable_key_lookups=slots is None)
         if self._index is None:
             raise ValueError(f"{path.name}: not a usearch index")
         self.views = views
-        self._slots, self._block = slots, None
+        self._slotted: tuple[np.ndarray, np.ndarray] | None = None  # (slot of each key, the file's vectors)
         if slots is not None:
-            if self._index.dtype.name != "F16":
-                raise ValueError(f"{path.name}: slots need an index of f16 vectors")
-            self._block = file_vectors(path, int(self._index.ndim))
+            block = file_vectors(path, self._index)
             if len(slots) != len(self._index) or (
-                len(slots) and (int(slots.min()) < 0 or int(slots.max()) >= len(self._block))
+                len(slots) and (int(slots.min()) < 0 or int(slots.max()) >= len(block))
             ):
                 raise ValueError(
                     f"{len(slots)} slots for {len(self._index)} vectors, or a slot outside the file's "
-                    f"{len(self._block)}"
+                    f"{len(block)}"
                 )
+            self._slotted = (slots, block)
 
     @property
     def dim(self) -> int:
@@ -175,8 +178,9 @@ class ProductIndex:
     def _get(self, keys: np.ndarray) -> np.ndarray:
         if len(keys) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self._block is not None and self._slots is not None:
-            return self._block[self._slots[keys]].astype(np.float32)
+        if self._slotted is not None:
+            slots, block = self._slotted
+            return block[slots[keys]].astype(np.float32)
         return np.stack(self._index.get(keys.astype(np.uint64))).astype(np.float32)
 
     def filtered_search(self, query: np.ndarray, k: int, where: RowFilter) -> tuple[np.ndarray, np.ndarray]:

@@ -192,7 +192,7 @@ def test_index_slots_are_used_checked_and_optional(bundle_copy: Path) -> None:
     _needs_arrays(bundle_copy)
     if INDEX_SLOTS not in (Manifest.read(bundle_copy).components.index.arrays or {}):
         pytest.skip("SIFT_TEST_BUNDLE was written before index slots")
-    assert load_bundle(bundle_copy).index._block is not None
+    assert load_bundle(bundle_copy).index._slotted is not None
     path = bundle_copy / "products_index_slots.npy"
     slots = np.load(path)
     slots[-1] = 10**9
@@ -211,7 +211,7 @@ def test_index_slots_are_used_checked_and_optional(bundle_copy: Path) -> None:
     with pytest.raises(BundleError, match=f"with products_index_slots.npy: 3 slots for {n} vectors"):
         load_bundle(bundle_copy)
     edit_manifest(bundle_copy, lambda m: m["components"]["index"]["arrays"].pop("index_slots"))
-    assert load_bundle(bundle_copy).index._block is None
+    assert load_bundle(bundle_copy).index._slotted is None
 
 
 def test_index_count_mismatch(bundle_copy: Path) -> None:
