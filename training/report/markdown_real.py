@@ -93,7 +93,12 @@ def real_queries_section(r: dict[str, Any]) -> list[str]:
                 ("within_budget", f"<= {c['budget_ms']} ms"),
             ],
         )
-        verdict = "the bundle serves it" if c["served_is_chosen"] else "the bundle serves another: retrain"
+        verdict = (
+            "the bundle serves it"
+            if c["served_is_chosen"]
+            else "the bundle serves the other: training ships the query model the preset's `query_student` "
+            "names, and this rule, measured on this machine, disagrees with it"
+        )
         lines += [f"Chosen: {c['chosen']}; {verdict}.", ""]
     if r.get("missing_files"):
         lines += [f"Missing data files (skipped): {', '.join(r['missing_files'])}.", ""]

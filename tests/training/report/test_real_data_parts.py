@@ -167,6 +167,29 @@ def test_query_model_choice_is_the_best_cosine_within_the_budget() -> None:
     assert none["chosen"] == "served: big"
 
 
+def test_query_model_verdict_says_training_ships_the_presets_model() -> None:
+    from training.report.markdown_real import real_queries_section
+
+    def verdict(served_is_chosen: bool) -> str:
+        choice = {
+            "rule": "r",
+            "budget_ms": 1.0,
+            "candidates": [],
+            "chosen": "m",
+            "served_is_chosen": served_is_chosen,
+        }
+        part = {
+            **dict(command="c", seconds=1, bundle="b", bundle_version="v", sources={}, teacher="t"),
+            **dict(index_products=1, targets={"mean_cosine": 0.9, "overlap_at_10": 0.7}, rows=[]),
+            **dict(tokens={"measures": "m", "rows": []}, choice=choice),
+        }
+        return next(x for x in real_queries_section(part) if x.startswith("Chosen:"))
+
+    assert verdict(True) == "Chosen: m; the bundle serves it."
+    # Retraining would ship the same model: the verdict names what decides it instead of saying "retrain".
+    assert "preset's `query_student`" in verdict(False) and "retrain" not in verdict(False)
+
+
 def test_query_levers_section_marks_the_presets_choice() -> None:
     from training.report.markdown_real import query_levers_section
 
