@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import report
-from benchmarks.scale_catalogue import BIG_SHARE, Grown, cached
+from benchmarks.scale_catalogue import BIG_SHARE, KINDS, Grown, cached
 from benchmarks.servers import Process, children, free_port, proc_status, wait_heavy_workers, wait_serving
 
 RESULTS = Path("benchmarks/results/scale")
@@ -57,7 +57,7 @@ def add_scale_parser(sub: Any) -> None:
     p.add_argument("--output", type=Path, default=RESULTS)
     p.add_argument(
         "--grow",
-        choices=("copies", "mixes"),
+        choices=KINDS,
         default="copies",
         help="grow the catalogue with noisy copies of the real products (clusters of near-ties) or noisy "
         "mixes of two (spread as real products are); use another --output for each",
@@ -70,7 +70,16 @@ def add_scale_parser(sub: Any) -> None:
         "(benchmarks/scale_graph.py), written to OUTPUT/graph",
     )
     p.add_argument("--connectivity", default="16,32", help="--graph-check's usearch connectivities")
-    p.add_argument("--graph-kinds", default="copies,mixes", help="--graph-check's catalogues")
+    p.add_argument(
+        "--graph-kinds", type=_kinds, default=KINDS, help=f"--graph-check's catalogues: {', '.join(KINDS)}"
+    )
+
+
+def _kinds(value: str) -> tuple[str, ...]:
+    kinds = tuple(k for k in value.split(",") if k)
+    if unknown := [k for k in kinds if k not in KINDS]:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)}: not one of {', '.join(KINDS)}")
+    return kinds
 
 
 def cmd_scale(args: argparse.Namespace) -> None:
@@ -79,8 +88,7 @@ def cmd_scale(args: argparse.Namespace) -> None:
 
         result = {"environment": report.environment()}
         connectivities = [int(c) for c in args.connectivity.split(",")]
-        kinds = tuple(k for k in args.graph_kinds.split(",") if k)
-        result |= graph_check(args.base, args.graph_check, connectivities, kinds)
+        result |= graph_check(args.base, args.graph_check, connectivities, args.graph_kinds)
         markdown = graph_markdown(result, report.header(result, "sift-bench scale --graph-check"))
         report.write_results(args.output / "graph", result, markdown)
         print(markdown, file=sys.stderr)

@@ -23,6 +23,7 @@ from training.catalogue_update import load_catalogue_side
 NOISE = 0.02  # per dimension: a copy keeps a cosine of about 0.93 to its product
 BIG_SHARE = 0.4  # the share of products in the one big category
 CODES = 50_000  # distinct model codes appended to copied titles (a vocabulary that grows like a real one's)
+KINDS = ("copies", "mixes")  # how a catalogue is grown: grow() here, catalogue() in benchmarks/scale_graph.py
 
 
 @dataclass(frozen=True)

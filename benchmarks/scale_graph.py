@@ -29,11 +29,13 @@ def catalogue(real: np.ndarray, n: int, kind: str, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if kind == "copies":
         v = real[rng.integers(0, max(1, n // COPIES), n)]
-    else:
+    elif kind == "mixes":
         a, b, w = rng.integers(0, len(real), n), rng.integers(0, len(real), n), rng.random(n)
         w = w.astype(np.float32)[:, None, None]
         v = w * real[a] + (1 - w) * real[b]
         v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    else:
+        raise ValueError(f"catalogue kind {kind!r}: not one of copies, mixes")
     v = v + rng.standard_normal(v.shape).astype(np.float32) * NOISE
     return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float16)
 
@@ -73,9 +75,7 @@ def recall(vectors: np.ndarray, queries: np.ndarray, connectivity: int) -> dict[
     return out
 
 
-def graph_check(
-    base: Path, n: int, connectivities: list[int], kinds: tuple[str, ...] = ("copies", "mixes")
-) -> dict[str, Any]:
+def graph_check(base: Path, n: int, connectivities: list[int], kinds: tuple[str, ...]) -> dict[str, Any]:
     from server.bundle import load_bundle
 
     bundle = load_bundle(base)

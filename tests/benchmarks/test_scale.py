@@ -3,13 +3,15 @@ against mixes of real products (on the tiny bundle)."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import benchmarks.scale_graph as graph
-from benchmarks.scale import exact_scores
-from benchmarks.scale_catalogue import Grown
+from benchmarks.scale import add_scale_parser, exact_scores
+from benchmarks.scale_catalogue import KINDS, Grown
 from server.manifest import Manifest
 
 
@@ -29,7 +31,7 @@ def test_exact_scores_take_each_products_best_view() -> None:
 def test_graph_check_copies_cluster_and_mixes_spread(tiny_bundle: Path, monkeypatch) -> None:
     monkeypatch.setattr(graph, "QUERIES", 12)
     monkeypatch.setattr(graph, "COPIES", 50)
-    result = graph.graph_check(tiny_bundle, 500, [8])
+    result = graph.graph_check(tiny_bundle, 500, [8], KINDS)
     runs = {r["catalogue"]: r for r in result["runs"]}
     assert set(runs) == {"copies", "mixes"}
     for r in runs.values():
@@ -40,6 +42,18 @@ def test_graph_check_copies_cluster_and_mixes_spread(tiny_bundle: Path, monkeypa
     assert "| copies | 8 |" in graph.graph_markdown(result, [])
     mixes = graph.graph_check(tiny_bundle, 500, [4, 8], ("mixes",))["runs"]
     assert [(r["catalogue"], r["connectivity"]) for r in mixes] == [("mixes", 4), ("mixes", 8)]
+    with pytest.raises(ValueError, match="'mix'"):
+        graph.catalogue(np.zeros((3, 1, 4), dtype=np.float32), 10, "mix")
+
+
+def test_graph_kinds_are_checked_when_parsed() -> None:
+    parser = argparse.ArgumentParser()
+    add_scale_parser(parser.add_subparsers())
+    args = parser.parse_args(["scale", "--graph-check", "10", "--graph-kinds", "mixes"])
+    assert args.graph_kinds == ("mixes",)
+    assert parser.parse_args(["scale"]).graph_kinds == KINDS
+    with pytest.raises(SystemExit):
+        parser.parse_args(["scale", "--graph-kinds", "mixes,mix"])
 
 
 def test_grown_mixes_keep_the_real_products_and_leave_their_clusters(tiny_bundle: Path) -> None:
