@@ -179,9 +179,17 @@ def test_query_model_verdict_says_training_ships_the_presets_model() -> None:
             "served_is_chosen": served_is_chosen,
         }
         part = {
-            **dict(command="c", seconds=1, bundle="b", bundle_version="v", sources={}, teacher="t"),
-            **dict(index_products=1, targets={"mean_cosine": 0.9, "overlap_at_10": 0.7}, rows=[]),
-            **dict(tokens={"measures": "m", "rows": []}, choice=choice),
+            "command": "c",
+            "seconds": 1,
+            "bundle": "b",
+            "bundle_version": "v",
+            "sources": {},
+            "teacher": "t",
+            "index_products": 1,
+            "targets": {"mean_cosine": 0.9, "overlap_at_10": 0.7},
+            "rows": [],
+            "tokens": {"measures": "m", "rows": []},
+            "choice": choice,
         }
         return next(x for x in real_queries_section(part) if x.startswith("Chosen:"))
 
