@@ -152,9 +152,12 @@ def pair_features(
     index: ProductIndex,
     categories: np.ndarray,
     seed: int,
+    query_vectors: np.ndarray | None = None,
 ) -> CandidateFeatures:
     """Features as the server computes them, with the served int8 models. Half the candidates are given as
-    titles (embedded online by the student), half by id (the teacher's offline vector from the index)."""
+    titles (embedded online by the student), half by id (the teacher's offline vector from the index).
+    `query_vectors` (one per query) replaces the encoder's vector of each query, for the report's
+    comparison of query models."""
     rng = np.random.default_rng(seed)
     intent = OnnxModel(intent_path, "intent", ThreadSettings(intra_op=2))
     encoder = OnnxModel(encoder_path, "query_encoder", ThreadSettings(intra_op=2))
@@ -174,7 +177,8 @@ def pair_features(
         cand_vecs = np.where(as_title[:, None], vecs[1:], index.vectors(pairs.rows[idx]))
         cats = np.where(as_title, probs[1:].argmax(1), categories[pairs.rows[idx]])
         cats = np.maximum(cats, 0)
-        f = candidate_features(lex, vecs[0], cand_vecs, probs[0], cats)
+        query_vector = vecs[0] if query_vectors is None else query_vectors[g]
+        f = candidate_features(lex, query_vector, cand_vecs, probs[0], cats)
         model_input[idx], category_match[idx] = f.model_input, f.category_match
         for k, v in lex.items():
             lexical[k][idx] = v

@@ -136,6 +136,19 @@ class ProductIndex:
             self._slotted = (slots, block)
 
     @property
+    def expansion(self) -> int:
+        """The graph walk's expansion (ef) for every search: higher finds more of the exact top k, and is
+        slower. An opened index has usearch's default (64), which training evaluates with; the server sets
+        `--search-expansion`."""
+        return int(self._index.expansion_search)
+
+    @expansion.setter
+    def expansion(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"search expansion must be at least 1, not {value}")
+        self._index.expansion_search = value
+
+    @property
     def dim(self) -> int:
         return int(self._index.ndim)
 

@@ -351,3 +351,12 @@ def test_healthcheck_command(live_server: LiveServer) -> None:
         timeout=30,
     )
     assert down.returncode == 1 and "UNAVAILABLE" in down.stderr
+
+
+def test_search_expansion_setting_reaches_the_loaded_index(tiny_bundle: Path) -> None:
+    from server.app import _load_and_warm
+    from server.config import Settings
+    from server.runtime.session import ThreadSettings
+
+    bundle = _load_and_warm(tiny_bundle, Settings(search_expansion=200), ThreadSettings())
+    assert bundle.index is not None and bundle.index.expansion == 200

@@ -152,3 +152,21 @@ def test_index_slots_are_checked(tmp_path: Path) -> None:
     f32.save(str(tmp_path / "f32.usearch"))
     with pytest.raises(ValueError, match="f16"):
         slot_map(tmp_path / "f32.usearch")
+
+
+def test_search_expansion_is_set_on_the_graph_and_checked(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    vecs = _unit(rng.normal(size=(300, 8)))
+    index = Index(ndim=8, metric="cos", dtype="f32")
+    index.add(np.arange(300, dtype=np.uint64), vecs)
+    index.save(str(tmp_path / "index.usearch"))
+    served = ProductIndex(tmp_path / "index.usearch")
+    assert served.expansion == 64  # usearch's default, which training evaluates with
+    served.expansion = 300
+    assert served._index.expansion_search == 300
+    # A walk as wide as the index finds the exact top 10.
+    rows, _ = served.search(vecs[5], 10)
+    assert rows.tolist() == np.argsort(-(vecs @ vecs[5]), kind="stable")[:10].tolist()
+    with pytest.raises(ValueError, match="at least 1"):
+        served.expansion = 0
+    assert served.expansion == 300

@@ -4,6 +4,7 @@ gates into n (ESCI's four)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,3 +62,45 @@ def test_heads_learn_four_grades() -> None:
             probs = head(torch.from_numpy(x)).numpy()
         assert probs.shape == (1600, 4)
         assert np.mean(probs.argmax(1) == grades) > 0.9
+
+
+def test_pair_features_take_given_query_vectors_for_the_cosine_alone(tiny_bundle: Path) -> None:
+    """The report's comparison of query models swaps each query's vector; every other feature, and the
+    candidates' vectors, stay those the served models give."""
+    from server.bundle import load_bundle
+    from server.featurize import RelevanceColumn
+    from training.relevance import Pairs, pair_features
+
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.index is not None and bundle.products is not None
+    rows = np.arange(12)
+    titles = [bundle.products.titles[int(r)] for r in rows]
+    pairs = Pairs(["oak table", "blue rug"], np.repeat([0, 1], 6), rows, titles, np.zeros(12, dtype=np.int64))
+
+    def features(vectors: np.ndarray | None) -> np.ndarray:
+        return pair_features(
+            pairs,
+            bundle.featurizer,
+            tiny_bundle / "intent.onnx",
+            tiny_bundle / "query_encoder.onnx",
+            bundle.index,
+            bundle.products.categories,
+            seed=0,
+            query_vectors=vectors,
+        ).model_input
+
+    served = features(None)
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=(2, bundle.embedding_dim)).astype(np.float32) for _ in range(2))
+    cosine = RelevanceColumn.COSINE
+    keep = [c for c in range(served.shape[1]) if c != cosine]
+    with_a, with_b, with_sum = features(a), features(b), features(a + b)
+    for swapped in (with_a, with_b, with_sum):
+        assert np.array_equal(swapped[:, keep], served[:, keep])
+    # The cosine column is the candidates' vectors (whatever the query's) against the given vector.
+    assert np.allclose(with_sum[:, cosine], with_a[:, cosine] + with_b[:, cosine], atol=1e-5)
+    assert not np.allclose(with_a[:, cosine], served[:, cosine])
+    # Unswapped, it is the encoder's own vector of the query (run alone here, beside the titles there:
+    # int8 activations are quantized per run, so only close).
+    own = bundle.query_encoder.run({"ids": bundle.featurizer.batch_ids(pairs.queries)})
+    assert np.allclose(features(own)[:, cosine], served[:, cosine], atol=0.01)

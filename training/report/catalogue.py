@@ -28,6 +28,8 @@ from training.metrics import (
     spearman,
 )
 from training.presets import PRESETS
+from training.query_student import FILE as QUERY_STUDENT_FILE
+from training.query_student import encode_onnx, export_query_student
 from training.relevance import Pairs, export_relevance, pair_features, train_relevance
 from training.relevance_stack import CROSS_ENCODER
 from training.report.context import Context
@@ -161,6 +163,12 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
     # Relevance agreement on real query text (no labels needed): a fixed set of 20 catalogue products for
     # every real query, and the products retrieval returns for it (BM25's and the two-tower's top 10).
     if rel.teacher is not None:
+        # ScoreRelevance's cosine feature takes the query's vector from the hashed encoder; the variant row
+        # takes it from the shipped retrieval's transformer query student (int8, as Search serves it).
+        student_vectors = None
+        if shipped.query_student is not None and shipped.query_tokenizer is not None:
+            export_query_student(shipped.query_student, shipped.query_tokenizer, real_texts[:256], tmp, out)
+            student_vectors = encode_onnx(out / QUERY_STUDENT_FILE, real_texts)
         result["real_query_relevance_agreement"] = {}
         fixed = np.random.default_rng(ctx.seed).choice(len(data.titles), 20, replace=False)
         dense = exact_top(encode_queries(shipped.encoder, f, real_texts), shipped.product_vecs, 10)
@@ -181,7 +189,7 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
                 np.zeros(sum(len(c) for c in cands), dtype=np.int64),
             )
             result["real_query_relevance_agreement"][set_name] = real_query_agreement(
-                pairs, rel, served, f, out, data, ctx.seed, set(real_train)
+                pairs, rel, served, f, out, data, ctx.seed, set(real_train), student_vectors
             )
         esci = ctx.settings.data_dir / "esci-pairs" / "pairs_test.csv"
         esci_pairs = read_esci_pairs(esci) if esci.is_file() else None
@@ -192,6 +200,9 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
     return result
 
 
+STUDENT_COSINE = "shipped, cosine feature from the transformer query student"
+"""The shipped relevance student scored with its query vector from the retrieval's transformer query student
+(serve-time only: it was trained on the hashed encoder's cosines)."""
 TEACHER_NAMES = {CROSS_ENCODER: "cross-encoder", "minilm": "MiniLM cosine", "mpnet": "mpnet cosine"}
 
 
@@ -358,25 +369,38 @@ def real_query_agreement(
     data: Any,
     seed: int,
     trained: set[str] = frozenset(),
+    student_vectors: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Spearman of each served student's scores (the whole cascade, int8) with the cross-encoder teacher's
     expected grade, pooled over all pairs with a 95% bootstrap interval over queries, and mean per query;
-    over every query and over the queries not in `trained` (the real queries the students learned from)."""
+    over every query and over the queries not in `trained` (the real queries the students learned from).
+    With `student_vectors` (the transformer query student's vector of each query), the shipped student
+    once more with its cosine feature computed from them instead of the hashed encoder's."""
     from server.runtime.index import ProductIndex
     from training.relevance_text import text_rows
 
-    feats = pair_features(
-        pairs,
-        f,
-        out / "intent.onnx",
-        out / "query_encoder.onnx",
-        ProductIndex(out / "index.usearch", 2),
-        data.product_labels,
-        seed,
-    )
-    text_x = text_rows(
-        pairs.queries, pairs.group, pairs.rows, feats.model_input, title_lexicon_arrays(data.titles, f), f
-    )
+    index = ProductIndex(out / "index.usearch", 2)
+    lexicon = title_lexicon_arrays(data.titles, f)
+
+    def features(query_vectors: np.ndarray | None) -> tuple[Any, np.ndarray]:
+        feats = pair_features(
+            pairs,
+            f,
+            out / "intent.onnx",
+            out / "query_encoder.onnx",
+            index,
+            data.product_labels,
+            seed,
+            query_vectors,
+        )
+        return feats, text_rows(pairs.queries, pairs.group, pairs.rows, feats.model_input, lexicon, f)
+
+    feats, text_x = features(None)
+    inputs = {name: (feats, text_x) for name in served["kinds"]}
+    kinds = dict(served["kinds"])
+    if student_vectors is not None:
+        kinds[STUDENT_COSINE] = kinds["shipped"]
+        inputs[STUDENT_COSINE] = features(student_vectors)
     t = rel.teacher_probabilities([pairs.queries[g] for g in pairs.group], pairs.titles)
     teacher_scores = grade_scores(t)
     result: dict[str, Any] = {
@@ -390,10 +414,12 @@ def real_query_agreement(
     groups = [np.flatnonzero(pairs.group == g) for g in range(len(pairs.queries))]
     unseen = np.array([q not in trained for q in pairs.queries])
     result["unseen_queries"] = int(unseen.sum())
-    for name, kind in served["kinds"].items():
+    for name, kind in kinds.items():
+        model = "shipped" if name == STUDENT_COSINE else name
+        feats, text_x = inputs[name]
         x = text_x if kind == "text_mlp" else text_x[:, : len(RELEVANCE_FEATURES)]
-        probs = run_onnx(served[name], "relevance", "features", x)
-        verdicts = cascade(served["rules"][name], replace(feats, model_input=x), probs)
+        probs = run_onnx(served[model], "relevance", "features", x)
+        verdicts = cascade(served["rules"][model], replace(feats, model_input=x), probs)
         scores = verdicts.scores
         per_query = np.array([spearman(scores[i], teacher_scores[i]) for i in groups])
 

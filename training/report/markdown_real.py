@@ -64,6 +64,8 @@ def real_queries_section(r: dict[str, Any]) -> list[str]:
                 ("ov_ci", "95% CI"),
             ],
         )
+    if index := r.get("index"):
+        lines += _index_lines(index)
     t = r["tokens"]
     lines += [f"Vocabulary: {t['measures']}.", ""]
     lines += table(
@@ -102,6 +104,63 @@ def real_queries_section(r: dict[str, Any]) -> list[str]:
         lines += [f"Chosen: {c['chosen']}; {verdict}.", ""]
     if r.get("missing_files"):
         lines += [f"Missing data files (skipped): {', '.join(r['missing_files'])}.", ""]
+    return lines
+
+
+def _index_lines(index: dict[str, Any]) -> list[str]:
+    """The ANN graph's share of the top-10 disagreement, and the relevance cosine feature's agreement."""
+    sweep = index["expansions"]
+    exact = sweep["exact_overlap_at_10"]
+    lines = [
+        "What the ANN graph adds: recall@10 of the index (usearch, at each expansion) against exact search "
+        "over the same product vectors, for the served query vectors and the teacher's; overlap@10 of the "
+        "two through the index; the index search's latency (one query, one thread). By exact search on both "
+        f"sides (the query vectors alone), overlap@10 is {fmt(exact['mean'])} ({_ci(exact['ci95'])}). Search "
+        f"runs at `--search-expansion` (default {sweep['served_expansion']}).",
+        "",
+    ]
+
+    def with_ci(m: dict[str, Any]) -> str:
+        return f"{fmt(m['mean'])} ({_ci(m['ci95'])})"
+
+    lines += table(
+        [
+            {
+                "expansion": x["expansion"],
+                "served": with_ci(x["served_recall_at_10"]),
+                "teacher": with_ci(x["teacher_recall_at_10"]),
+                "overlap": with_ci(x["overlap_at_10"]),
+                "p50": x["search"]["p50_ms"],
+                "p90": x["search"]["p90_ms"],
+            }
+            for x in sweep["rows"]
+        ],
+        [
+            ("expansion", "expansion"),
+            ("served", "recall@10, served vectors (95% CI)"),
+            ("teacher", "recall@10, teacher's vectors"),
+            ("overlap", "overlap@10 (95% CI)"),
+            ("p50", "search p50 ms"),
+            ("p90", "search p90 ms"),
+        ],
+    )
+    rel = index["relevance_cosine"]
+    lines += [
+        "ScoreRelevance's cosine feature for a product given by id is the query model's vector against the "
+        "product's title vector, and the relevance teacher leans on the teacher's own (query, title) cosine. "
+        f"Spearman of the two over the {rel['queries']:,} real queries x {rel['products']} products sampled "
+        "once (pooled, 95% bootstrap interval over queries; and the mean per query):",
+        "",
+    ]
+    lines += table(
+        [{**x, "ci": _ci(x["ci95"])} for x in rel["rows"]],
+        [
+            ("model", "query model"),
+            ("spearman_pooled", "Spearman (pooled)"),
+            ("ci", "95% CI"),
+            ("spearman_mean_per_query", "mean per query"),
+        ],
+    )
     return lines
 
 

@@ -5,8 +5,10 @@ For every real query text staged in --data-dir (WANDS, ESCI judged and unlabelle
 served query vector (Bundle.query_model(), the model EmbedQuery and Search run) is compared with the vector
 of the teacher whose space the bundle's index is in: cosine per query, and the overlap of the index's top 10
 for the two vectors (same usearch index, so only the query side differs). When the bundle serves a
-transformer query student, its hashed n-gram query encoder is measured too, as the "before" row. Finally
-the share of real query word pieces that reach the student as themselves, not as [UNK].
+transformer query student, its hashed n-gram query encoder is measured too, as the "before" row. Then
+what the index adds (training/report/real_search.py): the ANN graph's share of the top-10 disagreement, at
+several expansions, and how well each query model gives ScoreRelevance's cosine feature. Finally the share
+of real query word pieces that reach the student as themselves, not as [UNK].
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from training.report.real_common import (
     teacher_name,
     unit,
 )
+from training.report.real_search import index_questions
 from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
 
 log = logging.getLogger("sift.report")
@@ -270,14 +273,19 @@ def real_queries_part(ctx: Context) -> dict[str, Any]:
         models.append(
             ("before: hashed n-gram query encoder", bundle.query_encoder, bundle.featurizer.batch_ids)
         )
-    rows, latencies, by_match = [], {}, []
+    rows, latencies, by_match, vectors = [], {}, [], {}
     for name, model, feat in models:
-        vecs = embed(model, feat, texts)
+        vecs = vectors[name] = embed(model, feat, texts)
         top = top_rows(bundle, vecs)[0] if has_index else None
         rows += agreement_rows(name, vecs, teacher_vecs, top, teacher_top, groups)
         if top is not None and name.startswith("served:"):
             by_match = overlap_by_match(overlap_per_query(top, teacher_top), teacher_first)
         latencies[name] = embed_latency(model, feat, texts[:LATENCY_QUERIES])
+    served_name = models[0][0]
+    hashed = vectors.get(models[1][0]) if len(models) > 1 else None
+    index = {}
+    if has_index:
+        index = index_questions(bundle, vectors[served_name], teacher_vecs, hashed, served_name)
     return {
         "bundle": str(s.default_bundle),
         "bundle_version": bundle.version,
@@ -287,6 +295,7 @@ def real_queries_part(ctx: Context) -> dict[str, Any]:
         "missing_files": missing,
         "rows": rows,
         "overlap_by_match": by_match,
+        "index": index,
         "tokens": token_shares(bundle, by_source),
         "choice": choose_query_model(rows, latencies),
         "targets": {"mean_cosine": 0.90, "overlap_at_10": 0.70},
