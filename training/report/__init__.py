@@ -18,7 +18,9 @@ Parts run only when named (they evaluate shipped bundles through the served code
 
 And two that train: query_levers, the query student distilled keeping each choice of MiniLM layers, on
 real WANDS and ESCI query text; esci, relevance teachers fine-tuned and stacked on the ESCI pairs' train and
-dev splits, against BM25 on the test split.
+dev splits, against BM25 on the test split. And wands_ceiling, which trains nothing: the teachers' own class
+signals on WANDS (zero- and few-shot prototypes, BM25), alone and in linear stacks, with the best stack on
+the test split as a ceiling.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from training.report.real_esci import esci_part
 from training.report.real_flipkart import flipkart_part
 from training.report.real_queries import real_queries_part
 from training.report.real_wands import wands_part
+from training.report.wands_ceiling import wands_ceiling_part
 
 log = logging.getLogger("sift.report")
 RUN_PART: dict[str, Callable[[Context], dict[str, Any]]] = {
@@ -59,6 +62,7 @@ RUN_PART: dict[str, Callable[[Context], dict[str, Any]]] = {
     "flipkart": flipkart_part,
     "query_levers": query_levers_part,
     "esci": esci_part,
+    "wands_ceiling": wands_ceiling_part,
 }
 
 

@@ -22,7 +22,10 @@ LEVER_PARTS = ("query_levers",)
 """Parts that train several students to compare one choice; run only when named with --parts."""
 ESCI_PARTS = ("esci",)
 """Relevance teachers trained and stacked on the real ESCI pairs; run only when named with --parts."""
-PARTS = DEFAULT_PARTS + BUNDLE_PARTS + LEVER_PARTS + ESCI_PARTS
+CEILING_PARTS = ("wands_ceiling",)
+"""The teachers' own signals on WANDS, alone and stacked (a ceiling for the taxonomy's intent); run only when
+named with --parts."""
+PARTS = DEFAULT_PARTS + BUNDLE_PARTS + LEVER_PARTS + ESCI_PARTS + CEILING_PARTS
 
 
 class ReportSettings(BaseSettings):
@@ -46,7 +49,8 @@ class ReportSettings(BaseSettings):
     parts: tuple[str, ...] = DEFAULT_PARTS
     """Which parts to (re)run: any of intent, catalogue, layers, latency (the default), and real_queries,
     wands, flipkart (shipped bundles on the real data sets), query_levers (the query student's layers,
-    on real query text) and esci (relevance teachers trained on the ESCI pairs, against BM25)."""
+    on real query text), esci (relevance teachers trained on the ESCI pairs, against BM25) and
+    wands_ceiling (the teachers' own class signals on WANDS, alone and stacked)."""
     data_dir: Path = Path("../shared/data")
     """Folder of the real data sets (wands-queries, esci-judgments, esci-pairs, flipkart-names)."""
     default_bundle: Path = Path("bundles/default")

@@ -13,6 +13,7 @@ from training.report.markdown_real import (
     real_flipkart_section,
     real_queries_section,
     real_wands_section,
+    wands_ceiling_section,
 )
 from training.report.tables import fmt, table
 
@@ -58,6 +59,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         lines += query_levers_section(results["query_levers"])
     if "esci" in results:
         lines += real_esci_section(results["esci"])
+    if "wands_ceiling" in results:
+        lines += wands_ceiling_section(results["wands_ceiling"])
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -380,3 +380,36 @@ def real_esci_section(r: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def wands_ceiling_section(r: dict[str, Any]) -> list[str]:
+    def top1(m: dict[str, Any]) -> str:
+        return f"{fmt(m['mean'])} ({_ci(m['ci95'])})"
+
+    def weights(w: dict[str, float]) -> str:
+        return ", ".join(f"{name} {v:g}" for name, v in w.items() if v)
+
+    lines = [
+        "## WANDS intent: how far the available teachers go (dev and test splits)",
+        "",
+        f"Made by `{r['command']}` ({r['seconds']:,.0f} s). Every signal the teachers here give for a real "
+        f"query's class ({r['labels']} labels; {r['queries']['dev']} dev and {r['queries']['test']} test "
+        "queries of a known class): MiniLM and mpnet cosine to the label prototypes (zero-shot) and to "
+        "prototypes moved toward the labelled training queries (few-shot), and BM25 against the label "
+        f"names. Then {r['stacks_tried']:,} linear stacks of them (each z-scored per query, weights 0, 0.5, "
+        "1 or 2): the one chosen on dev, and the best on the test split itself, which has seen the answers "
+        f"and is a ceiling for every such stack, not a model. Target: test top-1 >= {r['target']}. "
+        "Intervals are 95% bootstrap over queries.",
+        "",
+    ]
+    rows = [{"what": x["signal"], "dev": top1(x["dev"]), "test": top1(x["test"])} for x in r["alone"]]
+    for key, what in (
+        ("chosen_on_dev", "stack chosen on dev"),
+        ("ceiling_on_test", "ceiling: stack chosen on test"),
+    ):
+        s = r[key]
+        rows.append(
+            {"what": f"{what} ({weights(s['weights'])})", "dev": top1(s["dev"]), "test": top1(s["test"])}
+        )
+    lines += table(rows, [("what", "signal"), ("dev", "dev top-1"), ("test", "test top-1")])
+    return lines
