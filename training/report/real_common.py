@@ -149,6 +149,17 @@ def exact_top_k(queries: np.ndarray, docs: np.ndarray, k: int) -> tuple[np.ndarr
     return rows, np.take_along_axis(sims, rows, 1)
 
 
+K = 10
+"""Top-k depth of the real-query agreement figures (overlap@10, recall@10)."""
+
+
+def overlap_per_query(a: np.ndarray, b: np.ndarray, k: int = K) -> np.ndarray:
+    """|top-k(a) ∩ top-k(b)| / k per row; -1 padding never counts."""
+    return np.array(
+        [len((set(x[:k].tolist()) & set(y[:k].tolist())) - {-1}) / k for x, y in zip(a, b, strict=True)]
+    )
+
+
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 

@@ -25,11 +25,13 @@ from server.bundle import Bundle
 from server.runtime.onnx import OnnxModel
 from training.report.context import Context
 from training.report.real_common import (
+    K,
     distinct,
     latency,
     mean_ci,
     normalize,
     open_bundle,
+    overlap_per_query,
     read_rows,
     teacher_name,
     unit,
@@ -38,7 +40,6 @@ from training.report.real_search import index_questions
 from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
 
 log = logging.getLogger("sift.report")
-K = 10
 MATCH_BANDS = ((0.0, 0.4), (0.4, 0.5), (0.5, 0.6), (0.6, 1.01))
 """Bands of the teacher's best cosine to the catalogue for a query, over which overlap@10 is broken down."""
 BATCH = 64
@@ -113,13 +114,6 @@ def overlap_by_match(overlap: np.ndarray, teacher_first: np.ndarray) -> list[dic
                 }
             )
     return rows
-
-
-def overlap_per_query(a: np.ndarray, b: np.ndarray, k: int = K) -> np.ndarray:
-    """|top-k(a) ∩ top-k(b)| / k per row; -1 padding never counts."""
-    return np.array(
-        [len((set(x[:k].tolist()) & set(y[:k].tolist())) - {-1}) / k for x, y in zip(a, b, strict=True)]
-    )
 
 
 def graph_remap(path: Path) -> np.ndarray | None:

@@ -20,9 +20,8 @@ import numpy as np
 from server.bundle import Bundle
 from server.runtime.index import ProductIndex
 from training.metrics import bootstrap_ci, spearman
-from training.report.real_common import latency, mean_ci, unit
+from training.report.real_common import K, latency, mean_ci, overlap_per_query, unit
 
-K = 10
 EXPANSIONS = (64, 128, 256)
 """The usearch expansions measured: usearch's default (Sift's), then twice and four times it."""
 FIXED_PRODUCTS = 100
@@ -50,10 +49,6 @@ def exact_rows(index: ProductIndex, vectors: np.ndarray, k: int = K) -> np.ndarr
     out = np.full((len(queries), k), -1, dtype=np.int64)
     out[:, : best_rows.shape[1]] = best_rows
     return out
-
-
-def _overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.array([len((set(x.tolist()) & set(y.tolist())) - {-1}) / K for x, y in zip(a, b, strict=True)])
 
 
 def _searched(index: ProductIndex, vectors: np.ndarray) -> tuple[np.ndarray, list[float]]:
@@ -86,9 +81,9 @@ def expansion_sweep(
             rows.append(
                 {
                     "expansion": ef,
-                    "served_recall_at_10": mean_ci(_overlap(top, exact_served)),
-                    "teacher_recall_at_10": mean_ci(_overlap(teacher_top, exact_teacher)),
-                    "overlap_at_10": mean_ci(_overlap(top, teacher_top)),
+                    "served_recall_at_10": mean_ci(overlap_per_query(top, exact_served)),
+                    "teacher_recall_at_10": mean_ci(overlap_per_query(teacher_top, exact_teacher)),
+                    "overlap_at_10": mean_ci(overlap_per_query(top, teacher_top)),
                     "search": latency(np.array(seconds)),
                 }
             )
@@ -96,7 +91,7 @@ def expansion_sweep(
         index.expansion = served_at
     return {
         "served_expansion": served_at,
-        "exact_overlap_at_10": mean_ci(_overlap(exact_served, exact_teacher)),
+        "exact_overlap_at_10": mean_ci(overlap_per_query(exact_served, exact_teacher)),
         "rows": rows,
     }
 
