@@ -293,12 +293,13 @@ def open_array(directory: Path, spec: ArraySpec) -> np.ndarray:
 
 
 def save_product_arrays(
-    directory: Path, arrays: dict[str, np.ndarray], index_file: Path
+    directory: Path, arrays: dict[str, np.ndarray], index_file: Path, slots: np.ndarray | None = None
 ) -> dict[str, ArraySpec]:
     """Writes each array (every PRODUCT_ARRAYS role, the OPTIONAL_ARRAYS ones present, and the slot of
     each of `index_file`'s vectors, server/runtime/index.py slot_map) as products_<role>.npy; returns the
-    manifest's `arrays` for them."""
-    arrays = {**arrays, INDEX_SLOTS: slot_map(index_file)}
+    manifest's `arrays` for them. `slots` is that slot map when the caller made it already (slot_map
+    reads every vector of the file)."""
+    arrays = {**arrays, INDEX_SLOTS: slot_map(index_file) if slots is None else slots}
     specs = {}
     for role in [*PRODUCT_ARRAYS, *(r for r in OPTIONAL_ARRAYS if r in arrays)]:
         array = np.ascontiguousarray(arrays[role])
