@@ -395,12 +395,11 @@ def real_query_agreement(
         )
         return feats, text_rows(pairs.queries, pairs.group, pairs.rows, feats.model_input, lexicon, f)
 
-    feats, text_x = features(None)
-    inputs = {name: (feats, text_x) for name in served["kinds"]}
-    kinds = dict(served["kinds"])
+    # (row name, kind, the served model it scores with, its features)
+    hashed = features(None)
+    runs = [(name, kind, name, hashed) for name, kind in served["kinds"].items()]
     if student_vectors is not None:
-        kinds[STUDENT_COSINE] = kinds["shipped"]
-        inputs[STUDENT_COSINE] = features(student_vectors)
+        runs.append((STUDENT_COSINE, served["kinds"]["shipped"], "shipped", features(student_vectors)))
     t = rel.teacher_probabilities([pairs.queries[g] for g in pairs.group], pairs.titles)
     teacher_scores = grade_scores(t)
     result: dict[str, Any] = {
@@ -414,9 +413,7 @@ def real_query_agreement(
     groups = [np.flatnonzero(pairs.group == g) for g in range(len(pairs.queries))]
     unseen = np.array([q not in trained for q in pairs.queries])
     result["unseen_queries"] = int(unseen.sum())
-    for name, kind in kinds.items():
-        model = "shipped" if name == STUDENT_COSINE else name
-        feats, text_x = inputs[name]
+    for name, kind, model, (feats, text_x) in runs:
         x = text_x if kind == "text_mlp" else text_x[:, : len(RELEVANCE_FEATURES)]
         probs = run_onnx(served[model], "relevance", "features", x)
         verdicts = cascade(served["rules"][model], replace(feats, model_input=x), probs)

@@ -14,6 +14,11 @@ def _ci(interval: list[Any] | None) -> str:
     return f"{interval[0]:.3f}-{interval[1]:.3f}"
 
 
+def _with_ci(m: dict[str, Any]) -> str:
+    """A mean_ci result as "mean (low-high)"."""
+    return f"{fmt(m['mean'])} ({_ci(m['ci95'])})"
+
+
 def _made_by(r: dict[str, Any]) -> list[str]:
     return [
         f"Made by `{r['command']}` ({r['seconds']:,.0f} s), bundle `{r['bundle']}` ({r['bundle_version']}).",
@@ -115,21 +120,18 @@ def _index_lines(index: dict[str, Any]) -> list[str]:
         "What the ANN graph adds: recall@10 of the index (usearch, at each expansion) against exact search "
         "over the same product vectors, for the served query vectors and the teacher's; overlap@10 of the "
         "two through the index; the index search's latency (one query, one thread). By exact search on both "
-        f"sides (the query vectors alone), overlap@10 is {fmt(exact['mean'])} ({_ci(exact['ci95'])}). Search "
+        f"sides (the query vectors alone), overlap@10 is {_with_ci(exact)}. Search "
         f"runs at `--search-expansion` (default {sweep['served_expansion']}).",
         "",
     ]
-
-    def with_ci(m: dict[str, Any]) -> str:
-        return f"{fmt(m['mean'])} ({_ci(m['ci95'])})"
 
     lines += table(
         [
             {
                 "expansion": x["expansion"],
-                "served": with_ci(x["served_recall_at_10"]),
-                "teacher": with_ci(x["teacher_recall_at_10"]),
-                "overlap": with_ci(x["overlap_at_10"]),
+                "served": _with_ci(x["served_recall_at_10"]),
+                "teacher": _with_ci(x["teacher_recall_at_10"]),
+                "overlap": _with_ci(x["overlap_at_10"]),
                 "p50": x["search"]["p50_ms"],
                 "p90": x["search"]["p90_ms"],
             }
@@ -383,9 +385,6 @@ def real_esci_section(r: dict[str, Any]) -> list[str]:
 
 
 def wands_ceiling_section(r: dict[str, Any]) -> list[str]:
-    def top1(m: dict[str, Any]) -> str:
-        return f"{fmt(m['mean'])} ({_ci(m['ci95'])})"
-
     def weights(w: dict[str, float]) -> str:
         return ", ".join(f"{name} {v:g}" for name, v in w.items() if v)
 
@@ -402,14 +401,13 @@ def wands_ceiling_section(r: dict[str, Any]) -> list[str]:
         "Intervals are 95% bootstrap over queries.",
         "",
     ]
-    rows = [{"what": x["signal"], "dev": top1(x["dev"]), "test": top1(x["test"])} for x in r["alone"]]
+    rows = [{"what": x["signal"], "dev": _with_ci(x["dev"]), "test": _with_ci(x["test"])} for x in r["alone"]]
     for key, what in (
         ("chosen_on_dev", "stack chosen on dev"),
         ("ceiling_on_test", "ceiling: stack chosen on test"),
     ):
         s = r[key]
-        rows.append(
-            {"what": f"{what} ({weights(s['weights'])})", "dev": top1(s["dev"]), "test": top1(s["test"])}
-        )
+        what = f"{what} ({weights(s['weights'])})"
+        rows.append({"what": what, "dev": _with_ci(s["dev"]), "test": _with_ci(s["test"])})
     lines += table(rows, [("what", "signal"), ("dev", "dev top-1"), ("test", "test top-1")])
     return lines

@@ -25,7 +25,6 @@ from server.bundle import Bundle
 from server.runtime.onnx import OnnxModel
 from training.report.context import Context
 from training.report.real_common import (
-    K,
     distinct,
     latency,
     mean_ci,
@@ -36,7 +35,7 @@ from training.report.real_common import (
     teacher_name,
     unit,
 )
-from training.report.real_search import index_questions
+from training.report.real_search import index_questions, searched
 from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
 
 log = logging.getLogger("sift.report")
@@ -84,15 +83,9 @@ def embed(model: OnnxModel, featurize: Any, texts: list[str]) -> np.ndarray:
 
 def top_rows(bundle: Bundle, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The index's top K rows per vector (-1 padded) and the score of each one's first hit."""
-    assert bundle.index is not None and bundle.products is not None
-    k = min(K, len(bundle.products.ids))
-    out = np.full((len(vectors), K), -1, dtype=np.int64)
-    first = np.zeros(len(vectors), dtype=np.float32)
-    for i, v in enumerate(vectors):
-        rows, scores = bundle.index.search(np.ascontiguousarray(v, dtype=np.float32), k)
-        out[i, : len(rows)] = rows
-        first[i] = scores[0] if len(scores) else 0.0
-    return out, first
+    assert bundle.index is not None
+    rows, first, _ = searched(bundle.index, vectors)
+    return rows, first
 
 
 def overlap_by_match(overlap: np.ndarray, teacher_first: np.ndarray) -> list[dict[str, Any]]:

@@ -51,17 +51,21 @@ def exact_rows(index: ProductIndex, vectors: np.ndarray, k: int = K) -> np.ndarr
     return out
 
 
-def _searched(index: ProductIndex, vectors: np.ndarray) -> tuple[np.ndarray, list[float]]:
-    """The index's top K rows per vector (-1 padded), and the seconds each search took."""
+def searched(index: ProductIndex, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """The index's top K rows per vector (-1 padded), the score of each one's first hit, and the seconds
+    each search took."""
+    k = min(K, len(index) // index.views)
     out = np.full((len(vectors), K), -1, dtype=np.int64)
+    first = np.zeros(len(vectors), dtype=np.float32)
     seconds = []
     for i, v in enumerate(vectors):
         v = np.ascontiguousarray(v, dtype=np.float32)
         start = time.perf_counter()
-        rows, _ = index.search(v, K)
+        rows, scores = index.search(v, k)
         seconds.append(time.perf_counter() - start)
         out[i, : len(rows)] = rows
-    return out, seconds
+        first[i] = scores[0] if len(scores) else 0.0
+    return out, first, seconds
 
 
 def expansion_sweep(
@@ -76,8 +80,8 @@ def expansion_sweep(
     try:
         for ef in expansions:
             index.expansion = ef
-            top, seconds = _searched(index, served)
-            teacher_top, _ = _searched(index, teacher)
+            top, _, seconds = searched(index, served)
+            teacher_top, _, _ = searched(index, teacher)
             rows.append(
                 {
                     "expansion": ef,
