@@ -20,6 +20,8 @@ RESOURCE_EXHAUSTED and a `grpc-retry-pushback-ms` hint saying when to come back.
   loop runs, a ScoreRelevance too small to hand over included, queues in the loop's. A call's lane is known
   once its request is read (its candidates); the early refusal, decided before, uses the heavy method's
   workers' lane, so it can only err towards refusing a small ScoreRelevance.
+- **Cheap calls about.** The time of the last admitted call of a method not named heavy, for the heavy
+  workers' priority (server/heavy_worker.py): they yield the cores while cheap calls are being served.
 - **An idle worker admits anything**, however large, so every call the limits accept can be served.
 
 Refusing costs one dictionary lookup and a few additions before the call's status is sent: no
@@ -140,6 +142,7 @@ class Admission:
         self._epoch = [0, 0]
         self._drain_rate = [1, max(policy.heavy_workers, 1)]  # calls a lane runs at once
         self._rng = rng or random.Random()
+        self._cheap_at = -math.inf  # time.monotonic() of the last admitted call of a method not heavy
         self._refused = {
             method: metrics.ADMISSION_REFUSED.labels(method=method)
             for method in ("ClassifyIntent", "Search", "EmbedQuery", "ScoreRelevance")
@@ -173,6 +176,10 @@ class Admission:
             return self._refusal(method, 0.0, limit, lane)
         return None
 
+    def cheap_within(self, seconds: float) -> bool:
+        """Whether a call of a method not named heavy was admitted in the last `seconds`."""
+        return time.monotonic() - self._cheap_at <= seconds
+
     def estimate(self, work: Work) -> float:
         """Estimated seconds of `work`; 0 for a kind never measured."""
         total = 0.0
@@ -194,6 +201,8 @@ class Admission:
                 raise self._refusal(work.method, cost, limit, lane)
         self._in_flight[lane] += 1
         self._queued[lane] += cost
+        if work.method not in self.policy.heavy_methods:
+            self._cheap_at = time.monotonic()
         return Ticket(work, cost, alone=self._in_flight[lane] == 1, epoch=self._epoch[lane], lane=lane)
 
     def done(self, ticket: Ticket, learn: bool = True) -> None:

@@ -123,6 +123,9 @@ SERVICES = (
 SERVICE_NAMES = tuple(service.full_name for service in SERVICES)
 # Health service name -> the bundle capability it needs; "" is the server as a whole.
 SERVICE_CAPABILITY: dict[str, str | None] = {"": None, **{s.full_name: s.capability for s in SERVICES}}
+# "Cheap calls about", for the heavy workers' adaptive priority: long enough to span the gaps of a search
+# stack's steady traffic, short enough that a load of heavy calls alone regains its share within a second.
+CHEAP_CALLS_WINDOW_S = 1.0
 # AdminService has its own rule (localhost or the admin token), so API keys never guard it.
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 
@@ -148,7 +151,10 @@ class SiftServer:
             HeavyPool(
                 settings.heavy_workers,
                 WorkerOptions(
-                    settings.intra_op_threads, settings.inter_op_threads, settings.heavy_worker_nice
+                    settings.intra_op_threads,
+                    settings.inter_op_threads,
+                    settings.heavy_worker_nice,
+                    settings.heavy_worker_priority,
                 ),
             )
             if settings.heavy_workers
@@ -165,6 +171,8 @@ class SiftServer:
                 settings.offload_rows,
             )
         )
+        if self.heavy_pool is not None:
+            self.heavy_pool.background = lambda: self.admission.cheap_within(CHEAP_CALLS_WINDOW_S)
         cap = settings.max_message_bytes
         self.api_keys = api_keys(settings)
         interceptors: list[grpc.aio.ServerInterceptor] = []

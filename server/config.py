@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     scores every call in the serving process."""
     heavy_worker_nice: int = Field(0, ge=0, le=19)
     """Niceness added to the heavy workers: above 0 the serving process gets the cores first."""
+    heavy_worker_priority: Literal["adaptive", "idle", "normal"] = "adaptive"
+    """When the heavy workers score under Linux's SCHED_IDLE policy (CPU time nothing else wants; any task
+    that wakes takes the core back at once): "adaptive" while this process has admitted a cheap call
+    (ClassifyIntent, Search, EmbedQuery) in the last second, so cheap calls keep their latency beside heavy
+    ones and a flood of heavy calls alone still gets its share of the cores; "idle" always; "normal" never.
+    Measured in benchmarks/results/overload-admission."""
     max_connection_age: float = Field(0.0, ge=0)
     """Seconds after which a client connection is asked to reconnect (GOAWAY; calls in flight get the grace
     period), so that long-lived channels spread over replicas added since; 0 keeps connections forever."""

@@ -9,6 +9,13 @@ on the event loop, or running it on a thread, still makes every cheap call besid
 - **Each worker** loads the same bundle directory read-only (its index and tables are memory-mapped, so the
   pages are shared) and answers with the same RelevanceService code as the serving process, models inline
   and featurization in one go (nothing else runs in it).
+- **Priority.** Cheap calls come first: while the serving process has admitted cheap calls (ClassifyIntent,
+  Search, EmbedQuery) in the last second, a worker scores under Linux's SCHED_IDLE policy, so it gets only
+  the CPU time nothing else wants and gives a core back the moment the event loop (or the clients beside
+  it) wakes; with no cheap calls about (a flood of heavy calls, a retry storm of refusals) it scores at
+  normal priority and takes its share (`--heavy-worker-priority`; benchmarks/results/overload-admission).
+  A thread's policy can be lowered but not raised back without privileges, so each worker keeps two
+  threads, its main one and one under SCHED_IDLE, and hands each call to one of them.
 - **One call at a time per worker.** The serving process queues heavy calls and hands each to an idle
   worker; admission (server/admission.py) bounds that queue by its estimated delay.
 - **Bundles.** Every call names the bundle version it started on. On a reload the serving process has each
@@ -31,13 +38,16 @@ import logging
 import multiprocessing
 import os
 import pickle
+import queue
 import signal
 import socket
 import struct
+import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from server import errors, metrics, timing
 from server.admission import reaches_workers
@@ -47,6 +57,8 @@ log = logging.getLogger("sift.heavy")
 # Bundles a worker keeps: the one serving and the one before it (calls in flight on it finish there).
 KEPT_BUNDLES = 2
 
+Priority = Literal["adaptive", "idle", "normal"]
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WorkerOptions:
@@ -54,6 +66,35 @@ class WorkerOptions:
     inter_op_threads: int = 1
     nice: int = 0
     """Added to the worker's scheduling niceness: positive gives the serving process the cores first."""
+    priority: Priority = "adaptive"
+    """Which calls a worker scores under SCHED_IDLE: "adaptive" those the serving process marks (cheap calls
+    admitted in the last second), "idle" all, "normal" none."""
+
+
+class IdleThread:
+    """A thread under Linux's SCHED_IDLE policy that runs one function at a time for its caller, who waits
+    (asleep, so the thread has the caller's share of the CPU as well as nothing else's)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[..., Any], tuple]] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, daemon=True, name="sift-heavy-idle").start()
+
+    def _serve(self) -> None:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: this thread alone
+        while True:
+            function, args = self._jobs.get()
+            try:
+                self._results.put((True, function(*args)))
+            except BaseException as e:  # handed back to the caller, which raises it
+                self._results.put((False, e))
+
+    def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        self._jobs.put((function, args))
+        ok, value = self._results.get()
+        if not ok:
+            raise value
+        return value
 
 
 # ---------------------------------------------------------------------------------------------- worker side
@@ -92,6 +133,35 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
             services.popitem(last=False)
         return bundle.version
 
+    def answer(message: tuple) -> tuple:
+        """The reply to one "call" or "score" message (whose last item is the serving process's mark for
+        SCHED_IDLE)."""
+        try:
+            version, path, limits = message[1:4]
+            if version not in services:  # a call on a bundle this worker was not asked to load
+                load(path)
+            store = services.get(version) or next(reversed(services.values()))
+            service = RelevanceService(store[1], Limits(**limits), HeavyWork(0, 0))
+            breakdown = timing.open_breakdown()
+            if message[0] == "call":  # the request's bytes in, the response's bytes out: the gRPC path
+                request_bytes, deadline = message[4:6]
+                servicer = RelevanceServicer(service, timing_metadata=False)
+                request = ScoreRelevanceRequest.FromString(request_bytes)
+                handler = RelevanceServicer.ScoreRelevance.__wrapped__  # without the serving middleware
+                response = loop.run_until_complete(handler(servicer, request, _Deadline(deadline)))
+                return ("ok", response.SerializeToString(), breakdown)
+            query, ids, titles, deadline = message[4:8]
+            candidates = [CandidateInput(product_id=i, title=t) for i, t in zip(ids, titles, strict=True)]
+            result = loop.run_until_complete(service.score(query, candidates, deadline))
+            return ("ok", _columns(result), breakdown)
+        except errors.SiftError as e:
+            kinds = [c.__name__ for c in type(e).__mro__]
+            return ("error", kinds, getattr(e, "field", None), getattr(e, "problem", str(e)))
+        except Exception as e:
+            log.exception("heavy worker: unexpected error")
+            return ("internal", f"{type(e).__name__}: {e}")
+
+    idle = IdleThread() if options.priority != "normal" else None
     while True:
         try:
             message = conn.recv()
@@ -106,31 +176,8 @@ def _worker_main(conn: Connection, options: WorkerOptions) -> None:
             except Exception as e:  # reported to the serving process, which refuses the reload
                 conn.send(("failed", f"{type(e).__name__}: {e}"))
             continue
-        try:
-            version, path, limits = message[1:4]
-            if version not in services:  # a call on a bundle this worker was not asked to load
-                load(path)
-            store = services.get(version) or next(reversed(services.values()))
-            service = RelevanceService(store[1], Limits(**limits), HeavyWork(0, 0))
-            breakdown = timing.open_breakdown()
-            if kind == "call":  # the request's bytes in, the response's bytes out: the gRPC path
-                request_bytes, deadline = message[4:]
-                servicer = RelevanceServicer(service, timing_metadata=False)
-                request = ScoreRelevanceRequest.FromString(request_bytes)
-                handler = RelevanceServicer.ScoreRelevance.__wrapped__  # without the serving middleware
-                response = loop.run_until_complete(handler(servicer, request, _Deadline(deadline)))
-                conn.send(("ok", response.SerializeToString(), breakdown))
-                continue
-            query, ids, titles, deadline = message[4:]
-            candidates = [CandidateInput(product_id=i, title=t) for i, t in zip(ids, titles, strict=True)]
-            result = loop.run_until_complete(service.score(query, candidates, deadline))
-            conn.send(("ok", _columns(result), breakdown))
-        except errors.SiftError as e:
-            kinds = [c.__name__ for c in type(e).__mro__]
-            conn.send(("error", kinds, getattr(e, "field", None), getattr(e, "problem", str(e))))
-        except Exception as e:
-            log.exception("heavy worker: unexpected error")
-            conn.send(("internal", f"{type(e).__name__}: {e}"))
+        background = options.priority == "idle" or (options.priority == "adaptive" and message[-1])
+        conn.send(idle.run(answer, message) if idle is not None and background else answer(message))
 
 
 class _Deadline:
@@ -278,6 +325,9 @@ class HeavyPool:
         self._idle: asyncio.Queue[_Worker] | None = None
         self._closing: set[asyncio.Future[None]] = set()  # closes of dead workers under way
         self._ready = False
+        self.background: Callable[[], bool] = lambda: False
+        """Asked as each call is handed over: whether cheap calls are about, so that an "adaptive" worker
+        scores it under SCHED_IDLE (the server sets it from its admission)."""
 
     @property
     def started(self) -> bool:
@@ -368,7 +418,7 @@ class HeavyPool:
             if deadline is not None and time.monotonic() >= deadline:
                 raise errors.DeadlineExceeded("the deadline passed while the call waited for a heavy worker")
             await worker.opened
-            pending = worker.send(message)
+            pending = worker.send((*message, self.background()))
             try:
                 reply = await asyncio.shield(pending)
             except asyncio.CancelledError:

@@ -172,3 +172,18 @@ def test_refusal_before_the_request_is_read_matches_admit() -> None:
     for ticket in tickets:
         a.done(ticket, learn=False)
     assert a.refusal("ScoreRelevance") is None
+
+
+def test_only_admitted_calls_of_methods_not_heavy_count_as_cheap_calls_about() -> None:
+    a = admission(target_s=0.12)
+    assert not a.cheap_within(1.0)
+    a.done(a.admit(HEAVY), learn=False)
+    assert not a.cheap_within(1.0)  # heavy calls never make the heavy workers yield
+    tickets = [a.admit(HEAVY), a.admit(HEAVY)]
+    with pytest.raises(Overloaded):
+        a.admit(HEAVY)
+    assert not a.cheap_within(1.0)
+    a.admit(CHEAP)
+    assert a.cheap_within(1.0) and not a.cheap_within(-1.0)
+    for ticket in tickets:
+        a.done(ticket, learn=False)

@@ -15,9 +15,16 @@ import pytest
 
 from benchmarks.servers import children
 from server import errors
-from server._proto.sift.v1 import admin_pb2, admin_pb2_grpc, relevance_pb2, relevance_pb2_grpc
+from server._proto.sift.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    intent_pb2,
+    intent_pb2_grpc,
+    relevance_pb2,
+    relevance_pb2_grpc,
+)
 from server.admission import ID_COST
-from server.heavy_worker import _columns, _error, _from_columns, to_workers
+from server.heavy_worker import IdleThread, _columns, _error, _from_columns, to_workers
 from server.service.relevance import RelevanceResult, ScoredCandidate
 from tests.conftest import LiveServer, free_port, start_server, stop_server
 from tests.server.test_bundle import edit_manifest
@@ -137,6 +144,47 @@ def test_a_worker_that_dies_is_replaced(tiny_bundle: Path) -> None:
         assert _heavy_workers(server) and first not in _heavy_workers(server)
     finally:
         stop_server(server)
+
+
+def _policies(pid: int) -> set[int]:
+    """The scheduling policies of a process's threads."""
+    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_the_idle_thread_runs_under_sched_idle_and_hands_back_results_and_errors() -> None:
+    idle = IdleThread()
+    assert idle.run(os.sched_getscheduler, 0) == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's own policy is untouched
+    assert idle.run(sum, [1, 2, 3]) == 6
+    with pytest.raises(ZeroDivisionError):
+        idle.run(divmod, 1, 0)
+
+
+@pytest.mark.parametrize("priority", ["adaptive", "idle", "normal"])
+def test_each_priority_answers_as_the_serving_process(tiny_bundle: Path, priority: str) -> None:
+    """A cheap call first, so that "adaptive" hands the heavy one to the worker's SCHED_IDLE thread."""
+    server = start_server(tiny_bundle, "--heavy-workers", "1", "--heavy-worker-priority", priority)
+    try:
+        (worker,) = _heavy_workers(server)
+        with server.channel() as channel:
+            intent_pb2_grpc.IntentServiceStub(channel).ClassifyIntent(
+                intent_pb2.ClassifyIntentRequest(query="oak coffee table"), timeout=30
+            )
+        pooled = _score(server, LARGE)
+        # The worker's idle thread starts with it (none when it never uses one); the serving process's
+        # threads keep their policy.
+        deadline = time.monotonic() + 30
+        while (os.SCHED_IDLE in _policies(worker)) != (priority != "normal") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (os.SCHED_IDLE in _policies(worker)) == (priority != "normal")
+        assert os.SCHED_IDLE not in _policies(server.process.pid)
+    finally:
+        stop_server(server)
+    local = start_server(tiny_bundle, "--heavy-workers", "0")
+    try:
+        assert pooled == _score(local, LARGE)
+    finally:
+        stop_server(local)
 
 
 def test_workers_stop_with_the_server(tiny_bundle: Path) -> None:
