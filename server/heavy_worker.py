@@ -81,7 +81,10 @@ class IdleThread:
         threading.Thread(target=self._serve, daemon=True, name="sift-heavy-idle").start()
 
     def _serve(self) -> None:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: this thread alone
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: this thread alone
+        except (AttributeError, OSError) as e:  # not Linux, or refused: calls still run, at normal priority
+            log.warning("heavy worker: cannot run under SCHED_IDLE (%s); scoring at normal priority", e)
         while True:
             function, args = self._jobs.get()
             try:
