@@ -52,6 +52,7 @@ from server.runtime.batcher import BatchPolicy
 from server.runtime.index import ProductIndex
 from server.runtime.lexical import LexicalIndex, file_names, impact_name
 from server.runtime.onnx import OnnxModel, ThreadSettings
+from server.runtime.pages import populate
 
 # Training imports these from here; they live in server/manifest.py.
 __all__ = [
@@ -277,7 +278,9 @@ class Bundle:
             )
 
     def warm_up(self) -> None:
-        """One call through every model and the index, so the first request pays no lazy initialisation."""
+        """One call through every model and the index, and every page of the bundle's memory-mapped files
+        into this process's page tables (server/runtime/pages.py), so no request pays lazy initialisation."""
+        populate(self.directory)
         ids = self.featurizer.batch_ids(["warm up query"])
         if self.intent is not None:
             self.intent.run({"ids": ids})
