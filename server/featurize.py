@@ -15,6 +15,7 @@ Ids are stable across processes and machines (crc32, never Python's salted hash(
 from __future__ import annotations
 
 import hashlib
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -70,6 +71,14 @@ class FeaturizerConfig:
 
 
 WORD_CACHE_SIZE = 50_000  # words whose ids are kept; a few MB
+# Printable ASCII and the whitespace BERT keeps. On such text BERT's normalizer only lower-cases, and the
+# alphanumeric words of its pre-tokenizer are the runs of [a-z0-9] (every other printable ASCII character is
+# space or punctuation to it), so a regular expression finds the same words several times faster than the
+# tokenizer's bindings, which build a tuple per token (tests/server/test_featurize.py holds them equal).
+# Anything else goes through the tokenizer: accents and CJK, and control characters, which the normalizer
+# drops (joining the words beside them).
+_PLAIN_TEXT = re.compile(r"[\x20-\x7e\t\n\r]*")
+_PLAIN_WORD = re.compile(r"[a-z0-9]+")
 _SEPARATOR_WORD = "siftxtextxseparatorx"
 _TEXT_SEPARATOR = f" {_SEPARATOR_WORD} "
 
@@ -89,6 +98,7 @@ class Featurizer:
             "BertNormalizer",
             "BertPreTokenizer",
         )
+        self._plain_fast = self._joinable and self._normalizer.lowercase
         self.config = config
         self._modulus = config.num_buckets - 1
         # Per-word ids (unigram, then character n-grams) and the word's 64-bit hash (word_hash): words recur
@@ -98,6 +108,12 @@ class Featurizer:
 
     def words(self, text: str) -> list[str]:
         """Normalized words (lower-cased, accents stripped, punctuation dropped)."""
+        if self._plain_fast and _PLAIN_TEXT.fullmatch(text):
+            return _PLAIN_WORD.findall(text.lower())
+        return self.tokenizer_words(text)
+
+    def tokenizer_words(self, text: str) -> list[str]:
+        """`words` through the tokenizer's normalizer and pre-tokenizer, whatever the text."""
         normalized = self._normalizer.normalize_str(text)
         return [w for w, _ in self._pre_tokenizer.pre_tokenize_str(normalized) if w.isalnum()]
 
@@ -106,6 +122,8 @@ class Featurizer:
         two per text (a ScoreRelevance of 1,000 titles spent a third of its featurization there)."""
         if not self._joinable or len(texts) < 2:
             return [self.words(t) for t in texts]
+        if self._plain_fast and all(_PLAIN_TEXT.fullmatch(t) for t in texts):
+            return [_PLAIN_WORD.findall(t.lower()) for t in texts]
         normalized = self._normalizer.normalize_str(_TEXT_SEPARATOR.join(texts))
         out: list[list[str]] = [[]]
         for w, _ in self._pre_tokenizer.pre_tokenize_str(normalized):

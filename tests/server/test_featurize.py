@@ -2,6 +2,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.featurize import (
     PAD_ID,
@@ -30,6 +32,35 @@ from training.teachers import minilm_dir
 @pytest.fixture(scope="module")
 def featurizer() -> Featurizer:
     return Featurizer(Path(minilm_dir()) / "tokenizer.json", FeaturizerConfig(num_buckets=1 << 12))
+
+
+# Printable ASCII, the whitespace BERT keeps and the control characters it drops, accents, CJK, a fraction,
+# fullwidth letters and the separator word words_of joins texts with: the fast path's edges and beyond.
+_PIECE = st.sampled_from(
+    [
+        *map(chr, range(0x20, 0x7F)),
+        *"\t\n\r\x0b\x0c\x00\x7f\x1f",
+        *"éÉß中½\uff21\u00a0\u2019",
+        "siftxtextxseparatorx",
+        "Mid-Century",
+        "12oz",
+        "O'Neil",
+        "A_B",
+    ]
+)
+_TEXT = st.lists(_PIECE, max_size=30).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TEXT)
+def test_words_equal_the_tokenizers_on_any_text(featurizer: Featurizer, text: str) -> None:
+    assert featurizer.words(text) == featurizer.tokenizer_words(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_TEXT, min_size=2, max_size=6))
+def test_words_of_equal_the_tokenizers_on_any_texts(featurizer: Featurizer, texts: list[str]) -> None:
+    assert featurizer.words_of(texts) == [featurizer.tokenizer_words(t) for t in texts]
 
 
 def test_words_are_normalized(featurizer: Featurizer) -> None:
