@@ -396,7 +396,8 @@ class HeavyPool:
         self, version: str, path: Path, limits: dict[str, int], request: bytes, deadline: float | None
     ) -> bytes:
         """One ScoreRelevance on a worker from its request's bytes: the response's bytes, or the SiftError
-        the call caused. Nothing of the call is parsed or built on this process's event loop."""
+        the call caused. The call is scored and its response built in the worker; this process only passes
+        the bytes on."""
         return await self._run(("call", version, str(path), limits, request, deadline), deadline)
 
     async def _run(self, message: tuple, deadline: float | None) -> Any:
