@@ -5,6 +5,7 @@ manifest itself, its parsing and its writing are in server/manifest.py, which re
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import re
 import unicodedata
@@ -67,14 +68,18 @@ def sha256_file(path: Path) -> str:
 
 
 def _part_digest(path: Path, start: int) -> bytes:
-    digest = hashlib.sha256()
+    """sha256 of the file's PART_BYTES from `start`, read through a memory map: the pool's threads then
+    allocate no read buffers (8 MiB reads raised glibc's mmap threshold, and a freed pair of them stayed in a
+    thread's malloc arena: 16 MiB of the serving process's private memory in about half of the starts)."""
     with path.open("rb") as f:
-        f.seek(start)
-        left = PART_BYTES
-        while left and (chunk := f.read(min(left, 8 << 20))):
-            digest.update(chunk)
-            left -= len(chunk)
-    return digest.digest()
+        if os.fstat(f.fileno()).st_size == 0:  # nothing to map: the one part of an empty file
+            return hashlib.sha256().digest()
+        with (
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped,
+            memoryview(mapped) as whole,
+            whole[start : start + PART_BYTES] as part,
+        ):
+            return hashlib.sha256(part).digest()
 
 
 def parts_sha256(paths: list[Path], threads: int | None = None) -> list[str]:
