@@ -10,6 +10,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SettingsT = TypeVar("SettingsT", bound=type[BaseSettings])
+HeavyWorkerPriority = Literal["adaptive", "idle", "normal"]
+"""When heavy workers run under SCHED_IDLE (server/heavy_worker.py): the setting and the workers share it."""
 
 
 def env_in_help(cls: SettingsT) -> SettingsT:
@@ -127,7 +129,7 @@ class Settings(BaseSettings):
     scores every call in the serving process."""
     heavy_worker_nice: int = Field(0, ge=0, le=19)
     """Niceness added to the heavy workers: above 0 the serving process gets the cores first."""
-    heavy_worker_priority: Literal["adaptive", "idle", "normal"] = "adaptive"
+    heavy_worker_priority: HeavyWorkerPriority = "adaptive"
     """When the heavy workers score under Linux's SCHED_IDLE policy (CPU time nothing else wants; any task
     that wakes takes the core back at once): "adaptive" while this process has admitted a cheap call
     (ClassifyIntent, Search, EmbedQuery) in the last second, so cheap calls keep their latency beside heavy

@@ -47,17 +47,16 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from server import errors, metrics, timing
 from server.admission import reaches_workers
+from server.config import HeavyWorkerPriority
 
 log = logging.getLogger("sift.heavy")
 
 # Bundles a worker keeps: the one serving and the one before it (calls in flight on it finish there).
 KEPT_BUNDLES = 2
-
-Priority = Literal["adaptive", "idle", "normal"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,7 +65,7 @@ class WorkerOptions:
     inter_op_threads: int = 1
     nice: int = 0
     """Added to the worker's scheduling niceness: positive gives the serving process the cores first."""
-    priority: Priority = "adaptive"
+    priority: HeavyWorkerPriority = "adaptive"
     """Which calls a worker scores under SCHED_IDLE: "adaptive" those the serving process marks (cheap calls
     admitted in the last second), "idle" all, "normal" none."""
 
