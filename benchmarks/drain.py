@@ -10,8 +10,11 @@ same address, the worst case. This run counts each call into one of:
 - refused by gRPC core: CANCELLED for a call core held but no handler ever took (its queue of calls the
   event loop has not picked up is dropped when the port closes, and is bounded by --max-pending-requests),
   and UNAVAILABLE after the server's GOAWAY for a stream sent as the connection closed, which the server
-  never processed (gRPC retries those transparently when a client enables retries). Both are reconciled
-  with the server's count of calls it cut, so a call a handler took is never counted as refused;
+  never processed (gRPC retries those transparently when a client enables retries), and UNAVAILABLE
+  "Cancelling all calls" for a call core held to the end of the grace period because no handler ever took
+  it (grpc.aio's serving loop can drop a call core matched just as the server stopped). All three are
+  reconciled with the server's count of calls it cut, so a call a handler took is never counted as refused;
+  the last kind is also counted apart (`held_to_grace`), since its client waited out the grace period;
 - lost: a call a Sift handler took and did not answer (the server's own account, which it logs when it
   stops: calls cut by the end of the grace period), plus any other status. The promise is lost = 0.
 
@@ -39,6 +42,8 @@ from benchmarks.loadgen import CHANNEL_OPTIONS, Payload
 
 # Connection-level UNAVAILABLE: the call was never taken by the server. Matched in grpc's details text.
 NEVER_REACHED = ("failed to connect", "connection refused", "connect failed", "no connection")
+# What core says of the calls it still holds when the grace period ends (grpc_server_cancel_all_calls).
+HELD_TO_GRACE = "cancelling all calls"
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ def classify(code: str, details: str) -> str:
         # A stream removed by the server's GOAWAY as the port closed; as for CANCELLED, the server's count
         # of calls cut tells a refusal from a call a handler took.
         return "cancelled"
+    if code == "UNAVAILABLE" and HELD_TO_GRACE in details.lower():
+        return "cancelled"  # as above: the server's count of calls cut tells a held call from a taken one
     return "lost"
 
 
@@ -193,6 +200,7 @@ def drain_run(
         "refused_closed": counts["refused_closed"],
         "refused_core": refused_core,
         "lost": lost,
+        "held_to_grace": sum(o.code == "UNAVAILABLE" and HELD_TO_GRACE in o.details.lower() for o in odd),
         "server_account": account,
         "unclassified_examples": sorted({f"{o.code}: {o.details[:120]}" for o in odd})[:5],
         "codes": dict(Counter(o.code for o in outcomes)),
@@ -243,6 +251,14 @@ def drain_markdown(result: dict[str, Any], header: list[str]) -> str:
         s = d[key]
         if s:
             lines.append(f"| {label} | {count:,} | {s['p50']:.3f} | {s['p99']:.3f} | {s['max']:.3f} |")
+    if d["held_to_grace"]:
+        lines += [
+            "",
+            f"{d['held_to_grace']:,} of the calls refused by gRPC core were held until the grace period "
+            'ended (UNAVAILABLE "Cancelling all calls"), though no handler took them: grpc.aio\'s serving '
+            "loop can drop a call core matched just as the server stopped, and the shutdown then waits the "
+            "whole grace period.",
+        ]
     if d["unclassified_examples"]:
         lines += ["", "Statuses other than OK and UNAVAILABLE at the closed port:", ""]
         lines += [f"- `{e}`" for e in d["unclassified_examples"]]
@@ -250,8 +266,9 @@ def drain_markdown(result: dict[str, Any], header: list[str]) -> str:
         "",
         "Refused calls are not lost: no Sift handler took them. The closed port never saw some, and gRPC "
         "core answers CANCELLED for calls it held that no handler had taken when the port closed (or "
-        "beyond --max-pending-requests), or UNAVAILABLE for a stream its GOAWAY removed unprocessed; both "
-        "are counted as refused only beyond the calls the server says it cut. A client retries "
+        "beyond --max-pending-requests), or UNAVAILABLE for a stream its GOAWAY removed unprocessed or "
+        "a call it held to the end of the grace period; these are counted as refused only beyond the calls "
+        "the server says it cut. A client retries "
         "UNAVAILABLE on another replica; CANCELLED is "
         "core's code and standard retry policies (examples/python_client.py's too) leave it to the caller, "
         "who may resend it: Sift's calls are reads, so a retry is always safe.",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import main
-from benchmarks.drain import classify, server_account
+from benchmarks.drain import classify, drain_markdown, server_account
 
 
 def test_outcomes_are_classified_by_status_and_details() -> None:
@@ -21,6 +21,8 @@ def test_outcomes_are_classified_by_status_and_details() -> None:
     # Removed by the server's GOAWAY as its port closed: reconciled with the server's cut count, as CANCELLED.
     goaway = "Stream removed (Socket closed (GOAWAY received; Error code: 0; Debug Text: Server shutdown))"
     assert classify("UNAVAILABLE", goaway) == "cancelled"
+    # Held by core until the grace period ended (no handler took it, or the server's cut count says so).
+    assert classify("UNAVAILABLE", "Cancelling all calls") == "cancelled"
     assert classify("INTERNAL", "boom") == "lost"
 
 
@@ -46,6 +48,20 @@ def test_server_account_sums_the_workers_stopped_lines() -> None:
     assert server_account("no such line") is None
 
 
+def test_calls_held_to_the_grace_period_are_reported_apart() -> None:
+    drain = {
+        "rate": 150, "sigterm_at_s": 1.5, "passed": True, "lost": 0, "exit_code": 0,
+        "sent": 10, "answered": 6, "refused_closed": 3, "refused_core": 1, "held_to_grace": 1,
+        "not_serving_after_ms": 20.0, "exit_after_s": 6.2, "server_account": {"cut": 0},
+        "answered_after_sigterm": 0, "latency_ms_before_sigterm": None, "latency_ms_after_sigterm": None,
+        "unclassified_examples": ["UNAVAILABLE: Cancelling all calls"],
+    }  # fmt: skip
+    result = {"drain": drain, "calls_description": "intent", "serve_args": []}
+    shown = drain_markdown(result, [])
+    assert "1 of the calls refused by gRPC core were held until the grace period" in shown
+    assert "held until" not in drain_markdown({**result, "drain": {**drain, "held_to_grace": 0}}, [])
+
+
 @pytest.mark.slow
 def test_drain_run_loses_no_call_and_writes_its_report(tiny_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "drain"
@@ -65,4 +81,5 @@ def test_drain_run_loses_no_call_and_writes_its_report(tiny_bundle: Path, tmp_pa
     assert result["answered_after_sigterm"] > 0  # the drain period still answers
     assert result["not_serving_after_ms"] is not None
     assert result["sent"] == result["answered"] + result["refused_closed"] + result["refused_core"]
+    assert result["held_to_grace"] <= result["refused_core"]
     assert "PASSED" in (out / "README.md").read_text()
