@@ -61,13 +61,17 @@ def classify(code: str, details: str) -> str:
         return "refused_closed"
     if code == "CANCELLED":  # by core or by a cut handler: the server's own count tells them apart
         return "cancelled"
-    if code == "UNAVAILABLE" and "goaway received" in details.lower():
-        # A stream removed by the server's GOAWAY as the port closed; as for CANCELLED, the server's count
-        # of calls cut tells a refusal from a call a handler took.
+    if (code == "UNAVAILABLE" and "goaway received" in details.lower()) or held_to_grace(code, details):
+        # A stream removed by the server's GOAWAY as the port closed, or held by core to the end of the
+        # grace period; as for CANCELLED, the server's count of calls cut tells a refusal from a call a
+        # handler took.
         return "cancelled"
-    if code == "UNAVAILABLE" and HELD_TO_GRACE in details.lower():
-        return "cancelled"  # as above: the server's count of calls cut tells a held call from a taken one
     return "lost"
+
+
+def held_to_grace(code: str, details: str) -> bool:
+    """Answered by core when the grace period ended (grpc_server_cancel_all_calls), not by a handler."""
+    return code == "UNAVAILABLE" and HELD_TO_GRACE in details.lower()
 
 
 def server_account(log: str) -> dict[str, int] | None:
@@ -200,7 +204,7 @@ def drain_run(
         "refused_closed": counts["refused_closed"],
         "refused_core": refused_core,
         "lost": lost,
-        "held_to_grace": sum(o.code == "UNAVAILABLE" and HELD_TO_GRACE in o.details.lower() for o in odd),
+        "held_to_grace": sum(held_to_grace(o.code, o.details) for o in odd),
         "server_account": account,
         "unclassified_examples": sorted({f"{o.code}: {o.details[:120]}" for o in odd})[:5],
         "codes": dict(Counter(o.code for o in outcomes)),
