@@ -14,7 +14,7 @@ $(BIN)/sift-serve:
 
 install: $(BIN)/sift-serve ## the virtual environment with the server, training and test tools
 
-train: install ## train $(BUNDLE) with preset $(PRESET) (default: bundles/default, ~8 min on 2 cores)
+train: install ## train $(BUNDLE) with preset $(PRESET) (default: bundles/default, ~42 min on 2 cores)
 	$(BIN)/sift-train --preset $(PRESET) --output $(BUNDLE)
 
 serve: install ## train the bundle if there is none, then serve it on localhost:50051 (metrics :9095)

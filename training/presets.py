@@ -105,6 +105,9 @@ class Preset:
     """"factorized": the whole word-piece vocabulary as a low-rank table (no real word becomes [UNK]);
     "pruned": full-width rows for the word pieces the training texts use, then the most frequent others."""
     query_student_epochs: int = 2
+    """The default preset runs four: at two the student's training loss was still falling and equal to its
+    loss on real queries (underfitted); four lift its real-query cosine and overlap@10 (the report's
+    real_queries part) for about 11 more minutes of training on 2 cores."""
     query_student_vocabulary: int = 50000
     """General texts in the query student's distillation set (vocabulary words and runs of them,
     teacher-labelled): on real queries they matter more than more catalogue text."""
@@ -170,7 +173,7 @@ PRESETS["default"] = replace(
     relevance_dim=48,
     relevance_hidden=192,
     query_student_layers=(0, 3, 5),
-    query_student_epochs=2,
+    query_student_epochs=4,
     query_student_vocabulary=50000,
     query_student_catalogue_texts=15000,
 )
