@@ -5,7 +5,8 @@ For every real query text staged in --data-dir (WANDS, ESCI judged and unlabelle
 served query vector (Bundle.query_model(), the model EmbedQuery and Search run) is compared with the vector
 of the teacher whose space the bundle's index is in: cosine per query, and the overlap of the index's top 10
 for the two vectors (same usearch index, so only the query side differs). When the bundle serves a
-transformer query student, its hashed n-gram query encoder is measured too, as the "before" row. Then
+transformer query student, its hashed n-gram query encoder is measured too, as the "before" row, and so is
+the student's fp32 export when training left it beside the bundle (`<bundle>.fp32/`): what int8 costs. Then
 what the index adds (training/report/real_search.py): the ANN graph's share of the top-10 disagreement, at
 several expansions, and how well each query model gives ScoreRelevance's cosine feature. Finally the share
 of real query word pieces that reach the student as themselves, not as [UNK].
@@ -22,7 +23,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from server.bundle import Bundle
-from server.runtime.onnx import OnnxModel
+from server.runtime.onnx import OnnxModel, ThreadSettings
+from training.pipeline import fp32_sibling
+from training.query_student import FILE as QUERY_STUDENT_FILE
 from training.report.context import Context
 from training.report.real_common import (
     distinct,
@@ -35,7 +38,7 @@ from training.report.real_common import (
     teacher_name,
     unit,
 )
-from training.report.real_search import index_questions, searched
+from training.report.real_search import exact_rows, index_questions, searched
 from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
 
 log = logging.getLogger("sift.report")
@@ -48,6 +51,11 @@ EMBED_BUDGET_MS = 1.0
 the bundle ships, serve the one with the best mean cosine to its teacher on real query text whose embedding
 p50 is within the budget."""
 LATENCY_QUERIES = 200
+HASHED = "before: hashed n-gram query encoder"
+FP32 = "the served student before int8 (its fp32 export, not served)"
+SAME_EXPORT_COSINE = 0.95
+"""An fp32 export whose vectors are further than this (mean cosine) from the served student's is not its
+export (the bundle was replaced without its `.fp32` sibling) and is left out."""
 SOURCES: dict[str, tuple[str, ...]] = {
     "WANDS queries": ("wands-queries/queries.tsv",),
     "ESCI judged queries": ("esci-judgments/queries.csv",),
@@ -203,6 +211,11 @@ def embed_latency(model: OnnxModel, featurize: Any, texts: list[str]) -> dict[st
     return latency(np.array(seconds))
 
 
+def same_export(served: np.ndarray, fp32: np.ndarray) -> bool:
+    """Whether `fp32` holds the vectors of the served student's own fp32 export (int8 keeps them close)."""
+    return float(np.mean(np.sum(unit(served) * unit(fp32), axis=1))) >= SAME_EXPORT_COSINE
+
+
 def choose_query_model(rows: list[dict[str, Any]], latencies: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """EMBED_BUDGET_MS's rule over the models' "all (distinct)" rows."""
     overall = {r["model"]: r["mean_cosine"] for r in rows if r["source"] == "all (distinct)"}
@@ -257,22 +270,33 @@ def real_queries_part(ctx: Context) -> dict[str, Any]:
     else:
         models.append(("served: hashed n-gram query encoder", served, featurize))
     if bundle.query_student is not None and bundle.query_encoder is not None:
-        models.append(
-            ("before: hashed n-gram query encoder", bundle.query_encoder, bundle.featurizer.batch_ids)
-        )
+        models.append((HASHED, bundle.query_encoder, bundle.featurizer.batch_ids))
+    # What int8 costs on real text: the same student before quantization, from training's `.fp32` sibling.
+    fp32_path = fp32_sibling(Path(s.default_bundle)) / QUERY_STUDENT_FILE
+    if bundle.query_student is not None and fp32_path.is_file():
+        models.append((FP32, OnnxModel(fp32_path, "query_student_fp32", ThreadSettings()), featurize))
     rows, latencies, by_match, vectors = [], {}, [], {}
     for name, model, feat in models:
         vecs = vectors[name] = embed(model, feat, texts)
+        if name == FP32 and not same_export(vectors[models[0][0]], vecs):
+            log.warning("real_queries: %s is not the served student's export; left out", fp32_path)
+            del vectors[name]
+            continue
         top = top_rows(bundle, vecs)[0] if has_index else None
         rows += agreement_rows(name, vecs, teacher_vecs, top, teacher_top, groups)
         if top is not None and name.startswith("served:"):
             by_match = overlap_by_match(overlap_per_query(top, teacher_top), teacher_first)
         latencies[name] = embed_latency(model, feat, texts[:LATENCY_QUERIES])
     served_name = models[0][0]
-    hashed = vectors.get(models[1][0]) if len(models) > 1 else None
     index = {}
     if has_index:
-        index = index_questions(bundle, vectors[served_name], teacher_vecs, hashed, served_name)
+        index = index_questions(bundle, vectors[served_name], teacher_vecs, vectors.get(HASHED), served_name)
+        if FP32 in vectors:
+            assert bundle.index is not None
+            exact = overlap_per_query(
+                exact_rows(bundle.index, vectors[FP32]), exact_rows(bundle.index, teacher_vecs)
+            )
+            index["fp32_exact_overlap_at_10"] = mean_ci(exact)
     return {
         "bundle": str(s.default_bundle),
         "bundle_version": bundle.version,

@@ -27,6 +27,7 @@ from training.report.real_queries import (
     graph_remap,
     overlap_by_match,
     overlap_per_query,
+    same_export,
 )
 
 PATHS = [
@@ -223,3 +224,40 @@ def test_query_levers_section_marks_the_presets_choice() -> None:
     text = "\n".join(query_levers_section(r))
     assert "| 0, 2, 4 (the preset's) | 0.880 |" in text
     assert "| 0, 1, 2 | 0.850 |" in text
+
+
+def test_an_fp32_export_is_the_served_students_only_when_its_vectors_are_close() -> None:
+    rng = np.random.default_rng(0)
+    served = rng.standard_normal((50, 16)).astype(np.float32)
+    # int8 moves each vector a little: still the same export.
+    assert same_export(served, served + 0.05 * rng.standard_normal(served.shape).astype(np.float32))
+    # Another student's vectors (a bundle replaced without its .fp32 sibling): left out.
+    assert not same_export(served, rng.standard_normal(served.shape).astype(np.float32))
+
+
+def test_real_queries_section_says_what_int8_costs_when_the_fp32_export_was_measured() -> None:
+    from training.report.markdown_real import real_queries_section
+
+    sweep = {
+        "exact_overlap_at_10": {"mean": 0.695, "ci95": [0.681, 0.707]},
+        "served_expansion": 64,
+        "rows": [],
+    }
+    relevance = {"queries": 2, "products": 1, "rows": []}
+    part = {
+        "command": "c",
+        "seconds": 1,
+        "bundle": "b",
+        "bundle_version": "v",
+        "sources": {},
+        "teacher": "t",
+        "index_products": 1,
+        "targets": {"mean_cosine": 0.9, "overlap_at_10": 0.7},
+        "rows": [],
+        "tokens": {"measures": "m", "rows": []},
+        "index": {"expansions": sweep, "relevance_cosine": relevance},
+    }
+    assert not any("before int8" in line for line in real_queries_section(part))
+    part["index"]["fp32_exact_overlap_at_10"] = {"mean": 0.703, "ci95": [0.69, 0.716]}
+    line = next(x for x in real_queries_section(part) if "before int8" in x)
+    assert "0.703" in line and "0.69" in line
