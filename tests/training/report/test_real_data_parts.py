@@ -4,6 +4,7 @@ inputs: no data set is read and no bundle is trained."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -168,6 +169,23 @@ def test_query_model_choice_is_the_best_cosine_within_the_budget() -> None:
     assert none["chosen"] == "served: big"
 
 
+def _real_queries_part(**extra: Any) -> dict[str, Any]:
+    """A real_queries part's result with no rows, for the section's sentences."""
+    return {
+        "command": "c",
+        "seconds": 1,
+        "bundle": "b",
+        "bundle_version": "v",
+        "sources": {},
+        "teacher": "t",
+        "index_products": 1,
+        "targets": {"mean_cosine": 0.9, "overlap_at_10": 0.7},
+        "rows": [],
+        "tokens": {"measures": "m", "rows": []},
+        **extra,
+    }
+
+
 def test_query_model_verdict_says_training_ships_the_presets_model() -> None:
     from training.report.markdown_real import real_queries_section
 
@@ -179,19 +197,7 @@ def test_query_model_verdict_says_training_ships_the_presets_model() -> None:
             "chosen": "m",
             "served_is_chosen": served_is_chosen,
         }
-        part = {
-            "command": "c",
-            "seconds": 1,
-            "bundle": "b",
-            "bundle_version": "v",
-            "sources": {},
-            "teacher": "t",
-            "index_products": 1,
-            "targets": {"mean_cosine": 0.9, "overlap_at_10": 0.7},
-            "rows": [],
-            "tokens": {"measures": "m", "rows": []},
-            "choice": choice,
-        }
+        part = _real_queries_part(choice=choice)
         return next(x for x in real_queries_section(part) if x.startswith("Chosen:"))
 
     assert verdict(True) == "Chosen: m; the bundle serves it."
@@ -244,20 +250,10 @@ def test_real_queries_section_says_what_int8_costs_when_the_fp32_export_was_meas
         "rows": [],
     }
     relevance = {"queries": 2, "products": 1, "rows": []}
-    part = {
-        "command": "c",
-        "seconds": 1,
-        "bundle": "b",
-        "bundle_version": "v",
-        "sources": {},
-        "teacher": "t",
-        "index_products": 1,
-        "targets": {"mean_cosine": 0.9, "overlap_at_10": 0.7},
-        "rows": [],
-        "tokens": {"measures": "m", "rows": []},
-        "index": {"expansions": sweep, "relevance_cosine": relevance},
-    }
+    part = _real_queries_part(index={"expansions": sweep, "relevance_cosine": relevance})
     assert not any("before int8" in line for line in real_queries_section(part))
     part["index"]["fp32_exact_overlap_at_10"] = {"mean": 0.703, "ci95": [0.69, 0.716]}
+    part["index"]["fp32_embed"] = {"p50_ms": 2.116}
+    part["index"]["served_embed"] = {"p50_ms": 0.604}
     line = next(x for x in real_queries_section(part) if "before int8" in x)
-    assert "0.703" in line and "0.69" in line
+    assert "0.703 (0.690-0.716)" in line and "2.116 ms" in line and "0.604 ms" in line
