@@ -124,7 +124,7 @@ def _index_lines(index: dict[str, Any]) -> list[str]:
         f"runs at `--search-expansion` (default {sweep['served_expansion']}).",
         "",
     ]
-    if fp32 := index.get("fp32_exact_overlap_at_10"):
+    if fp32 := sweep.get("fp32_exact_overlap_at_10"):
         lines += [
             "The same student before int8 (its fp32 export, beside the bundle) reaches, by exact search on "
             f"both sides, overlap@10 {_with_ci(fp32)}: what quantization costs the served student. It embeds "

@@ -38,7 +38,7 @@ from training.report.real_common import (
     teacher_name,
     unit,
 )
-from training.report.real_search import exact_rows, index_questions, searched
+from training.report.real_search import index_questions, searched
 from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
 
 log = logging.getLogger("sift.report")
@@ -291,13 +291,10 @@ def real_queries_part(ctx: Context) -> dict[str, Any]:
     fp32_embed = latencies.pop(FP32, None)  # not a query model the bundle ships: the rule does not weigh it
     index = {}
     if has_index:
-        index = index_questions(bundle, vectors[served_name], teacher_vecs, vectors.get(HASHED), served_name)
-        if FP32 in vectors:
-            assert bundle.index is not None
-            exact = overlap_per_query(
-                exact_rows(bundle.index, vectors[FP32]), exact_rows(bundle.index, teacher_vecs)
-            )
-            index["fp32_exact_overlap_at_10"] = mean_ci(exact)
+        index = index_questions(
+            bundle, vectors[served_name], teacher_vecs, vectors.get(HASHED), served_name, vectors.get(FP32)
+        )
+        if fp32_embed is not None:
             index["fp32_embed"] = fp32_embed
             index["served_embed"] = latencies[served_name]
     return {

@@ -69,11 +69,15 @@ def searched(index: ProductIndex, vectors: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def expansion_sweep(
-    index: ProductIndex, served: np.ndarray, teacher: np.ndarray, expansions: tuple[int, ...] = EXPANSIONS
+    index: ProductIndex,
+    served: np.ndarray,
+    teacher: np.ndarray,
+    expansions: tuple[int, ...] = EXPANSIONS,
+    fp32: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Recall@10 against exact search and overlap@10 with the teacher's top 10 at each expansion, the
-    index search's latency, and overlap@10 by exact search on both sides; the index's own expansion is
-    restored after."""
+    index search's latency, and overlap@10 by exact search on both sides (also for `fp32`, the served
+    student's vectors before int8, when given); the index's own expansion is restored after."""
     exact_served, exact_teacher = exact_rows(index, served), exact_rows(index, teacher)
     served_at = index.expansion
     rows = []
@@ -93,11 +97,14 @@ def expansion_sweep(
             )
     finally:
         index.expansion = served_at
-    return {
+    out = {
         "served_expansion": served_at,
         "exact_overlap_at_10": mean_ci(overlap_per_query(exact_served, exact_teacher)),
         "rows": rows,
     }
+    if fp32 is not None:
+        out["fp32_exact_overlap_at_10"] = mean_ci(overlap_per_query(exact_rows(index, fp32), exact_teacher))
+    return out
 
 
 def relevance_cosine(
@@ -130,15 +137,21 @@ def relevance_cosine(
 
 
 def index_questions(
-    bundle: Bundle, served: np.ndarray, teacher: np.ndarray, hashed: np.ndarray | None, served_name: str
+    bundle: Bundle,
+    served: np.ndarray,
+    teacher: np.ndarray,
+    hashed: np.ndarray | None,
+    served_name: str,
+    fp32: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Both questions for the real_queries part. `hashed` is the hashed encoder's vectors when the bundle
-    serves a transformer student beside it (ScoreRelevance embeds with the hashed encoder either way)."""
+    serves a transformer student beside it (ScoreRelevance embeds with the hashed encoder either way);
+    `fp32` the student's vectors before int8, when its export was measured."""
     assert bundle.index is not None
     models = {served_name: served}
     if hashed is not None:
         models["hashed n-gram query encoder (ScoreRelevance's)"] = hashed
     return {
-        "expansions": expansion_sweep(bundle.index, served, teacher),
+        "expansions": expansion_sweep(bundle.index, served, teacher, fp32=fp32),
         "relevance_cosine": relevance_cosine(bundle.index, teacher, models),
     }

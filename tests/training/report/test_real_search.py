@@ -45,6 +45,17 @@ def test_the_sweep_finds_the_exact_top_10_when_the_walk_covers_the_index(tmp_pat
         # Exact on both sides, so the overlap through the index is the exact overlap.
         assert row["overlap_at_10"]["mean"] == result["exact_overlap_at_10"]["mean"]
         assert row["search"]["calls"] == 8
+    assert "fp32_exact_overlap_at_10" not in result
+
+
+def test_the_sweep_gives_the_fp32_vectors_exact_overlap_against_the_same_teacher_rows(tmp_path: Path) -> None:
+    index, vecs = _index(tmp_path, 60, 1)
+    teacher = vecs[:8, 0]
+    served = teacher + np.random.default_rng(2).normal(scale=0.05, size=teacher.shape).astype(np.float32)
+    result = expansion_sweep(index, served, teacher, expansions=(60,), fp32=teacher)
+    assert result["fp32_exact_overlap_at_10"]["mean"] == 1.0  # the teacher's own vectors
+    same = expansion_sweep(index, served, teacher, expansions=(60,), fp32=served)
+    assert same["fp32_exact_overlap_at_10"] == same["exact_overlap_at_10"]
 
 
 def test_relevance_cosine_ranks_the_teacher_itself_first(tmp_path: Path) -> None:
