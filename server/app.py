@@ -547,7 +547,7 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 def _load_and_warm(path: Path, settings: Settings, threads: ThreadSettings) -> Bundle:
     batching = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_us, settings.batch_max_queue)
     bundle = load_bundle(path, threads, batching)
-    if bundle.index is not None:
+    if bundle.index is not None and settings.search_expansion is not None:
         bundle.index.expansion = settings.search_expansion
     bundle.warm_up()
     return bundle

@@ -71,10 +71,11 @@ class Settings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The asyncio event loop implementation; uvloop measured faster under grpc.aio
     (benchmarks/results/levers)."""
-    search_expansion: int = Field(64, ge=1)
+    search_expansion: int | None = Field(None, ge=1)
     """usearch's expansion (ef) for Search's graph walk: higher finds more of the exact top k, and costs
-    more. 64 is usearch's own default, which training's figures are measured with; the report's
-    real_queries part measures recall and latency at several on real queries (reports/wands)."""
+    more. Unset, the index's own (server/runtime/index.py SEARCH_EXPANSION, 128), which training's figures
+    are measured with; the report's real_queries part measures recall and latency at several on real
+    queries (reports/wands)."""
     cache_size: int = Field(0, ge=0)
     """Entries in each response cache (ClassifyIntent answers; query vectors for Search and EmbedQuery),
     keyed on the normalized query, the call's parameters and the bundle version; 0 turns caching off.

@@ -109,9 +109,7 @@ def encode_queries(encoder: QueryEncoderStudent, featurizer: Featurizer, texts: 
 def write_index(product_vecs: np.ndarray, path: Path) -> ProductIndex:
     """usearch HNSW, cosine, f16; key = row * views + view (see server/runtime/index.py)."""
     n, views, dim = product_vecs.shape
-    index = Index(
-        ndim=dim, metric="cos", dtype="f16", connectivity=16, expansion_add=128, expansion_search=64
-    )
+    index = Index(ndim=dim, metric="cos", dtype="f16", connectivity=16, expansion_add=128)
     index.add(np.arange(n * views, dtype=np.uint64), product_vecs.reshape(n * views, dim))
     index.save(str(path))
     return ProductIndex(path, views)

@@ -19,6 +19,11 @@ OVERFETCH = 4.0
 """A filtered search through the ANN index asks for OVERFETCH x k x views / share hits, so that about four
 times the k it needs fall in the category (the index's own recall at that depth is what keeps recall@10
 against exact filtered search high); it asks again for 4x as many when fewer than k did."""
+SEARCH_EXPANSION = 128
+"""The graph walk's expansion (ef) every ProductIndex opens with, so that training's figures and Search
+measure the same walk; sift-serve's --search-expansion overrides it. usearch's own default is 64: on the 793
+real queries of the report's real_queries part, the default bundle's index found 0.914 of the exact top 10
+at 64 and 0.963 at 128, for 0.06 ms more per search (0.273 against 0.211 ms p50; reports/wands)."""
 HIT_COST = 50
 """One hit over-fetched from the index costs about as much as scanning this many coarse vectors (measured on
 a 7,000-product bundle: 1.1 us per hit at 96 hits, 30 ns per coarse vector at 5,844): a filter whose
@@ -122,6 +127,7 @@ class ProductIndex:
         self._index = Index.restore(str(path), view=True, enable_key_lookups=slots is None)
         if self._index is None:
             raise ValueError(f"{path.name}: not a usearch index")
+        self._index.expansion_search = SEARCH_EXPANSION
         self.views = views
         self._slotted: tuple[np.ndarray, np.ndarray] | None = None  # (slot of each key, the file's vectors)
         if slots is not None:
@@ -138,8 +144,8 @@ class ProductIndex:
     @property
     def expansion(self) -> int:
         """The graph walk's expansion (ef) for every search: higher finds more of the exact top k, and is
-        slower. An opened index has usearch's default (64), which training evaluates with; the server sets
-        `--search-expansion`."""
+        slower. An opened index has SEARCH_EXPANSION, which training evaluates with; `--search-expansion`
+        sets another in the server."""
         return int(self._index.expansion_search)
 
     @expansion.setter

@@ -356,7 +356,11 @@ def test_healthcheck_command(live_server: LiveServer) -> None:
 def test_search_expansion_setting_reaches_the_loaded_index(tiny_bundle: Path) -> None:
     from server.app import _load_and_warm
     from server.config import Settings
+    from server.runtime.index import SEARCH_EXPANSION
     from server.runtime.session import ThreadSettings
 
     bundle = _load_and_warm(tiny_bundle, Settings(search_expansion=200), ThreadSettings())
     assert bundle.index is not None and bundle.index.expansion == 200
+    # Unset, the index keeps the expansion training measured it with.
+    bundle = _load_and_warm(tiny_bundle, Settings(), ThreadSettings())
+    assert bundle.index is not None and bundle.index.expansion == SEARCH_EXPANSION

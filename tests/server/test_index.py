@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from usearch.index import Index
 
-from server.runtime.index import ProductIndex, RowFilter, slot_map
+from server.runtime.index import SEARCH_EXPANSION, ProductIndex, RowFilter, slot_map
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -161,7 +161,7 @@ def test_search_expansion_is_set_on_the_graph_and_checked(tmp_path: Path) -> Non
     index.add(np.arange(300, dtype=np.uint64), vecs)
     index.save(str(tmp_path / "index.usearch"))
     served = ProductIndex(tmp_path / "index.usearch")
-    assert served.expansion == 64  # usearch's default, which training evaluates with
+    assert served.expansion == SEARCH_EXPANSION != 64  # Sift's, which training measures with; not usearch's
     served.expansion = 300
     assert served._index.expansion_search == 300
     # A walk as wide as the index finds the exact top 10.

@@ -23,7 +23,7 @@ from training.metrics import bootstrap_ci, spearman
 from training.report.real_common import K, latency, mean_ci, overlap_per_query, unit
 
 EXPANSIONS = (64, 128, 256)
-"""The usearch expansions measured: usearch's default (Sift's), then twice and four times it."""
+"""The usearch expansions measured: usearch's own default, Sift's (SEARCH_EXPANSION), and twice Sift's."""
 FIXED_PRODUCTS = 100
 """Products sampled once for the relevance-feature comparison (every query is scored against all of them)."""
 BLOCK = 65536
