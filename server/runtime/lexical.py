@@ -58,6 +58,11 @@ _DENSE_RATIO = 8
 # A one-word query with at least this many postings, in a bundle with the impact file, reads them best first
 # and stops at k. At a million grown products a common title word has 1e5 to 5e5 postings.
 _IMPACT_MIN_POSTINGS = 1 << 15
+# A query of several words reads, of each word's postings in impact order, this many first: their rows' full
+# scores give the lower bound of the k-th score that lets the search skip whole posting lists (_pruned).
+_PRUNE_HEAD = 64
+# The bound is lowered by this share, so that a row left out scores below it after float32 rounding too.
+_PRUNE_MARGIN = 1e-5
 # Postings first read, as a multiple of k; each chunk that leaves the top k short (a category filter) reads
 # 4x more.
 _IMPACT_FIRST_READ = 64
@@ -274,8 +279,11 @@ class LexicalIndex:
             return none
         mask = self._mask(rows)
         size = sum(end - start for start, end in spans)
-        if self._impact is not None and len(spans) == 1 and size >= _IMPACT_MIN_POSTINGS:
-            found = self._one_word_by_impact(*spans[0], k, mask)
+        if self._impact is not None and size >= _IMPACT_MIN_POSTINGS:
+            if len(spans) == 1:
+                found = self._one_word_by_impact(*spans[0], k, mask)
+            else:
+                found = self._pruned(spans, k, mask)
             if found is not None:
                 return found
         dense = self.num_products <= _DENSE_MAX_PRODUCTS or size * _DENSE_RATIO >= self.num_products
@@ -311,7 +319,7 @@ class LexicalIndex:
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """A one-word query's top k: the first k of its postings in impact order (weight, then row: the
         answer's own order) that the mask allows, read in growing chunks; None when a small category would
-        need most of the list (the caller then reads it all). Several words are read in full: a threshold
+        need most of the list (the caller then reads it all). Several words go to _pruned: a threshold
         algorithm over the impact orders (stop once no unread row can reach the k-th score) rarely stops
         on BM25, whose scores tie a lot (a word once in titles of one length has one weight), and a tie at
         the k-th score proves nothing; on the 1M grown catalogue it cost more than it saved."""
@@ -336,6 +344,69 @@ class LexicalIndex:
         rows = self._postings[offsets].astype(np.int64)
         # As the full read: a float64 sum of one weight, then float32.
         return rows, self._weights[offsets].astype(np.float64).astype(np.float32)
+
+    def _pruned(
+        self, spans: list[tuple[int, int]], k: int, mask: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Several words' top k without reading every posting list (MaxScore): a lower bound of the k-th
+        score comes from the full scores of the rows at the head of each word's impact order; words whose
+        best weights together stay below it cannot put a row in the top k alone, so only the other words'
+        lists are read, and the rows they hold that could still reach the bound are scored in full by
+        lookups in every list. The same answer as the full read, to the bit: scores are summed in float64
+        in the query's word order, and a row left out scores below the bound. None when every list must
+        be read (the caller then does)."""
+        assert self._impact is not None
+        impact, weights, postings = self._impact, self._weights, self._postings
+        best = np.array([float(weights[a + impact[a]]) for a, _ in spans])
+        heads = np.concatenate(
+            [postings[impact[a : min(b, a + _PRUNE_HEAD)].astype(np.int64) + a] for a, b in spans]
+        )
+        heads = np.unique(heads).astype(np.int64)
+        if mask is not None:
+            heads = heads[mask[heads]]
+        if len(heads) < k:
+            return None
+        scores = self._full_scores(spans, heads)
+        bound = float(np.partition(scores, len(scores) - k)[len(scores) - k]) * (1 - _PRUNE_MARGIN)
+        order = np.argsort(best, kind="stable")
+        skipped = order[np.cumsum(best[order]) < bound]  # lowest best weights first
+        if not len(skipped):
+            return None
+        read = [spans[i] for i in sorted(set(range(len(spans))) - set(skipped.tolist()))]
+        rows = np.concatenate([postings[a:b] for a, b in read]).astype(np.int64)
+        partial = np.concatenate([weights[a:b] for a, b in read]).astype(np.float64)
+        if len(read) > 1:  # a row's weights from several lists, summed (the order does not matter here)
+            by_row = np.argsort(rows, kind="stable")
+            rows, partial = rows[by_row], partial[by_row]
+            starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+            rows, partial = rows[starts], np.add.reduceat(partial, starts)
+        slack = float(best[skipped].sum())
+        keep = partial + slack >= bound
+        if mask is not None:
+            keep &= mask[rows]
+        rows, partial = rows[keep], partial[keep]
+        for i in skipped[::-1]:  # the skipped words by lookup, highest best weight first
+            slack -= best[i]
+            partial = partial + self._weights_of(spans[i], rows)
+            keep = partial + slack >= bound
+            rows, partial = rows[keep], partial[keep]
+        return _top_k(rows, self._full_scores(spans, rows).astype(np.float32), k)
+
+    def _weights_of(self, span: tuple[int, int], rows: np.ndarray) -> np.ndarray:
+        """float64 weight of one word in each of `rows` (0 where the row lacks it), by binary search of its
+        postings (sorted by row)."""
+        start, end = span
+        listed = self._postings[start:end]
+        at = np.minimum(np.searchsorted(listed, rows), end - start - 1)
+        return np.where(listed[at] == rows, self._weights[start + at].astype(np.float64), 0.0)
+
+    def _full_scores(self, spans: list[tuple[int, int]], rows: np.ndarray) -> np.ndarray:
+        """BM25 of `rows` (float64), their words' weights summed in the query's word order, as the full
+        read sums them."""
+        total = np.zeros(len(rows), dtype=np.float64)
+        for span in spans:
+            total += self._weights_of(span, rows)
+        return total
 
     def _mask(self, rows: np.ndarray | None) -> np.ndarray | None:
         if rows is None:

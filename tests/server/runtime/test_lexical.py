@@ -328,3 +328,29 @@ def test_a_corrupt_impact_file_is_refused_by_name(tmp_path: Path) -> None:
     np.save(tmp_path / name, order)
     with pytest.raises(ValueError, match=rf"^{name}: weights rise"):
         LexicalIndex.open(tmp_path, len(TOY), impact=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_several_words_skip_lists_and_give_the_full_reads_answer_to_the_bit(
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    titles = _long_lists(60_000, seed)
+    titles[: len(titles) // 3] = [t + " rare" for t in titles[: len(titles) // 3]]  # best weights apart
+    save(tmp_path, build_lexical_index(titles))
+    pruned = LexicalIndex.open(tmp_path, len(titles), impact=True)
+    full = LexicalIndex.open(tmp_path, len(titles))
+    monkeypatch.setattr(lexical, "_IMPACT_MIN_POSTINGS", 1)
+    calls = []
+    original = LexicalIndex._pruned
+    monkeypatch.setattr(LexicalIndex, "_pruned", lambda self, *a: calls.append(r := original(self, *a)) or r)
+    rng = np.random.default_rng(seed)
+    mask = rng.random(len(titles)) < 0.3
+    queries = ["chair w1", "w3 w7 chair", "rare chair", "w5 rare w9", "chair chair w2", titles[7], titles[-3]]
+    for query in queries:
+        for k in (1, 10, 50):
+            for rows in (None, mask):
+                want, got = full.search(query, k, rows), pruned.search(query, k, rows)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+    skipped = [c for c in calls if c is not None]
+    assert skipped, "no search skipped a list: the test would not exercise it"
