@@ -276,32 +276,48 @@ def _long_lists(n: int, seed: int) -> list[str]:
     return [" ".join(t) for t in np.split(picks, np.cumsum(lengths)[:-1])]
 
 
+def _same_answers_as_the_full_read(
+    tmp_path: Path,
+    titles: list[str],
+    seed: int,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    queries: list[str],
+) -> list[object]:
+    """Searches `queries` (k 1, 10 and 50, with and without a mask of 30% of the rows) over the files of
+    `titles` opened with the impact file and without it (every list read in full), and checks that the
+    answers are the same to the bit. Returns what LexicalIndex.<method> answered on the way (None where it
+    left the search to the full read)."""
+    save(tmp_path, build_lexical_index(titles))
+    fast = LexicalIndex.open(tmp_path, len(titles), impact=True)
+    full = LexicalIndex.open(tmp_path, len(titles))
+    assert full._impact is None and fast._impact is not None
+    monkeypatch.setattr(lexical, "_IMPACT_MIN_POSTINGS", 1)
+    calls: list[object] = []
+    original = getattr(LexicalIndex, method)
+    monkeypatch.setattr(LexicalIndex, method, lambda self, *a: calls.append(r := original(self, *a)) or r)
+    mask = np.random.default_rng(seed).random(len(titles)) < 0.3
+    for query in queries:
+        for k in (1, 10, 50):
+            for rows in (None, mask):
+                want, got = full.search(query, k, rows), fast.search(query, k, rows)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+    return calls
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_one_word_search_by_impact_gives_the_full_reads_answer_to_the_bit(
     tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     titles = _long_lists(60_000, seed)
-    save(tmp_path, build_lexical_index(titles))
-    by_impact = LexicalIndex.open(tmp_path, len(titles), impact=True)
-    full = LexicalIndex.open(tmp_path, len(titles))
-    assert full._impact is None and by_impact._impact is not None
-    monkeypatch.setattr(lexical, "_IMPACT_MIN_POSTINGS", 1)
-    calls = []
-    original = LexicalIndex._one_word_by_impact
-    monkeypatch.setattr(
-        LexicalIndex, "_one_word_by_impact", lambda self, *a: calls.append(r := original(self, *a)) or r
+    queries = ["chair", "w5", "w33 w33", "chair w1", "w3 w7 chair", titles[7]]
+    calls = _same_answers_as_the_full_read(
+        tmp_path, titles, seed, monkeypatch, "_one_word_by_impact", queries
     )
-    rng = np.random.default_rng(seed)
-    mask = rng.random(len(titles)) < 0.3
-    queries = ["chair", "w5", "w33 w33", "chair w1", "w3 w7 chair", titles[7]]  # several words: full read
-    for query in queries:
-        for k in (1, 10, 50):
-            for rows in (None, mask):
-                want, got = full.search(query, k, rows), by_impact.search(query, k, rows)
-                np.testing.assert_array_equal(got[0], want[0])
-                np.testing.assert_array_equal(got[1], want[1])
-    proved = [c for c in calls if c is not None]
-    assert proved, "no search was answered by impact: the test would not exercise it"
+    assert [c for c in calls if c is not None], (
+        "no search was answered by impact: the test would not exercise it"
+    )
 
 
 def test_a_corrupt_impact_file_is_refused_by_name(tmp_path: Path) -> None:
@@ -336,21 +352,6 @@ def test_several_words_skip_lists_and_give_the_full_reads_answer_to_the_bit(
 ) -> None:
     titles = _long_lists(60_000, seed)
     titles[: len(titles) // 3] = [t + " rare" for t in titles[: len(titles) // 3]]  # best weights apart
-    save(tmp_path, build_lexical_index(titles))
-    pruned = LexicalIndex.open(tmp_path, len(titles), impact=True)
-    full = LexicalIndex.open(tmp_path, len(titles))
-    monkeypatch.setattr(lexical, "_IMPACT_MIN_POSTINGS", 1)
-    calls = []
-    original = LexicalIndex._pruned
-    monkeypatch.setattr(LexicalIndex, "_pruned", lambda self, *a: calls.append(r := original(self, *a)) or r)
-    rng = np.random.default_rng(seed)
-    mask = rng.random(len(titles)) < 0.3
     queries = ["chair w1", "w3 w7 chair", "rare chair", "w5 rare w9", "chair chair w2", titles[7], titles[-3]]
-    for query in queries:
-        for k in (1, 10, 50):
-            for rows in (None, mask):
-                want, got = full.search(query, k, rows), pruned.search(query, k, rows)
-                np.testing.assert_array_equal(got[0], want[0])
-                np.testing.assert_array_equal(got[1], want[1])
-    skipped = [c for c in calls if c is not None]
-    assert skipped, "no search skipped a list: the test would not exercise it"
+    calls = _same_answers_as_the_full_read(tmp_path, titles, seed, monkeypatch, "_pruned", queries)
+    assert [c for c in calls if c is not None], "no search skipped a list: the test would not exercise it"
