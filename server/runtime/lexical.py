@@ -304,13 +304,9 @@ class LexicalIndex:
             keep = mask[found]
             found, scores = found[keep], scores[keep]
         if len(spans) > 1 and len(found):
-            # Each term's list is sorted by row, so this stable sort merges a few sorted runs; stable keeps
-            # the query's term order within a row, so the sums match the dense path's to the bit.
-            order = np.argsort(found, kind="stable")
-            found, scores = found[order], scores[order]
-            starts = np.flatnonzero(np.concatenate(([True], found[1:] != found[:-1])))
-            found = found[starts]
-            scores = np.add.reduceat(scores.astype(np.float64), starts).astype(np.float32)
+            # Summed in the query's term order, so the sums match the dense path's to the bit.
+            found, sums = _sum_by_row(found, scores)
+            scores = sums.astype(np.float32)
         positive = scores > 0
         return _top_k(found[positive], scores[positive], k)
 
@@ -375,11 +371,8 @@ class LexicalIndex:
         read = [spans[i] for i in sorted(set(range(len(spans))) - set(skipped.tolist()))]
         rows = np.concatenate([postings[a:b] for a, b in read]).astype(np.int64)
         partial = np.concatenate([weights[a:b] for a, b in read]).astype(np.float64)
-        if len(read) > 1:  # a row's weights from several lists, summed (the order does not matter here)
-            by_row = np.argsort(rows, kind="stable")
-            rows, partial = rows[by_row], partial[by_row]
-            starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
-            rows, partial = rows[starts], np.add.reduceat(partial, starts)
+        if len(read) > 1:  # a row's weights from several lists (their order does not matter here)
+            rows, partial = _sum_by_row(rows, partial)
         slack = float(best[skipped].sum())
         keep = partial + slack >= bound
         if mask is not None:
@@ -419,6 +412,16 @@ class LexicalIndex:
         mask = np.zeros(self.num_products, dtype=np.bool_)
         mask[rows.astype(np.int64, copy=False)] = True
         return mask
+
+
+def _sum_by_row(rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Postings of several terms' lists, concatenated (each sorted by row; not empty), merged: each row
+    once, ascending, with its weights summed in float64 in the order given. The stable sort merges the
+    sorted runs and keeps that order within a row."""
+    order = np.argsort(rows, kind="stable")
+    rows, weights = rows[order], weights[order]
+    starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+    return rows[starts], np.add.reduceat(weights.astype(np.float64), starts)
 
 
 def _check_impact(name: str, impact: np.ndarray, indptr: np.ndarray, weights: np.ndarray) -> None:
