@@ -487,7 +487,9 @@ def _hol(
     spec: dict[str, Any],
     quick: dict[str, Any],
 ) -> dict[str, Any]:
-    """ClassifyIntent open loop at a share of its capacity, alone and beside heavy relevance calls."""
+    """ClassifyIntent open loop at a share of its capacity: alone, beside heavy relevance calls, and beside a
+    control that takes the same CPU outside Sift."""
+    from benchmarks import cpu_burner
     from benchmarks import overload as ov
 
     capacity = ov.run_case(gen, server, intent, retry="none", concurrency=16, timeout_s=10, **quick)
@@ -498,15 +500,31 @@ def _hol(
     # Superposed Poisson streams: the heavy calls' share of the payloads is their share of the rate.
     every = max(round(intent_rate / heavy_rate), 1)
     mixed = [heavy[i % len(heavy)] if i % every == 0 else p for i, p in enumerate(intent)]
-    # Alone and beside alternate, pair after pair: the machine's own noise moves a p99 from one run to the
-    # next by as much as the heavy calls do, so the figure is the median of the pairs' ratios.
+    # Alone, beside the heavy calls and beside the control alternate, round after round: the machine's own
+    # noise moves a p99 from one run to the next by as much as the heavy calls do, so each figure is the
+    # median of the rounds' ratios. The control (benchmarks/cpu_burner.py) takes the heavy calls' CPU in
+    # bursts of their length at their rate, outside Sift, under the heavy workers' SCHED_IDLE: what any
+    # background work costs ClassifyIntent on this machine.
     pairs = []
-    for _ in range(args.hol_repeats):
+    policy = "-"
+    for n in range(args.hol_repeats):
         alone = ov.run_case(gen, server, intent, retry="none", rate=intent_rate, **spec)
         beside = ov.run_case(gen, server, mixed, retry="none", rate=intent_rate + heavy_rate, **spec)
-        p99 = beside["admitted_ms"]["ClassifyIntent"]["p99"] / alone["admitted_ms"]["ClassifyIntent"]["p99"]
-        pairs.append({"alone": alone, "beside": beside, "p99_ratio": round(p99, 3)})
+        burner = cpu_burner.start(heavy_rate, heavy_s, spec["warmup_s"] + spec["duration_s"] + 1, seed=n)
+        control = ov.run_case(gen, server, intent, retry="none", rate=intent_rate, **spec)
+        policy = burner.communicate()[0].split()[0]
+        p99 = alone["admitted_ms"]["ClassifyIntent"]["p99"]
+        pairs.append(
+            {
+                "alone": alone,
+                "beside": beside,
+                "control": control,
+                "p99_ratio": round(beside["admitted_ms"]["ClassifyIntent"]["p99"] / p99, 3),
+                "control_ratio": round(control["admitted_ms"]["ClassifyIntent"]["p99"] / p99, 3),
+            }
+        )
     ratios = [pair["p99_ratio"] for pair in pairs]
+    controls = [pair["control_ratio"] for pair in pairs]
     return {
         "load": args.hol_load,
         "heavy_cpu": args.hol_heavy_cpu,
@@ -516,6 +534,9 @@ def _hol(
         "pairs": pairs,
         "p99_ratio": round(statistics.median(ratios), 3),
         "p99_ratio_range": [min(ratios), max(ratios)],
+        "control_policy": policy,
+        "control_ratio": round(statistics.median(controls), 3),
+        "control_ratio_range": [min(controls), max(controls)],
     }
 
 
@@ -621,7 +642,7 @@ def main(argv: list[str] | None = None) -> None:
     over.add_argument("--timeout", type=float, default=10.0, help="seconds per call in the flood")
     over.add_argument("--hol-load", type=float, default=0.5, help="of ClassifyIntent's capacity")
     over.add_argument("--hol-heavy-cpu", type=float, default=0.2, help="core share of the heavy calls")
-    over.add_argument("--hol-repeats", type=int, default=3, help="alternating pairs of hol runs (median)")
+    over.add_argument("--hol-repeats", type=int, default=5, help="rounds: alone, beside heavy, control")
     over.add_argument("--duration", type=float, default=4.0, help="measured seconds per case")
     over.add_argument("--warmup", type=float, default=1.0)
     over.add_argument("--processes", type=int, default=2, help="client processes")

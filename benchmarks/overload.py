@@ -12,8 +12,9 @@ Cases (each on the same sift-serve, one after the other):
   backoff otherwise, at most 4 attempts, with gRPC's retry throttling (10 tokens, 0.1 back per success).
 - **flood**: `--flood-concurrency` calls in flight, each a ScoreRelevance of `--heavy-candidates` titles,
   closed loop from clients that retry at once (the issue's flood).
-- **hol**: ClassifyIntent open loop at `--hol-load` of its own capacity, alone and then beside heavy
-  relevance calls at a rate that takes `--hol-heavy-cpu` of one core (from their solo latency).
+- **hol**: ClassifyIntent open loop at `--hol-load` of its own capacity, alone, then beside heavy
+  relevance calls at a rate that takes `--hol-heavy-cpu` of one core (from their solo latency), then beside
+  a control that takes the same CPU outside Sift (benchmarks/cpu_burner.py), round after round.
 
 Per case: goodput (calls answered OK within their deadline, per second), latency of the admitted attempts
 per method (send of the attempt that was answered, to its answer), final outcomes and refusals (every
@@ -399,7 +400,7 @@ def checks(
         spread = f"{_span(hol['p99_ratio_range'])} over {len(hol['pairs'])}"
         out.append(
             {
-                "what": "hol: ClassifyIntent p99 beside heavy relevance / alone, median of pairs",
+                "what": "hol: ClassifyIntent p99 beside heavy relevance / alone, median of rounds",
                 "figure": f"{hol['p99_ratio']:.2f}x ({spread})",
                 "target": "<= 2x",
                 "met": hol["p99_ratio"] <= 2,
@@ -483,8 +484,15 @@ def overload_markdown(result: dict[str, Any], header: list[str]) -> str:
             f"ClassifyIntent at {hol['intent_rate']:,.1f}/s ({hol['load']:.0%} of its closed-loop capacity "
             f"{hol['intent_capacity']:,.1f}/s); heavy relevance at {hol['heavy_rate']:.2f}/s "
             f"({hol['heavy_cpu']:.0%} of a core at its solo latency). Alone and beside alternate, "
-            f"{len(hol['pairs'])} pairs; ClassifyIntent p99 beside them / alone, median of the pairs: "
+            f"{len(hol['pairs'])} rounds; ClassifyIntent p99 beside them / alone, median of the rounds: "
             f"**{hol['p99_ratio']:.2f}x** ({_span(hol['p99_ratio_range'])}).",
+            "",
+            "Control, in the same rounds: ClassifyIntent beside a process outside Sift that takes the same "
+            "CPU in bursts of the heavy calls' solo latency at their rate, under scheduling policy "
+            f"`{hol.get('control_policy', '-')}` (the heavy workers' while cheap calls are about; "
+            f"benchmarks/cpu_burner.py): p99 / alone **{hol['control_ratio']:.2f}x** "
+            f"({_span(hol['control_ratio_range'])}): what background work of that CPU costs ClassifyIntent "
+            "on this machine, whatever the server does.",
             "",
             *table_head("case", METHODS),
         ]
@@ -492,6 +500,7 @@ def overload_markdown(result: dict[str, Any], header: list[str]) -> str:
             lines += [
                 case_row(f"{n}: intent alone", pair["alone"], METHODS),
                 case_row(f"{n}: intent + heavy ({pair['p99_ratio']:.2f}x)", pair["beside"], METHODS),
+                case_row(f"{n}: intent + control ({pair['control_ratio']:.2f}x)", pair["control"], METHODS),
             ]
     lines += [
         "",

@@ -59,7 +59,7 @@ def test_flood_and_hol_checks() -> None:
     found = _by_what(checks(flood, [], {"p99_ratio": 2.5, "p99_ratio_range": [1.8, 3.1], "pairs": [{}] * 3}))
     assert found["flood: admitted ScoreRelevance p99"]["met"]
     assert found["flood: refusals that are RESOURCE_EXHAUSTED / CANCELLED"]["met"]
-    hol = found["hol: ClassifyIntent p99 beside heavy relevance / alone, median of pairs"]
+    hol = found["hol: ClassifyIntent p99 beside heavy relevance / alone, median of rounds"]
     assert not hol["met"] and hol["figure"] == "2.50x (1.80-3.10x over 3)"
     no_answer = dict(flood, admitted_ms={})
     assert not _by_what(checks(no_answer, [], None))["flood: admitted ScoreRelevance p99"]["met"]
