@@ -99,27 +99,28 @@ def _layer_runner(
     encoder: nn.Module, enc: Any
 ) -> tuple[torch.Tensor, Callable[[nn.Module, torch.Tensor], torch.Tensor]] | None:
     """The embeddings' output and a function running one transformer layer on hidden states, for the
-    architectures whose layers can be called one by one (BERT family, MPNet); None for others."""
-    if hasattr(encoder, "_create_attention_masks"):
-        hidden = encoder.embeddings(input_ids=enc["input_ids"], token_type_ids=enc.get("token_type_ids"))
-        mask4, _ = encoder._create_attention_masks(
-            attention_mask=enc["attention_mask"],
-            encoder_attention_mask=None,
-            embedding_output=hidden,
-            encoder_hidden_states=None,
-            cache=None,
-        )
-        return hidden, lambda layer, h: _first(layer(h, attention_mask=mask4))
-    if hasattr(encoder.encoder, "compute_position_bias"):
-        from transformers.masking_utils import create_bidirectional_mask
+    architectures whose layers can be called one by one (BERT family, MPNet); None for others. The mask is
+    built by transformers' public masking helper, as the models build it for an encoder: a private method
+    of theirs changed its signature between minor releases (5.24 to 5.25) and broke this once."""
+    from transformers.masking_utils import create_bidirectional_mask
 
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if layers is None or getattr(encoder.config, "is_decoder", False):
+        return None
+    if hasattr(encoder.encoder, "compute_position_bias"):  # MPNet: relative position bias per layer
         hidden = encoder.embeddings(input_ids=enc["input_ids"])
         mask = create_bidirectional_mask(
             config=encoder.config, inputs_embeds=hidden, attention_mask=enc["attention_mask"]
         )
         bias = encoder.encoder.compute_position_bias(hidden)
         return hidden, lambda layer, h: _first(layer(h, mask, bias))
-    return None
+    if encoder.config.model_type != "bert":
+        return None
+    hidden = encoder.embeddings(input_ids=enc["input_ids"], token_type_ids=enc.get("token_type_ids"))
+    mask = create_bidirectional_mask(
+        config=encoder.config, inputs_embeds=hidden, attention_mask=enc["attention_mask"]
+    )
+    return hidden, lambda layer, h: _first(layer(h, attention_mask=mask))
 
 
 def _first(out: Any) -> torch.Tensor:
