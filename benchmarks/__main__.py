@@ -503,8 +503,8 @@ def _hol(
     # Alone, beside the heavy calls and beside the control alternate, round after round: the machine's own
     # noise moves a p99 from one run to the next by as much as the heavy calls do, so each figure is the
     # median of the rounds' ratios. The control (benchmarks/cpu_burner.py) takes the heavy calls' CPU in
-    # bursts of their length at their rate, outside Sift, under the heavy workers' SCHED_IDLE: what any
-    # background work costs ClassifyIntent on this machine.
+    # bursts of their length at their rate, outside Sift, under the heavy workers' SCHED_IDLE: what
+    # background work of that CPU costs ClassifyIntent on this machine.
     pairs = []
     policy = "-"
     for n in range(args.hol_repeats):

@@ -2,8 +2,8 @@
 calls do, in bursts of the same length at the same Poisson rate, under the same scheduling policy as Sift's
 heavy workers while cheap calls are about (Linux's SCHED_IDLE, server/heavy_worker.py).
 
-ClassifyIntent's p99 beside it, over its p99 alone, is what any background work costs the cheap calls on
-this machine, whatever the server does: the floor under `sift-bench overload`'s head-of-line figure.
+ClassifyIntent's p99 beside it, over its p99 alone, is what background work of that CPU costs the cheap calls
+on this machine, whatever the server does: the floor under `sift-bench overload`'s head-of-line figure.
 
     python -m benchmarks.cpu_burner --rate 4.5 --burst 0.045 --duration 6
 """
@@ -19,14 +19,7 @@ import zlib
 
 import numpy as np
 
-
-def idle_policy() -> bool:
-    """Put this process under SCHED_IDLE; False where the platform has no such policy."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        return False
-    return True
+from server.heavy_worker import enter_idle_policy
 
 
 def burn(rate: float, burst_s: float, duration_s: float, seed: int = 0) -> int:
@@ -71,7 +64,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, required=True, help="seconds")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    policy = "idle" if idle_policy() else "normal"
+    # The heavy workers' own call (this process has one thread, so it is the whole process).
+    policy = "normal" if enter_idle_policy() is not None else "idle"
     bursts = burn(args.rate, args.burst, args.duration, args.seed)
     print(f"{policy} {bursts}")
 

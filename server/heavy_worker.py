@@ -70,6 +70,16 @@ class WorkerOptions:
     admitted in the last second), "idle" all, "normal" none."""
 
 
+def enter_idle_policy() -> Exception | None:
+    """Put the calling thread (pid 0: this thread alone) under Linux's SCHED_IDLE; the error where the
+    platform has no such policy or refuses it, else None. benchmarks/cpu_burner.py's control uses it too."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError) as e:  # not Linux, or refused
+        return e
+    return None
+
+
 class IdleThread:
     """A thread under Linux's SCHED_IDLE policy that runs one function at a time for its caller, who waits
     (asleep, so the thread has the caller's share of the CPU as well as nothing else's)."""
@@ -80,10 +90,8 @@ class IdleThread:
         threading.Thread(target=self._serve, daemon=True, name="sift-heavy-idle").start()
 
     def _serve(self) -> None:
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # pid 0: this thread alone
-        except (AttributeError, OSError) as e:  # not Linux, or refused: calls still run, at normal priority
-            log.warning("heavy worker: cannot run under SCHED_IDLE (%s); scoring at normal priority", e)
+        if (refused := enter_idle_policy()) is not None:  # calls still run, at normal priority
+            log.warning("heavy worker: cannot run under SCHED_IDLE (%s); scoring at normal priority", refused)
         while True:
             function, args = self._jobs.get()
             try:
