@@ -90,6 +90,16 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.nd
         yield order[start : start + batch_size]
 
 
+def warmup_decay(step: int, steps: int, warmup: float) -> float:
+    """The learning rate's factor at `step` (from 0) of `steps`: linear from 1/w up to 1 over the first w =
+    `warmup` x steps, then linear down to 1/(steps - w) at the last step. Against a constant rate, the
+    decay lets a fixed number of steps settle into a minimum instead of circling it."""
+    w = max(1, round(warmup * steps))
+    if step < w:
+        return (step + 1) / w
+    return max(steps - step, 0) / max(steps - w, 1)
+
+
 def fit(
     model: nn.Module,
     n: int,
@@ -99,8 +109,12 @@ def fit(
     learning_rate: float,
     seed: int,
     desc: str,
+    warmup: float | None = None,
 ) -> list[float]:
-    """Adam over shuffled mini-batches; loss_fn(batch indices) gives the batch loss. Returns epoch losses."""
+    """Adam over shuffled mini-batches; loss_fn(batch indices) gives the batch loss. Returns epoch losses.
+
+    `learning_rate` is constant, or with `warmup` (a share of the steps) the peak of a linear warm-up and a
+    linear decay to zero at the last step (`warmup_decay`)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
@@ -111,6 +125,10 @@ def fit(
     model.train()
     history = []
     steps = epochs * ((n + batch_size - 1) // batch_size)
+    schedules = [
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_decay(step, steps, warmup))
+        for optimizer in (optimizers if warmup is not None else [])
+    ]
     with tqdm(total=steps, desc=desc, unit="step", leave=False, disable=None) as bar:
         for _ in range(epochs):
             total = 0.0
@@ -121,6 +139,8 @@ def fit(
                 loss.backward()
                 for optimizer in optimizers:
                     optimizer.step()
+                for schedule in schedules:
+                    schedule.step()
                 total += float(loss.detach()) * len(idx)
                 bar.update()
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")

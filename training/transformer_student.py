@@ -382,10 +382,12 @@ def distil_transformer_student(
     batch_size: int = 64,
     learning_rate: float = 1e-4,
     seed: int = 0,
+    warmup: float | None = None,
 ) -> list[float]:
     """Fine-tunes the student on the teacher's outputs: softened logits (KL, mixed with hard-label CE by
     `soft_weight`) for a classifier, 1 - cosine to the teacher's vectors for an embedding student.
-    Returns the mean loss of each epoch."""
+    `learning_rate` is constant, or the peak of a warm-up and linear decay over `warmup` of the steps
+    (training/students.py: fit). Returns the mean loss of each epoch."""
     is_classifier = student.num_classes is not None
     if is_classifier and soft_targets is None and hard_labels is None:
         raise ValueError("a classifier student needs soft_targets and/or hard_labels")
@@ -417,7 +419,15 @@ def distil_transformer_student(
         return distillation_loss(logits, soft[rows], batch_labels, temperature, soft_weight)
 
     return fit(
-        student, len(texts), loss_fn, epochs, batch_size, learning_rate, seed, desc="transformer student"
+        student,
+        len(texts),
+        loss_fn,
+        epochs,
+        batch_size,
+        learning_rate,
+        seed,
+        desc="transformer student",
+        warmup=warmup,
     )
 
 
