@@ -27,7 +27,7 @@ from onnx import helper, numpy_helper
 ALPHA = 0.7
 """How much of the activations' range moves into the weights: chosen by a sweep from 0.5 to 1 on the default
 bundle's query student, for the mean cosine of its int8 graph to its teacher on real queries (0.5, the
-paper's default, did worse than no smoothing here)."""
+paper's default, did worse than no smoothing there; a one-off sweep outside the repository)."""
 SMOOTHED_OPS = ("MatMul", "Attention")
 """Matrix products with a constant weight in input 1: onnxruntime's fused Attention takes [hidden, 3 x hidden]
 there, so its query, key and value projections share one smoothing."""
