@@ -145,15 +145,24 @@ def export_ids_only(student: TransformerStudent, tokenizer: Tokenizer, path: Pat
         )
 
 
-def encode_onnx(path: Path, texts: Sequence[str], batch: int = 256) -> np.ndarray:
-    """The exported student's vectors, fed by the server's own QueryTokenizer over the tokenizer.json the
-    bundle ships (MiniLM's), so the parity gate and the evaluation see the ids Search will feed."""
-    model = OnnxModel(path, "query_student", ThreadSettings(intra_op=2))
+def query_feeds(texts: Sequence[str], batch: int = 256) -> list[dict[str, np.ndarray]]:
+    """The exported student's inputs for `texts`, in batches, from the server's own QueryTokenizer over the
+    tokenizer.json the bundle ships (MiniLM's), so the parity gate, the smoothing's calibration and the
+    evaluation see the ids Search will feed."""
     tokens = QueryTokenizer(minilm_dir() / "tokenizer.json", MAX_TOKENS)
-    out = [
-        model.run({"input_ids": tokens.ids(list(texts[i : i + batch]))}) for i in range(0, len(texts), batch)
-    ]
+    return [{"input_ids": tokens.ids(list(texts[i : i + batch]))} for i in range(0, len(texts), batch)]
+
+
+def encode_feeds(path: Path, feeds: Sequence[dict[str, np.ndarray]]) -> np.ndarray:
+    """The exported student's vectors of `feeds` (query_feeds)."""
+    model = OnnxModel(path, "query_student", ThreadSettings(intra_op=2))
+    out = [model.run(feed) for feed in feeds]
     return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def encode_onnx(path: Path, texts: Sequence[str]) -> np.ndarray:
+    """The exported student's vectors of `texts`."""
+    return encode_feeds(path, query_feeds(texts))
 
 
 def export_query_student(
@@ -163,24 +172,21 @@ def export_query_student(
     then the first int8 scheme whose minimum cosine to the fp32 export passes PARITY; returns the gate's
     record and the shipped model's vectors of `check_texts`."""
     export_ids_only(student, tokenizer, tmp / FILE)
-    fp32 = encode_onnx(tmp / FILE, check_texts)
-    tokens = QueryTokenizer(minilm_dir() / "tokenizer.json", MAX_TOKENS)
-    feeds = [
-        {"input_ids": tokens.ids(list(check_texts[i : i + 256]))} for i in range(0, len(check_texts), 256)
-    ]
+    feeds = query_feeds(check_texts)
+    fp32 = encode_feeds(tmp / FILE, feeds)
     smoothed = tmp / f"smoothed_{FILE}"
     smoothing = smooth_activations(tmp / FILE, smoothed, feeds)
     gate = quantize_with_gate(
         smoothed,
         out / FILE,
-        lambda path: float((encode_onnx(path, check_texts) * fp32).sum(1).min()),
+        lambda path: float((encode_feeds(path, feeds) * fp32).sum(1).min()),
         PARITY["query_encoder"],
     )
     gate["smoothing"] = smoothing
     gate["parameters"] = count_parameters(student)
     gate["layers"] = len(student.layers)
     gate["max_tokens"] = MAX_TOKENS
-    return gate, encode_onnx(out / FILE, check_texts)
+    return gate, encode_feeds(out / FILE, feeds)
 
 
 def kept_token_share(student: TransformerStudent, tokenizer: Tokenizer, texts: Sequence[str]) -> float:

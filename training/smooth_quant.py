@@ -37,9 +37,9 @@ def smooth_activations(
     src: Path, dst: Path, feeds: Sequence[dict[str, np.ndarray]], alpha: float = ALPHA
 ) -> dict[str, float]:
     """Writes to `dst` the graph `src` with every matrix product of SMOOTHED_OPS smoothed, its activations'
-    channel maxima measured over `feeds` (inputs of the graph; id 0 is padding and is left out). Returns the
-    record for the training report: how many products, alpha, and the largest ratio of a product's largest
-    input channel maximum to its median one. When the first input is token ids, padding (id 0) is left out."""
+    channel maxima measured over `feeds` (inputs of the graph; when the first input is token ids, padding,
+    id 0, is left out). Returns the record for the training report: how many products, alpha, and the
+    largest ratio of a product's largest input channel maximum to its median one."""
     model = onnx.load(str(src))
     weights = {init.name: init for init in model.graph.initializer}
     targets = [n for n in model.graph.node if n.op_type in SMOOTHED_OPS and n.input[1] in weights]
@@ -69,13 +69,12 @@ def _channel_maxima(
     """max |x| per last-axis channel of each named tensor over the non-padding positions of `feeds`."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    known = {o.name for o in probe.graph.output}
-    for name in names:
-        if name not in known:
-            probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-            known.add(name)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     unique = list(dict.fromkeys(names))
+    outputs = {o.name for o in probe.graph.output}
+    for name in unique:
+        if name not in outputs:
+            probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     maxima: dict[str, np.ndarray] = {}
     for feed in feeds:
         first = next(iter(feed.values()))

@@ -16,7 +16,7 @@ from training.smooth_quant import smooth_activations
 
 
 def _graph(path: Path, weight: np.ndarray) -> None:
-    """x [batch, tokens, 16] -> x @ W [.., 32]; and ids [batch, tokens] whose 0s mark padding (ignored)."""
+    """x [batch, tokens, 16] -> x @ W [batch, tokens, 32]."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "tokens", 16])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "tokens", 32])
     node = helper.make_node("MatMul", ["x", "w"], ["y"], name="product")
