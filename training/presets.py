@@ -105,9 +105,9 @@ class Preset:
     """"factorized": the whole word-piece vocabulary as a low-rank table (no real word becomes [UNK]);
     "pruned": full-width rows for the word pieces the training texts use, then the most frequent others."""
     query_student_epochs: int = 2
-    """The default preset runs four: against two, they lift the student's cosine and overlap@10 with its
-    teacher on real queries (the report's real_queries part), and its retrieval stage takes 12.7 minutes
-    more on 2 cores."""
+    """The default preset runs six. Against four, on the report's real_queries part (793 real queries), they
+    lift the int8 student's overlap@10 with its teacher through the index from 0.692 to 0.702 and its mean
+    cosine from 0.944 to 0.947; the retrieval stage takes about nine minutes more on 2 cores."""
     query_student_vocabulary: int = 50000
     """General texts in the query student's distillation set (vocabulary words and runs of them,
     teacher-labelled): on real queries they matter more than more catalogue text."""
@@ -173,7 +173,7 @@ PRESETS["default"] = replace(
     relevance_dim=48,
     relevance_hidden=192,
     query_student_layers=(0, 3, 5),
-    query_student_epochs=4,
+    query_student_epochs=6,
     query_student_vocabulary=50000,
     query_student_catalogue_texts=15000,
 )
