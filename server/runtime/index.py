@@ -23,7 +23,7 @@ SEARCH_EXPANSION = 128
 """The graph walk's expansion (ef) every ProductIndex opens with, so that training's figures and Search
 measure the same walk; sift-serve's --search-expansion overrides it. usearch's own default is 64: on the 793
 real queries of the report's real_queries part, the default bundle's index found 0.917 of the exact top 10
-at 64 and 0.963 at 128, for about 0.1 ms more per search (0.315 against 0.139 ms p50; reports/wands)."""
+at 64 and 0.963 at 128, for 0.18 ms more per search (0.315 against 0.139 ms p50; reports/wands)."""
 HIT_COST = 50
 """One hit over-fetched from the index costs about as much as scanning this many coarse vectors (measured on
 a 7,000-product bundle: 1.1 us per hit at 96 hits, 30 ns per coarse vector at 5,844): a filter whose
