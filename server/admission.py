@@ -44,6 +44,11 @@ from server.runtime.batcher import CostModel
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 LOOP_LANE, WORKERS_LANE = 0, 1
 
+QUIET_GAP_S = 200e-6
+"""A call that finds the event loop's lane empty, and empty for at least this long, arrived at a quiet loop
+(`loop_shared`): a client waiting on each answer leaves gaps of its round trip between calls (0.3 ms or
+more here), a loop with calls queued in gRPC core takes the next one at once."""
+
 ID_COST = 8
 """A ScoreRelevance candidate given by title costs about as much as this many given by id: a title is
 featurized and embedded, an id only looked up in arrays computed when the bundle was built."""
@@ -143,6 +148,8 @@ class Admission:
         self._drain_rate = [1, max(policy.heavy_workers, 1)]  # calls a lane runs at once
         self._rng = rng or random.Random()
         self._cheap_at = -math.inf  # time.monotonic() of the last admitted call of a method not heavy
+        self._loop_empty_since = -math.inf  # time.perf_counter() the loop's lane last emptied
+        self._loop_quiet = True  # the loop lane's latest call arrived at a quiet loop (QUIET_GAP_S)
         self._refused = {
             method: metrics.ADMISSION_REFUSED.labels(method=method)
             for method in ("ClassifyIntent", "Search", "EmbedQuery", "ScoreRelevance")
@@ -176,6 +183,13 @@ class Admission:
             return self._refusal(method, 0.0, limit, lane)
         return None
 
+    def loop_shared(self) -> bool:
+        """Whether the event loop has other calls to serve: more than one in flight in its lane, or the
+        latest arrived without a quiet gap before it (so more are likely queued in gRPC core, where admission
+        cannot see them). A short model run then goes to the model thread after all, so that the loop serves
+        the others meanwhile (server/service/heavy.py)."""
+        return self._in_flight[LOOP_LANE] > 1 or not self._loop_quiet
+
     def cheap_within(self, seconds: float) -> bool:
         """Whether a call of a method not named heavy was admitted in the last `seconds`."""
         return time.monotonic() - self._cheap_at <= seconds
@@ -199,6 +213,9 @@ class Admission:
             limit = self.policy.limit(work.method)
             if self._delay(lane) > limit:
                 raise self._refusal(work.method, cost, limit, lane)
+        if lane == LOOP_LANE:
+            gap = time.perf_counter() - self._loop_empty_since
+            self._loop_quiet = not self._in_flight[lane] and gap >= QUIET_GAP_S
         self._in_flight[lane] += 1
         self._queued[lane] += cost
         if work.method not in self.policy.heavy_methods:
@@ -210,6 +227,8 @@ class Admission:
         lane = ticket.lane
         self._in_flight[lane] -= 1
         self._queued[lane] = max(self._queued[lane] - ticket.cost, 0.0) if self._in_flight[lane] else 0.0
+        if lane == LOOP_LANE and not self._in_flight[lane]:
+            self._loop_empty_since = time.perf_counter()
         if learn and ticket.alone and self._epoch[lane] == ticket.epoch:
             self.observe(ticket.work, time.perf_counter() - ticket.start)
 

@@ -144,7 +144,6 @@ class SiftServer:
             max_k=settings.max_k,
             max_batch_items=settings.max_batch_items,
         )
-        self.heavy = HeavyWork(settings.slice_rows, settings.offload_rows)
         # Heavy calls (ScoreRelevance of at least --offload-rows candidates) in worker processes, so their
         # Python featurization never holds this process's GIL: server/heavy_worker.py.
         self.heavy_pool = (
@@ -173,6 +172,9 @@ class SiftServer:
         )
         if self.heavy_pool is not None:
             self.heavy_pool.background = lambda: self.admission.cheap_within(CHEAP_CALLS_WINDOW_S)
+        self.heavy = HeavyWork(
+            settings.slice_rows, settings.offload_rows, settings.offload_min_ms, self.admission.loop_shared
+        )
         cap = settings.max_message_bytes
         self.api_keys = api_keys(settings)
         interceptors: list[grpc.aio.ServerInterceptor] = []

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     offload_rows: int = Field(64, ge=0)
     """Model runs of at least this many rows run on a worker thread beside the event loop (onnxruntime
     releases the GIL); smaller ones run inline, where they are fastest. 0 runs every model inline."""
+    offload_min_ms: float = Field(1.0, ge=0)
+    """Runs of --offload-rows rows or more that the model is expected to finish in less than this many
+    milliseconds (its own time per row, learnt from its runs of many rows) still run inline while the event
+    loop has no other call to serve: the hand-over to the thread and back then costs more than it saves (a
+    ScoreRelevance of 100 product ids, whose relevance model runs 100 rows in about 0.4 ms, was answered
+    0.52 ms sooner at one call in flight; benchmarks/results/offload-min). 0 offloads by rows alone."""
     heavy_workers: int = Field(1, ge=0)
     """Worker processes that score each ScoreRelevance of at least --offload-rows titles (or 8x as many
     product ids, which cost far less each), so that its featurization (Python, holding the GIL for tens of

@@ -23,6 +23,12 @@ __all__ = ["OnnxModel", "TensorSpec", "ThreadSettings"]
 # thread per serving process, so a process uses at most its event loop's core and this thread's.
 _OFFLOAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-model")
 
+SAMPLE_ROWS = 16
+"""Runs of at least this many rows update a model's expected time per row (`row_seconds`); smaller runs are
+mostly the run's fixed cost."""
+ROW_SECONDS_WEIGHT = 0.1
+"""Weight of the newest sampled run in `row_seconds`' moving average."""
+
 _ORT_DTYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
 
@@ -40,6 +46,12 @@ class OnnxModel:
         # max_batch 1 means no batcher at all: each call runs inline, with no queue to pay for.
         self._policy = batching if batching and batching.max_batch > 1 else None
         self._batcher: Batcher | None = None
+        self.row_seconds: float | None = None
+        """Moving average of seconds per row over this model's runs of at least SAMPLE_ROWS rows (None
+        before the first): what a run of many rows is expected to take (server/service/heavy.py)."""
+
+    def expected_seconds(self, rows: int) -> float | None:
+        return None if self.row_seconds is None else rows * self.row_seconds
 
     def signature(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         def spec(arg: ort.NodeArg) -> TensorSpec:
@@ -55,7 +67,11 @@ class OnnxModel:
         took = time.perf_counter() - start
         self._latency.observe(took)
         timing.add("inference", took)
-        self._batch.observe(len(inputs.get("features", next(iter(inputs.values())))))
+        n = len(inputs.get("features", next(iter(inputs.values()))))
+        self._batch.observe(n)
+        if n >= SAMPLE_ROWS:
+            per_row, last = took / n, self.row_seconds
+            self.row_seconds = per_row if last is None else last + ROW_SECONDS_WEIGHT * (per_row - last)
         return out
 
     async def infer(

@@ -13,10 +13,18 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class TimedModel(Protocol):
+    def expected_seconds(self, rows: int) -> float | None: ...
+
+
+def _always() -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +33,18 @@ class HeavyWork:
     """Rows featurized between two yields of the event loop; 0 featurizes a call in one go."""
     offload_rows: int = 64
     """Model runs of at least this many rows go to a worker thread; 0 runs every model inline."""
+    offload_min_ms: float = 1.0
+    """...unless the model is expected to finish them in less than this (server/runtime/onnx.py row_seconds)
+    and the event loop has no other call to serve meanwhile: handing a run to the thread and back pays only
+    when the loop has other work (benchmarks/results/offload-min). 0 offloads by rows alone."""
+    loop_shared: Callable[[], bool] = _always
+    """Whether other calls are in flight on the event loop (server/admission.py Admission.loop_shared)."""
 
-    def offload(self, rows: int) -> bool:
-        return 0 < self.offload_rows <= rows
+    def offload(self, rows: int, model: TimedModel | None = None) -> bool:
+        if not 0 < self.offload_rows <= rows:
+            return False
+        expected = model.expected_seconds(rows) if model is not None else None
+        return expected is None or expected * 1e3 >= self.offload_min_ms or self.loop_shared()
 
 
 # A yield that comes back sooner than this found the event loop with nothing else to do.

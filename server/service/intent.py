@@ -118,7 +118,7 @@ class IntentService:
             took = time.perf_counter() - start
             self._featurize_seconds.observe(took)
             timing.add("featurize", took)
-            offload = self._heavy.offload(len(todo))
+            offload = self._heavy.offload(len(todo), bundle.intent)
             probs = await bundle.intent.infer(ids, deadline, offload=offload)
             for (i, _, key), row in zip(todo, probs, strict=True):
                 order = np.argsort(-row, kind="stable")[: items[i].top_k]

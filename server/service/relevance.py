@@ -155,7 +155,6 @@ class RelevanceService:
                 self._heavy,
             )
             model_input: np.ndarray | dict[str, np.ndarray] = features.model_input
-            offload = self._heavy.offload(len(todo))
             if text_kind:
                 # Which rows of the id side's and the title side's matches (and title ids) the model scores.
                 at_id = np.searchsorted(by_id, todo[rows[todo] >= 0])
@@ -175,8 +174,9 @@ class RelevanceService:
                         todo_held,
                         titles_part,
                         deadline,
-                        offload,
+                        self._heavy,
                     )
+            offload = self._heavy.offload(len(todo), bundle.relevance)
             probs = await bundle.relevance.infer(model_input, deadline, offload=offload)
             model = model_verdicts(rules, features, probs)
         verdicts = combine(rules, pre_grades, pre_fired, todo, model)
@@ -216,8 +216,8 @@ async def _candidate_features(
     new_texts = [query_words, *title_words]
     ids = pad_ids(await slices.map(bundle.featurizer.ids, new_texts))
     # One encoder call embeds the query and every title candidate.
-    # Only runs of many rows go to the model thread: with candidates given by id, these are one row.
-    offload = heavy.offload(len(ids))
+    # Only long runs go to the model thread: with candidates given by id, these are one row.
+    offload = heavy.offload(len(ids), bundle.query_encoder)
     vectors = await bundle.query_encoder.infer(ids, deadline, offload=offload)
     candidate_vectors = np.empty((len(rows), bundle.embedding_dim), dtype=np.float32)
     id_at = np.flatnonzero(by_id)
@@ -229,7 +229,7 @@ async def _candidate_features(
     candidate_vectors[by_title] = vectors[1:]
 
     # The query's intent, and each candidate's category: known for products, predicted for titles.
-    intents = await bundle.intent.infer(ids, deadline, offload=offload)
+    intents = await bundle.intent.infer(ids, deadline, offload=heavy.offload(len(ids), bundle.intent))
     categories = np.empty(len(rows), dtype=np.int64)
     categories[by_id] = bundle.products.categories[rows[by_id]]
     categories[by_title] = intents[1:].argmax(axis=1)
@@ -318,7 +318,7 @@ async def _bags_input(
     held: TitleMatches | None,
     titles: TitleSide,
     deadline: float | None,
-    offload: bool,
+    heavy: HeavyWork,
 ) -> dict[str, np.ndarray]:
     """A text_bags model's inputs: the query once, and per candidate its features, match block and title
     bag: precomputed for products given by id, embedded by the title model for titles given as text."""
@@ -334,6 +334,7 @@ async def _bags_input(
     if len(by_title):
         assert titles.ids is not None
         out[by_title, at : at + TEXT_QUERY_IDS] = match_block(grams, titles.held)
+        offload = heavy.offload(len(by_title), bundle.relevance_titles)
         bags = await bundle.relevance_titles.infer(titles.ids, deadline, offload=offload)
         out[by_title, at + TEXT_QUERY_IDS :] = bags
     return {"query": bags_query_input(grams), "features": out}

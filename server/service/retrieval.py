@@ -181,7 +181,7 @@ class RetrievalService:
             took = time.perf_counter() - start
             metrics.FEATURIZE_DURATION.labels(method=method).observe(took)
             timing.add("featurize", took)
-            rows = await model.infer(ids, deadline, offload=self._heavy.offload(len(todo)))
+            rows = await model.infer(ids, deadline, offload=self._heavy.offload(len(todo), model))
             for i, row in zip(todo, rows, strict=True):
                 vectors[i] = row
                 self._cache.put(keys[i], row)

@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from server.admission import Admission, AdmissionPolicy, Overloaded, Work
+from server import admission as admission_module
+from server.admission import QUIET_GAP_S, Admission, AdmissionPolicy, Overloaded, Work
 
 HEAVY = Work.of("ScoreRelevance", title=1000)
 CHEAP = Work.of("ClassifyIntent")
@@ -187,3 +188,36 @@ def test_only_admitted_calls_of_methods_not_heavy_count_as_cheap_calls_about() -
     assert a.cheap_within(1.0) and not a.cheap_within(-1.0)
     for ticket in tickets:
         a.done(ticket, learn=False)
+
+
+def test_the_loop_is_shared_while_calls_overlap_or_arrive_without_a_quiet_gap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(admission_module.time, "perf_counter", lambda: now[0])
+    a = pooled(offload_rows=64)
+    assert not a.loop_shared()
+    in_workers = a.admit(HEAVY)  # scored by a worker process: not the loop's
+    first = a.admit(CHEAP)
+    assert not a.loop_shared()  # the first call of all, on an empty loop
+    second = a.admit(Work.of("ScoreRelevance", id=100))
+    assert a.loop_shared()
+    now[0] += 1e-3
+    a.done(first, learn=False)
+    assert a.loop_shared()  # the second arrived while the first was in flight
+    a.done(second, learn=False)
+    now[0] += QUIET_GAP_S / 2
+    third = a.admit(CHEAP)
+    assert a.loop_shared()  # taken at once after the loop emptied: more are likely waiting in gRPC core
+    a.done(third, learn=False)
+    now[0] += QUIET_GAP_S
+    fourth = a.admit(CHEAP)
+    assert not a.loop_shared()  # after a client's round trip of quiet
+    for ticket in (in_workers, fourth):
+        a.done(ticket, learn=False)
+    # With cost admission off (a zero target), calls in flight still count.
+    off = admission(target_s=0.0)
+    tickets = [off.admit(CHEAP), off.admit(CHEAP)]
+    assert off.loop_shared()
+    for ticket in tickets:
+        off.done(ticket)

@@ -1,7 +1,8 @@
 """Retries, pushback and call metadata, for real.
 
 Against sift-serve whose admission refuses nearly everything beside a call in flight
-(--admission-target-ms 0.001; --offload-rows 1 puts every model run on the model thread, so calls overlap),
+(--admission-target-ms 0.001; --offload-rows 1 --offload-min-ms 0 put every model run on the model thread, so
+calls overlap),
 concurrent batch calls get RESOURCE_EXHAUSTED with grpc-retry-pushback-ms. The server's own counts of
 attempts by status, against what the client saw, show whether the client retried. Against a plain gRPC
 server that fails on purpose: which codes are retried, that a negative pushback stops retrying, and the
@@ -28,7 +29,9 @@ CALLS = 16
 
 @pytest.fixture(scope="module")
 def busy_server(tiny_bundle: Path) -> Iterator[LiveServer]:
-    server = start_server(tiny_bundle, "--admission-target-ms", "0.001", "--offload-rows", "1")
+    server = start_server(
+        tiny_bundle, "--admission-target-ms", "0.001", "--offload-rows", "1", "--offload-min-ms", "0"
+    )
     yield server
     stop_server(server)
 
