@@ -20,6 +20,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import IntEnum
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,9 @@ class Featurizer:
         # across queries and titles far more than texts do, so most calls hash only their word bigrams.
         # Bounded; full means no more entries.
         self._word_ids: dict[str, tuple[int, tuple[int, ...], int]] = {}
+        # Word n-grams of titles recur too (every call that scores a product's title by text hashes them
+        # again): their ids, bounded as the words'.
+        self._gram_ids: dict[str, int] = {}
 
     def words(self, text: str) -> list[str]:
         """Normalized words (lower-cased, accents stripped, punctuation dropped)."""
@@ -146,7 +150,16 @@ class Featurizer:
                 out.extend(f"c{marked[i : i + n]}" for i in range(len(marked) - n + 1))
         return out
 
-    def _word(self, word: str) -> tuple[int, tuple[int, ...], int]:
+    def _gram(self, gram: str) -> int:
+        """The id of a word n-gram (its words joined by spaces), cached."""
+        found = self._gram_ids.get(gram)
+        if found is None:
+            found = self._hash("w" + gram)
+            if len(self._gram_ids) < WORD_CACHE_SIZE:
+                self._gram_ids[gram] = found
+        return found
+
+    def word_entry(self, word: str) -> tuple[int, tuple[int, ...], int]:
         """(unigram id, character n-gram ids, word_hash) of one word, cached."""
         entry = self._word_ids.get(word)
         if entry is None:
@@ -156,17 +169,13 @@ class Featurizer:
                 self._word_ids[word] = entry
         return entry
 
-    def word_hashes(self, words: list[str]) -> set[int]:
-        """The distinct word_hash of the words (cached per word)."""
-        return {self._word(w)[2] for w in words}
-
     def ids(self, words: list[str]) -> list[int]:
         """Hashed n-gram ids of one word list: unigrams, word n-grams, then character n-grams word by
         word, truncated to max_features."""
-        entries = [self._word(w) for w in words]
+        entries = [self.word_entry(w) for w in words]
         out = [entry[0] for entry in entries]
         for n in range(2, self.config.word_ngrams + 1):
-            out.extend(self._hash("w" + " ".join(words[i : i + n])) for i in range(len(words) - n + 1))
+            out.extend(self._gram(" ".join(words[i : i + n])) for i in range(len(words) - n + 1))
         for _, chars, _ in entries:
             if len(out) >= self.config.max_features:
                 break
@@ -174,11 +183,11 @@ class Featurizer:
         return out[: self.config.max_features]
 
     def char_ids(self, words: list[str]) -> set[int]:
-        return {i for w in words for i in self._word(w)[1]}
+        return {i for w in words for i in self.word_entry(w)[1]}
 
     def word_char_ids(self, word: str) -> tuple[int, ...]:
         """The character n-gram ids of one word, in order (cached)."""
-        return self._word(word)[1]
+        return self.word_entry(word)[1]
 
     def batch_ids(self, texts: list[str]) -> np.ndarray:
         """Padded int64 matrix [len(texts), max ids in batch]; at least one column."""
@@ -319,13 +328,6 @@ def lexicon_of_words(word_lists: Sequence[list[str]], featurizer: Featurizer) ->
     return {**title_sets(word_lists, featurizer), "text_hash": hashes}
 
 
-def _csr(rows: list[list[int]], dtype: type[np.generic]) -> tuple[np.ndarray, np.ndarray]:
-    starts = np.zeros(len(rows) + 1, dtype=np.int64)
-    starts[1:] = np.cumsum([len(r) for r in rows])
-    values = np.fromiter((v for r in rows for v in r), dtype=dtype, count=int(starts[-1]))
-    return starts, values
-
-
 # The text-reading relevance student (manifest kind "text_mlp", training/relevance_text.py) reads one float32
 # row per candidate: the four RELEVANCE_FEATURES, then fixed-width blocks of the query's n-gram ids, each
 # query id's slot (where it sits in the query), whether the candidate's title holds it, and the title's
@@ -447,17 +449,49 @@ def title_matches(query: QueryGrams, title: dict[str, np.ndarray], rows: np.ndar
 
 def title_sets(word_lists: Sequence[list[str]], featurizer: Featurizer) -> dict[str, np.ndarray]:
     """The lexicon's word and character CSR arrays (TitleLexicon.ARRAYS but the text hash) of titles given
-    as words: what a bundle stores per product, for candidates given by title."""
-    word_rows = [sorted(featurizer.word_hashes(words)) for words in word_lists]
-    char_rows = [sorted(featurizer.char_ids(words)) for words in word_lists]
-    word_indptr, word_ids = _csr(word_rows, np.int64)
-    char_indptr, char_ids = _csr(char_rows, np.int32)
+    as words: what a bundle stores per product, for candidates given by title. Each row holds its title's
+    distinct word hashes (int64) and character n-gram ids (int32), ascending. Each word is looked up once
+    (cached), and the rows are sorted and made distinct by array operations for all titles at once (a set
+    and a sort per title took a quarter of a 1,000-title ScoreRelevance)."""
+    n = len(word_lists)
+    entries = [featurizer.word_entry(w) for words in word_lists for w in words]
+    words_per_title = np.fromiter(map(len, word_lists), dtype=np.int64, count=n)
+    hashes = np.fromiter((e[2] for e in entries), dtype=np.int64, count=len(entries))
+    chars_per_word = np.fromiter((len(e[1]) for e in entries), dtype=np.int64, count=len(entries))
+    chars = np.fromiter(
+        chain.from_iterable(e[1] for e in entries), dtype=np.int64, count=int(chars_per_word.sum())
+    )
+    word_owner = np.repeat(np.arange(n, dtype=np.int64), words_per_title)
+    word_indptr, word_ids = _distinct_rows(word_owner, hashes, n)
+    # Character ids are below 2^31: (row << 32 | id) sorts as (row, id) in one key, twice as fast.
+    char_keys = np.sort((np.repeat(word_owner, chars_per_word) << 32) | chars)
+    char_keys = char_keys[_firsts(char_keys)]
+    char_indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(char_keys >> 32, minlength=n), out=char_indptr[1:])
+    char_ids = (char_keys & 0xFFFFFFFF).astype(np.int32)
     return {
         "word_indptr": word_indptr,
         "word_ids": word_ids,
         "char_indptr": char_indptr,
         "char_ids": char_ids,
     }
+
+
+def _distinct_rows(owner: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of `n` rows from (row, value) pairs: each row's distinct values, ascending."""
+    order = np.lexsort((values, owner))
+    owner, values = owner[order], values[order]
+    first = _firsts(owner) | _firsts(values)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner[first], minlength=n), out=indptr[1:])
+    return indptr, values[first]
+
+
+def _firsts(ordered: np.ndarray) -> np.ndarray:
+    """bool mask of the values of a sorted array that differ from the one before (the first always)."""
+    out = np.ones(len(ordered), dtype=bool)
+    out[1:] = ordered[1:] != ordered[:-1]
+    return out
 
 
 def text_relevance_input(

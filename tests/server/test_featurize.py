@@ -249,3 +249,25 @@ def test_text_input_when_no_title_has_a_word(featurizer: Featurizer) -> None:
     x = text_relevance_input(grams, sets, np.array([0, 1]), np.zeros((2, 4), np.float32), 1 << 12)
     assert x.shape == (2, TEXT_RELEVANCE_WIDTH)
     assert not _blocks(x[0])[3].any() and not _blocks(x[1])[3].any()  # no query n-gram is held
+
+
+_WORD_LISTS = st.lists(
+    st.lists(st.sampled_from(["oak", "table", "x", "é", "12oz", "sofa", "a", "中"]), max_size=8), max_size=12
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_WORD_LISTS)
+def test_title_sets_hold_each_titles_distinct_words_and_char_ids_ascending(
+    featurizer: Featurizer, word_lists: list[list[str]]
+) -> None:
+    sets = title_sets(word_lists, featurizer)
+    assert sets["word_ids"].dtype == np.int64 and sets["char_ids"].dtype == np.int32
+    for i, words in enumerate(word_lists):
+        a, b = sets["word_indptr"][i : i + 2]
+        assert sets["word_ids"][a:b].tolist() == sorted({word_hash(w) for w in words})
+        chars = {c for w in words for c in featurizer.word_char_ids(w)}
+        a, b = sets["char_indptr"][i : i + 2]
+        assert sets["char_ids"][a:b].tolist() == sorted(chars)
+    assert sets["word_indptr"][-1] == len(sets["word_ids"])
+    assert sets["char_indptr"][-1] == len(sets["char_ids"])
