@@ -154,7 +154,8 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(64, ge=1)
     """Most items one ClassifyIntentBatch, SearchBatch or EmbedQueryBatch call may carry (more get
     INVALID_ARGUMENT). A batch is one model run and counts as its number of items under admission
-    (--admission-target-ms); a run of at least --offload-rows rows goes to the model thread."""
+    (--admission-target-ms); a run of at least --offload-rows rows goes to the model thread (unless it is
+    short and the event loop idle: --offload-min-ms)."""
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     """gRPC receive and send message size cap; 1,000 title candidates fit well within the default 4 MiB."""
     tls_cert: Path | None = None
