@@ -46,8 +46,9 @@ LOOP_LANE, WORKERS_LANE = 0, 1
 
 QUIET_GAP_S = 200e-6
 """A call that finds the event loop's lane empty, and empty for at least this long, arrived at a quiet loop
-(`loop_shared`): a client waiting on each answer leaves gaps of its round trip between calls (0.3 ms or
-more here), a loop with calls queued in gRPC core takes the next one at once."""
+(`loop_shared`): a client waiting on each answer leaves a gap of its round trip between calls (the echo
+floor's is 0.5 ms or more here: benchmarks/results/offload-min), a loop with calls queued in gRPC core takes
+the next one at once."""
 
 ID_COST = 8
 """A ScoreRelevance candidate given by title costs about as much as this many given by id: a title is
