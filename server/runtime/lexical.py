@@ -390,7 +390,9 @@ class LexicalIndex:
         postings (sorted by row)."""
         start, end = span
         listed = self._postings[start:end]
-        at = np.minimum(np.searchsorted(listed, rows), end - start - 1)
+        # Keys in the list's own dtype (int32): int64 keys make numpy cast the whole list first, which for a
+        # common word's list cost more than the search itself.
+        at = np.minimum(np.searchsorted(listed, rows.astype(listed.dtype)), end - start - 1)
         return np.where(listed[at] == rows, self._weights[start + at].astype(np.float64), 0.0)
 
     def _full_scores(self, spans: list[tuple[int, int]], rows: np.ndarray) -> np.ndarray:
