@@ -466,14 +466,11 @@ def title_sets(word_lists: Sequence[list[str]], featurizer: Featurizer) -> dict[
     # Character ids are below 2^31: (row << 32 | id) sorts as (row, id) in one key, one plain sort.
     char_keys = np.sort((np.repeat(word_owner, chars_per_word) << 32) | chars)
     char_keys = char_keys[_firsts(char_keys)]
-    char_indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(char_keys >> 32, minlength=n), out=char_indptr[1:])
-    char_ids = (char_keys & 0xFFFFFFFF).astype(np.int32)
     return {
         "word_indptr": word_indptr,
         "word_ids": word_ids,
-        "char_indptr": char_indptr,
-        "char_ids": char_ids,
+        "char_indptr": _indptr(char_keys >> 32, n),
+        "char_ids": (char_keys & 0xFFFFFFFF).astype(np.int32),
     }
 
 
@@ -482,9 +479,14 @@ def _distinct_rows(owner: np.ndarray, values: np.ndarray, n: int) -> tuple[np.nd
     order = np.lexsort((values, owner))
     owner, values = owner[order], values[order]
     first = _firsts(owner) | _firsts(values)
+    return _indptr(owner[first], n), values[first]
+
+
+def _indptr(owner: np.ndarray, n: int) -> np.ndarray:
+    """CSR offsets of `n` rows from the row of each value, values in row order."""
     indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(owner[first], minlength=n), out=indptr[1:])
-    return indptr, values[first]
+    np.cumsum(np.bincount(owner, minlength=n), out=indptr[1:])
+    return indptr
 
 
 def _firsts(ordered: np.ndarray) -> np.ndarray:
