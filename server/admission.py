@@ -9,7 +9,10 @@ RESOURCE_EXHAUSTED and a `grpc-retry-pushback-ms` hint saying when to come back.
   (server/runtime/batcher.py: seconds = a * units + b, least squares with forgetting), fitted on the wall time
   of calls that ran alone (no other call admitted while they ran, so the time is their own work), and
   seeded when a bundle loads by timing each call alone (`calibrate`). Under sustained overload no call runs
-  alone and the estimates keep their last fit.
+  alone and the loop's estimates keep their last fit. A heavy worker serves one call at a time, so the
+  time it held a call (`served`) is that call's own work on the cores the worker gets now, whatever else is
+  queued: the workers' lane learns from every call. Under a retry storm that time is the call's time on
+  cores shared with the refusals, not its time alone, and the lane admits only what it can drain that fast.
 - **The queueing delay** of a new call is the estimated work of the calls admitted and not yet finished.
   Refusing above a delay target, instead of above a count of calls, is how Triton's max queue delay and
   CoDel shed: a call of 1,000 titles fills as much of the target as a hundred cheap calls.
@@ -35,6 +38,7 @@ import math
 import random
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from server import metrics
@@ -98,6 +102,18 @@ class Ticket:
     epoch: int  # admissions to its lane so far, when it was admitted
     lane: int = 0
     start: float = field(default_factory=time.perf_counter)
+    served: float | None = None  # seconds a heavy worker held the call (`served`), where one did
+
+
+# The ticket of the call the current asyncio task serves, for `served`.
+_ticket: ContextVar[Ticket | None] = ContextVar("sift_admission_ticket", default=None)
+
+
+def served(seconds: float) -> None:
+    """Records that a heavy worker held the current call for `seconds` (server/heavy_worker.py): its own
+    work, which its admission ticket learns from when the call succeeds (Admission.done)."""
+    if (ticket := _ticket.get()) is not None:
+        ticket.served = seconds
 
 
 @dataclass(frozen=True)
@@ -221,16 +237,23 @@ class Admission:
         self._queued[lane] += cost
         if work.method not in self.policy.heavy_methods:
             self._cheap_at = time.monotonic()
-        return Ticket(work, cost, alone=self._in_flight[lane] == 1, epoch=self._epoch[lane], lane=lane)
+        ticket = Ticket(work, cost, alone=self._in_flight[lane] == 1, epoch=self._epoch[lane], lane=lane)
+        _ticket.set(ticket)
+        return ticket
 
     def done(self, ticket: Ticket, learn: bool = True) -> None:
-        """The call is finished; a call that ran alone (and succeeded: `learn`) teaches its cost."""
+        """The call is finished; a call that succeeded (`learn`) teaches its cost: a heavy worker's time
+        holding it where one did, else its wall time if it ran alone."""
         lane = ticket.lane
         self._in_flight[lane] -= 1
         self._queued[lane] = max(self._queued[lane] - ticket.cost, 0.0) if self._in_flight[lane] else 0.0
         if lane == LOOP_LANE and not self._in_flight[lane]:
             self._loop_empty_since = time.perf_counter()
-        if learn and ticket.alone and self._epoch[lane] == ticket.epoch:
+        if not learn:
+            return
+        if ticket.served is not None:
+            self.observe(ticket.work, ticket.served)
+        elif ticket.alone and self._epoch[lane] == ticket.epoch:
             self.observe(ticket.work, time.perf_counter() - ticket.start)
 
     def observe(self, work: Work, seconds: float) -> None:

@@ -49,7 +49,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from server import errors, metrics, timing
+from server import admission, errors, metrics, timing
 from server.admission import reaches_workers
 from server.config import HeavyWorkerPriority
 
@@ -429,9 +429,11 @@ class HeavyPool:
             if deadline is not None and time.monotonic() >= deadline:
                 raise errors.DeadlineExceeded("the deadline passed while the call waited for a heavy worker")
             await worker.opened
+            sent = time.perf_counter()
             pending = worker.send((*message, self.background()))
             try:
                 reply = await asyncio.shield(pending)
+                admission.served(time.perf_counter() - sent)
             except asyncio.CancelledError:
                 # The caller went away: the worker finishes the call, its answer is dropped, then it is free.
                 pending.add_done_callback(lambda _: self._release(worker))

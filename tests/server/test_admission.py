@@ -148,6 +148,30 @@ def test_a_score_relevance_too_small_to_hand_over_queues_in_the_event_loops_lane
     assert a.policy.lane_of(Work.of("ScoreRelevance", id=511)) != a.policy.lane("ScoreRelevance")
 
 
+def test_a_heavy_workers_time_holding_a_call_teaches_its_cost_under_a_storm() -> None:
+    """A heavy worker serves one call at a time, so the time it held a call is that call's own work, however
+    many refusals the loop served meanwhile: the heavy lane learns the time calls take on the cores the
+    worker now gets, and then admits no more than drains within its share. A failed call teaches nothing."""
+    a = pooled()  # 60 ms share of the heavy lane; 1,000 titles estimated at 50 ms
+    first = a.admit(HEAVY)
+    assert a.refusal("ScoreRelevance") is None  # 50 ms ahead: a second call is admitted
+    a.done(first, learn=False)
+    for _ in range(30):
+        ticket = a.admit(HEAVY)
+        a.refusal("ClassifyIntent")
+        a.refusal("ScoreRelevance")  # a retry storm beside it: the call did not run alone
+        admission_module.served(0.15)  # slowed by the storm's refusals on the same cores
+        a.done(ticket)
+        assert ticket.served == 0.15
+    assert a.estimate(HEAVY) == pytest.approx(0.15, rel=0.1)
+    failed = a.admit(HEAVY)
+    assert a.refusal("ScoreRelevance") is not None  # one such call in flight fills the share
+    before = a.estimate(HEAVY)
+    admission_module.served(1.0)
+    a.done(failed, learn=False)
+    assert a.estimate(HEAVY) == before
+
+
 def test_two_workers_drain_the_heavy_lane_twice_as_fast() -> None:
     one, two = pooled(workers=1), pooled(workers=2)
     for a in (one, two):

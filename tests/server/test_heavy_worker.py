@@ -5,6 +5,7 @@ behind when the server stops."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
@@ -23,9 +24,10 @@ from server._proto.sift.v1 import (
     relevance_pb2,
     relevance_pb2_grpc,
 )
-from server.admission import ID_COST
-from server.heavy_worker import IdleThread, _columns, _error, _from_columns, to_workers
+from server.admission import ID_COST, Admission, AdmissionPolicy, Work
+from server.heavy_worker import HeavyPool, IdleThread, _columns, _error, _from_columns, to_workers
 from server.service.relevance import RelevanceResult, ScoredCandidate
+from server.service.validation import Limits
 from tests.conftest import LiveServer, free_port, start_server, stop_server
 from tests.server.test_bundle import edit_manifest
 
@@ -83,6 +85,26 @@ def test_pooled_answers_equal_the_serving_process_answers(tiny_bundle: Path) -> 
         stop_server(local)
     assert len(from_pool.scores) == len(TITLES)
     assert from_pool == here
+
+
+def test_the_time_a_worker_held_a_call_reaches_the_calls_admission_ticket(tiny_bundle: Path) -> None:
+    async def main() -> tuple[float | None, float]:
+        pool = HeavyPool(1)
+        try:
+            version = await pool.load(tiny_bundle)
+            admission = Admission(AdmissionPolicy(0.1, heavy_workers=1))
+            ticket = admission.admit(Work.of("ScoreRelevance", title=len(TITLES)))
+            start = time.perf_counter()
+            limits = dataclasses.asdict(Limits())
+            ids = [""] * len(TITLES)
+            result = await pool.score(version, tiny_bundle, limits, "oak table", ids, TITLES, None)
+            assert len(result.scores) == len(TITLES)
+            return ticket.served, time.perf_counter() - start
+        finally:
+            await pool.close()
+
+    served, took = asyncio.run(main())
+    assert served is not None and 0 < served <= took
 
 
 def test_bad_input_in_a_worker_names_the_field_and_the_server_keeps_serving(tiny_bundle: Path) -> None:
