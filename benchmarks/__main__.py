@@ -23,6 +23,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -563,8 +564,17 @@ def _versus(results: dict[str, Any], ours: str, theirs: str) -> list[dict[str, A
     return rows
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Python's default for SIGTERM ends the process at once, so the servers the harness started (and their
+    # heavy workers and the client processes) would outlive it. Stopped as Ctrl-C stops it, every `finally`
+    # that stops them runs first.
+    raise KeyboardInterrupt(f"sift-bench: signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> None:
     given = sys.argv[1:] if argv is None else argv
+    if argv is None:  # the sift-bench command, not a caller's own process (a test's, say)
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     if given[:1] == ["ray-labelling"]:  # needs the train and scale extras: its own parser, imported late
         from benchmarks.ray_labelling import main as ray_labelling
 

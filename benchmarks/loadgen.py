@@ -215,14 +215,20 @@ class LoadGenerator:
         for future in [self._pool.submit(_noop) for _ in range(processes * 2)]:
             future.result()
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Waits for the runs under way, or with `abort` (the harness was interrupted) stops them."""
+        if abort:
+            # ProcessPoolExecutor has no public way to stop running workers before Python 3.14
+            # (terminate_workers); without it the clients would go on to the end of their run.
+            for process in list(self._pool._processes.values()):
+                process.terminate()
         self._pool.shutdown(cancel_futures=True)
 
     def __enter__(self) -> LoadGenerator:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.close(abort=kind is not None and not issubclass(kind, Exception))
 
     def submit(
         self, plans: list, lead_s: float = 0.5, worker: Callable = run_worker

@@ -79,6 +79,9 @@ def start_sift(
         process.stop()
         log = process.log.read_text()[-2000:]
         raise SystemExit(f"{e}\nsift-serve's log ends:\n{log}") from None
+    except BaseException:  # interrupted before the caller holds the process to stop it
+        process.stop()
+        raise
     return process, target, metrics_url
 
 

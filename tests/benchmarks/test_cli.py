@@ -3,12 +3,19 @@ Sift's figures as ratios to the echo floor measured in the same run; unreachable
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks.__main__ import main
+from benchmarks.servers import children
 from tests.conftest import free_port
 
 
@@ -56,3 +63,61 @@ def test_unreachable_target_is_a_clear_error(tmp_path: Path) -> None:
     target = f"127.0.0.1:{free_port()}"
     with pytest.raises(SystemExit, match=f"{target} is not serving Sift .*UNAVAILABLE"):
         main(["load", "--target", target, "--output", str(tmp_path)])
+
+
+def _descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        with contextlib.suppress(OSError):
+            for child in children(todo.pop()) - found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether a process runs: it exists and is not a zombie (exited, not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _servers(pid: int) -> set[int]:
+    """The Sift servers among a process's children."""
+    found = set()
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            if b"server" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                found.add(child)
+    return found
+
+
+@pytest.mark.slow
+def test_a_terminated_harness_stops_the_servers_it_started(tiny_bundle: Path, tmp_path: Path) -> None:
+    """SIGTERM (a CI timeout, `kill`) stops sift-bench as Ctrl-C does, through its cleanup: no server it
+    started, nor their heavy workers, nor its client processes outlive it, and it does not wait out the
+    run."""
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "load", "--bundle", str(tiny_bundle), "--workload", "intent",
+         "--concurrency", "1", "--duration", "60", "--repeats", "1", "--processes", "1",
+         "--output", str(tmp_path / "out")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (servers := _servers(bench.pid)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert servers, "sift-bench started no server"
+        while len(descendants := _descendants(bench.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the server's heavy worker starts once it is SERVING
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(60) != 0
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    deadline = time.monotonic() + 30
+    while (left := {pid for pid in descendants if _running(pid)}) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"still running after sift-bench stopped: {left}"
