@@ -33,7 +33,14 @@ import numpy as np
 
 from benchmarks import report
 from benchmarks.scale_catalogue import BIG_SHARE, KINDS, Grown, cached
-from benchmarks.servers import Process, children, free_port, proc_status, wait_heavy_workers, wait_serving
+from benchmarks.servers import (
+    Process,
+    descendants,
+    free_port,
+    proc_status,
+    wait_heavy_workers,
+    wait_serving,
+)
 
 RESULTS = Path("benchmarks/results/scale")
 CALLS = 300  # timed calls per kind, after WARMUP
@@ -217,14 +224,6 @@ def _memory(pid: int) -> dict[str, int]:
     return {"RssAnon": status["RssAnon"], "RssFile": status["RssFile"]}
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid`: serving workers, their heavy workers and multiprocessing's tracker."""
-    out = []
-    for child in sorted(children(pid)):
-        out += [child, *_descendants(child)]
-    return out
-
-
 def startup(bundle: Path, workdir: Path, repeats: int = 3) -> dict[str, Any]:
     """Cold start (to SERVING, and on to the heavy workers' load) and private memory once both are done:
     of the serving process, of the processes below it (its heavy worker holds the bundle too), and with
@@ -233,7 +232,7 @@ def startup(bundle: Path, workdir: Path, repeats: int = 3) -> dict[str, Any]:
     for _ in range(repeats):
         process, _, seconds, heavy = serve(bundle, workdir)
         try:
-            below = [_memory(pid) for pid in _descendants(process.popen.pid)]
+            below = [_memory(pid) for pid in descendants(process.popen.pid)]
             runs.append(
                 {
                     "seconds": round(seconds, 3),
@@ -246,7 +245,7 @@ def startup(bundle: Path, workdir: Path, repeats: int = 3) -> dict[str, Any]:
             process.stop()
     process, _, seconds, _ = serve(bundle, workdir, "--workers", "2")
     try:
-        tree = [_memory(pid) for pid in _descendants(process.popen.pid)]
+        tree = [_memory(pid) for pid in descendants(process.popen.pid)]
         supervisor = _memory(process.popen.pid)
     finally:
         process.stop()

@@ -162,6 +162,19 @@ def children(pid: int) -> set[int]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, each before its own children (serving workers, their heavy workers,
+    multiprocessing's tracker); one that exits during the walk is left out with its children."""
+    try:
+        below = sorted(children(pid))
+    except FileNotFoundError:
+        return []
+    out = []
+    for child in below:
+        out += [child, *descendants(child)]
+    return out
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """A process's VmRSS, RssAnon (private memory), RssFile (mapped files), in bytes, and Threads, from
     /proc/<pid>/status; Linux only."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import main
-from benchmarks.servers import children
+from benchmarks.servers import children, descendants
 from tests.conftest import free_port
 
 
@@ -65,16 +65,6 @@ def test_unreachable_target_is_a_clear_error(tmp_path: Path) -> None:
         main(["load", "--target", target, "--output", str(tmp_path)])
 
 
-def _descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        with contextlib.suppress(OSError):
-            for child in children(todo.pop()) - found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
 def _running(pid: int) -> bool:
     """Whether a process runs: it exists and is not a zombie (exited, not yet reaped)."""
     try:
@@ -110,7 +100,7 @@ def test_a_terminated_harness_stops_the_servers_it_started(tiny_bundle: Path, tm
         while not (servers := _servers(bench.pid)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert servers, "sift-bench started no server"
-        while len(descendants := _descendants(bench.pid)) < 3 and time.monotonic() < deadline:
+        while len(below := descendants(bench.pid)) < 3 and time.monotonic() < deadline:
             time.sleep(0.2)  # the server's heavy worker starts once it is SERVING
         bench.send_signal(signal.SIGTERM)
         assert bench.wait(60) != 0
@@ -118,6 +108,6 @@ def test_a_terminated_harness_stops_the_servers_it_started(tiny_bundle: Path, tm
         if bench.poll() is None:
             bench.kill()
     deadline = time.monotonic() + 30
-    while (left := {pid for pid in descendants if _running(pid)}) and time.monotonic() < deadline:
+    while (left := {pid for pid in below if _running(pid)}) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left, f"still running after sift-bench stopped: {left}"
