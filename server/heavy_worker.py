@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 from server import admission, errors, metrics, timing
-from server.admission import reaches_workers
 from server.config import HeavyWorkerPriority
 
 log = logging.getLogger("sift.heavy")
@@ -486,7 +485,7 @@ def to_workers(candidates: Any, rows: int) -> bool:
     """Whether a ScoreRelevance goes to the heavy workers (server/admission.py's reaches_workers). As
     admission does, the first candidate says whether a call gives titles or ids."""
     n = len(candidates)
-    return reaches_workers(bool(n) and bool(candidates[0].product_id), n, rows)
+    return admission.reaches_workers(bool(n) and bool(candidates[0].product_id), n, rows)
 
 
 class PooledRelevance:
