@@ -371,13 +371,14 @@ def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
         by_method: dict[str, list] = {}
         for path, body in run.payloads:
             by_method.setdefault(path.rsplit("/", 1)[-1], []).append((path, body))
-        quick = {"warmup_s": 0.5, "duration_s": args.duration / 2}
+        priority = {"client_priority": args.client_priority}
+        quick = {"warmup_s": 0.5, "duration_s": args.duration / 2} | priority
         solo = {
             m: ov.run_case(gen, server, p, retry="none", concurrency=1, timeout_s=10, **quick)
             for m, p in sorted(by_method.items())
         }
         print(f"solo: {[(m, c['admitted_ms'][m]['p50']) for m, c in solo.items()]}", file=sys.stderr)
-        spec = {"warmup_s": args.warmup, "duration_s": args.duration, "timeout_s": args.deadline}
+        spec = {"warmup_s": args.warmup, "duration_s": args.duration, "timeout_s": args.deadline} | priority
         # Capacity: the mix's calls served one after another, each at its solo latency.
         mix = parse_mix(args.mix)
         paths = {"intent": "ClassifyIntent", "search": "Search", "relevance": "ScoreRelevance"}
@@ -405,6 +406,7 @@ def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
                 warmup_s=args.warmup,
                 duration_s=args.flood_duration,
                 timeout_s=args.timeout,
+                **priority,
             )
             print(f"flood: {flood['admitted_ms']} {flood['refusals_by_code']}", file=sys.stderr)
         hol = None
@@ -423,6 +425,7 @@ def cmd_overload(args: argparse.Namespace) -> dict[str, Any]:
         "serve_args": args.serve_arg,
         "overload": {
             "cases": args.cases,
+            "client_priority": args.client_priority,
             "deadline_s": args.deadline,
             "heavy_candidates": args.heavy_candidates,
             "capacity_per_s": cap,
@@ -656,6 +659,12 @@ def main(argv: list[str] | None = None) -> None:
     over.add_argument("--duration", type=float, default=4.0, help="measured seconds per case")
     over.add_argument("--warmup", type=float, default=1.0)
     over.add_argument("--processes", type=int, default=2, help="client processes")
+    over.add_argument(
+        "--client-priority",
+        choices=["normal", "idle"],
+        default="normal",
+        help="the client processes' scheduling: idle (SCHED_IDLE) leaves every core the server wants to it",
+    )
     over.add_argument("--seed", type=int, default=0)
     over.add_argument("--output", type=Path, default=RESULTS / "overload-admission")
     batch = sub.add_parser("batch", help="per-query cost of batch calls against the same single calls")

@@ -46,6 +46,7 @@ from benchmarks.histogram import LatencyHistogram
 from benchmarks.loadgen import CHANNEL_OPTIONS, LoadGenerator, Payload, method_name
 
 Retry = Literal["none", "immediate", "pushback"]
+ClientPriority = Literal["normal", "idle"]
 RETRYABLE = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")  # what a well-behaved client retries
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 # The pushback client's policy: sift_client's RetryPolicy (sift_client/channel.py), done by hand so that every
@@ -67,6 +68,7 @@ class Plan:
     rate: float = 0.0  # open loop (arrivals/s from this process); 0 = closed loop
     concurrency: int = 0  # closed loop: calls in flight from this process
     seed: int = 0
+    client_priority: ClientPriority = "normal"
 
 
 @dataclass
@@ -222,7 +224,16 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def set_client_priority(priority: ClientPriority) -> None:
+    """This client process's scheduling: "normal", or "idle" (Linux's SCHED_IDLE: only the CPU that no
+    other task wants, so the clients never take a core the server could use, as clients on other machines
+    would not; their own latency figures then include their wait for a core)."""
+    policy = os.SCHED_IDLE if priority == "idle" else os.SCHED_OTHER
+    os.sched_setscheduler(0, policy, os.sched_param(0))
+
+
 def run_worker(plan: Plan, start: float) -> Outcome:
+    set_client_priority(plan.client_priority)  # the pool's processes serve every case: set it each time
     return uvloop.run(_drive(plan, start))
 
 
@@ -284,6 +295,7 @@ def run_case(
     rate: float = 0.0,
     concurrency: int = 0,
     seed: int = 0,
+    client_priority: ClientPriority = "normal",
 ) -> dict[str, Any]:
     """One case, split over the generator's processes, with the server's CPU and refusal time around it."""
     workers = gen.processes if rate else min(gen.processes, concurrency)
@@ -298,6 +310,7 @@ def run_case(
             rate=rate / workers,
             concurrency=concurrency // workers + (1 if w < concurrency % workers else 0),
             seed=seed * 1000 + w,
+            client_priority=client_priority,
         )
         for w in range(workers)
     ]
@@ -448,6 +461,13 @@ METHODS = ("ClassifyIntent", "Search", "ScoreRelevance")
 def overload_markdown(result: dict[str, Any], header: list[str]) -> str:
     r = result["overload"]
     lines = [*header, f"Calls: {result['calls_description']}.", ""]
+    if r.get("client_priority") == "idle":
+        lines += [
+            "Client processes under SCHED_IDLE (`--client-priority idle`): they take only the CPU the server "
+            "leaves, as clients on other machines would; their latency figures include their own wait for a "
+            "core.",
+            "",
+        ]
     lines += ["## Done-when figures", ""]
     lines += [
         f"- {c['what']}: **{c['figure']}** (target {c['target']}): {'met' if c['met'] else 'MISSED'}"

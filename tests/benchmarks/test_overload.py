@@ -1,12 +1,14 @@
 """sift-bench overload's done-when checks (benchmarks/overload.py `checks`), from hand-made cases: a ladder
 whose goodput falls at 10x is a collapse even when it stays above the goodput at 1x, and CANCELLED
-anywhere on the ladder is counted."""
+anywhere on the ladder is counted. And the client processes' scheduling (`--client-priority`)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from typing import Any
 
-from benchmarks.overload import checks
+from benchmarks.overload import checks, set_client_priority
 
 
 def _row(multiple: float, retry: str, goodput: float, cancelled: float = 0.0) -> dict[str, Any]:
@@ -63,3 +65,18 @@ def test_flood_and_hol_checks() -> None:
     assert not hol["met"] and hol["figure"] == "2.50x (1.80-3.10x over 3)"
     no_answer = dict(flood, admitted_ms={})
     assert not _by_what(checks(no_answer, [], None))["flood: admitted ScoreRelevance p99"]["met"]
+
+
+def _policies_after(priorities: list[str]) -> list[int]:
+    policies = []
+    for priority in priorities:
+        set_client_priority(priority)  # type: ignore[arg-type]
+        policies.append(os.sched_getscheduler(0))
+    return policies
+
+
+def test_client_priority_idle_then_normal_sets_and_restores_the_processs_policy() -> None:
+    # In a child: the pool's client processes serve case after case, so "normal" must undo "idle".
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        found = pool.apply(_policies_after, (["idle", "normal"],))
+    assert found == [os.SCHED_IDLE, os.SCHED_OTHER]
