@@ -229,7 +229,8 @@ def set_client_priority(priority: ClientPriority) -> None:
     other task wants, so the clients never take a core the server could use, as clients on other machines
     would not; their own latency figures then include their wait for a core)."""
     policy = os.SCHED_IDLE if priority == "idle" else os.SCHED_OTHER
-    os.sched_setscheduler(0, policy, os.sched_param(0))
+    if os.sched_getscheduler(0) != policy:  # a no-op call would still need the right to make it
+        os.sched_setscheduler(0, policy, os.sched_param(0))
 
 
 def run_worker(plan: Plan, start: float) -> Outcome:
