@@ -225,9 +225,13 @@ def _cpu_seconds() -> float:
 
 
 def set_client_priority(priority: ClientPriority) -> None:
-    """This client process's scheduling: "normal", or "idle" (Linux's SCHED_IDLE: only the CPU that no
+    """The calling thread's scheduling: "normal", or "idle" (Linux's SCHED_IDLE: only the CPU that no
     other task wants, so the clients never take a core the server could use, as clients on other machines
-    would not; their own latency figures then include their wait for a core)."""
+    would not; their own latency figures then include their wait for a core). run_worker calls it before
+    the case opens its channel, so the threads gRPC starts then inherit it; threads a process started
+    under another case keep theirs, so one run uses one priority throughout. Not server/heavy_worker.py's
+    enter_idle_policy, which has no way back to normal, and whose import would load the
+    server's modules into every client process."""
     policy = os.SCHED_IDLE if priority == "idle" else os.SCHED_OTHER
     if os.sched_getscheduler(0) != policy:  # a no-op call would still need the right to make it
         os.sched_setscheduler(0, policy, os.sched_param(0))
