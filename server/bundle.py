@@ -169,6 +169,12 @@ class Bundle:
                 raise BundleError(f"components.query_student: {e}") from e
         if m.components.relevance is not None:
             _check_relevance_names(m.components.relevance, self.relevance_kind)
+        # The query model whose vector the relevance cosine feature takes, as it was trained.
+        self.relevance_query_vector = (relevance.query_vector if relevance else None) or "query_encoder"
+        if self.relevance_query_vector == "query_student" and self.query_tokens is None:
+            raise BundleError(
+                "components.relevance.query_vector: 'query_student', but the bundle has no query_student"
+            )
 
         self.index: ProductIndex | None = None
         self.products: Products | None = None

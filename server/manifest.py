@@ -51,6 +51,7 @@ from server.manifest_parts import (
     OPTIONAL,
     OPTIONAL_ARRAYS,
     PRODUCT_ARRAYS,
+    QUERY_VECTORS,
     SAFE_NAME,
     SCHEMA_VERSION,
     SEARCH_MODES,
@@ -373,6 +374,11 @@ def _parse_model(name: str, raw: dict[str, Any], files: dict[str, FileEntry]) ->
         if not isinstance(raw.get("title_bags"), dict):
             raise BundleError(f"{where}.title_bags: a text_bags model needs its products' title bags")
         title_bags = _parse_arrays({"title_bags": raw["title_bags"]}, files, where)["title_bags"]
+    query_vector = raw.get("query_vector")
+    if query_vector is not None and (name != "relevance" or query_vector not in QUERY_VECTORS):
+        raise BundleError(
+            f"{where}.query_vector: {query_vector!r} is not one of {QUERY_VECTORS} (relevance models only)"
+        )
     return ModelComponent(
         file=file,
         description=str(raw.get("description", "")),
@@ -384,6 +390,7 @@ def _parse_model(name: str, raw: dict[str, Any], files: dict[str, FileEntry]) ->
         max_tokens=max_tokens,
         title_model=title_model,
         title_bags=title_bags,
+        query_vector=query_vector,
     )
 
 

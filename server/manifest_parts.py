@@ -29,6 +29,9 @@ CAPABILITIES = {
 #     (the hashed query_encoder stays: relevance embeds candidate titles with it).
 #   lexical: a BM25 index over the titles, for Search's lexical and hybrid modes.
 OPTIONAL = {"query_student": "retrieval", "lexical": "retrieval"}
+QUERY_VECTORS = ("query_encoder", "query_student")
+"""Where the relevance cosine feature's query vector comes from: the hashed n-gram encoder, or the
+transformer query student that Search embeds queries with (closer to the teacher on real query text)."""
 MODEL_COMPONENTS = ("intent", "query_encoder", "query_student", "relevance")
 # In the order training writes them (its stages' order), so a manifest read and written back is unchanged.
 COMPONENTS = ("intent", "query_encoder", "query_student", "index", "lexical", "relevance", "rules")
@@ -268,6 +271,9 @@ class ModelComponent:
     # ([products, bag width] float32, row for row with the product arrays).
     title_model: str | None = None
     title_bags: ArraySpec | None = None
+    # Relevance only: the query model whose vector of the query its cosine feature takes (QUERY_VECTORS;
+    # None: query_encoder, as every bundle before the choice).
+    query_vector: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -281,6 +287,7 @@ class ModelComponent:
             "grades": self.grades,
             "kind": self.kind,
             "max_tokens": self.max_tokens,
+            "query_vector": self.query_vector,
         }
         out |= {k: list(v) if isinstance(v, tuple) else v for k, v in optional.items() if v is not None}
         if self.title_model is not None:

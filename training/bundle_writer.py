@@ -5,6 +5,7 @@ result as the server will read it."""
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -66,10 +67,12 @@ def write_manifest(
     lexical: LexicalComponent | None = None,
     arrays: dict[str, ArraySpec] | None = None,
     bags: BagsExport | None = None,
+    relevance_query_vector: str = "query_encoder",
 ) -> None:
     """`query_student` is the transformer student's export record (layers, max_tokens), when it ships;
     `arrays` the product arrays (server/catalogue.py save_product_arrays); `bags` the text relevance
-    student's two-graph export (training/relevance_bags.py)."""
+    student's two-graph export (training/relevance_bags.py); `relevance_query_vector` the query model whose
+    vector the relevance student's cosine feature was trained on (RelevanceResult.cosine)."""
     now = datetime.now(UTC)
     ids = (tensor("ids", "int64", "batch", "features"),)
     teachers = ", ".join(TEACHERS[t] for t in preset.methods.teachers)
@@ -88,7 +91,10 @@ def write_manifest(
             ids,
             (tensor("embedding", "float32", "batch", dim),),
         ),
-        "relevance": _relevance_component(preset, data.grades, bags),
+        "relevance": replace(
+            _relevance_component(preset, data.grades, bags),
+            query_vector=None if relevance_query_vector == "query_encoder" else relevance_query_vector,
+        ),
         "index": IndexComponent(
             "index.usearch",
             None,

@@ -208,6 +208,8 @@ def _train(
     )
     if bags is not None:
         extras["bags"] = bags
+    if "relevance" in components:
+        extras["relevance_query_vector"] = relevance.cosine
     write_manifest(out, preset, data, dim, views, components, ev, report.timings, seed, **extras)
     bundle = load_bundle(out)  # the server's own validation: a bundle that would be refused fails training
     bundle.warm_up()

@@ -49,6 +49,11 @@ class Methods:
     """"text": the student reads the query's and title's hashed n-grams, their interactions and the four
     features (training/relevance_text.py, manifest kind text_mlp); "features": the MLP over the four
     features alone (kind feature_mlp), as bundles before it."""
+    relevance_cosine: str = "query_encoder"
+    """Which query model's vector the relevance students' cosine feature takes (training and serving alike):
+    "query_encoder", the hashed n-gram encoder (tens of microseconds); "query_student", the transformer
+    query student when retrieval ships one (about half a millisecond more per ScoreRelevance call, and a
+    cosine much closer to the teacher's on real query text)."""
 
 
 @dataclass(frozen=True, slots=True)

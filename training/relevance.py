@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -44,6 +45,8 @@ from training.gate import PARITY, Paired
 from training.metrics import mean_ndcg, ndcg_at_k, per_grade_accuracy, spearman
 from training.onnx_teacher import quantize_with_gate
 from training.presets import Preset
+from training.query_student import FILE as QUERY_STUDENT_FILE
+from training.query_student import encode_onnx
 from training.relevance_stack import (
     CROSS_ENCODER,
     RELEVANCE_TEACHERS,
@@ -186,10 +189,16 @@ def pair_features(
 
 
 def title_pair_features(
-    queries: list[str], titles: list[str], featurizer: Featurizer, intent_path: Path, encoder_path: Path
+    queries: list[str],
+    titles: list[str],
+    featurizer: Featurizer,
+    intent_path: Path,
+    encoder_path: Path,
+    query_vectors: np.ndarray | None = None,
 ) -> tuple[CandidateFeatures, np.ndarray]:
     """Features of (query, title) pairs whose products the bundle does not know, as the server computes
-    them for candidates given by title, and the text student's rows of them."""
+    them for candidates given by title, and the text student's rows of them. `query_vectors` (one per
+    pair) replaces the encoder's vector of each query, as for pair_features."""
     from server.featurize import query_grams, text_relevance_input, title_sets
 
     intent = OnnxModel(intent_path, "intent", ThreadSettings(intra_op=2))
@@ -204,7 +213,8 @@ def title_pair_features(
         lex = lexical_features(q_words, [t_words], featurizer)
         ids = featurizer.ids_of_words([q_words, t_words])
         vecs, probs = encoder.run({"ids": ids}), intent.run({"ids": ids})
-        f = candidate_features(lex, vecs[0], vecs[1:], probs[0], probs[1:].argmax(1))
+        query_vector = vecs[0] if query_vectors is None else query_vectors[i]
+        f = candidate_features(lex, query_vector, vecs[1:], probs[0], probs[1:].argmax(1))
         model_input[i], category_match[i] = f.model_input[0], f.category_match[0]
         for k, v in lex.items():
             lexical[k][i] = v[0]
@@ -326,6 +336,11 @@ class RelevanceResult:
     relabelling."""
     teacher_name: str = "cross-encoder"
     """What the students distilled (the report's and the retention's teacher)."""
+    cosine: str = "query_encoder"
+    """The query model the cosine feature took the query's vector from (COSINE_SOURCES); the server must
+    take it from the same one (the manifest's relevance component says which)."""
+    distill_pairs: Pairs | None = None
+    """The unlabelled pairs of distill_x, so a variant can recompute their features."""
 
     def teacher_probabilities(self, queries: list[str], titles: list[str]) -> np.ndarray:
         """The distilled teacher's grade probabilities of (query, title) pairs."""
@@ -381,9 +396,17 @@ def train_relevance(
 
     # The served int8 models compute the features, exactly as the server will.
     index = ProductIndex(out / "index.usearch", preset.methods.views)
+    cosine, query_vectors = relevance_query_vectors(preset, out)
     feats = {
         name: pair_features(
-            p, featurizer, out / "intent.onnx", out / "query_encoder.onnx", index, data.product_labels, seed
+            p,
+            featurizer,
+            out / "intent.onnx",
+            out / "query_encoder.onnx",
+            index,
+            data.product_labels,
+            seed,
+            query_vectors(p.queries),
         )
         for name, p in (("train", train), ("dev", dev), ("eval", ev))
     }
@@ -439,6 +462,7 @@ def train_relevance(
         stack=stack,
         teacher_parts=parts,
         teacher_name=f"stacked ({' + '.join(stack.names)})" if stack is not None else "cross-encoder",
+        cosine=cosine,
     )
     kind = KINDS[preset.methods.relevance_student]
     if kind == "feature_mlp":
@@ -453,6 +477,7 @@ def train_relevance(
         x = text_rows(p.queries, p.group, p.rows, feats[name].model_input, lexicon, featurizer)
         feats[name] = replace(feats[name], model_input=x)
     distill_x = distill_probs = None
+    unlabelled: Pairs | None = None
     stats: dict[str, Any] = {"labelled_pairs": len(train.titles)}
     if ce is not None and preset.relevance_distill_pairs > 0:
         from training.finetune import cross_encoder_probabilities
@@ -477,6 +502,7 @@ def train_relevance(
             index,
             data.product_labels,
             seed + 5,
+            query_vectors(unlabelled.queries),
         )
         distill_x = text_rows(d.queries, d.group, d.rows, f.model_input, lexicon, featurizer)
         start = time.perf_counter()
@@ -503,7 +529,33 @@ def train_relevance(
         seed,
         num_grades=len(data.grades),
     )
-    return result(head, kind=kind, distillation=stats, distill_x=distill_x, distill_probs=distill_probs)
+    return result(
+        head,
+        kind=kind,
+        distillation=stats,
+        distill_x=distill_x,
+        distill_probs=distill_probs,
+        distill_pairs=unlabelled,
+    )
+
+
+COSINE_SOURCES = ("query_encoder", "query_student")
+"""Preset.methods.relevance_cosine: the query models the relevance cosine feature can take its vector from."""
+
+
+def relevance_query_vectors(
+    preset: Preset, out: Path
+) -> tuple[str, Callable[[list[str]], np.ndarray | None]]:
+    """Which query model the relevance cosine feature takes the query's vector from, and a function giving
+    those vectors (None: the hashed encoder's, which pair_features computes itself). The transformer query
+    student is used only when retrieval shipped one in `out`; otherwise the encoder, and the name says so."""
+    wanted = preset.methods.relevance_cosine
+    if wanted not in COSINE_SOURCES:
+        raise ValueError(f"relevance_cosine {wanted!r}; known: {COSINE_SOURCES}")
+    student = out / QUERY_STUDENT_FILE
+    if wanted == "query_encoder" or not student.is_file():
+        return "query_encoder", lambda texts: None
+    return "query_student", lambda texts: encode_onnx(student, texts)
 
 
 def _stacked_teacher(

@@ -146,6 +146,7 @@ class RelevanceService:
             todo_titles = [title_words[i] for i in todo.tolist() if i in title_words]
             features = await _candidate_features(
                 bundle,
+                query,
                 query_words,
                 todo_titles,
                 rows[todo],
@@ -200,6 +201,7 @@ def _empty_lexical(n: int) -> dict[str, np.ndarray]:
 
 async def _candidate_features(
     bundle: Bundle,
+    query: str,
     query_words: list[str],
     title_words: list[list[str]],
     rows: np.ndarray,
@@ -208,7 +210,8 @@ async def _candidate_features(
     slices: Slices,
     heavy: HeavyWork,
 ) -> CandidateFeatures:
-    """The cascade's features of the candidates, from the query encoder and the intent model. `rows` holds
+    """The cascade's features of the candidates, from the query encoder and the intent model (and the
+    transformer query student, when the bundle's relevance model was trained on its cosine). `rows` holds
     the product row of candidates given by id, -1 for titles; `title_words` the words of those given by
     title, in order."""
     by_id = rows >= 0
@@ -227,13 +230,20 @@ async def _candidate_features(
         id_at = id_at[~stored]  # products of a category too large to keep its vectors apart
     candidate_vectors[id_at] = bundle.index.vectors(rows[id_at])
     candidate_vectors[by_title] = vectors[1:]
+    query_vector = vectors[0]
+    if bundle.relevance_query_vector == "query_student":
+        # Titles keep the hashed encoder's vectors: a transformer run per title would cost a call's budget.
+        student, featurize = bundle.query_model()
+        query_vector = (await student.infer(featurize([query]), deadline, offload=heavy.offload(1, student)))[
+            0
+        ]
 
     # The query's intent, and each candidate's category: known for products, predicted for titles.
     intents = await bundle.intent.infer(ids, deadline, offload=heavy.offload(len(ids), bundle.intent))
     categories = np.empty(len(rows), dtype=np.int64)
     categories[by_id] = bundle.products.categories[rows[by_id]]
     categories[by_title] = intents[1:].argmax(axis=1)
-    return candidate_features(lexical, vectors[0], candidate_vectors, intents[0], categories)
+    return candidate_features(lexical, query_vector, candidate_vectors, intents[0], categories)
 
 
 @dataclass(frozen=True, slots=True)

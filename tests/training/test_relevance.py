@@ -7,10 +7,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from training.presets import PRESETS
-from training.relevance import FlatRelevanceHead, TieredRelevanceHead, catalogue_grade, train_relevance_head
+from training.relevance import (
+    FlatRelevanceHead,
+    TieredRelevanceHead,
+    catalogue_grade,
+    relevance_query_vectors,
+    train_relevance_head,
+)
 from training.relevance_text import tiered_probabilities
 
 
@@ -104,3 +111,26 @@ def test_pair_features_take_given_query_vectors_for_the_cosine_alone(tiny_bundle
     # int8 activations are quantized per run, so only close).
     own = bundle.query_encoder.run({"ids": bundle.featurizer.batch_ids(pairs.queries)})
     assert np.allclose(features(own)[:, cosine], served[:, cosine], atol=0.01)
+
+
+def test_relevance_cosine_takes_the_served_query_students_vectors_when_asked(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """relevance_cosine "query_student" gives the shipped int8 student's vectors (what the server computes);
+    the default, or a bundle directory without a student, leaves the hashed encoder's (None); an unknown
+    source is refused by name."""
+    from server.bundle import load_bundle
+
+    preset = PRESETS["tiny"]
+    wanted = replace(preset, methods=replace(preset.methods, relevance_cosine="query_student"))
+    name, vectors = relevance_query_vectors(preset, tiny_bundle)
+    assert name == "query_encoder" and vectors(["oak table"]) is None
+    assert relevance_query_vectors(wanted, tmp_path)[0] == "query_encoder"
+    name, vectors = relevance_query_vectors(wanted, tiny_bundle)
+    texts = ["oak dining table", "blue area rug"]
+    student, featurize = load_bundle(tiny_bundle).query_model()
+    assert name == "query_student"
+    assert vectors(texts) == pytest.approx(student.run({"input_ids": featurize(texts)}), abs=1e-4)
+    unknown = replace(preset, methods=replace(preset.methods, relevance_cosine="teacher"))
+    with pytest.raises(ValueError, match="relevance_cosine 'teacher'"):
+        relevance_query_vectors(unknown, tiny_bundle)

@@ -153,22 +153,27 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
     served = {"shipped": (out / "relevance.onnx").rename(out / "relevance_shipped.onnx"), "kinds": {}}
     served["kinds"]["shipped"] = rel.kind
     served["rules"] = {"shipped": rules}
-    for name, v, trained in _relevance_ablations(rel, variant, ctx.seed):
+    # The shipped retrieval's transformer query student (int8, as Search serves it), for the students whose
+    # cosine feature takes the query's vector from it.
+    student_vectors = None
+    if shipped.query_student is not None and shipped.query_tokenizer is not None:
+        export_query_student(shipped.query_student, shipped.query_tokenizer, real_texts[:256], tmp, out)
+        student_vectors = encode_onnx(out / QUERY_STUDENT_FILE, real_texts)
+    ablations = _relevance_ablations(rel, variant, ctx.seed)
+    if student_vectors is not None and rel.kind == "text_mlp" and rel.distill_pairs is not None:
+        ablations.append((STUDENT_COSINE_TRAINED, *_student_cosine(rel, variant, f, out, data, ctx.seed)))
+    served["cosine"] = {"shipped": rel.cosine}
+    for name, v, trained in ablations:
         ablation, ablation_rules, _ = export_relevance(trained, out, tmp, v)
         result["relevance"][name] = ablation
         served[name] = (out / "relevance.onnx").rename(out / f"relevance_{len(served)}.onnx")
         served["kinds"][name] = trained.kind
         served["rules"][name] = ablation_rules
+        served["cosine"][name] = trained.cosine
 
     # Relevance agreement on real query text (no labels needed): a fixed set of 20 catalogue products for
     # every real query, and the products retrieval returns for it (BM25's and the two-tower's top 10).
     if rel.teacher is not None:
-        # ScoreRelevance's cosine feature takes the query's vector from the hashed encoder; the variant row
-        # takes it from the shipped retrieval's transformer query student (int8, as Search serves it).
-        student_vectors = None
-        if shipped.query_student is not None and shipped.query_tokenizer is not None:
-            export_query_student(shipped.query_student, shipped.query_tokenizer, real_texts[:256], tmp, out)
-            student_vectors = encode_onnx(out / QUERY_STUDENT_FILE, real_texts)
         result["real_query_relevance_agreement"] = {}
         fixed = np.random.default_rng(ctx.seed).choice(len(data.titles), 20, replace=False)
         dense = exact_top(encode_queries(shipped.encoder, f, real_texts), shipped.product_vecs, 10)
@@ -203,6 +208,56 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
 STUDENT_COSINE = "shipped, cosine feature from the transformer query student"
 """The shipped relevance student scored with its query vector from the retrieval's transformer query student
 (serve-time only: it was trained on the hashed encoder's cosines)."""
+STUDENT_COSINE_TRAINED = "text, cosine feature from the transformer query student (trained and served)"
+"""The shipped student's recipe with its cosine feature taking the query's vector from the retrieval's
+transformer query student in training too (Preset.methods.relevance_cosine "query_student")."""
+
+
+def _student_cosine(
+    rel: Any, variant: Any, f: Featurizer, out: Path, data: Any, seed: int
+) -> tuple[Any, Any]:
+    """(preset, RelevanceResult): the shipped student's pairs, teacher answers and recipe, its features
+    (labelled and unlabelled pairs alike) recomputed with the transformer query student's cosine, and the
+    student trained again on them."""
+    from server.runtime.index import ProductIndex
+    from training.relevance import fit_text_student, relevance_query_vectors
+    from training.relevance_text import text_rows
+
+    v = replace(variant, methods=replace(variant.methods, relevance_cosine="query_student"))
+    cosine, vectors = relevance_query_vectors(v, out)
+    index = ProductIndex(out / "index.usearch", v.methods.views)
+    lexicon = title_lexicon_arrays(data.titles, f)
+
+    def rows(p: Pairs, pair_seed: int) -> Any:
+        feats = pair_features(
+            p,
+            f,
+            out / "intent.onnx",
+            out / "query_encoder.onnx",
+            index,
+            data.product_labels,
+            pair_seed,
+            vectors(p.queries),
+        )
+        return replace(
+            feats, model_input=text_rows(p.queries, p.group, p.rows, feats.model_input, lexicon, f)
+        )
+
+    feats = {name: rows(p, seed) for name, p in (("train", rel.train), ("dev", rel.dev), ("eval", rel.eval))}
+    distill_x = rows(rel.distill_pairs, seed + 5).model_input
+    head = fit_text_student(
+        feats["train"].model_input,
+        rel.train.grades,
+        rel.teacher_train_probs,
+        distill_x,
+        rel.distill_probs,
+        v,
+        seed,
+        num_grades=len(rel.grades),
+    )
+    return v, replace(rel, head=head, features=feats, distill_x=distill_x, cosine=cosine)
+
+
 TEACHER_NAMES = {CROSS_ENCODER: "cross-encoder", "minilm": "MiniLM cosine", "mpnet": "mpnet cosine"}
 
 
@@ -397,9 +452,14 @@ def real_query_agreement(
 
     # (row name, kind, the served model it scores with, its features)
     hashed = features(None)
-    runs = [(name, kind, name, hashed) for name, kind in served["kinds"].items()]
+    from_student = features(student_vectors) if student_vectors is not None else hashed
+    cosine = served.get("cosine", {})
+    runs = [
+        (name, kind, name, from_student if cosine.get(name) == "query_student" else hashed)
+        for name, kind in served["kinds"].items()
+    ]
     if student_vectors is not None:
-        runs.append((STUDENT_COSINE, served["kinds"]["shipped"], "shipped", features(student_vectors)))
+        runs.append((STUDENT_COSINE, served["kinds"]["shipped"], "shipped", from_student))
     t = rel.teacher_probabilities([pairs.queries[g] for g in pairs.group], pairs.titles)
     teacher_scores = grade_scores(t)
     result: dict[str, Any] = {
@@ -463,7 +523,13 @@ def esci_pairs_auc(
     from training.relevance import title_pair_features
 
     queries, titles, exact, labels = pairs
-    feats, text_x = title_pair_features(queries, titles, f, out / "intent.onnx", out / "query_encoder.onnx")
+    models = (f, out / "intent.onnx", out / "query_encoder.onnx")
+    hashed = title_pair_features(queries, titles, *models)
+    from_student = hashed
+    if "query_student" in served.get("cosine", {}).values():
+        from_student = title_pair_features(
+            queries, titles, *models, encode_onnx(out / QUERY_STUDENT_FILE, queries)
+        )
     teacher = grade_scores(rel.teacher_probabilities(queries, titles))
     bm25 = BM25(titles)
     scores = {
@@ -473,6 +539,7 @@ def esci_pairs_auc(
         ),
     }
     for name, kind in served["kinds"].items():
+        feats, text_x = from_student if served.get("cosine", {}).get(name) == "query_student" else hashed
         x = text_x if kind == "text_mlp" else text_x[:, : len(RELEVANCE_FEATURES)]
         probs = run_onnx(served[name], "relevance", "features", x)
         scores[f"student: {name}"] = cascade(

@@ -238,6 +238,10 @@ def test_text_student_ranks_the_named_product_first(tiny_bundle: Path) -> None:
             lambda rel: rel.update(title_model="intent.onnx"),
             r"components.relevance.title_model: intent.onnx must read title_ids float32\[batch, 80\]",
         ),
+        (
+            lambda rel: rel.update(query_vector="teacher"),
+            r"components.relevance.query_vector: 'teacher' is not one of \('query_encoder', ",
+        ),
     ],
 )
 def test_bad_relevance_kind_refused(bundle_copy: Path, change, message: str) -> None:
@@ -304,4 +308,56 @@ def test_rules_naming_a_grade_outside_the_bundles_set_refused(bundle_copy: Path)
 def test_bad_grades_refused(bundle_copy: Path, grades: list[str] | None, message: str) -> None:
     _edit(bundle_copy, lambda m: m["components"]["relevance"].update(grades=grades))
     with pytest.raises(BundleError, match=message):
+        load_bundle(bundle_copy)
+
+
+def test_relevance_cosine_takes_the_query_vector_the_manifest_names(bundle_copy: Path) -> None:
+    """A relevance model trained on the transformer query student's cosine (query_vector "query_student")
+    gets that cosine when served; one without the field gets the hashed encoder's, as before; candidates
+    given as titles keep the hashed encoder's vectors either way."""
+    from server.service.heavy import HeavyWork, Slices
+    from server.service.relevance import _candidate_features, _empty_lexical
+
+    query = "modern oak dining table"
+    rows = np.arange(6, dtype=np.int64)
+    title_words = [["oak", "dining", "chair"]]
+    all_rows = np.concatenate([rows, [-1]])
+
+    def cosines(bundle) -> np.ndarray:
+        words = bundle.featurizer.words(query)
+        features = asyncio.run(
+            _candidate_features(
+                bundle, query, words, title_words, all_rows, _empty_lexical(7), None, Slices(64), HeavyWork()
+            )
+        )
+        return features.model_input[:, 0]
+
+    before = load_bundle(bundle_copy)
+    assert before.relevance_query_vector == "query_encoder"
+    encoder_cosines = cosines(before)
+    _edit(bundle_copy, lambda m: m["components"]["relevance"].update(query_vector="query_student"))
+    after = load_bundle(bundle_copy)
+    assert after.relevance_query_vector == "query_student"
+    student, featurize = after.query_model()
+    vector = student.run({"input_ids": featurize([query])})[0]
+    products = after.index.vectors(rows)
+    expected = products @ vector
+    student_cosines = cosines(after)
+    assert student_cosines[:6] == pytest.approx(expected, abs=2e-3)
+    assert not np.allclose(student_cosines[:6], encoder_cosines[:6], atol=2e-3)
+    # The title's vector is the hashed encoder's in both, so its cosine moves only with the query's vector.
+    words = after.featurizer.words(query)
+    hashed = after.query_encoder.run({"ids": after.featurizer.ids_of_words([words, title_words[0]])})
+    assert student_cosines[6] == pytest.approx(float(hashed[1] @ vector), abs=2e-3)
+
+
+def test_relevance_on_the_query_students_cosine_needs_a_query_student(bundle_copy: Path) -> None:
+    def drop_student(m: dict) -> None:
+        m["components"].pop("query_student")
+        m["components"]["relevance"]["query_vector"] = "query_student"
+
+    _edit(bundle_copy, drop_student)
+    with pytest.raises(
+        BundleError, match="query_vector: 'query_student', but the bundle has no query_student"
+    ):
         load_bundle(bundle_copy)
