@@ -8,6 +8,7 @@ student (the asymmetric two-tower of the relevance papers).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -108,6 +109,7 @@ class RelevanceService:
                     f"candidates[{given_ids[first]}].product_id", f"unknown product id {shown(ids[first])}"
                 )
             rows[given_ids] = found
+        query_vector = _student_query_vector(bundle, query, deadline)
         featurizer = bundle.featurizer
         # Many candidates are featurized in slices with the event loop yielded between them (cheap calls
         # run in the gaps), and their model runs go to a worker thread: server/service/heavy.py.
@@ -146,7 +148,7 @@ class RelevanceService:
             todo_titles = [title_words[i] for i in todo.tolist() if i in title_words]
             features = await _candidate_features(
                 bundle,
-                query,
+                query_vector,
                 query_words,
                 todo_titles,
                 rows[todo],
@@ -199,9 +201,23 @@ def _empty_lexical(n: int) -> dict[str, np.ndarray]:
     return {key: np.zeros(n, dtype=np.float32) for key in LEXICAL_FEATURES}
 
 
+def _student_query_vector(bundle: Bundle, query: str, deadline: float | None) -> asyncio.Future | None:
+    """When the bundle's relevance model reads the transformer query student's cosine: that student's vector
+    of the query, started on the model thread so that it runs while the event loop featurizes the candidates
+    (it is most of a call's fixed cost). None otherwise: the hashed encoder's vector comes with the
+    titles'."""
+    if bundle.relevance_query_vector != "query_student":
+        return None
+    student, featurize = bundle.query_model()
+    future = asyncio.ensure_future(student.infer(featurize([query]), deadline, offload=True))
+    # Read its outcome even when the rules answer every candidate and nothing awaits it.
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
+
+
 async def _candidate_features(
     bundle: Bundle,
-    query: str,
+    query_vector: asyncio.Future | None,
     query_words: list[str],
     title_words: list[list[str]],
     rows: np.ndarray,
@@ -211,7 +227,8 @@ async def _candidate_features(
     heavy: HeavyWork,
 ) -> CandidateFeatures:
     """The cascade's features of the candidates, from the query encoder and the intent model (and the
-    transformer query student, when the bundle's relevance model was trained on its cosine). `rows` holds
+    transformer query student's vector of the query, `query_vector`, when the bundle's relevance model was
+    trained on its cosine). `rows` holds
     the product row of candidates given by id, -1 for titles; `title_words` the words of those given by
     title, in order."""
     by_id = rows >= 0
@@ -230,20 +247,16 @@ async def _candidate_features(
         id_at = id_at[~stored]  # products of a category too large to keep its vectors apart
     candidate_vectors[id_at] = bundle.index.vectors(rows[id_at])
     candidate_vectors[by_title] = vectors[1:]
-    query_vector = vectors[0]
-    if bundle.relevance_query_vector == "query_student":
-        # Titles keep the hashed encoder's vectors: a transformer run per title would cost a call's budget.
-        student, featurize = bundle.query_model()
-        query_vector = (await student.infer(featurize([query]), deadline, offload=heavy.offload(1, student)))[
-            0
-        ]
+    # Titles keep the hashed encoder's vectors either way: a transformer run per title would cost a call's
+    # budget.
+    query = vectors[0] if query_vector is None else (await query_vector)[0]
 
     # The query's intent, and each candidate's category: known for products, predicted for titles.
     intents = await bundle.intent.infer(ids, deadline, offload=heavy.offload(len(ids), bundle.intent))
     categories = np.empty(len(rows), dtype=np.int64)
     categories[by_id] = bundle.products.categories[rows[by_id]]
     categories[by_title] = intents[1:].argmax(axis=1)
-    return candidate_features(lexical, query_vector, candidate_vectors, intents[0], categories)
+    return candidate_features(lexical, query, candidate_vectors, intents[0], categories)
 
 
 @dataclass(frozen=True, slots=True)

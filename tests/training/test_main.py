@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import assert_help_names_env
-from training.__main__ import TrainSettings, parse_settings
+from training.__main__ import TrainSettings, main, parse_settings
 from training.data.columns import Columns
 
 
@@ -35,3 +35,19 @@ def test_column_flags() -> None:
     )
     assert settings.columns() == Columns(title="product_name", category="cat_l1", id="orig_row")
     assert parse_settings([]).columns() == Columns()
+
+
+def test_relevance_cosine_flag() -> None:
+    assert parse_settings([]).relevance_cosine is None
+    assert parse_settings(["--relevance-cosine", "query_student"]).relevance_cosine == "query_student"
+
+
+def test_a_bad_flag_value_is_named_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--relevance-cosine", "teacher"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "sift-train: --relevance-cosine: Input should be 'query_encoder' or 'query_student'"
+    )
+    assert "Traceback" not in err

@@ -316,7 +316,7 @@ def test_relevance_cosine_takes_the_query_vector_the_manifest_names(bundle_copy:
     gets that cosine when served; one without the field gets the hashed encoder's, as before; candidates
     given as titles keep the hashed encoder's vectors either way."""
     from server.service.heavy import HeavyWork, Slices
-    from server.service.relevance import _candidate_features, _empty_lexical
+    from server.service.relevance import _candidate_features, _empty_lexical, _student_query_vector
 
     query = "modern oak dining table"
     rows = np.arange(6, dtype=np.int64)
@@ -324,13 +324,17 @@ def test_relevance_cosine_takes_the_query_vector_the_manifest_names(bundle_copy:
     all_rows = np.concatenate([rows, [-1]])
 
     def cosines(bundle) -> np.ndarray:
-        words = bundle.featurizer.words(query)
-        features = asyncio.run(
-            _candidate_features(
-                bundle, query, words, title_words, all_rows, _empty_lexical(7), None, Slices(64), HeavyWork()
+        async def features():
+            started = _student_query_vector(bundle, query, None)
+            assert (started is None) == (bundle.relevance_query_vector == "query_encoder")
+            words = bundle.featurizer.words(query)
+            lexical = _empty_lexical(7)
+            slices = Slices(64)
+            return await _candidate_features(
+                bundle, started, words, title_words, all_rows, lexical, None, slices, HeavyWork()
             )
-        )
-        return features.model_input[:, 0]
+
+        return asyncio.run(features()).model_input[:, 0]
 
     before = load_bundle(bundle_copy)
     assert before.relevance_query_vector == "query_encoder"
