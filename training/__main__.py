@@ -73,7 +73,7 @@ class TrainSettings(BaseSettings):
     relevance_cosine: Literal["query_encoder", "query_student"] | None = None
     """Which query model the relevance student's cosine feature reads, in training and serving alike:
     query_encoder (the hashed n-gram encoder, tens of microseconds) or query_student (the transformer query
-    student Search uses, when one ships: closer to the teacher on real query text, about 1.5 ms more per
+    student Search uses, when one ships: closer to the teacher on real query text, about 1.4 ms more per
     ScoreRelevance served); unset = the preset's (query_encoder)."""
     label_engine: Literal["local", "ray"] = "local"
     """Where the teachers label the distillation set (soft labels) and embed the catalogue: local (this

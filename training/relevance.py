@@ -27,6 +27,7 @@ from server.featurize import (
     lexical_features,
     title_lexicon_arrays,
 )
+from server.manifest_parts import QUERY_VECTORS
 from server.relevance_cascade import (
     CandidateFeatures,
     candidate_features,
@@ -337,7 +338,7 @@ class RelevanceResult:
     teacher_name: str = "cross-encoder"
     """What the students distilled (the report's and the retention's teacher)."""
     cosine: str = "query_encoder"
-    """The query model the cosine feature took the query's vector from (COSINE_SOURCES); the server must
+    """The query model the cosine feature took the query's vector from (QUERY_VECTORS); the server must
     take it from the same one (the manifest's relevance component says which)."""
     distill_pairs: Pairs | None = None
     """The unlabelled pairs of distill_x, so a variant can recompute their features."""
@@ -539,10 +540,6 @@ def train_relevance(
     )
 
 
-COSINE_SOURCES = ("query_encoder", "query_student")
-"""Preset.methods.relevance_cosine: the query models the relevance cosine feature can take its vector from."""
-
-
 def relevance_query_vectors(
     preset: Preset, out: Path
 ) -> tuple[str, Callable[[list[str]], np.ndarray | None]]:
@@ -550,8 +547,8 @@ def relevance_query_vectors(
     those vectors (None: the hashed encoder's, which pair_features computes itself). The transformer query
     student is used only when retrieval shipped one in `out`; otherwise the encoder, and the name says so."""
     wanted = preset.methods.relevance_cosine
-    if wanted not in COSINE_SOURCES:
-        raise ValueError(f"relevance_cosine {wanted!r}; known: {COSINE_SOURCES}")
+    if wanted not in QUERY_VECTORS:
+        raise ValueError(f"relevance_cosine {wanted!r}; known: {QUERY_VECTORS}")
     student = out / QUERY_STUDENT_FILE
     if wanted == "query_encoder" or not student.is_file():
         return "query_encoder", lambda texts: None
