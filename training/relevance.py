@@ -189,6 +189,32 @@ def pair_features(
     return CandidateFeatures(lexical, model_input, category_match)
 
 
+def text_pair_features(
+    pairs: Pairs,
+    featurizer: Featurizer,
+    out: Path,
+    index: ProductIndex,
+    categories: np.ndarray,
+    lexicon: dict[str, np.ndarray],
+    seed: int,
+    query_vectors: np.ndarray | None = None,
+) -> tuple[CandidateFeatures, np.ndarray]:
+    """pair_features with the int8 intent model and query encoder in `out`, and the text student's rows of
+    them (the four features, then the n-grams of the query and of the title from `lexicon`)."""
+    feats = pair_features(
+        pairs,
+        featurizer,
+        out / "intent.onnx",
+        out / "query_encoder.onnx",
+        index,
+        categories,
+        seed,
+        query_vectors,
+    )
+    rows = text_rows(pairs.queries, pairs.group, pairs.rows, feats.model_input, lexicon, featurizer)
+    return feats, rows
+
+
 def title_pair_features(
     queries: list[str],
     titles: list[str],
@@ -495,17 +521,16 @@ def train_relevance(
         )
         titles = [data.titles[i] for i in d.rows]
         unlabelled = Pairs(d.queries, d.group, d.rows, titles, np.full(len(d.rows), -1, dtype=np.int64))
-        f = pair_features(
+        _, distill_x = text_pair_features(
             unlabelled,
             featurizer,
-            out / "intent.onnx",
-            out / "query_encoder.onnx",
+            out,
             index,
             data.product_labels,
+            lexicon,
             seed + 5,
             query_vectors(unlabelled.queries),
         )
-        distill_x = text_rows(d.queries, d.group, d.rows, f.model_input, lexicon, featurizer)
         start = time.perf_counter()
         d_queries = [d.queries[g] for g in d.group]
         with torch.inference_mode():

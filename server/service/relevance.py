@@ -249,14 +249,14 @@ async def _candidate_features(
     candidate_vectors[by_title] = vectors[1:]
     # Titles keep the hashed encoder's vectors either way: a transformer run per title would cost a call's
     # budget.
-    query = vectors[0] if query_vector is None else (await query_vector)[0]
+    query_embedding = vectors[0] if query_vector is None else (await query_vector)[0]
 
     # The query's intent, and each candidate's category: known for products, predicted for titles.
     intents = await bundle.intent.infer(ids, deadline, offload=heavy.offload(len(ids), bundle.intent))
     categories = np.empty(len(rows), dtype=np.int64)
     categories[by_id] = bundle.products.categories[rows[by_id]]
     categories[by_title] = intents[1:].argmax(axis=1)
-    return candidate_features(lexical, query, candidate_vectors, intents[0], categories)
+    return candidate_features(lexical, query_embedding, candidate_vectors, intents[0], categories)
 
 
 @dataclass(frozen=True, slots=True)

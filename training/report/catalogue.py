@@ -30,7 +30,7 @@ from training.metrics import (
 from training.presets import PRESETS
 from training.query_student import FILE as QUERY_STUDENT_FILE
 from training.query_student import encode_onnx, export_query_student
-from training.relevance import Pairs, export_relevance, pair_features, train_relevance
+from training.relevance import Pairs, export_relevance, text_pair_features, train_relevance
 from training.relevance_stack import CROSS_ENCODER
 from training.report.context import Context
 from training.retrieval import (
@@ -221,7 +221,6 @@ def _student_cosine(
     student trained again on them."""
     from server.runtime.index import ProductIndex
     from training.relevance import fit_text_student, relevance_query_vectors
-    from training.relevance_text import text_rows
 
     v = replace(variant, methods=replace(variant.methods, relevance_cosine="query_student"))
     cosine, vectors = relevance_query_vectors(v, out)
@@ -229,19 +228,10 @@ def _student_cosine(
     lexicon = title_lexicon_arrays(data.titles, f)
 
     def rows(p: Pairs, pair_seed: int) -> Any:
-        feats = pair_features(
-            p,
-            f,
-            out / "intent.onnx",
-            out / "query_encoder.onnx",
-            index,
-            data.product_labels,
-            pair_seed,
-            vectors(p.queries),
+        feats, x = text_pair_features(
+            p, f, out, index, data.product_labels, lexicon, pair_seed, vectors(p.queries)
         )
-        return replace(
-            feats, model_input=text_rows(p.queries, p.group, p.rows, feats.model_input, lexicon, f)
-        )
+        return replace(feats, model_input=x)
 
     feats = {name: rows(p, seed) for name, p in (("train", rel.train), ("dev", rel.dev), ("eval", rel.eval))}
     distill_x = rows(rel.distill_pairs, seed + 5).model_input
@@ -432,23 +422,12 @@ def real_query_agreement(
     With `student_vectors` (the transformer query student's vector of each query), the shipped student
     once more with its cosine feature computed from them instead of the hashed encoder's."""
     from server.runtime.index import ProductIndex
-    from training.relevance_text import text_rows
 
     index = ProductIndex(out / "index.usearch", 2)
     lexicon = title_lexicon_arrays(data.titles, f)
 
     def features(query_vectors: np.ndarray | None) -> tuple[Any, np.ndarray]:
-        feats = pair_features(
-            pairs,
-            f,
-            out / "intent.onnx",
-            out / "query_encoder.onnx",
-            index,
-            data.product_labels,
-            seed,
-            query_vectors,
-        )
-        return feats, text_rows(pairs.queries, pairs.group, pairs.rows, feats.model_input, lexicon, f)
+        return text_pair_features(pairs, f, out, index, data.product_labels, lexicon, seed, query_vectors)
 
     # (row name, kind, the served model it scores with, its features)
     hashed = features(None)
@@ -526,7 +505,8 @@ def esci_pairs_auc(
     models = (f, out / "intent.onnx", out / "query_encoder.onnx")
     hashed = title_pair_features(queries, titles, *models)
     from_student = hashed
-    if "query_student" in served.get("cosine", {}).values():
+    cosine = served.get("cosine", {})
+    if "query_student" in cosine.values():
         from_student = title_pair_features(
             queries, titles, *models, encode_onnx(out / QUERY_STUDENT_FILE, queries)
         )
@@ -539,7 +519,7 @@ def esci_pairs_auc(
         ),
     }
     for name, kind in served["kinds"].items():
-        feats, text_x = from_student if served.get("cosine", {}).get(name) == "query_student" else hashed
+        feats, text_x = from_student if cosine.get(name) == "query_student" else hashed
         x = text_x if kind == "text_mlp" else text_x[:, : len(RELEVANCE_FEATURES)]
         probs = run_onnx(served[name], "relevance", "features", x)
         scores[f"student: {name}"] = cascade(
