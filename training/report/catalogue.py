@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from server.featurize import RELEVANCE_FEATURES, Featurizer, FeaturizerConfig, title_lexicon_arrays
+from server.featurize import (
+    RELEVANCE_FEATURES,
+    Featurizer,
+    FeaturizerConfig,
+    RelevanceColumn,
+    title_lexicon_arrays,
+)
 from server.relevance_cascade import cascade, grade_scores
 from training.bm25 import BM25
 from training.data.dataset import load_training_data
@@ -439,7 +445,10 @@ def real_query_agreement(
     ]
     if student_vectors is not None:
         runs.append((STUDENT_COSINE, served["kinds"]["shipped"], "shipped", from_student))
-    t = rel.teacher_probabilities([pairs.queries[g] for g in pairs.group], pairs.titles)
+    queries = [pairs.queries[g] for g in pairs.group]
+    with torch.inference_mode():
+        parts = rel.stack.parts(queries, pairs.titles) if rel.stack is not None else None
+    t = rel.stack.combine(parts) if parts is not None else rel.teacher_probabilities(queries, pairs.titles)
     teacher_scores = grade_scores(t)
     result: dict[str, Any] = {
         "teacher": rel.teacher_name,
@@ -457,25 +466,59 @@ def real_query_agreement(
         probs = run_onnx(served[model], "relevance", "features", x)
         verdicts = cascade(served["rules"][model], replace(feats, model_input=x), probs)
         scores = verdicts.scores
-        per_query = np.array([spearman(scores[i], teacher_scores[i]) for i in groups])
-
-        def pooled(sample: np.ndarray, scores: np.ndarray = scores) -> float:
-            idx = np.concatenate([groups[int(g)] for g in sample])
-            return spearman(scores[idx], teacher_scores[idx])
-
-        result["students"][name] = {"kind": kind}
-        for key, chosen in (("", np.arange(len(groups))), ("unseen_", np.flatnonzero(unseen))):
-            if not len(chosen):
-                continue
-            lo, hi = bootstrap_ci(pooled, chosen, n=200, seed=seed)
-            idx = np.concatenate([groups[int(g)] for g in chosen])
-            result["students"][name] |= {
-                f"{key}spearman_pooled": round(pooled(chosen), 4),
-                f"{key}spearman_pooled_ci": [round(lo, 4), round(hi, 4)],
-                f"{key}spearman_mean_per_query": round(float(np.nanmean(per_query[chosen])), 4),
-                f"{key}grade_agreement": round(float(np.mean(t.argmax(1)[idx] == verdicts.grades[idx])), 4),
-            }
+        result["students"][name] = {"kind": kind} | _agreement(
+            scores, teacher_scores, groups, unseen, seed, t.argmax(1) == verdicts.grades
+        )
+    # How far single signals go toward the teacher's ranking: each of its own parts, and the cosine feature
+    # as the students read it (a student that is any rising function of one of these scores the same).
+    signals = {}
+    if parts is not None:
+        for part, answer in parts.items():
+            signals[f"teacher part: {TEACHER_NAMES[part]}"] = (
+                grade_scores(answer) if answer.ndim == 2 else answer
+            )
+    cos = RelevanceColumn.COSINE
+    signals["served cosine feature, hashed query encoder"] = hashed[1][:, cos]
+    if student_vectors is not None:
+        signals["served cosine feature, transformer query student"] = from_student[1][:, cos]
+    result["signals"] = {
+        name: _agreement(np.asarray(s, np.float64), teacher_scores, groups, unseen, seed)
+        for name, s in signals.items()
+    }
     return result
+
+
+def _agreement(
+    scores: np.ndarray,
+    teacher_scores: np.ndarray,
+    groups: list[np.ndarray],
+    unseen: np.ndarray,
+    seed: int,
+    same_grade: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Spearman of `scores` with the teacher's over all pairs (95% bootstrap interval over queries) and mean
+    per query, for every query and for the `unseen` ones; with `same_grade` (per pair), the share of pairs
+    where the grades agree."""
+    per_query = np.array([spearman(scores[i], teacher_scores[i]) for i in groups])
+
+    def pooled(sample: np.ndarray) -> float:
+        idx = np.concatenate([groups[int(g)] for g in sample])
+        return spearman(scores[idx], teacher_scores[idx])
+
+    out: dict[str, Any] = {}
+    for key, chosen in (("", np.arange(len(groups))), ("unseen_", np.flatnonzero(unseen))):
+        if not len(chosen):
+            continue
+        lo, hi = bootstrap_ci(pooled, chosen, n=200, seed=seed)
+        out |= {
+            f"{key}spearman_pooled": round(pooled(chosen), 4),
+            f"{key}spearman_pooled_ci": [round(lo, 4), round(hi, 4)],
+            f"{key}spearman_mean_per_query": round(float(np.nanmean(per_query[chosen])), 4),
+        }
+        if same_grade is not None:
+            idx = np.concatenate([groups[int(g)] for g in chosen])
+            out[f"{key}grade_agreement"] = round(float(np.mean(same_grade[idx])), 4)
+    return out
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:

@@ -331,14 +331,7 @@ def _relevance_agreement(a: dict[str, Any]) -> list[str]:
             f"{'/'.join(fmt(x) for x in block['teacher_grade_shares'])}).",
             "",
         ]
-        rows = []
-        for name, s in block["students"].items():
-            row = {"student": name, **s}
-            for key in ("", "unseen_"):
-                if f"{key}spearman_pooled_ci" in s:
-                    ci = s[f"{key}spearman_pooled_ci"]
-                    row[f"{key}ci"] = f"{fmt(ci[0])}-{fmt(ci[1])}"
-            rows.append(row)
+        rows = [_with_cis({"student": name, **s}) for name, s in block["students"].items()]
         unseen = block.get("unseen_queries")
         columns = [
             ("student", "student"),
@@ -361,7 +354,26 @@ def _relevance_agreement(a: dict[str, Any]) -> list[str]:
                 ("unseen_spearman_mean_per_query", "mean per query (unseen)"),
             ]
         lines += table(rows, columns)
+        if block.get("signals"):
+            lines += [
+                "How far one signal goes toward the teacher's ranking of the same pairs: each of the "
+                "teacher's own parts, and the cosine feature as the students read it. Spearman is the same "
+                "for any rising function of a signal, so no model that reads only that signal ranks closer.",
+                "",
+            ]
+            signal_rows = [_with_cis({"student": name, **s}) for name, s in block["signals"].items()]
+            lines += table(
+                signal_rows, [("student", "signal")] + [c for c in columns[2:] if "grade" not in c[0]]
+            )
     return lines
+
+
+def _with_cis(row: dict[str, Any]) -> dict[str, Any]:
+    """An agreement row with its bootstrap intervals as "lo-hi" text under `ci` and `unseen_ci`."""
+    for key in ("", "unseen_"):
+        if ci := row.get(f"{key}spearman_pooled_ci"):
+            row[f"{key}ci"] = f"{fmt(ci[0])}-{fmt(ci[1])}"
+    return row
 
 
 def _layers(r: dict[str, Any], out: Path) -> list[str]:

@@ -9,7 +9,7 @@ import numpy as np
 from server.rules import GRADES
 from training.relevance import Pairs
 from training.relevance_stack import StackedTeacher
-from training.report.catalogue import relevance_teachers, roc_auc
+from training.report.catalogue import _agreement, relevance_teachers, roc_auc
 from training.report.markdown import _relevance_agreement, _relevance_teachers
 
 
@@ -49,6 +49,39 @@ def test_agreement_tables() -> None:
         "grade_agreement": 0.96,
     }
     assert "Spearman of student and cross-encoder scores 0.256 pooled" in "\n".join(_relevance_agreement(old))
+
+
+def test_agreement_pools_pairs_and_keeps_the_unseen_queries_apart() -> None:
+    teacher = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    groups = [np.arange(0, 3), np.arange(3, 6)]
+    unseen = np.array([False, True])
+    # Right within each query but the second query's scores sit below the first's: pooled Spearman pays
+    # for it, the mean per query does not.
+    scores = np.array([0.4, 0.5, 0.6, 0.1, 0.2, 0.3])
+    a = _agreement(scores, teacher, groups, unseen, seed=0, same_grade=np.array([1, 1, 1, 0, 0, 1], bool))
+    assert a["spearman_mean_per_query"] == 1.0
+    assert a["spearman_pooled"] == round(float(np.corrcoef([4, 5, 6, 1, 2, 3], [1, 2, 3, 4, 5, 6])[0, 1]), 4)
+    assert a["grade_agreement"] == round(4 / 6, 4)
+    assert a["unseen_spearman_pooled"] == 1.0 and a["unseen_grade_agreement"] == round(1 / 3, 4)
+    lo, hi = a["spearman_pooled_ci"]
+    assert lo <= a["spearman_pooled"] <= hi
+    # A signal has no grades: no agreement key, and the reversed order is -1.
+    b = _agreement(-teacher, teacher, groups, unseen, seed=0)
+    assert b["spearman_pooled"] == -1.0 and "grade_agreement" not in b
+
+
+def test_agreement_table_shows_the_single_signals() -> None:
+    row = {"spearman_pooled": 0.52, "spearman_pooled_ci": [0.5, 0.55], "spearman_mean_per_query": 0.4}
+    block = {
+        "queries": 3,
+        "pairs": 60,
+        "teacher_grade_shares": [0.9, 0.08, 0.02],
+        "students": {"shipped": {"kind": "text_mlp", **row, "grade_agreement": 0.95}},
+        "signals": {"teacher part: MiniLM cosine": row},
+    }
+    text = "\n".join(_relevance_agreement({"fixed": block}))
+    assert "| signal | Spearman (pooled) | 95% CI | mean per query |" in text
+    assert "| teacher part: MiniLM cosine | 0.520 | 0.500-0.550 | 0.400 |" in text
 
 
 def _stacked_rel(rng: np.random.Generator) -> SimpleNamespace:
