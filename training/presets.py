@@ -33,6 +33,11 @@ class Methods:
     """The big tower of the asymmetric two-tower: embeds products offline (minilm or mpnet)."""
     views: int = 2
     """Vectors per product in the index (1 = the title; 2 adds category + title)."""
+    encoder_general_texts: bool = True
+    """The hashed query encoder also learns the product teacher's vectors of the query student's general
+    texts (vocabulary words and runs of them, training/query_student.py distillation_texts), not only of
+    catalogue substrings: ScoreRelevance's cosine feature takes the query's vector from it, and real queries
+    hold words no catalogue here has."""
     tiered_relevance: bool = True
     """Relevance as a recall head (relevant or not) and a refine head (exact or partial), one gate per step
     up the data's grades (training/relevance_text.py tiered_probabilities); off = one softmax over them."""

@@ -72,17 +72,29 @@ def distillation_set(
     preset: Preset,
     seed: int,
     substring_vecs: np.ndarray | None = None,
+    general: tuple[list[str], np.ndarray] | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """The query student's texts and teacher vectors: a sample of the catalogue's title substrings (JD
     pre-training; `substring_vecs` when the caller has them all, else the sample is encoded), every title,
-    and the general texts. `encode` is the product teacher."""
-    general = distillation_texts(data, load_tokenizer(minilm_dir()), preset.query_student_vocabulary, seed)
+    and the general texts (`general`, texts and vectors, when the caller has them: general_set). `encode`
+    is the product teacher."""
+    texts, vecs = general if general is not None else general_set(data, encode, preset, seed)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.permutation(len(substrings))[: preset.query_student_catalogue_texts])
     picked = [substrings[i] for i in sample]
     picked_vecs = encode(picked) if substring_vecs is None else substring_vecs[sample]
-    texts = picked + list(data.titles) + general
-    return texts, np.concatenate([picked_vecs, title_vecs, encode(general)]).astype(np.float32)
+    return picked + list(data.titles) + texts, np.concatenate([picked_vecs, title_vecs, vecs]).astype(
+        np.float32
+    )
+
+
+def general_set(
+    data: TrainingData, encode: Callable[[list[str]], np.ndarray], preset: Preset, seed: int
+) -> tuple[list[str], np.ndarray]:
+    """The general distillation texts (distillation_texts, the preset's count) and the product teacher's
+    vectors of them."""
+    texts = distillation_texts(data, load_tokenizer(minilm_dir()), preset.query_student_vocabulary, seed)
+    return texts, np.asarray(encode(texts), dtype=np.float32)
 
 
 def train_query_student(

@@ -33,6 +33,7 @@ from training.query_student import (
     distillation_set,
     encode_onnx,
     export_query_student,
+    general_set,
     kept_token_share,
     train_query_student,
 )
@@ -71,9 +72,11 @@ def train_query_encoder(
     featurizer: Featurizer,
     preset: Preset,
     seed: int,
+    general: tuple[list[str], np.ndarray] | None = None,
 ) -> tuple[QueryEncoderStudent, list[float]]:
     """The student maps a query (and a title) to the teacher's vector of it, and ranks the query's own
-    product above the other products of the batch."""
+    product above the other products of the batch; `general` (texts and the teacher's vectors of them) adds
+    texts it only learns to put where the teacher does."""
     dim = product_vecs.shape[-1]
     encoder = QueryEncoderStudent(preset.num_buckets, preset.encoder_dim, dim)
     ids = featurizer.batch_ids([q.text for q in queries])
@@ -82,8 +85,22 @@ def train_query_encoder(
     p_targets = torch.from_numpy(np.ascontiguousarray(product_vecs[:, 0]))
     q_rows = torch.tensor([q.product_row for q in queries])
     use_pairs = preset.methods.substrings
+    n = len(queries)
+    g_ids = featurizer.batch_ids(general[0]) if general is not None else None
+    g_targets = torch.from_numpy(general[1]) if general is not None else None
 
-    def loss(idx: np.ndarray) -> torch.Tensor:
+    def loss(both: np.ndarray) -> torch.Tensor:
+        # A batch draws from the queries (rows < n) and the general texts (rows >= n) in proportion.
+        idx, extra = both[both < n], both[both >= n] - n
+        out = torch.zeros(())
+        if len(extra):
+            assert g_ids is not None and g_targets is not None
+            out = (1 - (encoder(take(g_ids, extra)) * g_targets[extra]).sum(1)).mean()
+        if len(idx):
+            out = out + pair_loss(idx)
+        return out
+
+    def pair_loss(idx: np.ndarray) -> torch.Tensor:
         rows = q_rows[idx]
         q = encoder(take(ids, idx))
         t = encoder(take(title_ids, rows.numpy()))
@@ -95,8 +112,9 @@ def train_query_encoder(
         logits = logits.masked_fill(same & ~torch.eye(len(idx), dtype=torch.bool), -1e4)
         return distil + CONTRASTIVE_WEIGHT * F.cross_entropy(logits, torch.arange(len(idx)))
 
+    total = n + (len(general[0]) if general is not None else 0)
     history = fit(
-        encoder, len(queries), loss, preset.epochs, preset.batch_size, preset.learning_rate, seed, "encoder"
+        encoder, total, loss, preset.epochs, preset.batch_size, preset.learning_rate, seed, "encoder"
     )
     return encoder, history
 
@@ -160,6 +178,9 @@ class RetrievalResult:
     query_student: TransformerStudent | None = None
     """The transformer query tower that Search and EmbedQuery serve, when the preset asks for one."""
     query_tokenizer: Tokenizer | None = None
+    general: tuple[list[str], np.ndarray] | None = None
+    """The general distillation texts and the product teacher's vectors of them, when the preset uses them
+    (query_student.general_set)."""
 
 
 def train_retrieval(
@@ -181,17 +202,30 @@ def train_retrieval(
     )
     eval_q = title_substrings(data.titles, labels, data.heldout_rows, 3, featurizer, seed + 1)
     targets = bulk.encode(name, [q.text for q in train_q], local=teacher, desc="teacher: queries")
-    encoder, _ = train_query_encoder(train_q, targets, product_vecs, data.titles, featurizer, preset, seed)
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return bulk.encode(name, texts, local=teacher, desc="teacher: query student texts")
+
+    transformer = preset.query_student == "transformer"
+    general = (
+        general_set(data, encode, preset, seed)
+        if transformer or preset.methods.encoder_general_texts
+        else None
+    )
+    encoder, _ = train_query_encoder(
+        train_q,
+        targets,
+        product_vecs,
+        data.titles,
+        featurizer,
+        preset,
+        seed,
+        general if preset.methods.encoder_general_texts else None,
+    )
     student = tokenizer = None
-    if preset.query_student == "transformer":
+    if transformer:
         texts, all_targets = distillation_set(
-            data,
-            [q.text for q in train_q],
-            product_vecs[:, 0],
-            lambda t: bulk.encode(name, t, local=teacher, desc="teacher: query student texts"),
-            preset,
-            seed,
-            substring_vecs=targets,
+            data, [q.text for q in train_q], product_vecs[:, 0], encode, preset, seed, targets, general
         )
         student, tokenizer, _ = train_query_student(texts, all_targets, preset, seed)
     return RetrievalResult(
@@ -205,6 +239,7 @@ def train_retrieval(
         targets,
         student,
         tokenizer,
+        general if preset.methods.encoder_general_texts else None,
     )
 
 

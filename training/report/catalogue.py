@@ -121,7 +121,14 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
     result["retrieval"] = retrieval_rows
     # The same teacher vectors; only the student's training changes.
     encoder_np, _ = train_query_encoder(
-        shipped.train_queries, shipped.train_targets, shipped.product_vecs, data.titles, f, no_pairs, ctx.seed
+        shipped.train_queries,
+        shipped.train_targets,
+        shipped.product_vecs,
+        data.titles,
+        f,
+        no_pairs,
+        ctx.seed,
+        shipped.general,
     )
     m = evaluate_retrieval(
         shipped.eval_targets,
