@@ -433,7 +433,8 @@ def real_query_agreement(
     expected grade, pooled over all pairs with a 95% bootstrap interval over queries, and mean per query;
     over every query and over the queries not in `trained` (the real queries the students learned from).
     With `student_vectors` (the transformer query student's vector of each query), the shipped student
-    once more with its cosine feature computed from them instead of the hashed encoder's."""
+    once more with its cosine feature computed from them instead of the hashed encoder's. `signals`: the
+    same measures for single signals, the stacked teacher's own parts and the served cosine feature."""
     from server.runtime.index import ProductIndex
 
     index = ProductIndex(out / "index.usearch", 2)
