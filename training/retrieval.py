@@ -212,15 +212,10 @@ def train_retrieval(
         if transformer or preset.methods.encoder_general_texts
         else None
     )
+    # What the hashed encoder learns from (and the result keeps for the report's variants of it).
+    encoder_general = general if preset.methods.encoder_general_texts else None
     encoder, _ = train_query_encoder(
-        train_q,
-        targets,
-        product_vecs,
-        data.titles,
-        featurizer,
-        preset,
-        seed,
-        general if preset.methods.encoder_general_texts else None,
+        train_q, targets, product_vecs, data.titles, featurizer, preset, seed, encoder_general
     )
     student = tokenizer = None
     if transformer:
@@ -239,7 +234,7 @@ def train_retrieval(
         targets,
         student,
         tokenizer,
-        general if preset.methods.encoder_general_texts else None,
+        encoder_general,
     )
 
 
