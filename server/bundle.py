@@ -145,6 +145,7 @@ class Bundle:
             "intent": ({"ids": ("int64", 2)}, ("float32", n_labels)),
             "query_encoder": ({"ids": ("int64", 2)}, ("float32", dim)),
             "query_student": ({"input_ids": ("int64", 2)}, ("float32", dim)),
+            "query_static": ({"input_ids": ("int64", 2)}, ("float32", dim)),
             "relevance": (relevance_inputs, ("float32", len(self.grades))),
         }
         self.components: dict[str, Component] = {}
@@ -167,13 +168,25 @@ class Bundle:
                 )
             except Exception as e:
                 raise BundleError(f"components.query_student: {e}") from e
+        # The static word-piece model (the relevance cosine's query model when trained on it), fed the
+        # same tokenizer's word pieces.
+        self.query_static = models.get("query_static")
+        self.static_tokens: QueryTokenizer | None = None
+        if m.components.query_static is not None:
+            try:
+                self.static_tokens = QueryTokenizer(
+                    directory / m.featurizer.tokenizer, m.components.query_static.max_tokens or 0
+                )
+            except Exception as e:
+                raise BundleError(f"components.query_static: {e}") from e
         if m.components.relevance is not None:
             _check_relevance_names(m.components.relevance, self.relevance_kind)
         # The query model whose vector the relevance cosine feature takes, as it was trained.
         self.relevance_query_vector = (relevance.query_vector if relevance else None) or "query_encoder"
-        if self.relevance_query_vector == "query_student" and self.query_tokens is None:
+        if self.relevance_query_vector != "query_encoder" and self.relevance_query_vector not in models:
             raise BundleError(
-                "components.relevance.query_vector: 'query_student', but the bundle has no query_student"
+                f"components.relevance.query_vector: {self.relevance_query_vector!r}, but the bundle has "
+                f"no {self.relevance_query_vector}"
             )
 
         self.index: ProductIndex | None = None
@@ -295,6 +308,8 @@ class Bundle:
             self.index.search(vector, min(10, len(self.products.ids)))
         if self.query_student is not None and self.query_tokens is not None:
             self.query_student.run({"input_ids": self.query_tokens.ids(["warm up query"])})
+        if self.query_static is not None and self.static_tokens is not None:
+            self.query_static.run({"input_ids": self.static_tokens.ids(["warm up query"])})
         if self.lexical is not None:
             self.lexical.search("warm up query", 10)
         if self.relevance is not None:

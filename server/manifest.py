@@ -56,6 +56,7 @@ from server.manifest_parts import (
     SCHEMA_VERSION,
     SEARCH_MODES,
     SUPPORTED_SCHEMA_VERSIONS,
+    TOKEN_KINDS,
     ArraySpec,
     BundleError,
     Components,
@@ -360,11 +361,12 @@ def _parse_model(name: str, raw: dict[str, Any], files: dict[str, FileEntry]) ->
     if kind is not None and kind not in KINDS[name]:
         raise BundleError(f"{where}.kind: {kind!r} is not one this server serves {KINDS[name]}")
     max_tokens = raw.get("max_tokens")
-    if (kind or KINDS[name][0]) == "transformer" and (
+    if (kind or KINDS[name][0]) in TOKEN_KINDS and (
         not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or not 2 <= max_tokens <= 512
     ):
         raise BundleError(
-            f"{where}.max_tokens: a transformer needs an integer in [2, 512], got {max_tokens!r}"
+            f"{where}.max_tokens: a {kind or KINDS[name][0]} model needs an integer in [2, 512], "
+            f"got {max_tokens!r}"
         )
     title_model = title_bags = None
     if kind == "text_bags":

@@ -28,25 +28,41 @@ CAPABILITIES = {
 #   query_student: the transformer query tower; Search and EmbedQuery embed the query with it when present
 #     (the hashed query_encoder stays: relevance embeds candidate titles with it).
 #   lexical: a BM25 index over the titles, for Search's lexical and hybrid modes.
-OPTIONAL = {"query_student": "retrieval", "lexical": "retrieval"}
-QUERY_VECTORS = ("query_encoder", "query_student")
-"""Where the relevance cosine feature's query vector comes from: the hashed n-gram encoder, or the
-transformer query student that Search embeds queries with (closer to the teacher on real query text)."""
-MODEL_COMPONENTS = ("intent", "query_encoder", "query_student", "relevance")
+#   query_static: static word-piece vectors, the relevance cosine's query model when the relevance model
+#     was trained on it (query_vector).
+OPTIONAL = {"query_student": "retrieval", "lexical": "retrieval", "query_static": "relevance"}
+QUERY_VECTORS = ("query_encoder", "query_student", "query_static")
+"""Where the relevance cosine feature's query vector comes from: the hashed n-gram encoder, the
+transformer query student that Search embeds queries with (closer to the teacher on real query text), or
+the static word-piece model (a lookup and a mean over MiniLM's whole vocabulary)."""
+MODEL_COMPONENTS = ("intent", "query_encoder", "query_student", "query_static", "relevance")
 # In the order training writes them (its stages' order), so a manifest read and written back is unchanged.
-COMPONENTS = ("intent", "query_encoder", "query_student", "index", "lexical", "relevance", "rules")
+COMPONENTS = (
+    "intent",
+    "query_encoder",
+    "query_student",
+    "query_static",
+    "index",
+    "lexical",
+    "relevance",
+    "rules",
+)
 SEARCH_MODES = ("dense", "lexical", "hybrid")
 # The kinds of model each model component may hold; the first is what an absent `kind` means.
 KINDS: dict[str, tuple[str, ...]] = {
     "intent": ("hashed_mlp",),
     "query_encoder": ("hashed_mlp",),
     "query_student": ("transformer",),
+    "query_static": ("static_wordpiece",),
     # feature_mlp: the four RELEVANCE_FEATURES; text_mlp: those, then the query's and title's n-gram ids
     # and their matches (server/featurize.py text_relevance_input); text_bags: the same student as two
     # graphs, the query read once per call and each product's title bag precomputed (title_model,
     # title_bags).
     "relevance": ("feature_mlp", "text_mlp", "text_bags"),
 }
+TOKEN_KINDS = ("transformer", "static_wordpiece")
+"""Model kinds fed word pieces of the featurizer's tokenizer.json (server/query_tokens.py): they name
+their max_tokens."""
 # File kinds a bundle may hold; anything else in the manifest is refused.
 ALLOWED_SUFFIXES = (".onnx", ".json", ".usearch", ".npy")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -378,6 +394,7 @@ class Components:
     intent: ModelComponent | None = None
     query_encoder: ModelComponent | None = None
     query_student: ModelComponent | None = None
+    query_static: ModelComponent | None = None
     relevance: ModelComponent | None = None
     index: IndexComponent | None = None
     lexical: LexicalComponent | None = None

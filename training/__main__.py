@@ -70,11 +70,12 @@ class TrainSettings(BaseSettings):
     rerun: str | None = None
     """With the stage cache of an earlier run: rerun this stage and every later one (data, intent_teacher,
     intent_student, retrieval, relevance)."""
-    relevance_cosine: Literal["query_encoder", "query_student"] | None = None
+    relevance_cosine: Literal["query_encoder", "query_student", "query_static"] | None = None
     """Which query model the relevance student's cosine feature reads, in training and serving alike:
-    query_encoder (the hashed n-gram encoder, tens of microseconds) or query_student (the transformer query
+    query_encoder (the hashed n-gram encoder, tens of microseconds), query_student (the transformer query
     student Search uses, when one ships: closer to the teacher on real query text, about 1.4 ms more per
-    ScoreRelevance served); unset = the preset's (query_encoder)."""
+    ScoreRelevance served) or query_static (a static word-piece model of MiniLM's whole vocabulary, shipped
+    for it: a lookup and a mean); unset = the preset's (query_encoder)."""
     label_engine: Literal["local", "ray"] = "local"
     """Where the teachers label the distillation set (soft labels) and embed the catalogue: local (this
     process) or ray (Ray Data actors, one teacher each; needs `pip install 'ray[data]'`). Same results."""

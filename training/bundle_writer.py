@@ -35,6 +35,8 @@ from server.manifest import (
 from training.data.dataset import TrainingData
 from training.presets import Preset
 from training.relevance_bags import TITLE_MODEL, BagsExport
+from training.static_student import FILE as STATIC_FILE
+from training.static_student import KIND as STATIC_KIND
 from training.teachers import TEACHERS
 
 
@@ -64,12 +66,14 @@ def write_manifest(
     seed: int,
     *,
     query_student: dict[str, Any] | None = None,
+    query_static: dict[str, Any] | None = None,
     lexical: LexicalComponent | None = None,
     arrays: dict[str, ArraySpec] | None = None,
     bags: BagsExport | None = None,
     relevance_query_vector: str = "query_encoder",
 ) -> None:
-    """`query_student` is the transformer student's export record (layers, max_tokens), when it ships;
+    """`query_student` is the transformer student's export record (layers, max_tokens), when it ships, and
+    `query_static` the static word-piece model's (training/static_student.py);
     `arrays` the product arrays (server/catalogue.py save_product_arrays); `bags` the text relevance
     student's two-graph export (training/relevance_bags.py); `relevance_query_vector` the query model whose
     vector the relevance student's cosine feature was trained on (RelevanceResult.cosine)."""
@@ -116,6 +120,18 @@ def write_manifest(
             max_tokens=query_student["max_tokens"],
         )
         components = [*components, "query_student"]
+    if query_static is not None:
+        available["query_static"] = ModelComponent(
+            STATIC_FILE,
+            f"static word pieces: all-MiniLM-L6-v2's embedding of each of its {query_static['rows']:,} word "
+            f"pieces alone, tuned into {product_teacher}'s space; the relevance cosine's query vector, "
+            f"{query_static['method']}",
+            (tensor("input_ids", "int64", "batch", "tokens"),),
+            (tensor("embedding", "float32", "batch", dim),),
+            kind=STATIC_KIND,
+            max_tokens=query_static["max_tokens"],
+        )
+        components = [*components, "query_static"]
     if lexical is not None:
         available["lexical"] = lexical
         components = [*components, "lexical"]

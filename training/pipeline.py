@@ -202,7 +202,12 @@ def _train(
     dim = retrieval.product_vecs.shape[-1] if "query_encoder" in components else 0
     views = preset.methods.views if "index" in components else 0
     extras = (
-        {"query_student": exported.query_student, "lexical": exported.lexical, "arrays": exported.arrays}
+        {
+            "query_student": exported.query_student,
+            "query_static": exported.query_static,
+            "lexical": exported.lexical,
+            "arrays": exported.arrays,
+        }
         if "index" in components
         else {}
     )

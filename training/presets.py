@@ -58,7 +58,10 @@ class Methods:
     """Which query model's vector the relevance students' cosine feature takes (training and serving alike):
     "query_encoder", the hashed n-gram encoder (tens of microseconds); "query_student", the transformer
     query student when retrieval ships one (a cosine much closer to the teacher's on real query text, for
-    about 1.4 ms more per ScoreRelevance call: benchmarks/results/relevance-cosine)."""
+    about 1.4 ms more per ScoreRelevance call: benchmarks/results/relevance-cosine); "query_static", a
+    static word-piece model of MiniLM's whole vocabulary (training/static_student.py), trained for it and
+    shipped beside it: a lookup and a mean, like the encoder, nearer the teacher on words no catalogue
+    here holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +126,9 @@ class Preset:
     teacher-labelled): on real queries they matter more than more catalogue text."""
     query_student_catalogue_texts: int = 15000
     """Title substrings (a random sample) in the query student's distillation set, besides every title."""
+    query_static_epochs: int = 8
+    """Epochs tuning the static word-piece model (training/static_student.py) on the query student's
+    distillation set, when the relevance cosine takes its vectors (Methods.relevance_cosine)."""
     min_retention: float = 0.97
     """A student below this share of its teacher's quality is refused at export (unless --force)."""
     methods: Methods = field(default_factory=Methods)
@@ -157,6 +163,7 @@ PRESETS: dict[str, Preset] = {
         query_student_epochs=1,
         query_student_vocabulary=3000,
         query_student_catalogue_texts=3000,
+        query_static_epochs=2,
     ),
 }
 PRESETS["default"] = replace(
@@ -186,6 +193,7 @@ PRESETS["default"] = replace(
     query_student_epochs=6,
     query_student_vocabulary=50000,
     query_student_catalogue_texts=15000,
+    query_static_epochs=8,
 )
 PRESETS["full"] = replace(
     PRESETS["default"],

@@ -58,6 +58,7 @@ from training.relevance_stack import (
 from training.relevance_text import distillation_pairs, text_rows, tiered_probabilities, train_text_student
 from training.retrieval import RetrievalResult, encode_queries, exact_top
 from training.rules import mine_post_rules, mine_pre_rules, rule_report
+from training.static_student import FILE as STATIC_FILE
 from training.students import fit
 from training.teachers import minilm_dir
 
@@ -565,19 +566,24 @@ def train_relevance(
     )
 
 
+QUERY_MODEL_FILES = {"query_student": QUERY_STUDENT_FILE, "query_static": STATIC_FILE}
+"""The file of each query model (besides the hashed encoder) that a relevance cosine can read, fed word
+pieces by encode_onnx."""
+
+
 def relevance_query_vectors(
     preset: Preset, out: Path
 ) -> tuple[str, Callable[[list[str]], np.ndarray | None]]:
     """Which query model the relevance cosine feature takes the query's vector from, and a function giving
     those vectors (None: the hashed encoder's, which pair_features computes itself). The transformer query
-    student is used only when retrieval shipped one in `out`; otherwise the encoder, and the name says so."""
+    student, or the static word-piece model, is used only when retrieval shipped it in `out`; otherwise the
+    encoder, and the name says so."""
     wanted = preset.methods.relevance_cosine
     if wanted not in QUERY_VECTORS:
         raise ValueError(f"relevance_cosine {wanted!r}; known: {QUERY_VECTORS}")
-    student = out / QUERY_STUDENT_FILE
-    if wanted == "query_encoder" or not student.is_file():
+    if wanted == "query_encoder" or not (out / QUERY_MODEL_FILES[wanted]).is_file():
         return "query_encoder", lambda texts: None
-    return "query_student", lambda texts: encode_onnx(student, texts)
+    return wanted, lambda texts: encode_onnx(out / QUERY_MODEL_FILES[wanted], texts)
 
 
 def _stacked_teacher(

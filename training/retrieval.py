@@ -39,8 +39,9 @@ from training.query_student import (
 )
 from training.scale import LabelEngine
 from training.search_modes import SimilarProducts, build_lexical, choose_mode, ranked
+from training.static_student import StaticStudent, export_static_student, train_static_student
 from training.students import QueryEncoderStudent, fit, take
-from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
+from training.teachers import TEACHERS, SentenceTeacher, minilm_dir, teacher_dir
 from training.transformer_student import TransformerStudent
 
 CONTRASTIVE_WEIGHT = 0.2
@@ -181,6 +182,9 @@ class RetrievalResult:
     general: tuple[list[str], np.ndarray] | None = None
     """The general distillation texts and the product teacher's vectors of them, when the preset uses them
     (query_student.general_set)."""
+    query_static: StaticStudent | None = None
+    """The static word-piece model whose vectors the relevance cosine feature takes, when the preset asks
+    for it (Preset.methods.relevance_cosine "query_static")."""
 
 
 def train_retrieval(
@@ -207,9 +211,10 @@ def train_retrieval(
         return bulk.encode(name, texts, local=teacher, desc="teacher: query student texts")
 
     transformer = preset.query_student == "transformer"
+    static = preset.methods.relevance_cosine == "query_static"
     general = (
         general_set(data, encode, preset, seed)
-        if transformer or preset.methods.encoder_general_texts
+        if transformer or static or preset.methods.encoder_general_texts
         else None
     )
     # What the hashed encoder learns from (and the result keeps for the report's variants of it).
@@ -217,12 +222,17 @@ def train_retrieval(
     encoder, _ = train_query_encoder(
         train_q, targets, product_vecs, data.titles, featurizer, preset, seed, encoder_general
     )
-    student = tokenizer = None
-    if transformer:
+    student = tokenizer = static_student = None
+    if transformer or static:
         texts, all_targets = distillation_set(
             data, [q.text for q in train_q], product_vecs[:, 0], encode, preset, seed, targets, general
         )
-        student, tokenizer, _ = train_query_student(texts, all_targets, preset, seed)
+        if transformer:
+            student, tokenizer, _ = train_query_student(texts, all_targets, preset, seed)
+        if static:
+            static_student, _, _ = train_static_student(
+                minilm_dir(), texts, all_targets, preset.query_static_epochs, seed
+            )
     return RetrievalResult(
         product_vecs,
         encoder,
@@ -235,6 +245,7 @@ def train_retrieval(
         student,
         tokenizer,
         encoder_general,
+        static_student,
     )
 
 
@@ -248,6 +259,8 @@ class RetrievalExport:
     query_student: dict[str, Any] | None
     lexical: LexicalComponent
     arrays: dict[str, ArraySpec]
+    query_static: dict[str, Any] | None = None
+    """The static word-piece model's export record, when it ships (the relevance cosine's query model)."""
 
 
 def export_retrieval(
@@ -285,8 +298,14 @@ def export_retrieval(
         student_gate["catalogue_tokens_kept"] = round(
             kept_token_share(r.query_student, r.query_tokenizer, data.titles), 4
         )
+    static_gate = None
+    if r.query_static is not None:
+        static_gate, static_vecs = export_static_student(r.query_static, r.eval_texts, tmp, out)
+        static_gate["teacher_cosine"] = round(float((static_vecs * r.eval_teacher_vecs).sum(1).mean()), 4)
     result = evaluate_retrieval(r.eval_targets, r.eval_teacher_vecs, served, r.product_vecs, index)
     result["query_student"] = "transformer" if student_gate else "hashed"
+    if static_gate:
+        result["query_static_export"] = static_gate
     if student_gate:
         result["query_student_export"] = student_gate
         result["hashed_encoder"] = hashed  # still shipped: relevance embeds candidate titles with it
@@ -317,4 +336,4 @@ def export_retrieval(
     result["product_teacher"] = r.teacher_name
     result["views"] = preset.methods.views
     result["eval_queries"] = len(r.eval_texts)
-    return RetrievalExport(result, paired, student_gate, component, arrays)
+    return RetrievalExport(result, paired, student_gate, component, arrays, static_gate)

@@ -109,7 +109,7 @@ class RelevanceService:
                     f"candidates[{given_ids[first]}].product_id", f"unknown product id {shown(ids[first])}"
                 )
             rows[given_ids] = found
-        query_vector = _student_query_vector(bundle, query, deadline)
+        query_vector = _relevance_query_vector(bundle, query, deadline)
         featurizer = bundle.featurizer
         # Many candidates are featurized in slices with the event loop yielded between them (cheap calls
         # run in the gaps), and their model runs go to a worker thread: server/service/heavy.py.
@@ -201,15 +201,23 @@ def _empty_lexical(n: int) -> dict[str, np.ndarray]:
     return {key: np.zeros(n, dtype=np.float32) for key in LEXICAL_FEATURES}
 
 
-def _student_query_vector(bundle: Bundle, query: str, deadline: float | None) -> asyncio.Future | None:
-    """When the bundle's relevance model reads the transformer query student's cosine: that student's vector
-    of the query, started on the model thread so that it runs while the event loop featurizes the candidates
-    (it is most of a call's fixed cost). None otherwise: the hashed encoder's vector comes with the
-    titles'."""
-    if bundle.relevance_query_vector != "query_student":
+def _relevance_query_vector(bundle: Bundle, query: str, deadline: float | None) -> asyncio.Future | None:
+    """The query's vector from the model the bundle's relevance model was trained to read its cosine from
+    (components.relevance.query_vector), as a task started now; None for the hashed encoder, whose vector
+    comes with the titles'. The transformer query student runs on the model thread, so it overlaps the
+    candidates' featurization (it is most of a call's fixed cost); the static word-piece model is a lookup
+    and a mean, cheaper than the hand-over, so it runs on the event loop."""
+    which = bundle.relevance_query_vector
+    if which == "query_encoder":
         return None
-    student, featurize = bundle.query_model()
-    future = asyncio.ensure_future(student.infer(featurize([query]), deadline, offload=True))
+    if which == "query_student":
+        model, featurize = bundle.query_model()
+    else:
+        assert bundle.query_static is not None and bundle.static_tokens is not None
+        model, featurize = bundle.query_static, bundle.static_tokens.ids
+    future = asyncio.ensure_future(
+        model.infer(featurize([query]), deadline, offload=which == "query_student")
+    )
     # Read its outcome even when the rules answer every candidate and nothing awaits it.
     future.add_done_callback(lambda f: f.cancelled() or f.exception())
     return future
@@ -226,9 +234,9 @@ async def _candidate_features(
     slices: Slices,
     heavy: HeavyWork,
 ) -> CandidateFeatures:
-    """The cascade's features of the candidates, from the query encoder and the intent model (and the
-    transformer query student's vector of the query, `query_vector`, when the bundle's relevance model was
-    trained on its cosine). `rows` holds
+    """The cascade's features of the candidates, from the query encoder and the intent model (and another
+    query model's vector of the query, `query_vector`, when the bundle's relevance model was trained on its
+    cosine: _relevance_query_vector). `rows` holds
     the product row of candidates given by id, -1 for titles; `title_words` the words of those given by
     title, in order."""
     by_id = rows >= 0

@@ -48,6 +48,6 @@ def test_a_bad_flag_value_is_named_without_a_traceback(capsys: pytest.CaptureFix
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(
-        "sift-train: --relevance-cosine: Input should be 'query_encoder' or 'query_student'"
+        "sift-train: --relevance-cosine: Input should be 'query_encoder', 'query_student' or 'query_static'"
     )
     assert "Traceback" not in err

@@ -35,7 +35,7 @@ from training.metrics import (
 )
 from training.presets import PRESETS
 from training.query_student import FILE as QUERY_STUDENT_FILE
-from training.query_student import encode_onnx, export_query_student
+from training.query_student import distillation_set, encode_onnx, export_query_student
 from training.relevance import Pairs, export_relevance, text_pair_features, train_relevance
 from training.relevance_stack import CROSS_ENCODER
 from training.report.context import Context
@@ -47,6 +47,8 @@ from training.retrieval import (
     train_retrieval,
     write_index,
 )
+from training.static_student import FILE as STATIC_FILE
+from training.static_student import export_static_student, train_static_student
 from training.students import num_parameters
 from training.teachers import SentenceTeacher, minilm_dir, teacher_dir
 
@@ -168,13 +170,33 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
     served["rules"] = {"shipped": rules}
     # The shipped retrieval's transformer query student (int8, as Search serves it), for the students whose
     # cosine feature takes the query's vector from it.
-    student_vectors = None
+    query_vectors: dict[str, np.ndarray] = {}
     if shipped.query_student is not None and shipped.query_tokenizer is not None:
         export_query_student(shipped.query_student, shipped.query_tokenizer, real_texts[:256], tmp, out)
-        student_vectors = encode_onnx(out / QUERY_STUDENT_FILE, real_texts)
+        query_vectors["query_student"] = encode_onnx(out / QUERY_STUDENT_FILE, real_texts)
+    # The static word-piece model, tuned on the query student's distillation set, for the students whose
+    # cosine feature takes the query's vector from it.
+    if shipped.general is not None and shipped.train_targets is not None:
+        texts, targets = distillation_set(
+            data,
+            [q.text for q in shipped.train_queries],
+            shipped.product_vecs[:, 0],
+            lambda texts: np.zeros(0),  # unused: the substrings' and general texts' vectors are given
+            variant,
+            ctx.seed,
+            shipped.train_targets,
+            shipped.general,
+        )
+        static, _, _ = train_static_student(
+            minilm_dir(), texts, targets, variant.query_static_epochs, ctx.seed
+        )
+        export_static_student(static, real_texts[:256], tmp, out)
+        query_vectors["query_static"] = encode_onnx(out / STATIC_FILE, real_texts)
     ablations = _relevance_ablations(rel, variant, ctx.seed)
-    if student_vectors is not None and rel.kind == "text_mlp" and rel.distill_pairs is not None:
-        ablations.append((STUDENT_COSINE_TRAINED, *_student_cosine(rel, variant, f, out, data, ctx.seed)))
+    if rel.kind == "text_mlp" and rel.distill_pairs is not None:
+        for source, name in COSINE_TRAINED.items():
+            if source in query_vectors:
+                ablations.append((name, *_student_cosine(rel, variant, f, out, data, ctx.seed, source)))
     served["cosine"] = {"shipped": rel.cosine}
     for name, v, trained in ablations:
         ablation, ablation_rules, _ = export_relevance(trained, out, tmp, v)
@@ -207,7 +229,7 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
                 np.zeros(sum(len(c) for c in cands), dtype=np.int64),
             )
             result["real_query_relevance_agreement"][set_name] = real_query_agreement(
-                pairs, rel, served, f, out, data, ctx.seed, set(real_train), student_vectors
+                pairs, rel, served, f, out, data, ctx.seed, set(real_train), query_vectors
             )
         esci = ctx.settings.data_dir / "esci-pairs" / "pairs_test.csv"
         esci_pairs = read_esci_pairs(esci) if esci.is_file() else None
@@ -224,18 +246,26 @@ STUDENT_COSINE = "shipped, cosine feature from the transformer query student"
 STUDENT_COSINE_TRAINED = "text, cosine feature from the transformer query student (trained and served)"
 """The shipped student's recipe with its cosine feature taking the query's vector from the retrieval's
 transformer query student in training too (Preset.methods.relevance_cosine "query_student")."""
+STATIC_COSINE_TRAINED = "text, cosine feature from the static word-piece model (trained and served)"
+"""The same with the static word-piece model's vector (relevance_cosine "query_static")."""
+COSINE_TRAINED = {"query_student": STUDENT_COSINE_TRAINED, "query_static": STATIC_COSINE_TRAINED}
+SIGNAL_NAMES = {
+    "query_encoder": "served cosine feature, hashed query encoder",
+    "query_student": "served cosine feature, transformer query student",
+    "query_static": "served cosine feature, static word-piece model",
+}
 
 
 def _student_cosine(
-    rel: Any, variant: Any, f: Featurizer, out: Path, data: Any, seed: int
+    rel: Any, variant: Any, f: Featurizer, out: Path, data: Any, seed: int, source: str
 ) -> tuple[Any, Any]:
     """(preset, RelevanceResult): the shipped student's pairs, teacher answers and recipe, its features
-    (labelled and unlabelled pairs alike) recomputed with the transformer query student's cosine, and the
-    student trained again on them."""
+    (labelled and unlabelled pairs alike) recomputed with the cosine from query model `source` (a
+    relevance_cosine other than the encoder), and the student trained again on them."""
     from server.runtime.index import ProductIndex
     from training.relevance import fit_text_student, relevance_query_vectors
 
-    v = replace(variant, methods=replace(variant.methods, relevance_cosine="query_student"))
+    v = replace(variant, methods=replace(variant.methods, relevance_cosine=source))
     cosine, vectors = relevance_query_vectors(v, out)
     index = ProductIndex(out / "index.usearch", v.methods.views)
     lexicon = title_lexicon_arrays(data.titles, f)
@@ -427,13 +457,14 @@ def real_query_agreement(
     data: Any,
     seed: int,
     trained: set[str] = frozenset(),
-    student_vectors: np.ndarray | None = None,
+    query_vectors: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Spearman of each served student's scores (the whole cascade, int8) with the cross-encoder teacher's
     expected grade, pooled over all pairs with a 95% bootstrap interval over queries, and mean per query;
     over every query and over the queries not in `trained` (the real queries the students learned from).
-    With `student_vectors` (the transformer query student's vector of each query), the shipped student
-    once more with its cosine feature computed from them instead of the hashed encoder's. `signals`: the
+    `query_vectors`: each query's vector from the other query models (relevance_cosine names), for the
+    students trained on their cosine; with the transformer query student's, the shipped student once more
+    with its cosine feature computed from them instead of the hashed encoder's. `signals`: the
     same measures for single signals, the stacked teacher's own parts and the served cosine feature."""
     from server.runtime.index import ProductIndex
 
@@ -444,15 +475,15 @@ def real_query_agreement(
         return text_pair_features(pairs, f, out, index, data.product_labels, lexicon, seed, query_vectors)
 
     # (row name, kind, the served model it scores with, its features)
-    hashed = features(None)
-    from_student = features(student_vectors) if student_vectors is not None else hashed
+    by_source = {"query_encoder": features(None)}
+    by_source |= {source: features(v) for source, v in (query_vectors or {}).items()}
     cosine = served.get("cosine", {})
     runs = [
-        (name, kind, name, from_student if cosine.get(name) == "query_student" else hashed)
+        (name, kind, name, by_source[cosine.get(name, "query_encoder")])
         for name, kind in served["kinds"].items()
     ]
-    if student_vectors is not None:
-        runs.append((STUDENT_COSINE, served["kinds"]["shipped"], "shipped", from_student))
+    if "query_student" in by_source:
+        runs.append((STUDENT_COSINE, served["kinds"]["shipped"], "shipped", by_source["query_student"]))
     queries = [pairs.queries[g] for g in pairs.group]
     with torch.inference_mode():
         parts = rel.stack.parts(queries, pairs.titles) if rel.stack is not None else None
@@ -486,9 +517,8 @@ def real_query_agreement(
                 grade_scores(answer) if answer.ndim == 2 else answer
             )
     cos = RelevanceColumn.COSINE
-    signals["served cosine feature, hashed query encoder"] = hashed[1][:, cos]
-    if student_vectors is not None:
-        signals["served cosine feature, transformer query student"] = from_student[1][:, cos]
+    for source, (_, text_x) in by_source.items():
+        signals[SIGNAL_NAMES[source]] = text_x[:, cos]
     result["signals"] = {
         name: _agreement(np.asarray(s, np.float64), teacher_scores, groups, unseen, seed)
         for name, s in signals.items()
@@ -550,17 +580,15 @@ def esci_pairs_auc(
     """Real Amazon (query, product title, ESCI label) pairs: Exact against the rest, as AUC with a 95%
     bootstrap interval over pairs, for the teacher the students distilled, each served student (by title,
     as a client would send an unknown product) and BM25 (each query against the split's titles)."""
-    from training.relevance import title_pair_features
+    from training.relevance import QUERY_MODEL_FILES, title_pair_features
 
     queries, titles, exact, labels = pairs
     models = (f, out / "intent.onnx", out / "query_encoder.onnx")
-    hashed = title_pair_features(queries, titles, *models)
-    from_student = hashed
     cosine = served.get("cosine", {})
-    if "query_student" in cosine.values():
-        from_student = title_pair_features(
-            queries, titles, *models, encode_onnx(out / QUERY_STUDENT_FILE, queries)
-        )
+    by_source = {"query_encoder": title_pair_features(queries, titles, *models)}
+    for source in set(cosine.values()) - {"query_encoder"}:
+        vectors = encode_onnx(out / QUERY_MODEL_FILES[source], queries)
+        by_source[source] = title_pair_features(queries, titles, *models, vectors)
     teacher = grade_scores(rel.teacher_probabilities(queries, titles))
     bm25 = BM25(titles)
     scores = {
@@ -570,7 +598,7 @@ def esci_pairs_auc(
         ),
     }
     for name, kind in served["kinds"].items():
-        feats, text_x = from_student if cosine.get(name) == "query_student" else hashed
+        feats, text_x = by_source[cosine.get(name, "query_encoder")]
         x = text_x if kind == "text_mlp" else text_x[:, : len(RELEVANCE_FEATURES)]
         probs = run_onnx(served[name], "relevance", "features", x)
         scores[f"student: {name}"] = cascade(

@@ -316,7 +316,7 @@ def test_relevance_cosine_takes_the_query_vector_the_manifest_names(bundle_copy:
     gets that cosine when served; one without the field gets the hashed encoder's, as before; candidates
     given as titles keep the hashed encoder's vectors either way."""
     from server.service.heavy import HeavyWork, Slices
-    from server.service.relevance import _candidate_features, _empty_lexical, _student_query_vector
+    from server.service.relevance import _candidate_features, _empty_lexical, _relevance_query_vector
 
     query = "modern oak dining table"
     rows = np.arange(6, dtype=np.int64)
@@ -325,7 +325,7 @@ def test_relevance_cosine_takes_the_query_vector_the_manifest_names(bundle_copy:
 
     def cosines(bundle) -> np.ndarray:
         async def features():
-            started = _student_query_vector(bundle, query, None)
+            started = _relevance_query_vector(bundle, query, None)
             assert (started is None) == (bundle.relevance_query_vector == "query_encoder")
             words = bundle.featurizer.words(query)
             lexical = _empty_lexical(7)
@@ -364,4 +364,74 @@ def test_relevance_on_the_query_students_cosine_needs_a_query_student(bundle_cop
     with pytest.raises(
         BundleError, match="query_vector: 'query_student', but the bundle has no query_student"
     ):
+        load_bundle(bundle_copy)
+
+
+def as_static_cosine_bundle(bundle: Path) -> None:
+    """Adds a static word-piece model (random rows, the bundle's dimension) and says the relevance model
+    reads its cosine from it, as `sift-train --relevance-cosine query_static` writes it."""
+    from training.static_student import FILE, KIND, StaticStudent, export_static_onnx
+    from training.teachers import minilm_dir
+    from training.transformer_student import load_tokenizer
+
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    rows = load_tokenizer(minilm_dir()).get_vocab_size()
+    table = torch.randn(rows, manifest["embedding_dim"], generator=torch.Generator().manual_seed(3))
+    export_static_onnx(StaticStudent(table), bundle / FILE)
+
+    def add(m: dict) -> None:
+        m["files"][FILE] = FileEntry.of(bundle / FILE).to_json()
+        m["components"]["query_static"] = {
+            "file": FILE,
+            "description": "static word pieces (test)",
+            "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "tokens"]}],
+            "outputs": [{"name": "embedding", "dtype": "float32", "shape": ["batch", m["embedding_dim"]]}],
+            "kind": KIND,
+            "max_tokens": 32,
+        }
+        m["components"]["relevance"]["query_vector"] = "query_static"
+
+    _edit(bundle, add)
+
+
+def test_relevance_cosine_from_the_static_word_piece_model(bundle_copy: Path) -> None:
+    """query_vector "query_static": the cosine of candidates by id is the product vectors times the static
+    model's vector of the query (fed the bundle's tokenizer), and the call answers through the cascade."""
+    from server.service.heavy import HeavyWork, Slices
+    from server.service.relevance import _candidate_features, _empty_lexical, _relevance_query_vector
+
+    as_static_cosine_bundle(bundle_copy)
+    bundle = load_bundle(bundle_copy)
+    assert bundle.relevance_query_vector == "query_static" and "query_static" in bundle.components
+    query = "modern oak dining table"
+    rows = np.arange(6, dtype=np.int64)
+
+    async def features():
+        started = _relevance_query_vector(bundle, query, None)
+        assert started is not None
+        words = bundle.featurizer.words(query)
+        return await _candidate_features(
+            bundle, started, words, [], rows, _empty_lexical(6), None, Slices(64), HeavyWork()
+        )
+
+    cosines = asyncio.run(features()).model_input[:, 0]
+    vector = bundle.query_static.run({"input_ids": bundle.static_tokens.ids([query])})[0]
+    assert cosines == pytest.approx(bundle.index.vectors(rows) @ vector, abs=2e-3)
+    ids = [bundle.products.ids[i] for i in range(6)]
+    scores = _score(bundle_copy, query, [CandidateInput(product_id=i) for i in ids])
+    assert len(scores) == 6 and all(0.0 <= s.score <= 1.0 for s in scores)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["components"].pop("query_static"), "no query_static"),
+        (lambda m: m["components"]["query_static"].pop("max_tokens"), "a static_wordpiece model needs"),
+        (lambda m: m["components"]["query_static"].update(kind="bag"), "query_static.kind: 'bag'"),
+    ],
+)
+def test_bad_static_word_piece_model_refused(bundle_copy: Path, change, message: str) -> None:
+    as_static_cosine_bundle(bundle_copy)
+    _edit(bundle_copy, change)
+    with pytest.raises(BundleError, match=message):
         load_bundle(bundle_copy)
