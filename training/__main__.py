@@ -75,7 +75,7 @@ class TrainSettings(BaseSettings):
     query_encoder (the hashed n-gram encoder, tens of microseconds), query_student (the transformer query
     student Search uses, when one ships: closer to the teacher on real query text, about 1.4 ms more per
     ScoreRelevance served) or query_static (a static word-piece model of MiniLM's whole vocabulary, shipped
-    for it: a lookup and a mean); unset = the preset's (query_encoder)."""
+    for it: a lookup and a mean); unset = the preset's (query_static)."""
     label_engine: Literal["local", "ray"] = "local"
     """Where the teachers label the distillation set (soft labels) and embed the catalogue: local (this
     process) or ray (Ray Data actors, one teacher each; needs `pip install 'ray[data]'`). Same results."""

@@ -116,19 +116,26 @@ def test_pair_features_take_given_query_vectors_for_the_cosine_alone(tiny_bundle
 def test_relevance_cosine_takes_the_served_query_students_vectors_when_asked(
     tiny_bundle: Path, tmp_path: Path
 ) -> None:
-    """relevance_cosine "query_student" gives the shipped int8 student's vectors (what the server computes);
-    the default, or a bundle directory without a student, leaves the hashed encoder's (None); an unknown
-    source is refused by name."""
+    """relevance_cosine gives the shipped int8 vectors of the model it names (what the server computes):
+    the static word-piece model by default, the transformer query student when asked; "query_encoder", or
+    a bundle directory without the named model, leaves the hashed encoder's (None); an unknown source is
+    refused by name."""
     from server.bundle import load_bundle
 
     preset = PRESETS["tiny"]
-    wanted = replace(preset, methods=replace(preset.methods, relevance_cosine="query_student"))
-    name, vectors = relevance_query_vectors(preset, tiny_bundle)
-    assert name == "query_encoder" and vectors(["oak table"]) is None
-    assert relevance_query_vectors(wanted, tmp_path)[0] == "query_encoder"
-    name, vectors = relevance_query_vectors(wanted, tiny_bundle)
+    bundle = load_bundle(tiny_bundle)
     texts = ["oak dining table", "blue area rug"]
-    student, featurize = load_bundle(tiny_bundle).query_model()
+    name, vectors = relevance_query_vectors(preset, tiny_bundle)
+    assert name == "query_static" == bundle.relevance_query_vector
+    static = bundle.query_static.run({"input_ids": bundle.static_tokens.ids(texts)})
+    assert vectors(texts) == pytest.approx(static, abs=1e-4)
+    assert relevance_query_vectors(preset, tmp_path)[0] == "query_encoder"
+    encoder = replace(preset, methods=replace(preset.methods, relevance_cosine="query_encoder"))
+    name, vectors = relevance_query_vectors(encoder, tiny_bundle)
+    assert name == "query_encoder" and vectors(["oak table"]) is None
+    wanted = replace(preset, methods=replace(preset.methods, relevance_cosine="query_student"))
+    name, vectors = relevance_query_vectors(wanted, tiny_bundle)
+    student, featurize = bundle.query_model()
     assert name == "query_student"
     assert vectors(texts) == pytest.approx(student.run({"input_ids": featurize(texts)}), abs=1e-4)
     unknown = replace(preset, methods=replace(preset.methods, relevance_cosine="teacher"))

@@ -57,6 +57,20 @@ def test_distillation_puts_texts_where_the_teacher_puts_them() -> None:
     assert history[-1] < history[0]
 
 
+def test_a_wider_teacher_space_is_reached_through_a_projection() -> None:
+    """A product teacher of another width (mpnet: 768) gets a projection after the mean, learnt with it."""
+    texts = ["oak dining table", "blue area rug"]
+    targets = torch.nn.functional.normalize(torch.randn(2, 24, generator=torch.Generator().manual_seed(2)))
+    vocabulary = load_tokenizer(minilm_dir()).get_vocab_size()
+    student = StaticStudent(torch.randn(vocabulary, 16, generator=torch.Generator().manual_seed(0)), 24)
+    distil_static_student(
+        student, load_tokenizer(minilm_dir()), texts, targets.numpy(), epochs=150, seed=0, learning_rate=0.05
+    )
+    ids = torch.from_numpy(QueryTokenizer(minilm_dir() / "tokenizer.json", MAX_TOKENS).ids(texts))
+    with torch.no_grad():
+        assert (student(ids) * targets).sum(1).min() > 0.95
+
+
 def test_export_serves_the_tuned_rows_on_the_servers_ids(tmp_path: Path) -> None:
     """The int8 export through the server's own tokenizer gives the torch model's vectors; a text padded in
     a batch with a longer one gets its vector alone (padding is masked out of the mean)."""

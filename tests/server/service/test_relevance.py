@@ -336,6 +336,8 @@ def test_relevance_cosine_takes_the_query_vector_the_manifest_names(bundle_copy:
 
         return asyncio.run(features()).model_input[:, 0]
 
+    # Bundles from before the choice name no query model: the hashed encoder's cosine.
+    _edit(bundle_copy, lambda m: m["components"]["relevance"].pop("query_vector", None))
     before = load_bundle(bundle_copy)
     assert before.relevance_query_vector == "query_encoder"
     encoder_cosines = cosines(before)
