@@ -160,25 +160,11 @@ class Bundle:
         self.relevance = models.get("relevance")
         # The transformer query tower, fed word pieces of the featurizer's own tokenizer.json.
         self.query_student = models.get("query_student")
-        self.query_tokens: QueryTokenizer | None = None
-        if m.components.query_student is not None:
-            try:
-                self.query_tokens = QueryTokenizer(
-                    directory / m.featurizer.tokenizer, m.components.query_student.max_tokens or 0
-                )
-            except Exception as e:
-                raise BundleError(f"components.query_student: {e}") from e
+        self.query_tokens = _query_tokens(directory, m, "query_student")
         # The static word-piece model (the relevance cosine's query model when trained on it), fed the
         # same tokenizer's word pieces.
         self.query_static = models.get("query_static")
-        self.static_tokens: QueryTokenizer | None = None
-        if m.components.query_static is not None:
-            try:
-                self.static_tokens = QueryTokenizer(
-                    directory / m.featurizer.tokenizer, m.components.query_static.max_tokens or 0
-                )
-            except Exception as e:
-                raise BundleError(f"components.query_static: {e}") from e
+        self.static_tokens = _query_tokens(directory, m, "query_static")
         if m.components.relevance is not None:
             _check_relevance_names(m.components.relevance, self.relevance_kind)
         # The query model whose vector the relevance cosine feature takes, as it was trained.
@@ -343,6 +329,17 @@ def _open_model(
         return OnnxModel(directory / comp.file, name, threads, batching)
     except Exception as e:
         raise BundleError(f"{comp.file}: onnxruntime cannot load it: {e}") from e
+
+
+def _query_tokens(directory: Path, m: Manifest, name: str) -> QueryTokenizer | None:
+    """The word-piece tokenizer of component `name` (a TOKEN_KINDS model), when the bundle has one."""
+    comp = getattr(m.components, name)
+    if comp is None:
+        return None
+    try:
+        return QueryTokenizer(directory / m.featurizer.tokenizer, comp.max_tokens or 0)
+    except Exception as e:
+        raise BundleError(f"components.{name}: {e}") from e
 
 
 def _check_signature(

@@ -14,7 +14,6 @@ query student is, and exported as a Gather and a masked mean.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from server.query_tokens import PAD_ID
+from training.export import export_onnx
 from training.gate import PARITY
 from training.onnx_teacher import quantize_with_gate
 from training.query_student import encode_feeds, query_feeds
@@ -116,20 +116,7 @@ def train_static_student(
 
 def export_static_onnx(student: StaticStudent, path: Path) -> None:
     """fp32 ONNX: int64 `input_ids` [batch, tokens] -> `embedding` [batch, dim]."""
-    student.eval()
-    example = torch.ones((2, 4), dtype=torch.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation on every call
-        torch.onnx.export(
-            student,
-            (example,),
-            str(path),
-            input_names=["input_ids"],
-            output_names=["embedding"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+    export_onnx(student, torch.ones((2, 4), dtype=torch.int64), "input_ids", "embedding", path)
 
 
 def export_static_student(

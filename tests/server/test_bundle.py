@@ -275,7 +275,7 @@ def test_intent_only_bundle(bundle_copy: Path) -> None:
     """A taxonomy-only bundle: intent alone; the other calls fail with a clear precondition error."""
 
     def intent_only(m: dict[str, Any]) -> None:
-        for name in ("query_encoder", "query_student", "index", "lexical", "relevance"):
+        for name in ("query_encoder", "query_student", "query_static", "index", "lexical", "relevance"):
             m["components"].pop(name, None)
 
     edit_manifest(bundle_copy, intent_only)

@@ -430,6 +430,10 @@ def test_relevance_cosine_from_the_static_word_piece_model(bundle_copy: Path) ->
         (lambda m: m["components"].pop("query_static"), "no query_static"),
         (lambda m: m["components"]["query_static"].pop("max_tokens"), "a static_wordpiece model needs"),
         (lambda m: m["components"]["query_static"].update(kind="bag"), "query_static.kind: 'bag'"),
+        (
+            lambda m: m["components"].pop("relevance"),
+            "components.query_static: present, but the bundle cannot serve relevance",
+        ),
     ],
 )
 def test_bad_static_word_piece_model_refused(bundle_copy: Path, change, message: str) -> None:
