@@ -170,6 +170,7 @@ def test_model_info(channel: grpc.Channel, tiny_bundle: Path) -> None:
         "intent",
         "query_encoder",
         "query_student",
+        "query_static",
         "relevance",
         "index",
         "lexical",
