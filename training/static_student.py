@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
+from server.manifest import KINDS
 from server.query_tokens import PAD_ID
 from training.export import export_onnx
 from training.gate import PARITY
@@ -32,7 +33,8 @@ from training.query_student import encode_feeds, query_feeds
 from training.transformer_student import MAX_TOKENS, encode_texts, full_encoder, load_tokenizer
 
 FILE = "query_static.onnx"
-KIND = "static_wordpiece"
+KIND = KINDS["query_static"][0]
+"""The manifest's kind for this model (server/manifest_parts.py defines it)."""
 
 
 class StaticStudent(nn.Module):
