@@ -78,7 +78,16 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
     bm25 = None
     shipped = None
     for product_teacher in ctx.settings.teachers:
-        variant = replace(preset, methods=replace(preset.methods, product_teacher=product_teacher, views=2))
+        # The relevance cosine's query model is pinned to the hashed encoder here and below: the part trains
+        # each other query model's student itself (COSINE_TRAINED), so retrieval need not build one, and the
+        # "shipped" row stays the hashed-encoder recipe whatever the preset's default and whatever query
+        # model files an earlier run left in `out`.
+        variant = replace(
+            preset,
+            methods=replace(
+                preset.methods, product_teacher=product_teacher, views=2, relevance_cosine="query_encoder"
+            ),
+        )
         r = train_retrieval(data, f, variant, ctx.seed)
         student_vecs = encode_queries(r.encoder, f, r.eval_texts)
         for views in (1, 2):
@@ -150,6 +159,7 @@ def catalogue_part(ctx: Context) -> dict[str, Any]:
             product_teacher=ctx.settings.teachers[-1],
             views=2,
             teachers=tuple(ctx.settings.teachers),
+            relevance_cosine="query_encoder",
         ),
         relevance_distill_pairs=ctx.settings.relevance_distill_pairs,
     )
