@@ -25,18 +25,32 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The `tiny` preset trained end to end from the real MiniLM teacher, once per session. Set
-    SIFT_TEST_BUNDLE to a tiny bundle already trained to skip that while iterating locally."""
-    from training.pipeline import train_bundle
+    """The `tiny` preset trained end to end from the real MiniLM teacher, once per session, its stage cache
+    kept (tiny_stages). Set SIFT_TEST_BUNDLE to a tiny bundle already trained to skip that while iterating
+    locally."""
+    from training.pipeline import fp32_sibling, stage_directory, train_bundle
     from training.presets import PRESETS
 
     out = tmp_path_factory.mktemp("bundle") / "tiny"
     if given := os.environ.get("SIFT_TEST_BUNDLE"):
-        if Path(f"{given}.fp32").is_dir():  # the fp32 exports training keeps beside a bundle
-            shutil.copytree(f"{given}.fp32", f"{out}.fp32")
+        # What training keeps beside a bundle: its fp32 exports, and its stage cache when kept.
+        for beside in (fp32_sibling, stage_directory):
+            if beside(Path(given)).is_dir():
+                shutil.copytree(beside(Path(given)), beside(out))
         return Path(shutil.copytree(given, out))
-    train_bundle(PRESETS["tiny"], out, None, seed=0)
+    train_bundle(PRESETS["tiny"], out, None, seed=0, keep_stages=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_stages(tiny_bundle: Path) -> Path:
+    """The tiny bundle's training stage cache (its teachers), kept by `keep_stages`."""
+    from training.pipeline import stage_directory
+
+    stages = stage_directory(tiny_bundle)
+    if not (stages / "relevance.pt").is_file():
+        pytest.skip(f"SIFT_TEST_BUNDLE has no kept stage cache beside it ({stages})")
+    return stages
 
 
 @pytest.fixture

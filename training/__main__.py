@@ -70,6 +70,10 @@ class TrainSettings(BaseSettings):
     rerun: str | None = None
     """With the stage cache of an earlier run: rerun this stage and every later one (data, intent_teacher,
     intent_student, retrieval, relevance)."""
+    keep_stages: bool = False
+    """Keep the stage cache (`.<output>.stages/` beside the bundle) after the bundle is written: it holds the
+    teachers, which `sift-train report --parts '["served_relevance"]'` measures the bundle's relevance
+    student against. Without it the cache is deleted."""
     relevance_cosine: Literal["query_encoder", "query_student", "query_static"] | None = None
     """Which query model the relevance student's cosine feature reads, in training and serving alike:
     query_encoder (the hashed n-gram encoder, tens of microseconds), query_student (the transformer query
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             force=settings.force,
             resume=settings.resume,
             rerun=settings.rerun,
+            keep_stages=settings.keep_stages,
             engine=engine,
         )
     except (RetentionError, ValueError, FileNotFoundError) as e:

@@ -54,6 +54,11 @@ def fp32_sibling(bundle: Path) -> Path:
     return bundle.with_name(bundle.name + ".fp32")
 
 
+def stage_directory(bundle: Path) -> Path:
+    """Where a bundle's training run caches its stages: `.<bundle>.stages/`, beside it."""
+    return bundle.parent / f".{bundle.name}.stages"
+
+
 def train_bundle(
     preset: Preset,
     output: Path,
@@ -65,14 +70,16 @@ def train_bundle(
     force: bool = False,
     resume: bool = False,
     rerun: str | None = None,
+    keep_stages: bool = False,
     engine: LabelEngine | None = None,
 ) -> RunReport:
     """Trains every component and writes a validated bundle to `output` (replaced atomically). `engine`
-    runs the teachers' bulk labelling and product embedding: in this process (default) or on Ray."""
+    runs the teachers' bulk labelling and product embedding: in this process (default) or on Ray. The stage
+    cache is deleted once the bundle is written, unless `keep_stages` (stage_directory(output))."""
     report = RunReport()
     start = time.perf_counter()
     output.parent.mkdir(parents=True, exist_ok=True)
-    stages = StageCache(output.parent / f".{output.name}.stages", report, resume, rerun)
+    stages = StageCache(stage_directory(output), report, resume, rerun)
     work = Path(tempfile.mkdtemp(prefix=".sift-train-", dir=output.parent))
     try:
         _train(preset, work, data_path, seed, label_level, columns, force, stages, report, engine)
@@ -82,7 +89,8 @@ def train_bundle(
         work.rename(output)
         shutil.rmtree(fp32_sibling(output), ignore_errors=True)
         fp32_sibling(work).rename(fp32_sibling(output))
-        shutil.rmtree(stages.directory, ignore_errors=True)
+        if not keep_stages:
+            shutil.rmtree(stages.directory, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(fp32_sibling(work), ignore_errors=True)

@@ -17,7 +17,8 @@ def test_bool_flags_take_no_value() -> None:
     assert parse_settings(["--force", "--resume"]).force is True
     assert parse_settings(["--force", "--seed", "3"]).seed == 3
     settings = parse_settings(["--no-force"])
-    assert (settings.force, settings.resume) == (False, False)
+    assert (settings.force, settings.resume, settings.keep_stages) == (False, False, False)
+    assert parse_settings(["--keep-stages"]).keep_stages is True
 
 
 def test_bool_flags_still_take_the_older_value_form(monkeypatch: pytest.MonkeyPatch) -> None:

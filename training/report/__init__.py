@@ -13,6 +13,8 @@ Parts (each rerunnable alone with --parts; results of the others are kept from r
 
 Parts run only when named (they evaluate shipped bundles through the served code, training nothing):
 - real_queries: the default bundle's query side against its teacher on real WANDS and ESCI query text;
+- served_relevance: the default bundle's served ScoreRelevance against the relevance teacher it distilled
+  (from its kept stage cache), on real query text;
 - wands: the WANDS taxonomy bundle on the WANDS test split;
 - flipkart: the Flipkart-names bundle on its test split (intent and similar-product search).
 
@@ -49,6 +51,7 @@ from training.report.real_esci import esci_part
 from training.report.real_flipkart import flipkart_part
 from training.report.real_queries import real_queries_part
 from training.report.real_wands import wands_part
+from training.report.served_relevance import served_relevance_part
 from training.report.wands_ceiling import wands_ceiling_part
 
 log = logging.getLogger("sift.report")
@@ -58,6 +61,7 @@ RUN_PART: dict[str, Callable[[Context], dict[str, Any]]] = {
     "layers": layers_part,
     "latency": latency_part,
     "real_queries": real_queries_part,
+    "served_relevance": served_relevance_part,
     "wands": wands_part,
     "flipkart": flipkart_part,
     "query_levers": query_levers_part,

@@ -515,7 +515,7 @@ def real_query_agreement(
         probs = run_onnx(served[model], "relevance", "features", x)
         verdicts = cascade(served["rules"][model], replace(feats, model_input=x), probs)
         scores = verdicts.scores
-        result["students"][name] = {"kind": kind} | _agreement(
+        result["students"][name] = {"kind": kind} | score_agreement(
             scores, teacher_scores, groups, unseen, seed, t.argmax(1) == verdicts.grades
         )
     # How far single signals go toward the teacher's ranking: each of its own parts, and the cosine feature
@@ -530,13 +530,13 @@ def real_query_agreement(
     for source, (_, text_x) in by_source.items():
         signals[SIGNAL_NAMES[source]] = text_x[:, cos]
     result["signals"] = {
-        name: _agreement(np.asarray(s, np.float64), teacher_scores, groups, unseen, seed)
+        name: score_agreement(np.asarray(s, np.float64), teacher_scores, groups, unseen, seed)
         for name, s in signals.items()
     }
     return result
 
 
-def _agreement(
+def score_agreement(
     scores: np.ndarray,
     teacher_scores: np.ndarray,
     groups: list[np.ndarray],

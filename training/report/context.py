@@ -16,7 +16,7 @@ from training.teachers import minilm_dir
 
 DEFAULT_PARTS = ("intent", "catalogue", "layers", "latency")
 """What a bare `sift-train report` runs (unchanged since before the real-data parts)."""
-BUNDLE_PARTS = ("real_queries", "wands", "flipkart")
+BUNDLE_PARTS = ("real_queries", "served_relevance", "wands", "flipkart")
 """Parts that evaluate shipped bundles on the real data sets; run only when named with --parts."""
 LEVER_PARTS = ("query_levers",)
 """Parts that train several students to compare one choice; run only when named with --parts."""
@@ -48,14 +48,17 @@ class ReportSettings(BaseSettings):
     """Intent teachers compared and stacked."""
     parts: tuple[str, ...] = DEFAULT_PARTS
     """Which parts to (re)run: any of intent, catalogue, layers, latency (the default), and real_queries,
-    wands, flipkart (shipped bundles on the real data sets), query_levers (the query student's layers,
-    on real query text), esci (relevance teachers trained on the ESCI pairs, against BM25) and
-    wands_ceiling (the teachers' own class signals on WANDS, alone and stacked)."""
+    served_relevance, wands, flipkart (shipped bundles on the real data sets), query_levers (the query
+    student's layers, on real query text), esci (relevance teachers trained on the ESCI pairs, against
+    BM25) and wands_ceiling (the teachers' own class signals on WANDS, alone and stacked)."""
     data_dir: Path = Path("../shared/data")
     """Folder of the real data sets (wands-queries, esci-judgments, esci-pairs, flipkart-names)."""
     default_bundle: Path = Path("bundles/default")
     """Bundle of the README's default command: its query side is measured against its teacher
     (real_queries)."""
+    default_stages: Path = Path("bundles/.default.stages")
+    """The default bundle's training stage cache, kept with `sift-train --keep-stages`: the relevance teacher
+    its student distilled (served_relevance)."""
     wands_bundle: Path = Path("bundles/wands")
     """Taxonomy bundle trained on wands-queries: answers the WANDS test split (wands)."""
     flipkart_bundle: Path = Path("bundles/flipkart")

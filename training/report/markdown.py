@@ -13,6 +13,7 @@ from training.report.markdown_real import (
     real_flipkart_section,
     real_queries_section,
     real_wands_section,
+    served_relevance_section,
     wands_ceiling_section,
 )
 from training.report.tables import fmt, table
@@ -51,6 +52,8 @@ def write_report(results: dict[str, Any], out: Path) -> None:
         lines += _decision(results["intent"], results["latency"])
     if "real_queries" in results:
         lines += real_queries_section(results["real_queries"])
+    if "served_relevance" in results:
+        lines += served_relevance_section(results["served_relevance"])
     if "wands" in results:
         lines += real_wands_section(results["wands"])
     if "flipkart" in results:

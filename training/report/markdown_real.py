@@ -112,6 +112,36 @@ def real_queries_section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def served_relevance_section(r: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Served relevance on real query text (default bundle)",
+        "",
+        *_made_by(r),
+        f"Every distinct real query staged ({r['queries']:,}; none seen in training) is scored by the served "
+        f"ScoreRelevance (in this process: rules, the `{r['relevance_kind']}` model, its cosine from "
+        f"`{r['query_vector']}`) and by the teacher its training distilled ({r['teacher']}, from the stage "
+        f"cache `{r['stages']}`), against the same {r['sets']['fixed']['products_per_query']:g} catalogue "
+        "products for every query (fixed) and against the products the bundle's Search returns for it "
+        "(its default mode's top 10 and dense's; retrieved). Spearman of the served score with the "
+        "teacher's expected grade, pooled over pairs (95% bootstrap interval over queries) and the mean per "
+        f"query; grade agreement is the share of pairs where the served grade is the teacher's most likely "
+        f"one. Target: Spearman >= {r['target']}.",
+        "",
+    ]
+    lines += table(
+        [{"set": name, **x, "ci": _ci(x["spearman_pooled_ci"])} for name, x in r["sets"].items()],
+        [
+            ("set", "candidates"),
+            ("pairs", "pairs"),
+            ("spearman_pooled", "Spearman (pooled)"),
+            ("ci", "95% CI"),
+            ("spearman_mean_per_query", "mean per query"),
+            ("grade_agreement", "grade agreement"),
+        ],
+    )
+    return lines
+
+
 def _index_lines(index: dict[str, Any]) -> list[str]:
     """The ANN graph's share of the top-10 disagreement, and the relevance cosine feature's agreement."""
     sweep = index["expansions"]

@@ -5,8 +5,9 @@ For every real query text staged in --data-dir (WANDS, ESCI judged and unlabelle
 served query vector (Bundle.query_model(), the model EmbedQuery and Search run) is compared with the vector
 of the teacher whose space the bundle's index is in: cosine per query, and the overlap of the index's top 10
 for the two vectors (same usearch index, so only the query side differs). When the bundle serves a
-transformer query student, its hashed n-gram query encoder is measured too, as the "before" row, and so is
-the student's fp32 export when training left it beside the bundle (`<bundle>.fp32/`): what int8 costs. Then
+transformer query student, its hashed n-gram query encoder is measured too, as the "before" row, so is the
+static word-piece model that ScoreRelevance's cosine reads when the bundle ships one, and so is the
+student's fp32 export when training left it beside the bundle (`<bundle>.fp32/`): what int8 costs. Then
 what the index adds (training/report/real_search.py): the ANN graph's share of the top-10 disagreement, at
 several expansions, and how well each query model gives ScoreRelevance's cosine feature. Finally the share
 of real query word pieces that reach the student as themselves, not as [UNK].
@@ -52,6 +53,7 @@ the bundle ships, serve the one with the best mean cosine to its teacher on real
 p50 is within the budget."""
 LATENCY_QUERIES = 200
 HASHED = "before: hashed n-gram query encoder"
+STATIC = "static word-piece model"
 FP32 = "the served student before int8 (its fp32 export, not served)"
 SAME_EXPORT_COSINE = 0.95
 """An fp32 export whose vectors are further than this (mean cosine) from the served student's is not its
@@ -271,6 +273,8 @@ def real_queries_part(ctx: Context) -> dict[str, Any]:
         models.append(("served: hashed n-gram query encoder", served, featurize))
     if bundle.query_student is not None and bundle.query_encoder is not None:
         models.append((HASHED, bundle.query_encoder, bundle.featurizer.batch_ids))
+    if bundle.query_static is not None and bundle.static_tokens is not None:
+        models.append((STATIC, bundle.query_static, bundle.static_tokens.ids))
     # What int8 costs on real text: the same student before quantization, from training's `.fp32` sibling.
     fp32_path = fp32_sibling(Path(s.default_bundle)) / QUERY_STUDENT_FILE
     if bundle.query_student is not None and fp32_path.is_file():
@@ -292,7 +296,12 @@ def real_queries_part(ctx: Context) -> dict[str, Any]:
     index = {}
     if has_index:
         index = index_questions(
-            bundle, vectors[served_name], teacher_vecs, vectors.get(HASHED), served_name, vectors.get(FP32)
+            bundle,
+            vectors[served_name],
+            teacher_vecs,
+            served_name,
+            {"query_encoder": vectors.get(HASHED), "query_static": vectors.get(STATIC)},
+            vectors.get(FP32),
         )
         if fp32_embed is not None:
             index["fp32_embed"] = fp32_embed

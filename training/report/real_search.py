@@ -136,21 +136,31 @@ def relevance_cosine(
     return out
 
 
+RELEVANCE_QUERY_MODELS = {
+    "query_encoder": "hashed n-gram query encoder",
+    "query_static": "static word-piece model",
+}
+"""The names, in the relevance-cosine table, of the query models beside the served one (manifest keys)."""
+
+
 def index_questions(
     bundle: Bundle,
     served: np.ndarray,
     teacher: np.ndarray,
-    hashed: np.ndarray | None,
     served_name: str,
+    others: dict[str, np.ndarray | None],
     fp32: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Both questions for the real_queries part. `hashed` is the hashed encoder's vectors when the bundle
-    serves a transformer student beside it (ScoreRelevance embeds with the hashed encoder either way);
-    `fp32` the student's vectors before int8, when its export was measured."""
+    """Both questions for the real_queries part. `others` holds the vectors of the bundle's other query
+    models by manifest key (the hashed encoder beside a transformer student, the static word-piece model);
+    the one the bundle's relevance model names (`components.relevance.query_vector`) is marked as
+    ScoreRelevance's. `fp32` is the student's vectors before int8, when its export was measured."""
     assert bundle.index is not None
     models = {served_name: served}
-    if hashed is not None:
-        models["hashed n-gram query encoder (ScoreRelevance's)"] = hashed
+    for key, vectors in others.items():
+        if vectors is not None:
+            mark = " (ScoreRelevance's)" if key == bundle.relevance_query_vector else ""
+            models[RELEVANCE_QUERY_MODELS[key] + mark] = vectors
     return {
         "expansions": expansion_sweep(bundle.index, served, teacher, fp32=fp32),
         "relevance_cosine": relevance_cosine(bundle.index, teacher, models),

@@ -1,0 +1,64 @@
+"""The served_relevance part on the session's tiny bundle and its kept stage cache, with a staged query file
+written here (no real data set is read)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.bundle import load_bundle
+from training.report.context import Context, ReportSettings
+from training.report.markdown import write_report
+from training.report.served_relevance import FIXED_PRODUCTS, served_relevance_part
+
+
+def _staged_queries(bundle: Path, data_dir: Path) -> list[str]:
+    """Shopper-like queries (the first words of catalogue titles) as a WANDS-style query file."""
+    titles = load_bundle(bundle).products.titles
+    queries = sorted({" ".join(titles[i].split()[:3]).lower() for i in range(0, len(titles), 97)})[:12]
+    folder = data_dir / "wands-queries"
+    folder.mkdir(parents=True)
+    rows = "".join(f"{i}\t{q}\t\ttest\n" for i, q in enumerate(queries))
+    (folder / "queries.tsv").write_text("query_id\tquery\tquery_class\tsplit\n" + rows)
+    return queries
+
+
+def _settings(tmp_path: Path, bundle: Path, stages: Path) -> ReportSettings:
+    return ReportSettings(
+        default_bundle=bundle, default_stages=stages, data_dir=tmp_path / "data", output=tmp_path / "out"
+    )
+
+
+def test_served_scores_follow_the_distilled_teacher(
+    tiny_bundle: Path, tiny_stages: Path, tmp_path: Path
+) -> None:
+    queries = _staged_queries(tiny_bundle, tmp_path / "data")
+    result = served_relevance_part(Context(_settings(tmp_path, tiny_bundle, tiny_stages)))
+    assert result["queries"] == len(queries)
+    assert result["query_vector"] == "query_static"  # the default recipe's relevance cosine
+    fixed, retrieved = result["sets"]["fixed"], result["sets"]["retrieved"]
+    assert fixed["pairs"] == len(queries) * FIXED_PRODUCTS
+    assert len(queries) * 10 <= retrieved["pairs"] <= len(queries) * 20
+    for s in (fixed, retrieved):
+        lo, hi = s["spearman_pooled_ci"]
+        assert lo <= s["spearman_pooled"] <= hi
+        assert 0 <= s["grade_agreement"] <= 1
+    # Scores paired with the wrong teacher answers would agree at about 0; the distilled student agrees.
+    assert fixed["spearman_pooled"] > 0.5
+    assert np.isfinite(retrieved["spearman_mean_per_query"])
+
+    out = tmp_path / "report"
+    out.mkdir()
+    write_report({"served_relevance": result | {"command": "sift-train report", "seconds": 1.0}}, out)
+    text = (out / "README.md").read_text()
+    assert "## Served relevance on real query text (default bundle)" in text
+    assert f"| fixed | {fixed['pairs']} |" in text
+
+
+def test_a_bundle_without_its_stage_cache_is_refused_by_name(tiny_bundle: Path, tmp_path: Path) -> None:
+    _staged_queries(tiny_bundle, tmp_path / "data")
+    settings = _settings(tmp_path, tiny_bundle, tmp_path / "no-stages")
+    with pytest.raises(SystemExit, match="--keep-stages"):
+        served_relevance_part(Context(settings))

@@ -1,0 +1,139 @@
+"""The served_relevance part: does the default bundle's served ScoreRelevance rank real queries' candidates
+as the teacher it distilled does? (Issue 14: Spearman >= 0.80 with the teacher on real query text.)
+
+The catalogue part measures relevance recipes side by side at the tiny preset's sizes; this part measures the
+one bundle a user gets, at its own preset's sizes, through the server's own code (RelevanceService in this
+process: golden rules, the model, corrective rules, the query model the manifest names). Its teacher is the
+one its training run distilled, read from the run's stage cache (`sift-train --keep-stages`), so nothing is
+retrained. Every distinct real query staged (none seen in training) is scored against two candidate sets:
+- fixed: the same products, sampled once from the bundle's catalogue, for every query;
+- retrieved: the products the bundle's own Search returns for it (its default mode's top 10 and dense's).
+Spearman of the served scores with the teacher's expected grade, pooled over the pairs with a 95% bootstrap
+interval over queries, and the mean per query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from server.bundle import Bundle
+from server.relevance_cascade import grade_scores
+from server.service.relevance import CandidateInput, RelevanceService
+from server.service.retrieval import RetrievalService
+from server.service.store import BundleStore
+from server.service.validation import Limits
+from training.report.catalogue import score_agreement
+from training.report.context import Context
+from training.report.real_common import distinct, open_bundle
+from training.report.real_queries import load_sources
+
+log = logging.getLogger("sift.report")
+FIXED_PRODUCTS = 20
+"""Products in the fixed candidate set (as the catalogue part's)."""
+RETRIEVED_K = 10
+TARGET = 0.80
+
+
+def load_teacher(stages: Path) -> Any:
+    """The relevance stage's result (training/relevance.py RelevanceResult, with its teacher) from a kept
+    stage cache."""
+    path = stages / "relevance.pt"
+    if not path.is_file():
+        raise SystemExit(
+            f"served_relevance: no {path}: train the bundle with `sift-train --keep-stages` and pass its "
+            "stage cache with --default-stages"
+        )
+    return torch.load(path, weights_only=False)  # our own cache, written by training/stages.py
+
+
+def candidate_sets(bundle: Bundle, queries: list[str], seed: int) -> dict[str, list[np.ndarray]]:
+    """Per query, the rows of each candidate set."""
+    assert bundle.products is not None
+    n = len(bundle.products)
+    fixed = np.sort(np.random.default_rng(seed).choice(n, min(FIXED_PRODUCTS, n), replace=False))
+    search = RetrievalService(BundleStore(bundle), Limits(), cache_size=0)
+
+    async def retrieved(query: str) -> np.ndarray:
+        ids: list[str] = []
+        for mode in dict.fromkeys(["", "dense"]):  # the bundle's default mode, then dense
+            hits = (await search.search(query, None, RETRIEVED_K, "", mode)).hits
+            ids += [h.product_id for h in hits]
+        return bundle.products.row_of.rows(list(dict.fromkeys(ids)))
+
+    async def all_retrieved() -> list[np.ndarray]:
+        return [await retrieved(q) for q in queries]
+
+    return {"fixed": [fixed for _ in queries], "retrieved": asyncio.run(all_retrieved())}
+
+
+def served_scores(bundle: Bundle, queries: list[str], rows: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """ScoreRelevance's scores and grades of each query's candidates (by product id), in query order."""
+    assert bundle.products is not None
+    service = RelevanceService(BundleStore(bundle), Limits())
+    ids = bundle.products.ids
+
+    async def go() -> tuple[list[float], list[str]]:
+        scores: list[float] = []
+        grades: list[str] = []
+        for query, r in zip(queries, rows, strict=True):
+            answer = (await service.score(query, [CandidateInput(product_id=ids[int(i)]) for i in r])).scores
+            scores += [s.score for s in answer]
+            grades += [s.grade for s in answer]
+        return scores, grades
+
+    scores, grades = asyncio.run(go())
+    return np.array(scores, dtype=np.float64), grades
+
+
+def served_relevance_part(ctx: Context) -> dict[str, Any]:
+    s = ctx.settings
+    bundle = open_bundle(s.default_bundle)
+    bundle.require("relevance")
+    bundle.require("retrieval")
+    assert bundle.products is not None
+    rel = load_teacher(s.default_stages)
+    by_source, missing = load_sources(s.data_dir)
+    if not by_source:
+        raise SystemExit(f"served_relevance: no query file found under {s.data_dir}")
+    queries = distinct([t for ts in by_source.values() for t in ts])
+    log.info("served_relevance: %d distinct queries, teacher %s", len(queries), rel.teacher_name)
+    result: dict[str, Any] = {
+        "bundle": str(s.default_bundle),
+        "bundle_version": bundle.version,
+        "stages": str(s.default_stages),
+        "teacher": rel.teacher_name,
+        "query_vector": bundle.relevance_query_vector,
+        "relevance_kind": bundle.relevance_kind,
+        "queries": len(queries),
+        "sources": {src: len(ts) for src, ts in by_source.items()},
+        "missing_files": missing,
+        "target": TARGET,
+        "sets": {},
+    }
+    titles = bundle.products.titles
+    for name, rows in candidate_sets(bundle, queries, s.seed).items():
+        pair_queries = [q for q, r in zip(queries, rows, strict=True) for _ in range(len(r))]
+        pair_titles = [titles[int(i)] for r in rows for i in r]
+        student, grades = served_scores(bundle, queries, rows)
+        teacher_probs = rel.teacher_probabilities(pair_queries, pair_titles)
+        teacher = grade_scores(teacher_probs)
+        # The served grade names against the teacher's most likely grade (the data's grade set, worst first).
+        same = np.array(grades) == np.array(rel.grades)[teacher_probs.argmax(1)]
+        starts = np.cumsum([0] + [len(r) for r in rows])
+        groups = [np.arange(a, b) for a, b in itertools.pairwise(starts)]
+        # Every query is unseen by the default bundle's training, so the "unseen" figures are the same.
+        agreement = score_agreement(student, teacher, groups, np.zeros(len(groups), bool), s.seed, same)
+        result["sets"][name] = {
+            "pairs": len(pair_titles),
+            "products_per_query": round(len(pair_titles) / len(queries), 2),
+            "teacher_score_mean": round(float(teacher.mean()), 4),
+            **agreement,
+        }
+    return result
