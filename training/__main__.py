@@ -80,6 +80,9 @@ class TrainSettings(BaseSettings):
     student Search uses, when one ships: closer to the teacher on real query text, about 1.4 ms more per
     ScoreRelevance served) or query_static (a static word-piece model of MiniLM's whole vocabulary, shipped
     for it: a lookup and a mean); unset = the preset's (query_static)."""
+    relevance_distill_pairs: int | None = Field(None, ge=0)
+    """Unlabelled (query, product) pairs the relevance teacher labels for the text relevance student
+    (BERT2DNN's distillation set); unset = the preset's (8,000 tiny, 60,000 default, 1,000,000 full)."""
     label_engine: Literal["local", "ray"] = "local"
     """Where the teachers label the distillation set (soft labels) and embed the catalogue: local (this
     process) or ray (Ray Data actors, one teacher each; needs `pip install 'ray[data]'`). Same results."""
@@ -163,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
         if settings.relevance_cosine is not None:
             methods = replace(preset.methods, relevance_cosine=settings.relevance_cosine)
             preset = replace(preset, methods=methods)
+        if settings.relevance_distill_pairs is not None:
+            preset = replace(preset, relevance_distill_pairs=settings.relevance_distill_pairs)
         report = train_bundle(
             preset,
             settings.output,

@@ -139,6 +139,27 @@ def served_relevance_section(r: dict[str, Any]) -> list[str]:
             ("grade_agreement", "grade agreement"),
         ],
     )
+    lines += ["", "By where the queries come from, and single signals on all of them:", ""]
+    rows = [
+        {"set": name, "what": f"{src} ({x['queries']})", **x, "ci": _ci(x["spearman_pooled_ci"])}
+        for name, st in r["sets"].items()
+        for src, x in st["by_source"].items()
+    ]
+    rows += [
+        {"set": name, "what": signal, **x, "ci": _ci(x["spearman_pooled_ci"])}
+        for name, st in r["sets"].items()
+        for signal, x in st["signals"].items()
+    ]
+    lines += table(
+        rows,
+        [
+            ("set", "candidates"),
+            ("what", "queries, or signal"),
+            ("spearman_pooled", "Spearman (pooled)"),
+            ("ci", "95% CI"),
+            ("spearman_mean_per_query", "mean per query"),
+        ],
+    )
     return lines
 
 

@@ -29,10 +29,10 @@ from server.service.relevance import CandidateInput, RelevanceService
 from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
-from training.report.catalogue import score_agreement
+from training.report.catalogue import TEACHER_NAMES, score_agreement
 from training.report.context import Context
-from training.report.real_common import distinct, open_bundle
-from training.report.real_queries import load_sources
+from training.report.real_common import distinct, normalize, open_bundle, unit
+from training.report.real_queries import embed, load_sources
 
 log = logging.getLogger("sift.report")
 FIXED_PRODUCTS = 20
@@ -118,22 +118,77 @@ def served_relevance_part(ctx: Context) -> dict[str, Any]:
         "sets": {},
     }
     titles = bundle.products.titles
+    source_of = {normalize(q): src for src, ts in reversed(by_source.items()) for q in ts}
+    cosine = served_cosine(bundle, queries)
     for name, rows in candidate_sets(bundle, queries, s.seed).items():
         pair_queries = [q for q, r in zip(queries, rows, strict=True) for _ in range(len(r))]
         pair_titles = [titles[int(i)] for r in rows for i in r]
         student, grades = served_scores(bundle, queries, rows)
-        teacher_probs = rel.teacher_probabilities(pair_queries, pair_titles)
+        with torch.inference_mode():
+            parts = rel.stack.parts(pair_queries, pair_titles) if rel.stack is not None else None
+        teacher_probs = (
+            rel.stack.combine(parts)
+            if parts is not None
+            else rel.teacher_probabilities(pair_queries, pair_titles)
+        )
         teacher = grade_scores(teacher_probs)
         # The served grade names against the teacher's most likely grade (the data's grade set, worst first).
         same = np.array(grades) == np.array(rel.grades)[teacher_probs.argmax(1)]
         starts = np.cumsum([0] + [len(r) for r in rows])
         groups = [np.arange(a, b) for a, b in itertools.pairwise(starts)]
-        # Every query is unseen by the default bundle's training, so the "unseen" figures are the same.
-        agreement = score_agreement(student, teacher, groups, np.zeros(len(groups), bool), s.seed, same)
+        everyone = list(range(len(queries)))
+        # How far single signals go: the teacher's own parts, and the cosine feature as served (a student
+        # reading only one of them can rank no closer to the teacher than it does).
+        signals = {
+            f"teacher part: {TEACHER_NAMES[p]}": grade_scores(a) if a.ndim == 2 else a
+            for p, a in (parts or {}).items()
+        }
+        signals[f"served cosine feature ({bundle.relevance_query_vector})"] = np.concatenate(
+            [cosine[q][r] for q, r in enumerate(rows)]
+        )
         result["sets"][name] = {
             "pairs": len(pair_titles),
             "products_per_query": round(len(pair_titles) / len(queries), 2),
             "teacher_score_mean": round(float(teacher.mean()), 4),
-            **agreement,
+            **agree(student, teacher, groups, everyone, s.seed, same),
+            "by_source": {
+                src: {"queries": len(chosen), **agree(student, teacher, groups, chosen, s.seed, same)}
+                for src in by_source
+                if (chosen := [i for i, q in enumerate(queries) if source_of[normalize(q)] == src])
+            },
+            "signals": {
+                n: agree(np.asarray(v, np.float64), teacher, groups, everyone, s.seed)
+                for n, v in signals.items()
+            },
         }
     return result
+
+
+def agree(
+    scores: np.ndarray,
+    teacher: np.ndarray,
+    groups: list[np.ndarray],
+    chosen: list[int],
+    seed: int,
+    same_grade: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """score_agreement over the queries `chosen` (each query's pairs are `groups[q]`); every query is unseen
+    by the default bundle's training, so there is no separate unseen figure."""
+    subset = [groups[i] for i in chosen]
+    return score_agreement(scores, teacher, subset, np.zeros(len(subset), bool), seed, same_grade)
+
+
+def served_cosine(bundle: Bundle, queries: list[str]) -> np.ndarray:
+    """[queries, products]: ScoreRelevance's cosine feature for every catalogue product, the query's vector
+    from the model the manifest names against the product's title vector."""
+    assert bundle.index is not None
+    if bundle.relevance_query_vector == "query_static":
+        assert bundle.query_static is not None and bundle.static_tokens is not None
+        model, featurize = bundle.query_static, bundle.static_tokens.ids
+    elif bundle.relevance_query_vector == "query_student":
+        model, featurize = bundle.query_model()
+    else:
+        model, featurize = bundle.query_encoder, bundle.featurizer.batch_ids
+    vectors = embed(model, featurize, queries)
+    products = bundle.index.vectors(np.arange(len(bundle.index) // bundle.index.views))
+    return unit(vectors) @ unit(products).T

@@ -48,6 +48,11 @@ def test_served_scores_follow_the_distilled_teacher(
     # Scores paired with the wrong teacher answers would agree at about 0; the distilled student agrees.
     assert fixed["spearman_pooled"] > 0.5
     assert np.isfinite(retrieved["spearman_mean_per_query"])
+    # One staged source: its row is the whole set's.
+    assert fixed["by_source"]["WANDS queries"]["spearman_pooled"] == fixed["spearman_pooled"]
+    signals = fixed["signals"]
+    assert "served cosine feature (query_static)" in signals
+    assert "teacher part: cross-encoder" in signals
 
     out = tmp_path / "report"
     out.mkdir()
