@@ -208,7 +208,8 @@ def _index_lines(index: dict[str, Any]) -> list[str]:
     rel = index["relevance_cosine"]
     lines += [
         "ScoreRelevance's cosine feature for a product given by id is the query model's vector against the "
-        "product's title vector, and the relevance teacher leans on the teacher's own (query, title) cosine. "
+        "product's title vector, and the relevance teacher stacks the teacher's own (query, title) cosine "
+        "with the cross-encoder. "
         f"Spearman of the two over the {rel['queries']:,} real queries x {rel['products']} products sampled "
         "once (pooled, 95% bootstrap interval over queries; and the mean per query):",
         "",
