@@ -9,7 +9,7 @@ import numpy as np
 from server.rules import GRADES
 from training.relevance import Pairs
 from training.relevance_stack import StackedTeacher
-from training.report.catalogue import _agreement, relevance_teachers, roc_auc
+from training.report.catalogue import relevance_teachers, roc_auc, score_agreement
 from training.report.markdown import _relevance_agreement, _relevance_teachers
 
 
@@ -58,7 +58,9 @@ def test_agreement_pools_pairs_and_keeps_the_unseen_queries_apart() -> None:
     # Right within each query but the second query's scores sit below the first's: pooled Spearman pays
     # for it, the mean per query does not.
     scores = np.array([0.4, 0.5, 0.6, 0.1, 0.2, 0.3])
-    a = _agreement(scores, teacher, groups, unseen, seed=0, same_grade=np.array([1, 1, 1, 0, 0, 1], bool))
+    a = score_agreement(
+        scores, teacher, groups, unseen, seed=0, same_grade=np.array([1, 1, 1, 0, 0, 1], bool)
+    )
     assert a["spearman_mean_per_query"] == 1.0
     assert a["spearman_pooled"] == round(float(np.corrcoef([4, 5, 6, 1, 2, 3], [1, 2, 3, 4, 5, 6])[0, 1]), 4)
     assert a["grade_agreement"] == round(4 / 6, 4)
@@ -66,7 +68,7 @@ def test_agreement_pools_pairs_and_keeps_the_unseen_queries_apart() -> None:
     lo, hi = a["spearman_pooled_ci"]
     assert lo <= a["spearman_pooled"] <= hi
     # A signal has no grades: no agreement key, and the reversed order is -1.
-    b = _agreement(-teacher, teacher, groups, unseen, seed=0)
+    b = score_agreement(-teacher, teacher, groups, unseen, seed=0)
     assert b["spearman_pooled"] == -1.0 and "grade_agreement" not in b
 
 
