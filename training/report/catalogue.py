@@ -520,12 +520,7 @@ def real_query_agreement(
         )
     # How far single signals go toward the teacher's ranking: each of its own parts, and the cosine feature
     # as the students read it (a student that is any rising function of one of these scores the same).
-    signals = {}
-    if parts is not None:
-        for part, answer in parts.items():
-            signals[f"teacher part: {TEACHER_NAMES[part]}"] = (
-                grade_scores(answer) if answer.ndim == 2 else answer
-            )
+    signals = teacher_part_signals(parts)
     cos = RelevanceColumn.COSINE
     for source, (_, text_x) in by_source.items():
         signals[SIGNAL_NAMES[source]] = text_x[:, cos]
@@ -534,6 +529,15 @@ def real_query_agreement(
         for name, s in signals.items()
     }
     return result
+
+
+def teacher_part_signals(parts: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Each part of a stacked teacher as a score per pair: a grade distribution as its expected grade, a
+    cosine as itself."""
+    return {
+        f"teacher part: {TEACHER_NAMES[part]}": grade_scores(answer) if answer.ndim == 2 else answer
+        for part, answer in (parts or {}).items()
+    }
 
 
 def score_agreement(

@@ -29,7 +29,7 @@ from server.service.relevance import CandidateInput, RelevanceService
 from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
-from training.report.catalogue import TEACHER_NAMES, score_agreement
+from training.report.catalogue import score_agreement, teacher_part_signals
 from training.report.context import Context
 from training.report.real_common import distinct, normalize, open_bundle, unit
 from training.report.real_queries import embed, load_sources
@@ -139,10 +139,7 @@ def served_relevance_part(ctx: Context) -> dict[str, Any]:
         everyone = list(range(len(queries)))
         # How far single signals go: the teacher's own parts, and the cosine feature as served (a student
         # reading only one of them can rank no closer to the teacher than it does).
-        signals = {
-            f"teacher part: {TEACHER_NAMES[p]}": grade_scores(a) if a.ndim == 2 else a
-            for p, a in (parts or {}).items()
-        }
+        signals = teacher_part_signals(parts)
         signals[f"served cosine feature ({bundle.relevance_query_vector})"] = np.concatenate(
             [cosine[q][r] for q, r in enumerate(rows)]
         )
