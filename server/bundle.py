@@ -273,6 +273,18 @@ class Bundle:
         assert self.query_encoder is not None
         return self.query_encoder, self.featurizer.batch_ids
 
+    def relevance_query_model(self) -> tuple[OnnxModel, Callable[[list[str]], np.ndarray]]:
+        """The model ScoreRelevance's cosine feature embeds the query with (components.relevance.query_vector,
+        what the relevance model was trained on), and how texts become its input."""
+        which = self.relevance_query_vector
+        if which == "query_student":
+            return self.query_model()
+        if which == "query_static":
+            assert self.query_static is not None and self.static_tokens is not None
+            return self.query_static, self.static_tokens.ids
+        assert self.query_encoder is not None
+        return self.query_encoder, self.featurizer.batch_ids
+
     def require(self, capability: str) -> None:
         """Raises FailedPrecondition when this bundle was trained without what `capability` needs."""
         if capability not in self.capabilities:

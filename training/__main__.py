@@ -83,6 +83,9 @@ class TrainSettings(BaseSettings):
     relevance_distill_pairs: int | None = Field(None, ge=0)
     """Unlabelled (query, product) pairs the relevance teacher labels for the text relevance student
     (BERT2DNN's distillation set); unset = the preset's (8,000 tiny, 60,000 default, 1,000,000 full)."""
+    relevance_word_runs: float | None = Field(None, ge=0.0, le=1.0)
+    """Share of the relevance distillation set's generated query texts that are random runs of two to four
+    vocabulary words (queries about anything, most far from the catalogue); unset = the preset's."""
     label_engine: Literal["local", "ray"] = "local"
     """Where the teachers label the distillation set (soft labels) and embed the catalogue: local (this
     process) or ray (Ray Data actors, one teacher each; needs `pip install 'ray[data]'`). Same results."""
@@ -168,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
             preset = replace(preset, methods=methods)
         if settings.relevance_distill_pairs is not None:
             preset = replace(preset, relevance_distill_pairs=settings.relevance_distill_pairs)
+        if settings.relevance_word_runs is not None:
+            preset = replace(preset, relevance_word_runs=settings.relevance_word_runs)
         report = train_bundle(
             preset,
             settings.output,

@@ -101,6 +101,8 @@ class Preset:
     """Labelled pairs the cross-encoder teacher is fine-tuned on."""
     relevance_distill_pairs: int = 8000
     """Unlabelled (query, product) pairs the cross-encoder labels for the text relevance student."""
+    relevance_word_runs: float = 0.0
+    """Share of those pairs' generated query texts that are random runs of vocabulary words."""
     relevance_dim: int = 32
     relevance_hidden: int = 128
     relevance_epochs: int = 8

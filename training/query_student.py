@@ -15,7 +15,6 @@ is 1 - cosine.
 
 from __future__ import annotations
 
-import random
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from tokenizers import Tokenizer
 
 from server.query_tokens import PAD_ID, QueryTokenizer
 from server.runtime.onnx import OnnxModel, ThreadSettings
-from training.data.augment import vocabulary_queries
+from training.data.augment import vocabulary_queries, word_runs
 from training.data.dataset import TrainingData
 from training.gate import PARITY
 from training.onnx_teacher import quantize_with_gate
@@ -35,7 +34,6 @@ from training.presets import Preset
 from training.smooth_quant import smooth_activations
 from training.teachers import minilm_dir
 from training.transformer_student import (
-    FIRST_WORD_ID,
     MAX_TOKENS,
     TransformerStudent,
     build_transformer_student,
@@ -45,6 +43,7 @@ from training.transformer_student import (
     factorized_student,
     fused_attention,
     load_tokenizer,
+    whole_words,
 )
 
 FILE = "query_student.onnx"
@@ -58,10 +57,7 @@ def distillation_texts(data: TrainingData, tokenizer: Tokenizer, n_vocabulary: i
     ids = tokenizer.get_vocab()
     vocab = sorted(ids, key=ids.get)
     texts = vocabulary_queries(vocab, data.labels, data.descriptions, n_vocabulary // 2, seed)
-    words = [w for w in vocab if ids[w] >= FIRST_WORD_ID and w.isalpha() and len(w) >= 3]
-    rng = random.Random(seed)
-    texts += [" ".join(rng.sample(words, rng.choice((2, 2, 3, 4)))) for _ in range(n_vocabulary - len(texts))]
-    return texts
+    return texts + word_runs(whole_words(vocab), n_vocabulary - len(texts), seed)
 
 
 def distillation_set(

@@ -519,6 +519,7 @@ def train_relevance(
             seed,
             vocabulary,
             real_queries if real_queries is not None else data.real("train")[0],
+            preset.relevance_word_runs,
         )
         titles = [data.titles[i] for i in d.rows]
         unlabelled = Pairs(d.queries, d.group, d.rows, titles, np.full(len(d.rows), -1, dtype=np.int64))

@@ -37,10 +37,11 @@ from server.featurize import (
 )
 from server.rules import grade_values
 from training.bm25 import BM25
-from training.data.augment import augment_queries, generate_label_queries, vocabulary_queries
+from training.data.augment import augment_queries, generate_label_queries, vocabulary_queries, word_runs
 from training.data.dataset import TrainingData
 from training.data.queries import title_substrings
 from training.students import fit
+from training.transformer_student import whole_words
 
 F0 = len(RELEVANCE_FEATURES)
 Q_IDS = slice(F0, F0 + TEXT_QUERY_IDS)
@@ -232,13 +233,15 @@ def distillation_pairs(
     seed: int,
     vocabulary: list[str],
     real_queries: list[str] | None = None,
+    runs_share: float = 0.0,
 ) -> DistillationPairs:
     """About `n_pairs` unlabelled (query, product) pairs: half title substrings of training products
     against their product, same-category siblings, a sibling category's product and strangers; half
     query texts against what BM25 and the dense two-tower return for them, and strangers. The query texts
     are real training queries and ten augmented copies of each (a word dropped, a modifier added, words
     swapped, the last word cut), when there are any, then queries generated from label names and
-    vocabulary words."""
+    vocabulary words, and `runs_share` of the generated ones random runs of whole vocabulary words (queries
+    about anything, most of them far from the catalogue)."""
     rng = random.Random(seed)
     labels = data.product_labels.tolist()
     n = len(data.titles)
@@ -279,20 +282,28 @@ def distillation_pairs(
     real += augment_queries(real, 10 * len(real), seed + 14) if real else []
     real = real[:n_text]
     n_rest = n_text - len(real)
-    texts = [t for t, _ in generate_label_queries(data.labels, data.descriptions, n_rest // 2, seed + 12)]
-    texts += vocabulary_queries(vocabulary, data.labels, data.descriptions, n_rest - len(texts), seed + 13)
-    texts = real + texts
+    n_runs = round(n_rest * runs_share)
+    n_label = (n_rest - n_runs) // 2
+    texts = [t for t, _ in generate_label_queries(data.labels, data.descriptions, n_label, seed + 12)]
+    n_vocabulary = n_rest - n_runs - len(texts)
+    texts += vocabulary_queries(vocabulary, data.labels, data.descriptions, n_vocabulary, seed + 13)
+    texts = real + texts + word_runs(whole_words(vocabulary), n_runs, seed + 15)
     bm25 = BM25(data.titles)
     dense = neighbours(texts)
     for i, text in enumerate(texts):
         lexical = bm25.top_k(text, 10).tolist()
         cands = rng.sample(lexical, min(2, len(lexical))) + rng.sample(dense[i].tolist(), 2)
         cands += [rng.randrange(n) for _ in range(per_text - len(cands))]
-        source = "real_queries_retrieved" if i < len(real) else "generated_queries_retrieved"
-        add(source, text, cands)
+        add(_text_source(i, len(real), len(texts) - n_runs), text, cands)
     return DistillationPairs(
         queries, np.array(group, dtype=np.int64), np.array(rows, dtype=np.int64), sources
     )
+
+
+def _text_source(i: int, real: int, runs_from: int) -> str:
+    if i < real:
+        return "real_queries_retrieved"
+    return "generated_queries_retrieved" if i < runs_from else "word_runs_retrieved"
 
 
 def soften(probs: np.ndarray, temperature: float) -> np.ndarray:

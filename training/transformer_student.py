@@ -48,6 +48,11 @@ FIRST_WORD_ID = 1996
 _MASK_VALUE = -1e9
 
 
+def whole_words(vocab: list[str]) -> list[str]:
+    """The whole alphabetic words of three letters or more in a BERT uncased vocabulary, in id order."""
+    return [w for w in vocab[FIRST_WORD_ID:] if w.isalpha() and len(w) >= 3]
+
+
 def load_tokenizer(model_dir: Path, max_length: int = MAX_TOKENS) -> Tokenizer:
     """The teacher's own tokenizer.json, truncating to `max_length` and padding to the longest in a batch."""
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))

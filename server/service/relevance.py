@@ -210,11 +210,7 @@ def _relevance_query_vector(bundle: Bundle, query: str, deadline: float | None) 
     which = bundle.relevance_query_vector
     if which == "query_encoder":
         return None
-    if which == "query_student":
-        model, featurize = bundle.query_model()
-    else:
-        assert bundle.query_static is not None and bundle.static_tokens is not None
-        model, featurize = bundle.query_static, bundle.static_tokens.ids
+    model, featurize = bundle.relevance_query_model()
     future = asyncio.ensure_future(
         model.infer(featurize([query]), deadline, offload=which == "query_student")
     )

@@ -277,3 +277,11 @@ def vocabulary_queries(
         word = words[i % len(words)] if i < len(words) else rng.choice(words)
         out.append(word if rng.random() < 0.4 else " ".join([word, *rng.choice(phrases)]))
     return out
+
+
+def word_runs(words: Sequence[str], n: int, seed: int) -> list[str]:
+    """Random runs of two to four whole words ("lacoste tennis", "usb charger cable white"): text about
+    anything, so that a student also learns where the teacher puts words and word pairs that no catalogue
+    here holds, and queries far from the catalogue."""
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(words, rng.choice((2, 2, 3, 4)))) for _ in range(n)]

@@ -119,7 +119,6 @@ def served_relevance_part(ctx: Context) -> dict[str, Any]:
     }
     titles = bundle.products.titles
     source_of = {normalize(q): src for src, ts in reversed(by_source.items()) for q in ts}
-    cosine = served_cosine(bundle, queries)
     for name, rows in candidate_sets(bundle, queries, s.seed).items():
         pair_queries = [q for q, r in zip(queries, rows, strict=True) for _ in range(len(r))]
         pair_titles = [titles[int(i)] for r in rows for i in r]
@@ -140,8 +139,8 @@ def served_relevance_part(ctx: Context) -> dict[str, Any]:
         # How far single signals go: the teacher's own parts, and the cosine feature as served (a student
         # reading only one of them can rank no closer to the teacher than it does).
         signals = teacher_part_signals(parts)
-        signals[f"served cosine feature ({bundle.relevance_query_vector})"] = np.concatenate(
-            [cosine[q][r] for q, r in enumerate(rows)]
+        signals[f"served cosine feature ({bundle.relevance_query_vector})"] = served_cosine(
+            bundle, queries, rows
         )
         result["sets"][name] = {
             "pairs": len(pair_titles),
@@ -175,17 +174,10 @@ def agree(
     return score_agreement(scores, teacher, subset, np.zeros(len(subset), bool), seed, same_grade)
 
 
-def served_cosine(bundle: Bundle, queries: list[str]) -> np.ndarray:
-    """[queries, products]: ScoreRelevance's cosine feature for every catalogue product, the query's vector
+def served_cosine(bundle: Bundle, queries: list[str], rows: list[np.ndarray]) -> np.ndarray:
+    """ScoreRelevance's cosine feature of each query's candidate `rows`, concatenated: the query's vector
     from the model the manifest names against the product's title vector."""
     assert bundle.index is not None
-    if bundle.relevance_query_vector == "query_static":
-        assert bundle.query_static is not None and bundle.static_tokens is not None
-        model, featurize = bundle.query_static, bundle.static_tokens.ids
-    elif bundle.relevance_query_vector == "query_student":
-        model, featurize = bundle.query_model()
-    else:
-        model, featurize = bundle.query_encoder, bundle.featurizer.batch_ids
-    vectors = embed(model, featurize, queries)
-    products = bundle.index.vectors(np.arange(len(bundle.index) // bundle.index.views))
-    return unit(vectors) @ unit(products).T
+    model, featurize = bundle.relevance_query_model()
+    vectors = unit(embed(model, featurize, queries))
+    return np.concatenate([unit(bundle.index.vectors(r)) @ v for v, r in zip(vectors, rows, strict=True)])
