@@ -22,7 +22,7 @@ from server.config import env_in_help
 from training.data.columns import Columns
 from training.gate import RetentionError
 from training.pipeline import train_bundle
-from training.presets import PRESETS
+from training.presets import PRESETS, Preset
 from training.scale import LabelEngine
 
 
@@ -165,16 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     engine = None
     try:
         engine = LabelEngine(settings.label_engine, settings.ray_address, settings.ray_cpus)
-        preset = PRESETS[settings.preset]
-        if settings.relevance_cosine is not None:
-            methods = replace(preset.methods, relevance_cosine=settings.relevance_cosine)
-            preset = replace(preset, methods=methods)
-        if settings.relevance_distill_pairs is not None:
-            preset = replace(preset, relevance_distill_pairs=settings.relevance_distill_pairs)
-        if settings.relevance_word_runs is not None:
-            preset = replace(preset, relevance_word_runs=settings.relevance_word_runs)
         report = train_bundle(
-            preset,
+            preset_of(settings),
             settings.output,
             settings.data,
             settings.seed,
@@ -193,6 +185,18 @@ def main(argv: list[str] | None = None) -> None:
         if engine is not None:
             engine.close()
     print(_summary(settings.output, report.timings, report.evaluation))
+
+
+def preset_of(settings: TrainSettings) -> Preset:
+    """The named preset with the relevance flags that override it."""
+    preset = PRESETS[settings.preset]
+    if settings.relevance_cosine is not None:
+        preset = replace(preset, methods=replace(preset.methods, relevance_cosine=settings.relevance_cosine))
+    if settings.relevance_distill_pairs is not None:
+        preset = replace(preset, relevance_distill_pairs=settings.relevance_distill_pairs)
+    if settings.relevance_word_runs is not None:
+        preset = replace(preset, relevance_word_runs=settings.relevance_word_runs)
+    return preset
 
 
 def _summary(output: Path, timings: dict[str, float], evaluation: dict[str, object]) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import assert_help_names_env
-from training.__main__ import TrainSettings, main, parse_settings
+from training.__main__ import TrainSettings, main, parse_settings, preset_of
 from training.data.columns import Columns
+from training.presets import PRESETS
 
 
 def test_help_names_every_flag_with_its_environment_variable() -> None:
@@ -41,6 +42,14 @@ def test_column_flags() -> None:
 def test_relevance_cosine_flag() -> None:
     assert parse_settings([]).relevance_cosine is None
     assert parse_settings(["--relevance-cosine", "query_student"]).relevance_cosine == "query_student"
+
+
+def test_relevance_flags_override_the_preset() -> None:
+    assert preset_of(parse_settings([])) == PRESETS["tiny"]
+    flags = "--preset tiny --relevance-distill-pairs 500 --relevance-word-runs 0.25"
+    preset = preset_of(parse_settings([*flags.split(), "--relevance-cosine", "query_encoder"]))
+    assert preset.name == "tiny" and preset.relevance_distill_pairs == 500
+    assert preset.relevance_word_runs == 0.25 and preset.methods.relevance_cosine == "query_encoder"
 
 
 def test_a_bad_flag_value_is_named_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:

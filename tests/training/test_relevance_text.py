@@ -28,6 +28,7 @@ from training.relevance_text import (
     train_text_student,
 )
 from training.teachers import minilm_dir
+from training.transformer_student import FIRST_WORD_ID
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,24 @@ def test_distillation_pairs_cover_every_source(featurizer: Featurizer) -> None:
         featurizer,
     )
     assert x.shape == (len(pairs.rows), TEXT_RELEVANCE_WIDTH)
+
+
+def test_distillation_pairs_word_runs(featurizer: Featurizer) -> None:
+    """A share of the generated query texts are runs of whole vocabulary words, against retrieved
+    candidates like the other texts; without the share there are none."""
+    data = load_training_data(None, 400, 0.1, 0)
+    words = ["driftwood", "velvet", "lantern", "walnut", "outdoor", "tennis", "charger"]
+    vocabulary = [f"[unused{i}]" for i in range(FIRST_WORD_ID)] + words
+    neighbours = lambda t: np.tile(np.arange(10), (len(t), 1))  # noqa: E731
+    none = distillation_pairs(data, featurizer, neighbours, 1200, 0, vocabulary)
+    assert "word_runs_retrieved" not in none.sources
+    half = distillation_pairs(data, featurizer, neighbours, 1200, 0, vocabulary, runs_share=0.5)
+    runs = half.sources["word_runs_retrieved"]
+    assert 0.4 <= runs / (runs + half.sources["generated_queries_retrieved"]) <= 0.6
+    # The runs are the last query texts: two to four distinct vocabulary words each.
+    tail = half.queries[-(runs // 8) :]
+    assert all(2 <= len(q.split()) <= 4 and set(q.split()) <= set(words) for q in tail)
+    assert sum(half.sources.values()) == len(half.rows)
 
 
 def test_model_sizes() -> None:

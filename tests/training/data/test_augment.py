@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from training.data.augment import augment_queries, generate_label_queries
+from training.data.augment import augment_queries, generate_label_queries, word_runs
 
 LABELS = ["Furniture > Accent Chairs", "Rugs > Area Rugs", "Bath Rugs & Mats", "Accent Chests / Cabinets"]
 
@@ -36,3 +36,12 @@ def test_augment_queries() -> None:
     assert len(out) == 300 and out == augment_queries(real, 300, 0)
     assert len(set(out)) > 60
     assert sum(o not in real for o in out) > 200
+
+
+def test_word_runs_are_seeded_runs_of_distinct_words() -> None:
+    words = ["oak", "lamp", "rug", "velvet", "sofa", "brass"]
+    runs = word_runs(words, 50, 3)
+    assert runs == word_runs(words, 50, 3) and runs != word_runs(words, 50, 4)
+    for run in runs:
+        parts = run.split()
+        assert 2 <= len(parts) <= 4 and len(set(parts)) == len(parts) and set(parts) <= set(words)
