@@ -82,7 +82,7 @@ class TrainSettings(BaseSettings):
     for it: a lookup and a mean); unset = the preset's (query_static)."""
     relevance_distill_pairs: int | None = Field(None, ge=0)
     """Unlabelled (query, product) pairs the relevance teacher labels for the text relevance student
-    (BERT2DNN's distillation set); unset = the preset's (8,000 tiny, 60,000 default, 1,000,000 full)."""
+    (BERT2DNN's distillation set); unset = the preset's (8,000 tiny, 200,000 default, 1,000,000 full)."""
     relevance_word_runs: float | None = Field(None, ge=0.0, le=1.0)
     """Share of the relevance distillation set's generated query texts that are random runs of two to four
     vocabulary words (queries about anything, most far from the catalogue); unset = the preset's."""

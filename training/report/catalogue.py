@@ -315,7 +315,7 @@ def read_esci_pairs(path: Path) -> tuple[list[str], list[str], np.ndarray, dict[
     return [r["query"] for r in rows], [r["product_title"] for r in rows], exact, labels
 
 
-def _auc_with_ci(scores: np.ndarray, exact: np.ndarray, seed: int) -> dict[str, Any]:
+def auc_with_ci(scores: np.ndarray, exact: np.ndarray, seed: int) -> dict[str, Any]:
     lo, hi = bootstrap_ci(roc_auc, scores, exact, n=1000, seed=seed)
     return {"auc": round(roc_auc(scores, exact), 4), "auc_ci": [round(lo, 4), round(hi, 4)]}
 
@@ -362,7 +362,7 @@ def relevance_teachers(
     for name, (score, grades, real_score) in scored.items():
         row: dict[str, Any] = {"teacher": name, **evaluate_ranking(rel.eval, score, grades, rel.grades)}
         if real_score is not None and esci is not None:
-            row["esci"] = _auc_with_ci(real_score, esci[2], seed)
+            row["esci"] = auc_with_ci(real_score, esci[2], seed)
         rows.append(row)
     return {
         "dev_pairs": len(rel.dev.titles),
@@ -618,7 +618,7 @@ def esci_pairs_auc(
         scores[f"student: {name}"] = cascade(
             served["rules"][name], replace(feats, model_input=x), probs
         ).scores
-    table = {name: _auc_with_ci(sc, exact, seed) for name, sc in scores.items()}
+    table = {name: auc_with_ci(sc, exact, seed) for name, sc in scores.items()}
     teacher_auc = table[f"teacher: {rel.teacher_name}"]["auc"]
     for name, row in table.items():
         if name.startswith("student: "):

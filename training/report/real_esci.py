@@ -39,7 +39,7 @@ from server.rules import ESCI_GRADES
 from training.bm25 import BM25
 from training.metrics import bootstrap_ci
 from training.relevance_stack import CROSS_ENCODER, Encoder, GradeStacker, pair_cosines, stack_features
-from training.report.catalogue import TEACHER_NAMES, _auc_with_ci, roc_auc
+from training.report.catalogue import TEACHER_NAMES, auc_with_ci, roc_auc
 from training.report.context import Context
 
 PAIRS = "esci-pairs"
@@ -205,7 +205,7 @@ def measure_teachers(
             "teacher": name,
             "what": what,
             "dev_auc": round(roc_auc(dev_scores, dev.exact), 4),
-            **_auc_with_ci(test_scores, test.exact, seed),
+            **auc_with_ci(test_scores, test.exact, seed),
         }
         if name != REFERENCE:
             row |= auc_difference(test_scores, reference, test.exact, seed)
@@ -271,7 +271,7 @@ def esci_part(ctx: Context) -> dict[str, Any]:
             {
                 "seed": seed,
                 "dev_auc": round(roc_auc(dev, splits["dev"].exact), 4),
-                **_auc_with_ci(test, splits["test"].exact, ctx.seed),
+                **auc_with_ci(test, splits["test"].exact, ctx.seed),
             }
         )
     return {

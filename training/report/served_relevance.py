@@ -29,9 +29,10 @@ from server.service.relevance import CandidateInput, RelevanceService
 from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
-from training.report.catalogue import score_agreement, teacher_part_signals
+from training.report.catalogue import auc_with_ci, read_esci_pairs, score_agreement, teacher_part_signals
 from training.report.context import Context
 from training.report.real_common import distinct, normalize, open_bundle, unit
+from training.report.real_esci import auc_difference, bm25_pair_scores, verdict
 from training.report.real_queries import embed, load_sources
 
 log = logging.getLogger("sift.report")
@@ -76,20 +77,59 @@ def candidate_sets(bundle: Bundle, queries: list[str], seed: int) -> dict[str, l
 def served_scores(bundle: Bundle, queries: list[str], rows: list[np.ndarray]) -> tuple[np.ndarray, list[str]]:
     """ScoreRelevance's scores and grades of each query's candidates (by product id), in query order."""
     assert bundle.products is not None
-    service = RelevanceService(BundleStore(bundle), Limits())
     ids = bundle.products.ids
+    return _score_calls(bundle, queries, [[CandidateInput(product_id=ids[int(i)]) for i in r] for r in rows])
+
+
+def _score_calls(
+    bundle: Bundle, queries: list[str], candidates: list[list[CandidateInput]]
+) -> tuple[np.ndarray, list[str]]:
+    """One ScoreRelevance per query, in process: the scores and grade names of every candidate, in order."""
+    service = RelevanceService(BundleStore(bundle), Limits())
 
     async def go() -> tuple[list[float], list[str]]:
         scores: list[float] = []
         grades: list[str] = []
-        for query, r in zip(queries, rows, strict=True):
-            answer = (await service.score(query, [CandidateInput(product_id=ids[int(i)]) for i in r])).scores
+        for query, cands in zip(queries, candidates, strict=True):
+            answer = (await service.score(query, cands)).scores
             scores += [s.score for s in answer]
             grades += [s.grade for s in answer]
         return scores, grades
 
     scores, grades = asyncio.run(go())
     return np.array(scores, dtype=np.float64), grades
+
+
+def esci_pairs(bundle: Bundle, rel: Any, path: Path, seed: int) -> dict[str, Any]:
+    """The ESCI pairs test split against the bundle and the teacher it distilled: Exact against the rest, AUC
+    with a 95% bootstrap interval over pairs, for the served ScoreRelevance (each title given as text, as a
+    client sends a product the bundle does not hold), the teacher, each of its parts, and BM25; each row's
+    paired difference from BM25 (the real_esci part's test)."""
+    queries, titles, exact, labels = read_esci_pairs(path)
+    served, _ = _score_calls(bundle, queries, [[CandidateInput(title=t)] for t in titles])
+    with torch.inference_mode():
+        parts = rel.stack.parts(queries, titles) if rel.stack is not None else None
+    probs = rel.stack.combine(parts) if parts is not None else rel.teacher_probabilities(queries, titles)
+    teacher, student = f"teacher: {rel.teacher_name}", "served ScoreRelevance (titles as text)"
+    bm25 = bm25_pair_scores(queries, titles)
+    scores = {student: served, teacher: grade_scores(probs), **teacher_part_signals(parts)}
+    table = {
+        name: auc_with_ci(sc, exact, seed) | auc_difference(sc, bm25, exact, seed)
+        for name, sc in scores.items()
+    }
+    for row in table.values():
+        row["vs_bm25"] = verdict(row["difference_ci"])
+    table["BM25 (query against the split's titles)"] = auc_with_ci(bm25, exact, seed)
+    table[student]["share_of_teacher_auc"] = round(
+        table[student]["auc"] / max(table[teacher]["auc"], 1e-9), 4
+    )
+    return {
+        "file": str(path),
+        "pairs": len(queries),
+        "exact": int(exact.sum()),
+        "labels": labels,
+        "auc": table,
+    }
 
 
 def served_relevance_part(ctx: Context) -> dict[str, Any]:
@@ -157,6 +197,9 @@ def served_relevance_part(ctx: Context) -> dict[str, Any]:
                 for n, v in signals.items()
             },
         }
+    esci = s.data_dir / "esci-pairs" / "pairs_test.csv"
+    if esci.is_file():
+        result["esci_pairs_test"] = esci_pairs(bundle, rel, esci, s.seed)
     return result
 
 

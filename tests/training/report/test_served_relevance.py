@@ -3,6 +3,7 @@ written here (no real data set is read)."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,22 @@ def _staged_queries(bundle: Path, data_dir: Path) -> list[str]:
     return queries
 
 
+def _staged_esci_pairs(bundle: Path, data_dir: Path) -> tuple[int, int]:
+    """ESCI-style pairs: a title's first words against that title (Exact) or another title (Irrelevant)."""
+    titles = load_bundle(bundle).products.titles
+    folder = data_dir / "esci-pairs"
+    folder.mkdir(parents=True)
+    queries = []
+    with (folder / "pairs_test.csv").open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["query", "product_title", "esci_label"])
+        for n, i in enumerate(range(0, 40 * 31, 31)):
+            queries.append(" ".join(titles[i].split()[:2]).lower())
+            other = titles[(i + len(titles) // 2) % len(titles)]
+            out.writerow([queries[-1], titles[i], "E"] if n % 2 == 0 else [queries[-1], other, "I"])
+    return len(queries), len(set(queries))
+
+
 def _settings(tmp_path: Path, bundle: Path, stages: Path) -> ReportSettings:
     return ReportSettings(
         default_bundle=bundle, default_stages=stages, data_dir=tmp_path / "data", output=tmp_path / "out"
@@ -35,12 +52,16 @@ def test_served_scores_follow_the_distilled_teacher(
     tiny_bundle: Path, tiny_stages: Path, tmp_path: Path
 ) -> None:
     queries = _staged_queries(tiny_bundle, tmp_path / "data")
+    esci_pairs, esci_queries = _staged_esci_pairs(tiny_bundle, tmp_path / "data")
     result = served_relevance_part(Context(_settings(tmp_path, tiny_bundle, tiny_stages)))
-    assert result["queries"] == len(queries)
+    # The pairs file's queries are a query source too (as many as are distinct from the others).
+    n = result["queries"]
+    assert result["sources"] == {"WANDS queries": len(queries), "ESCI pairs queries": esci_queries}
+    assert len(queries) < n <= len(queries) + esci_queries
     assert result["query_vector"] == "query_static"  # the default recipe's relevance cosine
     fixed, retrieved = result["sets"]["fixed"], result["sets"]["retrieved"]
-    assert fixed["pairs"] == len(queries) * FIXED_PRODUCTS
-    assert len(queries) * 10 <= retrieved["pairs"] <= len(queries) * 20
+    assert fixed["pairs"] == n * FIXED_PRODUCTS
+    assert n * 10 <= retrieved["pairs"] <= n * 20
     for s in (fixed, retrieved):
         lo, hi = s["spearman_pooled_ci"]
         assert lo <= s["spearman_pooled"] <= hi
@@ -48,18 +69,29 @@ def test_served_scores_follow_the_distilled_teacher(
     # Scores paired with the wrong teacher answers would agree at about 0; the distilled student agrees.
     assert fixed["spearman_pooled"] > 0.5
     assert np.isfinite(retrieved["spearman_mean_per_query"])
-    # One staged source: its row is the whole set's.
-    assert fixed["by_source"]["WANDS queries"]["spearman_pooled"] == fixed["spearman_pooled"]
+    assert fixed["by_source"]["WANDS queries"]["queries"] == len(queries)
     signals = fixed["signals"]
     assert "served cosine feature (query_static)" in signals
     assert "teacher part: cross-encoder" in signals
+
+    # ESCI pairs: a query is its own title's first words, so the served model, the teacher and BM25 all
+    # tell the Exact pairs from the rest; every row but BM25's carries its paired difference from BM25.
+    esci = result["esci_pairs_test"]
+    assert esci["pairs"] == esci_pairs and esci["labels"]["E"] == esci_pairs // 2
+    auc = esci["auc"]
+    served, bm25 = "served ScoreRelevance (titles as text)", "BM25 (query against the split's titles)"
+    for name in (served, f"teacher: {result['teacher']}", bm25):
+        assert auc[name]["auc"] > 0.8, name
+    assert auc[served]["vs_bm25"] in ("beats", "loses", "within noise")
+    assert "difference" not in auc[bm25]
 
     out = tmp_path / "report"
     out.mkdir()
     write_report({"served_relevance": result | {"command": "sift-train report", "seconds": 1.0}}, out)
     text = (out / "README.md").read_text()
     assert "## Served relevance on real query text (default bundle)" in text
-    assert f"| fixed | {fixed['pairs']} |" in text
+    assert f"| fixed | {fixed['pairs']:,} |" in text
+    assert "| served ScoreRelevance (titles as text) |" in text
 
 
 def test_a_bundle_without_its_stage_cache_is_refused_by_name(tiny_bundle: Path, tmp_path: Path) -> None:
