@@ -137,9 +137,19 @@ def served_relevance_section(r: dict[str, Any]) -> list[str]:
             ("ci", "95% CI"),
             ("spearman_mean_per_query", "mean per query"),
             ("grade_agreement", "grade agreement"),
+            ("spearman_query_means", "query means"),
+            ("spearman_pooled_teacher_means", "pooled, at the teacher's query means"),
         ],
     )
-    lines += ["", "By where the queries come from, and single signals on all of them:", ""]
+    lines += [
+        "",
+        "The pooled figure also asks each query's scores to sit at the teacher's level for that query: "
+        "`query means` is the Spearman of the queries' mean scores, and the last column the pooled Spearman "
+        "once each query's served scores are shifted to the teacher's mean for it.",
+        "",
+        "By where the queries come from, and single signals on all of them:",
+        "",
+    ]
     rows = [
         {"set": name, "what": f"{src} ({x['queries']})", **x, "ci": _ci(x["spearman_pooled_ci"])}
         for name, st in r["sets"].items()

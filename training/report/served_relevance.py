@@ -29,6 +29,7 @@ from server.service.relevance import CandidateInput, RelevanceService
 from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
+from training.metrics import spearman
 from training.report.catalogue import auc_with_ci, read_esci_pairs, score_agreement, teacher_part_signals
 from training.report.context import Context
 from training.report.real_common import distinct, normalize, open_bundle, unit
@@ -212,9 +213,20 @@ def agree(
     same_grade: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """score_agreement over the queries `chosen` (each query's pairs are `groups[q]`); every query is unseen
-    by the default bundle's training, so there is no separate unseen figure."""
+    by the default bundle's training, so there is no separate unseen figure. The pooled Spearman mixes two
+    things, so both are given apart: how the queries' mean scores agree (`spearman_query_means`), and the
+    pooled Spearman once each query's scores are shifted to the teacher's mean for that query
+    (`spearman_pooled_teacher_means`: what a student with exactly the teacher's per-query level would get)."""
     subset = [groups[i] for i in chosen]
-    return score_agreement(scores, teacher, subset, np.zeros(len(subset), bool), seed, same_grade)
+    out = score_agreement(scores, teacher, subset, np.zeros(len(subset), bool), seed, same_grade)
+    means = np.array([[scores[g].mean(), teacher[g].mean()] for g in subset])
+    shifted = scores.copy()
+    for g, (mine, theirs) in zip(subset, means, strict=True):
+        shifted[g] += theirs - mine
+    pairs = np.concatenate(subset)
+    out["spearman_query_means"] = round(spearman(means[:, 0], means[:, 1]), 4)
+    out["spearman_pooled_teacher_means"] = round(spearman(shifted[pairs], teacher[pairs]), 4)
+    return out
 
 
 def served_cosine(bundle: Bundle, queries: list[str], rows: list[np.ndarray]) -> np.ndarray:

@@ -12,7 +12,7 @@ import pytest
 from server.bundle import load_bundle
 from training.report.context import Context, ReportSettings
 from training.report.markdown import write_report
-from training.report.served_relevance import FIXED_PRODUCTS, served_relevance_part
+from training.report.served_relevance import FIXED_PRODUCTS, agree, served_relevance_part
 
 
 def _staged_queries(bundle: Path, data_dir: Path) -> list[str]:
@@ -92,6 +92,18 @@ def test_served_scores_follow_the_distilled_teacher(
     assert "## Served relevance on real query text (default bundle)" in text
     assert f"| fixed | {fixed['pairs']:,} |" in text
     assert "| served ScoreRelevance (titles as text) |" in text
+
+
+def test_agreement_at_the_teachers_query_levels() -> None:
+    """A student that ranks each query's pairs as the teacher does, but at levels of its own per query."""
+    rng = np.random.default_rng(0)
+    teacher = rng.random(60)
+    groups = [np.arange(i, i + 10) for i in range(0, 60, 10)]
+    offsets = np.repeat(rng.normal(0, 1, 6), 10)
+    out = agree(teacher + offsets, teacher, groups, list(range(6)), 0)
+    assert out["spearman_pooled"] < 0.9
+    assert out["spearman_pooled_teacher_means"] == 1.0 and out["spearman_mean_per_query"] == 1.0
+    assert out["spearman_query_means"] < 1.0
 
 
 def test_a_bundle_without_its_stage_cache_is_refused_by_name(tiny_bundle: Path, tmp_path: Path) -> None:
