@@ -101,6 +101,17 @@ def _score_calls(
     return np.array(scores, dtype=np.float64), grades
 
 
+def teacher_answers(
+    rel: Any, queries: list[str], titles: list[str]
+) -> tuple[dict[str, np.ndarray] | None, np.ndarray]:
+    """The distilled teacher's parts (None for a teacher that is not a stack) and its grade probabilities."""
+    if rel.stack is None:
+        return None, rel.teacher_probabilities(queries, titles)
+    with torch.inference_mode():
+        parts = rel.stack.parts(queries, titles)
+    return parts, rel.stack.combine(parts)
+
+
 def esci_pairs(bundle: Bundle, rel: Any, path: Path, seed: int) -> dict[str, Any]:
     """The ESCI pairs test split against the bundle and the teacher it distilled: Exact against the rest, AUC
     with a 95% bootstrap interval over pairs, for the served ScoreRelevance (each title given as text, as a
@@ -108,9 +119,7 @@ def esci_pairs(bundle: Bundle, rel: Any, path: Path, seed: int) -> dict[str, Any
     paired difference from BM25 (the real_esci part's test)."""
     queries, titles, exact, labels = read_esci_pairs(path)
     served, _ = _score_calls(bundle, queries, [[CandidateInput(title=t)] for t in titles])
-    with torch.inference_mode():
-        parts = rel.stack.parts(queries, titles) if rel.stack is not None else None
-    probs = rel.stack.combine(parts) if parts is not None else rel.teacher_probabilities(queries, titles)
+    parts, probs = teacher_answers(rel, queries, titles)
     teacher, student = f"teacher: {rel.teacher_name}", "served ScoreRelevance (titles as text)"
     bm25 = bm25_pair_scores(queries, titles)
     scores = {student: served, teacher: grade_scores(probs), **teacher_part_signals(parts)}
@@ -160,17 +169,12 @@ def served_relevance_part(ctx: Context) -> dict[str, Any]:
     }
     titles = bundle.products.titles
     source_of = {normalize(q): src for src, ts in reversed(by_source.items()) for q in ts}
+    vectors = query_vectors(bundle, queries)
     for name, rows in candidate_sets(bundle, queries, s.seed).items():
         pair_queries = [q for q, r in zip(queries, rows, strict=True) for _ in range(len(r))]
         pair_titles = [titles[int(i)] for r in rows for i in r]
         student, grades = served_scores(bundle, queries, rows)
-        with torch.inference_mode():
-            parts = rel.stack.parts(pair_queries, pair_titles) if rel.stack is not None else None
-        teacher_probs = (
-            rel.stack.combine(parts)
-            if parts is not None
-            else rel.teacher_probabilities(pair_queries, pair_titles)
-        )
+        parts, teacher_probs = teacher_answers(rel, pair_queries, pair_titles)
         teacher = grade_scores(teacher_probs)
         # The served grade names against the teacher's most likely grade (the data's grade set, worst first).
         same = np.array(grades) == np.array(rel.grades)[teacher_probs.argmax(1)]
@@ -181,7 +185,7 @@ def served_relevance_part(ctx: Context) -> dict[str, Any]:
         # reading only one of them can rank no closer to the teacher than it does).
         signals = teacher_part_signals(parts)
         signals[f"served cosine feature ({bundle.relevance_query_vector})"] = served_cosine(
-            bundle, queries, rows
+            bundle, vectors, rows
         )
         result["sets"][name] = {
             "pairs": len(pair_titles),
@@ -229,10 +233,14 @@ def agree(
     return out
 
 
-def served_cosine(bundle: Bundle, queries: list[str], rows: list[np.ndarray]) -> np.ndarray:
-    """ScoreRelevance's cosine feature of each query's candidate `rows`, concatenated: the query's vector
-    from the model the manifest names against the product's title vector."""
-    assert bundle.index is not None
+def query_vectors(bundle: Bundle, queries: list[str]) -> np.ndarray:
+    """The queries' unit vectors from the model that ScoreRelevance's cosine feature reads."""
     model, featurize = bundle.relevance_query_model()
-    vectors = unit(embed(model, featurize, queries))
+    return unit(embed(model, featurize, queries))
+
+
+def served_cosine(bundle: Bundle, vectors: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
+    """ScoreRelevance's cosine feature of each query's candidate `rows`, concatenated: the query's vector
+    (query_vectors) against the product's title vector."""
+    assert bundle.index is not None
     return np.concatenate([unit(bundle.index.vectors(r)) @ v for v, r in zip(vectors, rows, strict=True)])
