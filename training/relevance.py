@@ -594,10 +594,10 @@ def _stacked_teacher(
     known: dict[str, np.ndarray],
     grades: tuple[str, ...],
 ) -> tuple[StackedTeacher, dict[str, dict[str, np.ndarray]]]:
-    """The cross-encoder stacked with the preset's bi-encoders, fitted on the dev pairs (which the
-    cross-encoder never trained on); each split's teacher parts, the cross-encoder's probabilities of train
-    and eval as passed in (train_relevance has them)."""
-    stack = StackedTeacher(CrossEncoderScorer(ce), dict.fromkeys(stack_encoders(preset)))
+    """The cross-encoder stacked with the preset's bi-encoders and the word share, fitted on the dev pairs
+    (which the cross-encoder never trained on); each split's teacher parts, the cross-encoder's probabilities
+    of train and eval as passed in (train_relevance has them)."""
+    stack = StackedTeacher(CrossEncoderScorer(ce), dict.fromkeys(stack_encoders(preset)), words=True)
     parts = {}
     with torch.inference_mode():
         for name, p in splits.items():

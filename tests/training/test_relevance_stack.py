@@ -1,5 +1,6 @@
 """The stacked relevance teacher: the logistic stacker recovers a known mapping, gives distributions over any
-number of grades, and stacks only the bi-encoders the preset names (MiniLM alone without mpnet)."""
+number of grades, stacks only the bi-encoders the preset names (MiniLM alone without mpnet), and the word
+share when asked (not in stacks pickled before it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from training.presets import PRESETS
 from training.relevance_stack import (
     CROSS_ENCODER,
+    WORD_MATCH,
     CrossEncoderScorer,
     GradeStacker,
     StackedTeacher,
@@ -18,6 +20,7 @@ from training.relevance_stack import (
     pair_cosines,
     stack_encoders,
     stack_features,
+    word_match,
 )
 
 
@@ -140,3 +143,38 @@ def test_a_pickled_teacher_keeps_its_stacker_and_drops_its_bi_encoders() -> None
     assert back.encoders == {"minilm": None} and back.names == (CROSS_ENCODER, "minilm")
     assert np.array_equal(back.stacker.weight, teacher.stacker.weight)
     assert isinstance(teacher.encoders["minilm"], _BagEncoder)  # the original keeps its encoder
+
+
+def test_word_match_is_the_share_of_the_querys_stemmed_words_in_the_title() -> None:
+    got = word_match(
+        ["oak dining chairs", "Oak oak", "", "!!", "lamp"],
+        ["Dining chair, solid oak", "oak table", "anything", "anything", "floor lamps"],
+    )
+    assert np.allclose(got, [1.0, 1.0, 0.0, 0.0, 1.0])
+    assert np.allclose(word_match(["red velvet sofa"], ["blue velvet sofa"]), [2 / 3])
+
+
+def test_a_stack_with_words_learns_from_the_word_share() -> None:
+    """A cross-encoder and bi-encoder that know nothing, and grades that follow the word share: only the
+    stacked word share can rank them, and an old pickle (no `words`) still has its old features."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)]
+    queries = [" ".join(rng.choice(words, 2, replace=False)) for _ in range(400)]
+    titles = [q.split()[0] if rng.random() < 0.5 else str(rng.choice(words)) + " x" for q in queries]
+    grades = (word_match(queries, titles) > 0).astype(np.int64) * 2
+
+    def uniform(qs: list[str], ts: list[str]) -> np.ndarray:
+        return np.full((len(qs), 3), 1 / 3, dtype=np.float32)
+
+    teacher = StackedTeacher(uniform, {}, words=True)
+    assert teacher.names == (CROSS_ENCODER, WORD_MATCH)
+    parts = teacher.parts(queries, titles)
+    teacher.fit(parts, grades, 3)
+    assert np.mean(teacher.combine(parts).argmax(1) == grades) > 0.95
+    old = StackedTeacher(CrossEncoderScorer(None), {})
+    del old.__dict__["words"]  # as unpickled from a stage cache written before the field
+    back = pickle.loads(pickle.dumps(old))
+    assert back.names == (CROSS_ENCODER,)
+    assert WORD_MATCH not in back.parts(queries[:2], titles[:2], np.full((2, 3), 1 / 3))

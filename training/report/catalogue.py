@@ -37,7 +37,7 @@ from training.presets import PRESETS
 from training.query_student import FILE as QUERY_STUDENT_FILE
 from training.query_student import distillation_set, encode_onnx, export_query_student
 from training.relevance import Pairs, export_relevance, text_pair_features, train_relevance
-from training.relevance_stack import CROSS_ENCODER
+from training.relevance_stack import CROSS_ENCODER, WORD_MATCH
 from training.report.context import Context
 from training.retrieval import (
     encode_queries,
@@ -301,7 +301,12 @@ def _student_cosine(
     return v, replace(rel, head=head, features=feats, distill_x=distill_x, cosine=cosine)
 
 
-TEACHER_NAMES = {CROSS_ENCODER: "cross-encoder", "minilm": "MiniLM cosine", "mpnet": "mpnet cosine"}
+TEACHER_NAMES = {
+    CROSS_ENCODER: "cross-encoder",
+    "minilm": "MiniLM cosine",
+    "mpnet": "mpnet cosine",
+    WORD_MATCH: "query words in the title",
+}
 
 
 def read_esci_pairs(path: Path) -> tuple[list[str], list[str], np.ndarray, dict[str, int]]:
@@ -343,7 +348,7 @@ def relevance_teachers(
         ev[ce].argmax(1),
         grade_scores(real[ce]) if real is not None else None,
     )
-    for name in rel.stack.encoders:
+    for name in rel.stack.names[1:]:  # the bi-encoders' cosines and the word share
         scored[f"{TEACHER_NAMES[name]}, raw"] = (ev[name], None, real[name] if real is not None else None)
     for label, names in alone_and_stacked(rel.stack.names).items():
         stacker = GradeStacker.fit(stack_features(dev, names), rel.dev.grades, len(rel.grades))
@@ -356,7 +361,7 @@ def relevance_teachers(
     # the worst (the stacker's weights are only defined up to a shift across grades; this contrast is not).
     w = rel.stack.stacker.weight
     features = [f"cross-encoder log p({g})" for g in rel.grades]
-    features += [TEACHER_NAMES[n] for n in rel.stack.encoders]
+    features += [TEACHER_NAMES[n] for n in rel.stack.names[1:]]
     weights = {n: round(float(w[i, -1] - w[i, 0]), 3) for i, n in enumerate(features)}
     rows = []
     for name, (score, grades, real_score) in scored.items():
