@@ -170,37 +170,46 @@ def served_relevance_section(r: dict[str, Any]) -> list[str]:
             ("spearman_mean_per_query", "mean per query"),
         ],
     )
-    if esci := r.get("esci_pairs_test"):
-        lines += [
-            "",
-            f"ESCI pairs test split (`{esci['file']}`, {esci['pairs']} real pairs, labels {esci['labels']}): "
-            "Exact against the rest, AUC with a 95% bootstrap interval over pairs, and each row's paired "
-            "difference from BM25 (the same resamples for both). The served ScoreRelevance gets each title "
-            "as text; the teacher is the one this bundle distilled.",
-            "",
-        ]
-        rows = [
-            {
-                "what": name,
-                **x,
-                "ci": _ci(x["auc_ci"]),
-                "diff_ci": _ci(x["difference_ci"]) if "difference_ci" in x else "-",
-                "vs": x.get("vs_bm25", "-"),
-            }
-            for name, x in esci["auc"].items()
-        ]
-        lines += table(
-            rows,
-            [
-                ("what", "scores"),
-                ("auc", "AUC"),
-                ("ci", "95% CI"),
-                ("share_of_teacher_auc", "share of teacher AUC"),
-                ("difference", "minus BM25"),
-                ("diff_ci", "95% CI"),
-                ("vs", "vs BM25"),
-            ],
-        )
+    for key, what in (
+        ("esci_pairs_test", "ESCI pairs test split"),
+        ("esci_pairs_all", "ESCI pairs, every split (none of them in this bundle's training data)"),
+    ):
+        if esci := r.get(key):
+            lines += _esci_pairs_lines(esci, what)
+    return lines
+
+
+def _esci_pairs_lines(esci: dict[str, Any], what: str) -> list[str]:
+    lines = [
+        "",
+        f"{what} (`{esci['file']}`, {esci['pairs']} real pairs, labels {esci['labels']}): "
+        "Exact against the rest, AUC with a 95% bootstrap interval over pairs, and each row's paired "
+        "difference from BM25 (the same resamples for both). The served ScoreRelevance gets each title "
+        "as text; the teacher is the one this bundle distilled.",
+        "",
+    ]
+    rows = [
+        {
+            "what": name,
+            **x,
+            "ci": _ci(x["auc_ci"]),
+            "diff_ci": _ci(x["difference_ci"]) if "difference_ci" in x else "-",
+            "vs": x.get("vs_bm25", "-"),
+        }
+        for name, x in esci["auc"].items()
+    ]
+    lines += table(
+        rows,
+        [
+            ("what", "scores"),
+            ("auc", "AUC"),
+            ("ci", "95% CI"),
+            ("share_of_teacher_auc", "share of teacher AUC"),
+            ("difference", "minus BM25"),
+            ("diff_ci", "95% CI"),
+            ("vs", "vs BM25"),
+        ],
+    )
     return lines
 
 

@@ -112,17 +112,23 @@ def teacher_answers(
     return parts, rel.stack.combine(parts)
 
 
-def esci_pairs(bundle: Bundle, rel: Any, path: Path, seed: int) -> dict[str, Any]:
-    """The ESCI pairs test split against the bundle and the teacher it distilled: Exact against the rest, AUC
-    with a 95% bootstrap interval over pairs, for the served ScoreRelevance (each title given as text, as a
-    client sends a product the bundle does not hold), the teacher, each of its parts, and BM25; each row's
-    paired difference from BM25 (the real_esci part's test)."""
-    queries, titles, exact, labels = read_esci_pairs(path)
+def esci_pairs(bundle: Bundle, rel: Any, paths: list[Path], seed: int) -> dict[str, Any]:
+    """ESCI pairs files (one split, or several read as one set) against the bundle and the teacher it
+    distilled: Exact against the rest, AUC with a 95% bootstrap interval over pairs, for the served
+    ScoreRelevance (each title given as text, as a client sends a product the bundle does not hold), the
+    teacher, each of its parts, and BM25 (statistics of the set's titles); each row's paired difference from
+    BM25 (the real_esci part's test)."""
+    queries, titles, exact, labels = [], [], [], dict.fromkeys("ESCI", 0)
+    for path in paths:
+        q, t, e, n = read_esci_pairs(path)
+        queries, titles, exact = queries + q, titles + t, [*exact, *e.tolist()]
+        labels = {k: labels[k] + n[k] for k in labels}
     served, _ = _score_calls(bundle, queries, [[CandidateInput(title=t)] for t in titles])
     parts, probs = teacher_answers(rel, queries, titles)
     teacher, student = f"teacher: {rel.teacher_name}", "served ScoreRelevance (titles as text)"
     bm25 = bm25_pair_scores(queries, titles)
     scores = {student: served, teacher: grade_scores(probs), **teacher_part_signals(parts)}
+    exact = np.array(exact, dtype=bool)
     table = {
         name: auc_with_ci(sc, exact, seed) | auc_difference(sc, bm25, exact, seed)
         for name, sc in scores.items()
@@ -134,7 +140,7 @@ def esci_pairs(bundle: Bundle, rel: Any, path: Path, seed: int) -> dict[str, Any
         table[student]["auc"] / max(table[teacher]["auc"], 1e-9), 4
     )
     return {
-        "file": str(path),
+        "file": ", ".join(str(p) for p in paths),
         "pairs": len(queries),
         "exact": int(exact.sum()),
         "labels": labels,
@@ -202,10 +208,25 @@ def served_relevance_part(ctx: Context) -> dict[str, Any]:
                 for n, v in signals.items()
             },
         }
-    esci = s.data_dir / "esci-pairs" / "pairs_test.csv"
-    if esci.is_file():
-        result["esci_pairs_test"] = esci_pairs(bundle, rel, esci, s.seed)
+    folder = s.data_dir / "esci-pairs"
+    if (folder / "pairs_test.csv").is_file():
+        result["esci_pairs_test"] = esci_pairs(bundle, rel, [folder / "pairs_test.csv"], s.seed)
+        # A bundle that never trained on these pairs can be measured on all of them: five times the test
+        # split's 32 pairs, for intervals half as wide.
+        splits = [folder / f"pairs_{n}.csv" for n in ("train", "dev", "test")]
+        if all(p.is_file() for p in splits) and not trained_on(bundle, folder):
+            result["esci_pairs_all"] = esci_pairs(bundle, rel, splits, s.seed)
     return result
+
+
+def trained_on(bundle: Bundle, folder: Path) -> bool:
+    """Whether the bundle's training data (the manifest's training.data: "synthetic" or the path given to
+    sift-train --data) was `folder` or a file in it."""
+    data = str(bundle.manifest.training.get("data", ""))
+    if data in ("", "synthetic"):
+        return False
+    used, here = Path(data).resolve(), folder.resolve()
+    return used == here or here in used.parents
 
 
 def agree(

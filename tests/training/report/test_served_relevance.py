@@ -12,7 +12,7 @@ import pytest
 from server.bundle import load_bundle
 from training.report.context import Context, ReportSettings
 from training.report.markdown import write_report
-from training.report.served_relevance import FIXED_PRODUCTS, agree, served_relevance_part
+from training.report.served_relevance import FIXED_PRODUCTS, agree, served_relevance_part, trained_on
 
 
 def _staged_queries(bundle: Path, data_dir: Path) -> list[str]:
@@ -27,19 +27,21 @@ def _staged_queries(bundle: Path, data_dir: Path) -> list[str]:
 
 
 def _staged_esci_pairs(bundle: Path, data_dir: Path) -> tuple[int, int]:
-    """ESCI-style pairs: a title's first words against that title (Exact) or another title (Irrelevant)."""
+    """ESCI-style pairs: a title's first words against that title (Exact) or another title (Irrelevant); 40
+    in the test split, 10 each in train and dev. Returns the test pairs and the distinct queries of all."""
     titles = load_bundle(bundle).products.titles
     folder = data_dir / "esci-pairs"
     folder.mkdir(parents=True)
     queries = []
-    with (folder / "pairs_test.csv").open("w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(["query", "product_title", "esci_label"])
-        for n, i in enumerate(range(0, 40 * 31, 31)):
-            queries.append(" ".join(titles[i].split()[:2]).lower())
-            other = titles[(i + len(titles) // 2) % len(titles)]
-            out.writerow([queries[-1], titles[i], "E"] if n % 2 == 0 else [queries[-1], other, "I"])
-    return len(queries), len(set(queries))
+    for split, start, count in (("test", 0, 40), ("train", 7, 10), ("dev", 13, 10)):
+        with (folder / f"pairs_{split}.csv").open("w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(["query", "product_title", "esci_label"])
+            for n, i in enumerate(range(start, start + count * 31, 31)):
+                queries.append(" ".join(titles[i].split()[:2]).lower())
+                other = titles[(i + len(titles) // 2) % len(titles)]
+                out.writerow([queries[-1], titles[i], "E"] if n % 2 == 0 else [queries[-1], other, "I"])
+    return 40, len(set(queries))
 
 
 def _settings(tmp_path: Path, bundle: Path, stages: Path) -> ReportSettings:
@@ -84,6 +86,10 @@ def test_served_scores_follow_the_distilled_teacher(
         assert auc[name]["auc"] > 0.8, name
     assert auc[served]["vs_bm25"] in ("beats", "loses", "within noise")
     assert "difference" not in auc[bm25]
+    # The tiny bundle trained on its synthetic catalogue, so every split's pairs are unseen: all 60 scored.
+    every = result["esci_pairs_all"]
+    assert every["pairs"] == esci_pairs + 20 and every["labels"]["E"] == every["pairs"] // 2
+    assert every["auc"][served]["auc"] > 0.8
 
     out = tmp_path / "report"
     out.mkdir()
@@ -92,6 +98,19 @@ def test_served_scores_follow_the_distilled_teacher(
     assert "## Served relevance on real query text (default bundle)" in text
     assert f"| fixed | {fixed['pairs']:,} |" in text
     assert "| served ScoreRelevance (titles as text) |" in text
+    assert "ESCI pairs, every split (none of them in this bundle's training data)" in text
+
+
+def test_trained_on_reads_the_manifests_training_data(tiny_bundle: Path, tmp_path: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    folder = tmp_path / "esci-pairs"
+    assert not trained_on(bundle, folder)  # synthetic
+    bundle.manifest.training["data"] = str(folder / "pairs_train.csv")
+    assert trained_on(bundle, folder)
+    bundle.manifest.training["data"] = str(folder)
+    assert trained_on(bundle, folder)
+    bundle.manifest.training["data"] = str(tmp_path / "flipkart-names")
+    assert not trained_on(bundle, folder)
 
 
 def test_agreement_at_the_teachers_query_levels() -> None:
