@@ -118,17 +118,20 @@ def esci_pairs(bundle: Bundle, rel: Any, paths: list[Path], seed: int) -> dict[s
     ScoreRelevance (each title given as text, as a client sends a product the bundle does not hold), the
     teacher, each of its parts, and BM25 (statistics of the set's titles); each row's paired difference from
     BM25 (the real_esci part's test)."""
-    queries, titles, exact, labels = [], [], [], dict.fromkeys("ESCI", 0)
+    queries: list[str] = []
+    titles: list[str] = []
+    flags: list[bool] = []
+    labels = dict.fromkeys("ESCI", 0)
     for path in paths:
         q, t, e, n = read_esci_pairs(path)
-        queries, titles, exact = queries + q, titles + t, [*exact, *e.tolist()]
+        queries, titles, flags = queries + q, titles + t, flags + e.tolist()
         labels = {k: labels[k] + n[k] for k in labels}
+    exact = np.array(flags, dtype=bool)
     served, _ = _score_calls(bundle, queries, [[CandidateInput(title=t)] for t in titles])
     parts, probs = teacher_answers(rel, queries, titles)
     teacher, student = f"teacher: {rel.teacher_name}", "served ScoreRelevance (titles as text)"
     bm25 = bm25_pair_scores(queries, titles)
     scores = {student: served, teacher: grade_scores(probs), **teacher_part_signals(parts)}
-    exact = np.array(exact, dtype=bool)
     table = {
         name: auc_with_ci(sc, exact, seed) | auc_difference(sc, bm25, exact, seed)
         for name, sc in scores.items()
