@@ -6,9 +6,11 @@ ESCI test pairs. This part builds the teacher from the real pairs instead, with 
 (training/relevance_stack.py) and nothing tuned on test:
 - the cross-encoder (MiniLM, training.finetune.finetune_cross_encoder, ESCI's four grades) fine-tuned on the
   train split with the preset's teacher settings, as train_relevance fine-tunes it;
-- stacks (GradeStacker over the cross-encoder's log-probabilities and the bi-encoders' cosines) fitted on
-  the dev split, never on test; their dev AUC is leave-one-out, so it is not the fit's own score;
-- beside them, what needs no training: BM25 (each query against its split's documents) and the MiniLM and
+- stacks (GradeStacker over the cross-encoder's log-probabilities, the bi-encoders' cosines and the share of
+  the query's words in the title) fitted on the dev split, never on test; their dev AUC is leave-one-out, so
+  it is not the fit's own score;
+- beside them, what needs no training: BM25 (each query against its split's documents), the word share, and
+  the MiniLM and
   mpnet cosines, on titles and on fuller product text (title, brand, colour and bullet points; the
   description is left out: it is long, often HTML, and mostly seller boilerplate), truncated at 48 tokens
   for titles (as the stacked teacher reads them) and at each model's own max_seq_length for fuller text.
@@ -38,7 +40,15 @@ from server.relevance_cascade import grade_scores
 from server.rules import ESCI_GRADES
 from training.bm25 import BM25
 from training.metrics import bootstrap_ci
-from training.relevance_stack import CROSS_ENCODER, Encoder, GradeStacker, pair_cosines, stack_features
+from training.relevance_stack import (
+    CROSS_ENCODER,
+    WORD_MATCH,
+    Encoder,
+    GradeStacker,
+    pair_cosines,
+    stack_features,
+    word_match,
+)
 from training.report.catalogue import TEACHER_NAMES, auc_with_ci, roc_auc
 from training.report.context import Context
 
@@ -51,8 +61,10 @@ GRADE_OF = {name[0].upper(): i for i, name in enumerate(ESCI_GRADES)}
 TITLE_TOKENS = 48
 """What the stacked teacher's bi-encoders read of a title (training.teachers.SentenceTeacher's default)."""
 REFERENCE = "BM25, titles"
-TEACHER = "stacked: cross-encoder + bi-encoders (titles), fitted on dev"
+TEACHER = "stacked: cross-encoder + bi-encoders (titles) + word share, fitted on dev"
 """The teacher the issue's line asks about: the project's stacked teacher, trained on ESCI's splits."""
+NEURAL_STACK = "stacked: cross-encoder + bi-encoders (titles), fitted on dev"
+"""The project's stack before the word share joined it."""
 
 CROSS_ENCODER_SEEDS = 3
 """The cross-encoder raw is also measured fine-tuned with this many seeds (the part's and the next ones)."""
@@ -159,7 +171,14 @@ def measure_teachers(
             bm25_pair_scores(dev.queries, getattr(dev, docs)),
             bm25_pair_scores(test.queries, getattr(test, docs)),
         )
-    parts: dict[str, dict[str, np.ndarray]] = {"dev": {}, "test": {}}
+    parts: dict[str, dict[str, np.ndarray]] = {
+        name: {WORD_MATCH: word_match(s.queries, s.titles)} for name, s in (("dev", dev), ("test", test))
+    }
+    scored[TEACHER_NAMES[WORD_MATCH]] = (
+        "no training: the share of the query's words",
+        parts["dev"][WORD_MATCH],
+        parts["test"][WORD_MATCH],
+    )
     for enc_name, enc in title_encoders.items():
         for split_name, s in (("dev", dev), ("test", test)):
             parts[split_name][enc_name] = pair_cosines(enc, s.queries, s.titles, f"{enc_name}: ESCI titles")
@@ -187,7 +206,8 @@ def measure_teachers(
         )
         stacks["cross-encoder, through the stacker fitted on dev"] = (CROSS_ENCODER,)
         if title_encoders:
-            stacks[TEACHER] = (CROSS_ENCODER, *title_encoders)
+            stacks[NEURAL_STACK] = (CROSS_ENCODER, *title_encoders)
+            stacks[TEACHER] = (CROSS_ENCODER, *title_encoders, WORD_MATCH)
     stacked = set()
     for name, names in stacks.items():
         x_dev, x_test = stack_features(parts["dev"], names), stack_features(parts["test"], names)

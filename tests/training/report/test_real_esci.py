@@ -10,6 +10,7 @@ import numpy as np
 
 from training.report.markdown_real import real_esci_section
 from training.report.real_esci import (
+    NEURAL_STACK,
     REFERENCE,
     TEACHER,
     auc_difference,
@@ -111,6 +112,8 @@ def test_measure_teachers_rows(tmp_path: Path) -> None:
         "mpnet cosine, fuller text",
         "cross-encoder, raw (its own probabilities)",
         "stacked: bi-encoders (titles), fitted on dev",
+        "query words in the title",
+        NEURAL_STACK,
         TEACHER,
     } <= set(rows)
     assert r["teacher"] == TEACHER and r["pairs"] == {"train": 24, "dev": 20, "test": 20}
@@ -137,7 +140,11 @@ def test_measure_teachers_without_models(tmp_path: Path) -> None:
         _write(tmp_path / f"pairs_{name}.csv", rng, 12)
     splits = {name: read_split(tmp_path / f"pairs_{name}.csv") for name in ("dev", "test")}
     r = measure_teachers(splits, {}, {}, None, seed=0)
-    assert [x["teacher"] for x in r["rows"]] == [REFERENCE, "BM25, fuller text"]
+    assert [x["teacher"] for x in r["rows"]] == [
+        REFERENCE,
+        "BM25, fuller text",
+        "query words in the title",
+    ]
     assert r["teacher"] is None and r["teacher_beats_bm25"] is None
 
 
