@@ -10,10 +10,10 @@ ESCI test pairs. This part builds the teacher from the real pairs instead, with 
   the query's words in the title) fitted on the dev split, never on test; their dev AUC is leave-one-out, so
   it is not the fit's own score;
 - beside them, what needs no training: BM25 (each query against its split's documents), the word share, and
-  the MiniLM and
-  mpnet cosines, on titles and on fuller product text (title, brand, colour and bullet points; the
-  description is left out: it is long, often HTML, and mostly seller boilerplate), truncated at 48 tokens
-  for titles (as the stacked teacher reads them) and at each model's own max_seq_length for fuller text.
+  the MiniLM and mpnet cosines, on titles and on fuller product text (title, brand, colour and bullet points;
+  the description is left out: it is long, often HTML, and mostly seller boilerplate), truncated at 48
+  tokens for titles (as the stacked teacher reads them) and at each model's own max_seq_length for fuller
+  text.
 
 Every row: Exact against the rest, AUC with the catalogue part's 95% bootstrap interval over pairs, on dev
 and on test, and on test its paired difference from BM25 over titles (the same resamples of pairs for both
