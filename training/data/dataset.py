@@ -69,6 +69,20 @@ class TrainingData:
         return [q.text for q in rows], np.array([self.label_of(q.label) for q in rows], dtype=np.int64)
 
 
+SOURCE_KINDS = ("taxonomy", "wands", "esci", "pairs")
+"""The prefixes of TrainingData.source ("KIND:PATH") for data that is not a plain catalogue file; the embedded
+catalogue's source is "synthetic", a catalogue file's its bare path."""
+
+
+def source_path(source: str) -> Path | None:
+    """The file or directory a TrainingData.source (the manifest's training.data) names; None for the embedded
+    synthetic catalogue."""
+    if source in ("", "synthetic"):
+        return None
+    kind, sep, rest = source.partition(":")
+    return Path(rest) if sep and kind in SOURCE_KINDS else Path(source)
+
+
 def load_training_data(
     path: Path | None,
     num_products: int,

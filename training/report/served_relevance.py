@@ -29,6 +29,7 @@ from server.service.relevance import CandidateInput, RelevanceService
 from server.service.retrieval import RetrievalService
 from server.service.store import BundleStore
 from server.service.validation import Limits
+from training.data.dataset import source_path
 from training.metrics import spearman
 from training.report.catalogue import auc_with_ci, read_esci_pairs, score_agreement, teacher_part_signals
 from training.report.context import Context
@@ -223,12 +224,12 @@ def served_relevance_part(ctx: Context) -> dict[str, Any]:
 
 
 def trained_on(bundle: Bundle, folder: Path) -> bool:
-    """Whether the bundle's training data (the manifest's training.data: "synthetic" or the path given to
-    sift-train --data) was `folder` or a file in it."""
-    data = str(bundle.manifest.training.get("data", ""))
-    if data in ("", "synthetic"):
+    """Whether the bundle's training data (the manifest's training.data, as training/data/dataset.py writes
+    it) was `folder` or a file in it."""
+    used = source_path(str(bundle.manifest.training.get("data", "")))
+    if used is None:
         return False
-    used, here = Path(data).resolve(), folder.resolve()
+    used, here = used.resolve(), folder.resolve()
     return used == here or here in used.parents
 
 

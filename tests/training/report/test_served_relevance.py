@@ -111,6 +111,13 @@ def test_trained_on_reads_the_manifests_training_data(tiny_bundle: Path, tmp_pat
     assert trained_on(bundle, folder)
     bundle.manifest.training["data"] = str(tmp_path / "flipkart-names")
     assert not trained_on(bundle, folder)
+    # Judged data is recorded with its kind in front (training/data/dataset.py).
+    bundle.manifest.training["data"] = f"pairs:{folder / 'pairs_train.csv'}"
+    assert trained_on(bundle, folder)
+    bundle.manifest.training["data"] = f"esci:{folder}"
+    assert trained_on(bundle, folder)
+    bundle.manifest.training["data"] = f"taxonomy:{tmp_path / 'wands-queries'}"
+    assert not trained_on(bundle, folder)
 
 
 def test_agreement_at_the_teachers_query_levels() -> None:
