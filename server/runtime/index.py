@@ -15,10 +15,12 @@ RESCORED = 32
 that many of the best are scored in full. Measured on the 1% category (10,000 products, 20,000 vectors) of
 the 1M grown catalogue, 50 queries: recall@10 against exact 0.908 at 8 (its misses within 0.005 of the 10th
 score: copies the 64 coarse dims cannot tell apart), 0.966 at 16, 0.988 at 32, for 0.5 / 0.7 / 1.0 ms."""
-OVERFETCH = 4.0
-"""A filtered search through the ANN index asks for OVERFETCH x k x views / share hits, so that about four
+OVERFETCH = 8.0
+"""A filtered search through the ANN index asks for OVERFETCH x k x views / share hits, so that about eight
 times the k it needs fall in the category (the index's own recall at that depth is what keeps recall@10
-against exact filtered search high); it asks again for 4x as many when fewer than k did."""
+against exact filtered search high); it asks again for 4x as many when fewer than k did. In the 40%
+category of the 1M grown catalogue (benchmarks/results/scale-mixes), 4 found about 0.93 of the exact
+filtered top 10 and 8 about 0.96, for about 1.7x the time of the walk (one-off, 200 queries in process)."""
 SEARCH_EXPANSION = 128
 """The graph walk's expansion (ef) every ProductIndex opens with, so that training's figures and Search
 measure the same walk; sift-serve's --search-expansion overrides it. usearch's own default is 64: on the 793
