@@ -19,6 +19,7 @@ import numpy as np
 from server.manifest import Manifest
 from server.runtime.index import ProductIndex
 from training.catalogue_update import load_catalogue_side
+from training.update_teacher import PROBES
 
 NOISE = 0.02  # per dimension: a copy keeps a cosine of about 0.93 to its product
 BIG_SHARE = 0.4  # the share of products in the one big category
@@ -41,11 +42,11 @@ def grow(base: Path, n: int, seed: int = 0, kind: str = "copies") -> Grown:
     more): as spread as real products, where copies make clusters of near-ties that an HNSW graph does not
     link (`sift-bench scale --graph-check`).
 
-    Up to the bundle's own size the catalogue is the bundle's, as it is. A grown catalogue is noisy
-    throughout, its first products too: left clean, the bundle's own 0.6% of a million stood out of the
-    noisy cloud (nearer every query by the noise's cosine loss, two of each exact top 10), and the graph
-    walk found 0.55 of the exact top 10 at expansion 128 against 0.90 with them noisy (README, "Catalogue
-    scale")."""
+    Up to the bundle's own size the catalogue is the bundle's, as it is. A grown one is noisy throughout,
+    the bundle's own products too, but for the first PROBES: `sift-train update` checks its product
+    teacher against their stored vectors, so those keep the teacher's. Left clean, the bundle's own 6,000
+    stood out of a million noisy ones (nearer every query by the noise's cosine loss, two of each exact top
+    10), and the graph walk missed the noisy near-ties behind them (README, "Catalogue scale")."""
     manifest = Manifest.read(base)
     side = load_catalogue_side(base, manifest)
     spec = manifest.components.index
@@ -67,8 +68,9 @@ def grow(base: Path, n: int, seed: int = 0, kind: str = "copies") -> Grown:
             v = w * v + (1 - w) * real[other[start : start + len(rows)]]
             v /= np.linalg.norm(v, axis=-1, keepdims=True)
         v = v + (rng.standard_normal((len(rows), *real.shape[1:])) * NOISE).astype(np.float32)
-        if n <= m:  # nothing grown: the bundle's own catalogue
-            v = real[rows]
+        # Nothing grown: the bundle's own catalogue; grown: only update's probes keep their vectors.
+        clean = np.arange(start, start + len(rows)) < (m if n <= m else min(PROBES, m))
+        v[clean] = real[rows[clean]]
         vectors[start : start + len(rows)] = v / np.linalg.norm(v, axis=-1, keepdims=True)
     codes = rng.integers(0, CODES, n)
     titles = [side.titles[s] if i < m else f"{side.titles[s]} x{codes[i]:05d}" for i, s in enumerate(source)]
