@@ -41,11 +41,12 @@ from benchmarks.servers import (
     wait_heavy_workers,
     wait_serving,
 )
+from training.metrics import bootstrap_ci
 
 RESULTS = Path("benchmarks/results/scale")
 CALLS = 300  # timed calls per kind, after WARMUP
 WARMUP = 30
-RECALL_QUERIES = 200
+RECALL_QUERIES = 500
 TIE = 0.005
 """A served hit within this of the exact 10th score counts for recall@10 within TIE: on the 1M grown
 catalogue the exact top 10 span about 0.02 and its 10th and 11th differ by 0.0005 (copies of one product)."""
@@ -364,7 +365,8 @@ def latencies(target: str, bundle: Path, grown: Grown, labels: list[str], small:
     )
 
     DENSE = retrieval_pb2.SEARCH_MODE_DENSE
-    queries = _queries(grown, CALLS + WARMUP)
+    texts = _queries(grown, max(CALLS + WARMUP, RECALL_QUERIES))
+    queries = texts[: CALLS + WARMUP]
     rng = np.random.default_rng(3)
     big = labels[grown.big]
     calls: dict[str, Any] = {}
@@ -412,9 +414,9 @@ def latencies(target: str, bundle: Path, grown: Grown, labels: list[str], small:
         # Recall@10: the served Search of the query's vector against exact search over the same vectors.
         vectors = [
             np.array(retrieval.EmbedQuery(retrieval_pb2.EmbedQueryRequest(query=q)).vector, dtype=np.float32)
-            for q in queries[:RECALL_QUERIES]
+            for q in texts[:RECALL_QUERIES]
         ]
-        recall, ties, spread = {}, {}, {}
+        recall, recall_ci, ties, spread = {}, {}, {}, {}
         row_of = {pid: i for i, pid in enumerate(grown.ids)}
         for name, label in (("all", None), ("1% category", small), ("40% category", grown.big)):
             served = []
@@ -428,10 +430,19 @@ def latencies(target: str, bundle: Path, grown: Grown, labels: list[str], small:
             top = np.sort(-np.partition(-scores, 10, axis=1)[:, :11], axis=1)[:, ::-1]
             tenth = top[:, 9]
             hits = [scores[i, np.searchsorted(rows, s)] - tenth[i] for i, s in enumerate(served)]
-            recall[name] = round(float(np.mean([np.sum(h >= -1e-6) / 10 for h in hits])), 4)
+            found = np.array([np.sum(h >= -1e-6) / 10 for h in hits])
+            recall[name] = round(float(found.mean()), 4)
+            recall_ci[name] = [round(x, 4) for x in bootstrap_ci(np.mean, found)]
             ties[name] = round(float(np.mean([np.sum(h >= -TIE) / 10 for h in hits])), 4)
             spread[name] = round(float(np.median(top[:, 0] - top[:, 9])), 4)
-    return {"calls": calls, "recall_at_10": recall, "recall_at_10_ties": ties, "exact_top10_spread": spread}
+    return {
+        "calls": calls,
+        "recall_at_10": recall,
+        "recall_queries": len(vectors),
+        "recall_at_10_ci95": recall_ci,
+        "recall_at_10_ties": ties,
+        "exact_top10_spread": spread,
+    }
 
 
 def exact_scores(grown: Grown, queries: np.ndarray, label: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -548,7 +559,8 @@ def scale_markdown(result: dict[str, Any], head: list[str]) -> str:
         lines.append(f"| {s['products']:,} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Recall@10 of Search against exact search over the same vectors; in brackets counting a hit within "
+        f"Recall@10 of Search against exact search over the same vectors{_over_queries(sizes)} (95% "
+        "bootstrap interval over the queries, where measured); in brackets counting a hit within "
         f"{TIE} of the exact 10th score (near-ties), and the median spread of the exact top 10's scores:",
         "",
     ]
@@ -558,7 +570,9 @@ def scale_markdown(result: dict[str, Any], head: list[str]) -> str:
         if "recall_at_10_ties" not in s:  # sizes measured before near-ties were
             return f"{s['recall_at_10'][name]:.3f}"
         r, t, w = s["recall_at_10"], s["recall_at_10_ties"], s["exact_top10_spread"]
-        return f"{r[name]:.3f} ({t[name]:.3f}; {w[name]:.3f})"
+        ci = s.get("recall_at_10_ci95", {}).get(name)  # sizes measured before intervals were: none
+        interval = f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+        return f"{r[name]:.3f}{interval} ({t[name]:.3f}; {w[name]:.3f})"
 
     for s in sizes:
         c = s["categories"]
@@ -568,6 +582,12 @@ def scale_markdown(result: dict[str, Any], head: list[str]) -> str:
         )
     lines.append("")
     return "\n".join(lines)
+
+
+def _over_queries(sizes: list[dict[str, Any]]) -> str:
+    """ ", over N queries" when every size recorded the same N (runs before it did not record it)."""
+    counts = {s.get("recall_queries") for s in sizes}
+    return f", over {counts.pop()} queries" if len(counts) == 1 and None not in counts else ""
 
 
 def scale_plot(result: dict[str, Any], directory: Path) -> None:

@@ -90,3 +90,11 @@ def test_a_grown_catalogue_is_noisy_throughout_and_an_ungrown_one_is_the_bundles
     np.testing.assert_allclose(heads[:PROBES], real[:PROBES], atol=1e-3)
     cosines = np.einsum("pvd,pvd->pv", heads[PROBES:], real[PROBES:])
     assert 0.85 < float(np.median(cosines)) < 0.97
+
+
+def test_the_recall_table_names_its_query_count_only_when_every_size_recorded_the_same() -> None:
+    from benchmarks.scale import _over_queries
+
+    assert _over_queries([{"recall_queries": 500}, {"recall_queries": 500}]) == ", over 500 queries"
+    assert _over_queries([{"recall_queries": 500}, {}]) == ""
+    assert _over_queries([{"recall_queries": 500}, {"recall_queries": 200}]) == ""
