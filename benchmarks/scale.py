@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import report
-from benchmarks.scale_catalogue import BIG_SHARE, KINDS, Grown, cached
+from benchmarks.scale_catalogue import BIG_SHARE, KINDS, Grown, cache_name, cached
 from benchmarks.servers import (
     Process,
     descendants,
@@ -464,7 +464,7 @@ def measure_size(
     from training.catalogue_update import update_bundle
 
     grown, index_file, index_seconds = cached(base, n, cache, kind=kind)
-    name = f"bundle-{n}" if kind == "copies" else f"bundle-{kind}-{n}"
+    name = f"bundle-{cache_name(n, kind)}"
     bundle = cache / name
     build_json = cache / f"{name}.build.json"
     if not (bundle / "manifest.json").is_file() or not build_json.is_file():

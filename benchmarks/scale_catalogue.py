@@ -24,6 +24,9 @@ from training.update_teacher import PROBES
 NOISE = 0.02  # per dimension: a copy keeps a cosine of about 0.93 to its product
 BIG_SHARE = 0.4  # the share of products in the one big category
 CODES = 50_000  # distinct model codes appended to copied titles (a vocabulary that grows like a real one's)
+GROWN = 2
+"""The version of what grow() makes (2: noisy throughout but for update's probes). It names the cached
+catalogue and bundle, so a cache grown by another version is never reused for this one's figures."""
 KINDS = ("copies", "mixes")  # how a catalogue is grown: grow() here, catalogue() in benchmarks/scale_graph.py
 
 
@@ -81,12 +84,17 @@ def grow(base: Path, n: int, seed: int = 0, kind: str = "copies") -> Grown:
     return Grown(ids, titles, categories, vectors, big)
 
 
+def cache_name(n: int, kind: str) -> str:
+    """What names the cached catalogue of `n` products of `kind`, and the bundles built from it."""
+    return f"{kind}-{n}-v{GROWN}"
+
+
 def cached(base: Path, n: int, cache: Path, seed: int = 0, kind: str = "copies") -> tuple[Grown, Path, float]:
     """The grown catalogue of `n` products and its index file, from `cache` when built before; also the
     seconds its index took to build (measured when it was built)."""
     from training.retrieval import write_index
 
-    where = cache / (f"grown-{n}" if kind == "copies" else f"grown-{kind}-{n}")
+    where = cache / f"grown-{cache_name(n, kind)}"
     done = where / "done.json"
     if done.is_file():
         meta = json.loads(done.read_text())

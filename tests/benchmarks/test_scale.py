@@ -98,3 +98,18 @@ def test_the_recall_table_names_its_query_count_only_when_every_size_recorded_th
     assert _over_queries([{"recall_queries": 500}, {"recall_queries": 500}]) == ", over 500 queries"
     assert _over_queries([{"recall_queries": 500}, {}]) == ""
     assert _over_queries([{"recall_queries": 500}, {"recall_queries": 200}]) == ""
+
+
+def test_a_cached_catalogue_is_reused_only_by_the_same_version_of_grow(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import benchmarks.scale_catalogue as catalogue
+
+    m = Manifest.read(tiny_bundle).components.index.count
+    grown, index_file, _ = catalogue.cached(tiny_bundle, m + 20, tmp_path, kind="mixes")
+    assert index_file.parent.name == f"grown-mixes-{m + 20}-v{catalogue.GROWN}"
+    again, same_file, _ = catalogue.cached(tiny_bundle, m + 20, tmp_path, kind="mixes")
+    assert same_file == index_file and again.ids == grown.ids
+    monkeypatch.setattr(catalogue, "GROWN", catalogue.GROWN + 1)
+    _, other_file, _ = catalogue.cached(tiny_bundle, m + 20, tmp_path, kind="mixes")
+    assert other_file != index_file and other_file.is_file()
