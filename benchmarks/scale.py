@@ -585,7 +585,8 @@ def scale_markdown(result: dict[str, Any], head: list[str]) -> str:
 
 
 def _over_queries(sizes: list[dict[str, Any]]) -> str:
-    """ ", over N queries" when every size recorded the same N (runs before it did not record it)."""
+    """The recall table's ", over N queries" when every size recorded the same N (runs before it did not
+    record it), else nothing."""
     counts = {s.get("recall_queries") for s in sizes}
     return f", over {counts.pop()} queries" if len(counts) == 1 and None not in counts else ""
 

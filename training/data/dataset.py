@@ -69,15 +69,24 @@ class TrainingData:
         return [q.text for q in rows], np.array([self.label_of(q.label) for q in rows], dtype=np.int64)
 
 
+SYNTHETIC = "synthetic"
+"""TrainingData.source of the embedded catalogue."""
 SOURCE_KINDS = ("taxonomy", "wands", "esci", "pairs")
-"""The prefixes of TrainingData.source ("KIND:PATH") for data that is not a plain catalogue file; the embedded
-catalogue's source is "synthetic", a catalogue file's its bare path."""
+"""The prefixes of TrainingData.source ("KIND:PATH", `kind_source`) for data that is not a plain catalogue
+file; a catalogue file's source is its bare path."""
+
+
+def kind_source(kind: str, path: Path) -> str:
+    """TrainingData.source of data of `kind` (one of SOURCE_KINDS) read from `path`; source_path reads it."""
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"source kind {kind!r}: not one of {', '.join(SOURCE_KINDS)}")
+    return f"{kind}:{path}"
 
 
 def source_path(source: str) -> Path | None:
     """The file or directory a TrainingData.source (the manifest's training.data) names; None for the embedded
     synthetic catalogue."""
-    if source in ("", "synthetic"):
+    if source in ("", SYNTHETIC):
         return None
     kind, sep, rest = source.partition(":")
     return Path(rest) if sep and kind in SOURCE_KINDS else Path(source)
@@ -93,12 +102,12 @@ def load_training_data(
 ) -> TrainingData:
     if path is None:
         columns.only((), "the embedded synthetic catalogue (no --data)")
-        data = _from_catalogue("synthetic", generate_catalogue(num_products, seed), label_level)
+        data = _from_catalogue(SYNTHETIC, generate_catalogue(num_products, seed), label_level)
     elif path.is_dir() and is_taxonomy_dir(path):
         columns.only(("query", "category"), f"a taxonomy directory ({path}/queries.tsv has queries only)")
         tax = load_taxonomy(path, label_level, columns)
         data = TrainingData(
-            source=f"taxonomy:{path}",
+            source=kind_source("taxonomy", path),
             labels=list(tax.labels),
             descriptions=dict(tax.descriptions),
             queries=list(tax.queries),
@@ -109,12 +118,12 @@ def load_training_data(
         _borrow_catalogue(data, generate_catalogue(num_products // 2, seed))
     elif path.is_dir() and is_wands_dir(path):
         columns.only((), f"a WANDS directory ({path}: fixed columns)")
-        data = _from_judged(f"wands:{path}", load_wands(path), label_level)
+        data = _from_judged(kind_source("wands", path), load_wands(path), label_level)
     elif path.is_dir() and is_esci_dir(path):
         columns.only((), f"an ESCI directory ({path}: fixed columns)")
-        data = _from_judged(f"esci:{path}", load_esci(path), label_level)
+        data = _from_judged(kind_source("esci", path), load_esci(path), label_level)
     elif path.is_file() and is_pairs_file(path, columns):
-        data = _from_judged(f"pairs:{path}", load_pairs(path, columns), label_level)
+        data = _from_judged(kind_source("pairs", path), load_pairs(path, columns), label_level)
     elif path.is_file():
         columns.only(("title", "category", "id"), f"a catalogue file ({path} has no query column)")
         data = _from_catalogue(str(path), load_catalogue(path, num_products, seed, columns), label_level)

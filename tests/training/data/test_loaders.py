@@ -8,7 +8,7 @@ import pytest
 
 from server.rules import ESCI_GRADES, GRADES
 from training.data.columns import Columns
-from training.data.dataset import load_training_data, source_path
+from training.data.dataset import kind_source, load_training_data, source_path
 from training.data.judgements import UNKNOWN_CATEGORY, load_pairs
 from training.data.loaders import category_path, load_catalogue
 
@@ -149,4 +149,7 @@ def test_source_path_reads_the_recorded_training_data(tmp_path: Path) -> None:
     assert source_path(str(tmp_path / "names.csv")) == tmp_path / "names.csv"
     for kind in ("taxonomy", "wands", "esci", "pairs"):
         assert source_path(f"{kind}:{tmp_path}") == tmp_path
+        assert kind_source(kind, tmp_path) == f"{kind}:{tmp_path}"
+    with pytest.raises(ValueError, match="'catalogue'"):
+        kind_source("catalogue", tmp_path)
     assert source_path("catalogue:v2.csv") == Path("catalogue:v2.csv")  # a colon in a plain file name
