@@ -163,9 +163,16 @@ def few_shot_prototypes(
     if not known.any():
         return None
     vecs = encoder.encode([t for t, k in zip(texts, known, strict=True) if k], desc="teacher: few-shot")
+    return shot_prototypes(prototypes, vecs, labels[known])
+
+
+def shot_prototypes(prototypes: np.ndarray, vecs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`few_shot_prototypes` from the labelled queries' vectors (`labels` >= 0, one per row of `vecs`):
+    each label with queries gets the normalized sum of its prototype and their mean vector; the rest keep
+    theirs."""
     out = prototypes.copy()
-    for label in np.unique(labels[known]):
-        mean = prototypes[label] + vecs[labels[known] == label].mean(0)
+    for label in np.unique(labels):
+        mean = prototypes[label] + vecs[labels == label].mean(0)
         out[label] = mean / np.linalg.norm(mean)
     return out
 

@@ -8,6 +8,10 @@
 Each alone, then linear stacks of them (each signal z-scored per query over the labels, weights from a
 grid): the stack whose weights are chosen on dev, as a teacher would be, and the best stack on the test
 split itself. The last has seen the answers: it is not a model but a ceiling for every such stack.
+
+Then the same with every labelled query that is not test (train and dev) among the few-shot prototypes, as
+a teacher refitted on all of them would be built, its weights chosen on those queries leave-one-out (each
+scored against prototypes built without it), so no choice sees the test split.
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from training.bm25 import BM25
-from training.intent import PROTOTYPE_SCALE, few_shot_prototypes, label_prompts, label_prototypes
+from training.intent import (
+    PROTOTYPE_SCALE,
+    few_shot_prototypes,
+    label_prompts,
+    label_prototypes,
+    shot_prototypes,
+)
 from training.report.context import Context
 from training.report.real_common import mean_ci
 from training.teachers import SentenceTeacher, teacher_dir
@@ -29,6 +39,8 @@ SPLITS = ("train", "dev", "test")
 WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 """Each signal's weight in a stack (z-scored signals, so the weights are comparable)."""
 TARGET = 0.65
+REFIT = ("train", "dev")
+"""The splits whose labelled queries the refitted few-shot prototypes are built from."""
 
 
 def _z(scores: np.ndarray) -> np.ndarray:
@@ -45,26 +57,46 @@ def stacks(
     signals: dict[str, dict[str, np.ndarray]],
     gold: dict[str, np.ndarray],
     weights: tuple[float, ...] = WEIGHTS,
+    choose: str = "dev",
 ) -> dict[str, Any]:
-    """Every weighting of the z-scored signals (not all zero): the one with the best dev top-1 (ties: the
-    fewest signals, then the grid's order) and the one with the best test top-1, with their weights."""
+    """Every weighting of the z-scored signals (not all zero): the one with the best top-1 on the `choose`
+    split (ties: the fewest signals, then the grid's order) and the one with the best test top-1, with their
+    weights and their top-1 on both splits."""
     names = list(signals)
-    z = {name: {split: _z(s) for split, s in by_split.items()} for name, by_split in signals.items()}
+    splits = (choose, "test")
+    z = {name: {split: _z(by_split[split]) for split in splits} for name, by_split in signals.items()}
     tried = []
     for w in itertools.product(weights, repeat=len(names)):
         if not any(w):
             continue
         acc = {}
-        for split in ("dev", "test"):
+        for split in splits:
             stacked = sum(wi * z[n][split] for wi, n in zip(w, names, strict=True) if wi)
             acc[split] = _correct(stacked, gold[split])
         tried.append((dict(zip(names, w, strict=True)), acc))
 
     def pick(split: str) -> dict[str, Any]:
         weights_, acc = max(tried, key=lambda t: (t[1][split].mean(), -sum(v > 0 for v in t[0].values())))
-        return {"weights": weights_, "dev": mean_ci(acc["dev"]), "test": mean_ci(acc["test"])}
+        return {"weights": weights_, **{s: mean_ci(acc[s]) for s in splits}}
 
-    return {"stacks_tried": len(tried), "chosen_on_dev": pick("dev"), "ceiling_on_test": pick("test")}
+    return {"stacks_tried": len(tried), "chosen": pick(choose), "ceiling_on_test": pick("test")}
+
+
+def leave_one_out_shots(prototypes: np.ndarray, vecs: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """PROTOTYPE_SCALE x each labelled query's cosine to few-shot prototypes built from every other labelled
+    query (`gold` >= 0 throughout): its score when it is not among the shots."""
+    scores = np.empty((len(vecs), len(prototypes)), dtype=np.float32)
+    for i in range(len(vecs)):
+        others = np.arange(len(vecs)) != i
+        scores[i] = PROTOTYPE_SCALE * vecs[i] @ shot_prototypes(prototypes, vecs[others], gold[others]).T
+    return scores
+
+
+def _alone(signals: dict[str, dict[str, np.ndarray]], gold: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    return [
+        {"signal": name, **{split: mean_ci(_correct(s, gold[split])) for split, s in by_split.items()}}
+        for name, by_split in signals.items()
+    ]
 
 
 def wands_ceiling_part(ctx: Context) -> dict[str, Any]:
@@ -72,7 +104,10 @@ def wands_ceiling_part(ctx: Context) -> dict[str, Any]:
     texts, gold = {}, {}
     for split in SPLITS:
         texts[split], gold[split] = data.real(split)
+    pool = [(t, g) for split in REFIT for t, g in zip(texts[split], gold[split], strict=True) if g >= 0]
+    pool_texts, pool_gold = [t for t, _ in pool], np.array([g for _, g in pool], dtype=np.int64)
     signals: dict[str, dict[str, np.ndarray]] = {}
+    refit: dict[str, dict[str, np.ndarray]] = {}
     for name in ctx.settings.teachers:
         encoder = SentenceTeacher(teacher_dir(name))
         prototypes = label_prototypes(encoder, data.labels, data.descriptions)
@@ -81,23 +116,35 @@ def wands_ceiling_part(ctx: Context) -> dict[str, Any]:
         signals[f"{name} zero-shot"] = {s: PROTOTYPE_SCALE * v @ prototypes.T for s, v in vectors.items()}
         if shots is not None:
             signals[f"{name} few-shot"] = {s: PROTOTYPE_SCALE * v @ shots.T for s, v in vectors.items()}
+        pool_vecs = encoder.encode(pool_texts, desc=f"{name}: {' and '.join(REFIT)}")
+        refit[f"{name} zero-shot"] = {
+            "pool": PROTOTYPE_SCALE * pool_vecs @ prototypes.T,
+            "test": signals[f"{name} zero-shot"]["test"],
+        }
+        refit[f"{name} few-shot"] = {
+            "pool": leave_one_out_shots(prototypes, pool_vecs, pool_gold),
+            "test": PROTOTYPE_SCALE * vectors["test"] @ shot_prototypes(prototypes, pool_vecs, pool_gold).T,
+        }
     bm25 = BM25([" ".join(p) for p in label_prompts(data.labels, data.descriptions)])
     signals["BM25 against label names"] = {
         s: np.stack([bm25.scores(t) for t in texts[s]]) for s in ("dev", "test")
     }
-    alone = [
-        {
-            "signal": name,
-            "dev": mean_ci(_correct(by_split["dev"], gold["dev"])),
-            "test": mean_ci(_correct(by_split["test"], gold["test"])),
-        }
-        for name, by_split in signals.items()
-    ]
+    refit["BM25 against label names"] = {
+        "pool": np.stack([bm25.scores(t) for t in pool_texts]),
+        "test": signals["BM25 against label names"]["test"],
+    }
     log.info("wands_ceiling: %d signals, %d labels", len(signals), len(data.labels))
+    refit_gold = {"pool": pool_gold, "test": gold["test"]}
     return {
         "labels": len(data.labels),
         "queries": {s: int((gold[s] >= 0).sum()) for s in ("dev", "test")},
         "target": TARGET,
-        "alone": alone,
+        "alone": _alone(signals, gold),
         **stacks(signals, gold),
+        "refit": {
+            "splits": list(REFIT),
+            "queries": len(pool_texts),
+            "alone": _alone(refit, refit_gold),
+            **stacks(refit, refit_gold, choose="pool"),
+        },
     }
