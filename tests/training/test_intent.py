@@ -10,7 +10,13 @@ import pytest
 
 from server.featurize import Featurizer, FeaturizerConfig
 from training.data.dataset import load_training_data
-from training.intent import build_intent_sets, stack_logits, student_logits, train_intent_student
+from training.intent import (
+    build_intent_sets,
+    shot_prototypes,
+    stack_logits,
+    student_logits,
+    train_intent_student,
+)
 from training.presets import PRESETS
 from training.teachers import minilm_dir
 
@@ -87,6 +93,16 @@ def test_stacking_averages_softened_distributions() -> None:
     soft = lambda z: np.exp(z / 2.0) / np.exp(z / 2.0).sum()  # noqa: E731
     assert np.allclose(probs, (soft(a) + soft(b)) / 2)
     assert stacked[0, 0] == pytest.approx(stacked[0, 1])
+
+
+def test_few_shot_prototypes_move_toward_their_labels_queries_and_the_rest_stay() -> None:
+    prototypes = np.eye(3, dtype=np.float32)
+    vecs = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    shots = shot_prototypes(prototypes, vecs, np.array([0, 0, 2]))
+    # Label 0: its prototype plus the mean of its two queries, normalized; label 1 has no query.
+    assert np.allclose(shots[0], np.array([1.0, 0.5, 0.5]) / np.linalg.norm([1.0, 0.5, 0.5]))
+    assert np.allclose(shots[1], prototypes[1]) and np.allclose(shots[2], prototypes[2])
+    assert np.allclose(prototypes, np.eye(3))  # the label prototypes themselves are left as they were
 
 
 def test_student_learns_teacher_and_without_soft_labels(featurizer: Featurizer) -> None:
