@@ -63,6 +63,9 @@ class ReportSettings(BaseSettings):
     """Taxonomy bundle trained on wands-queries: answers the WANDS test split (wands)."""
     flipkart_bundle: Path = Path("bundles/flipkart")
     """Bundle trained on flipkart-names/products_train.csv: answers the test split (flipkart)."""
+    lever_layers: tuple[tuple[int, ...], ...] = ((0, 1, 2), (0, 2, 4), (0, 3, 5))
+    """The choices of MiniLM layers the query_levers part distils a query student from, bottom first. The
+    default: the bottom three (plain layer dropping), every other one, and first, middle and last."""
     seed: int = Field(0, ge=0)
 
 

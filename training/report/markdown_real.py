@@ -396,11 +396,14 @@ def query_levers_section(r: dict[str, Any]) -> list[str]:
         "",
         f"Made by `{r['command']}` ({r['seconds']:,.0f} s).",
         "",
-        f"Each choice of three of MiniLM's six layers is distilled as the {r['preset']} preset's query "
-        f"student is ({r['distillation_texts']:,} teacher-labelled texts over the embedded catalogue), "
-        f"exported to int8 through the parity gate, and compared with the teacher ({r['teacher']}) on the "
-        f"{r['real_queries']:,} distinct real WANDS and ESCI queries (none seen in training). Intervals are "
-        "95% bootstrap over queries.",
+        f"Each choice of MiniLM's layers is distilled as the {r['preset']} preset's query student is "
+        f"({r['distillation_texts']:,} teacher-labelled texts over the embedded catalogue), exported to int8 "
+        f"through the parity gate, and compared with the teacher ({r['teacher']}) on the "
+        f"{r['real_queries']:,} distinct real WANDS and ESCI queries (none seen in training): cosine, and "
+        f"overlap@10 of the exact top 10 over the catalogue's {r['products']:,} teacher title vectors. "
+        "Intervals are 95% bootstrap over queries. Embed p50: one query at a time on one thread, tokenizer "
+        f"included, the choices taking turns over {r['latency_rounds']} rounds (the median of the rounds' "
+        "p50s; `x preset` is the median of each round's ratio to the preset's choice).",
         "",
     ]
     rows = [
@@ -409,6 +412,7 @@ def query_levers_section(r: dict[str, Any]) -> list[str]:
             "layers_shown": ", ".join(map(str, x["layers"]))
             + (" (the preset's)" if x["shipped_by_preset"] else ""),
             "ci": _ci(x["cosine_ci95"]),
+            "overlap_ci": _ci(x["overlap_ci95"]),
         }
         for x in r["rows"]
     ]
@@ -419,6 +423,10 @@ def query_levers_section(r: dict[str, Any]) -> list[str]:
             ("mean_cosine", "mean cosine"),
             ("ci", "95% CI"),
             ("cosine_p10", "10th pct cosine"),
+            ("overlap_at_10", "overlap@10"),
+            ("overlap_ci", "95% CI"),
+            ("embed_p50_ms", "embed p50 ms"),
+            ("embed_x_preset", "x preset"),
             ("final_loss", "last epoch loss"),
             ("train_seconds", "train s"),
             ("int8", "int8 scheme"),

@@ -1,12 +1,14 @@
 """The query_levers part: which of MiniLM's layers the query student keeps (layer dropping), measured where
-it matters, on real shoppers' query text it never saw.
+it matters, on real shoppers' query text it never saw, and what each choice costs per query.
 
-Each choice of three layers is distilled exactly as the default bundle's query student is (the preset's
-distillation set over the embedded catalogue, training/query_student.py), exported to int8 through the same
-parity gate, and its served vectors of every distinct real query staged (WANDS and ESCI, as the
-real_queries part) are compared with the teacher's. Runs only when named: it trains one student per choice
-(about 25 minutes each on 2 cores at the default preset's four epochs: its retrieval stage grew by
-12.7 minutes when the epochs went from two to four).
+Each choice of layers (`--lever-layers`) is distilled exactly as the default bundle's query student is (the
+preset's distillation set over the embedded catalogue, training/query_student.py), exported to int8 through
+the same parity gate, and its served vectors of every distinct real query staged (WANDS and ESCI, as the
+real_queries part) are compared with the teacher's: cosine, and overlap@10 of the exact top 10 over the
+catalogue's teacher title vectors. The int8 students then embed the same queries one at a time, taking turns
+over a few rounds, so that each choice's latency is measured beside the others'. Runs only when named: it
+trains one student per choice (about 20 minutes for two layers and 28 for three on 2 cores at the default
+preset's six epochs).
 """
 
 from __future__ import annotations
@@ -20,17 +22,26 @@ from typing import Any
 
 import numpy as np
 
+from server.query_tokens import QueryTokenizer
+from server.runtime.onnx import OnnxModel, ThreadSettings
 from training.data.dataset import load_training_data
 from training.data.queries import title_substrings
-from training.query_student import distillation_set, export_query_student, train_query_student
+from training.query_student import (
+    FILE,
+    MAX_TOKENS,
+    distillation_set,
+    export_query_student,
+    train_query_student,
+)
 from training.report.context import Context
-from training.report.real_common import distinct, mean_ci, unit
-from training.report.real_queries import load_sources
-from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
+from training.report.real_common import K, distinct, exact_top_k, mean_ci, overlap_per_query, unit
+from training.report.real_queries import embed_latency, load_sources
+from training.teachers import TEACHERS, SentenceTeacher, minilm_dir, teacher_dir
 
 log = logging.getLogger("sift.report")
-LAYER_CHOICES: tuple[tuple[int, ...], ...] = ((0, 1, 2), (0, 2, 4), (0, 3, 5))
-"""The bottom three (plain layer dropping), every other one, and first, middle and last."""
+ROUNDS = 3
+"""Rounds of the latency measurement: each round embeds every real query with each choice in turn, and a
+choice's p50 is the median of its rounds'."""
 
 
 def query_levers_part(ctx: Context) -> dict[str, Any]:
@@ -48,46 +59,62 @@ def query_levers_part(ctx: Context) -> dict[str, Any]:
     substrings = title_substrings(
         data.titles, labels, data.train_rows, preset.queries_per_product, ctx.featurizer, seed
     )
+    title_vecs = teacher.encode(list(data.titles), desc="teacher: titles")
     texts, targets = distillation_set(
         data,
         [q.text for q in substrings],
-        teacher.encode(list(data.titles), desc="teacher: titles"),
+        title_vecs,
         lambda t: teacher.encode(t, desc="teacher: query student texts"),
         preset,
         seed,
     )
-    rows = []
-    for layers in LAYER_CHOICES:
-        log.info("query_levers: layers %s", layers)
-        start = time.perf_counter()
-        student, tokenizer, history = train_query_student(
-            texts, targets, replace(preset, query_student_layers=layers), seed
-        )
-        seconds = time.perf_counter() - start
-        with tempfile.TemporaryDirectory(prefix="sift-levers-") as tmp:
-            fp32, out = Path(tmp, "fp32"), Path(tmp, "int8")
+    products = unit(title_vecs)
+    teacher_top = exact_top_k(unit(real_vecs), products, K)[0]
+    tokens = QueryTokenizer(minilm_dir() / "tokenizer.json", MAX_TOKENS)
+    rows, models = [], []
+    with tempfile.TemporaryDirectory(prefix="sift-levers-") as tmp:
+        for layers in ctx.settings.lever_layers:
+            log.info("query_levers: layers %s", layers)
+            start = time.perf_counter()
+            student, tokenizer, history = train_query_student(
+                texts, targets, replace(preset, query_student_layers=tuple(layers)), seed
+            )
+            seconds = time.perf_counter() - start
+            fp32, out = Path(tmp, f"fp32-{len(rows)}"), Path(tmp, f"int8-{len(rows)}")
             fp32.mkdir()
             out.mkdir()
             gate, served = export_query_student(student, tokenizer, real, fp32, out)
-        cosine = np.sum(unit(served) * unit(real_vecs), axis=1)
-        c = mean_ci(cosine)
-        rows.append(
-            {
-                "layers": list(layers),
-                "shipped_by_preset": tuple(layers) == tuple(preset.query_student_layers),
-                "mean_cosine": c["mean"],
-                "cosine_ci95": c["ci95"],
-                "cosine_p10": round(float(np.quantile(cosine, 0.1)), 4),
-                "train_seconds": round(seconds),
-                "final_loss": round(history[-1], 4),
-                "int8": gate["method"],
-            }
-        )
+            models.append(OnnxModel(out / FILE, f"query_student_{len(rows)}", ThreadSettings()))
+            cosine = np.sum(unit(served) * unit(real_vecs), axis=1)
+            c = mean_ci(cosine)
+            o = mean_ci(overlap_per_query(exact_top_k(unit(served), products, K)[0], teacher_top))
+            rows.append(
+                {
+                    "layers": list(layers),
+                    "shipped_by_preset": tuple(layers) == tuple(preset.query_student_layers),
+                    "mean_cosine": c["mean"],
+                    "cosine_ci95": c["ci95"],
+                    "cosine_p10": round(float(np.quantile(cosine, 0.1)), 4),
+                    "overlap_at_10": o["mean"],
+                    "overlap_ci95": o["ci95"],
+                    "train_seconds": round(seconds),
+                    "final_loss": round(history[-1], 4),
+                    "int8": gate["method"],
+                }
+            )
+        p50s = [[embed_latency(m, tokens.ids, real)["p50_ms"] for m in models] for _ in range(ROUNDS)]
+    base = next((i for i, row in enumerate(rows) if row["shipped_by_preset"]), None)
+    for i, row in enumerate(rows):
+        row["embed_p50_ms"] = round(float(np.median([r[i] for r in p50s])), 3)
+        if base is not None:
+            row["embed_x_preset"] = round(float(np.median([r[i] / r[base] for r in p50s])), 3)
     return {
         "preset": preset.name,
         "teacher": TEACHERS.get(name, name),
         "distillation_texts": len(texts),
         "real_queries": len(real),
+        "products": len(products),
+        "latency_rounds": ROUNDS,
         "sources": {src: len(ts) for src, ts in by_source.items()},
         "missing_files": missing,
         "rows": rows,

@@ -211,6 +211,8 @@ def test_query_levers_section_marks_the_presets_choice() -> None:
     row = {
         "cosine_ci95": [0.8, 0.9],
         "cosine_p10": 0.7,
+        "overlap_at_10": 0.7,
+        "overlap_ci95": [0.68, 0.72],
         "final_loss": 0.1,
         "train_seconds": 600,
         "int8": "int8",
@@ -222,14 +224,19 @@ def test_query_levers_section_marks_the_presets_choice() -> None:
         "distillation_texts": 71000,
         "teacher": "MiniLM",
         "real_queries": 793,
+        "products": 6000,
+        "latency_rounds": 3,
         "rows": [
-            {**row, "layers": [0, 1, 2], "shipped_by_preset": False, "mean_cosine": 0.85},
+            {**row, "layers": [0, 5], "shipped_by_preset": False, "mean_cosine": 0.85},
             {**row, "layers": [0, 2, 4], "shipped_by_preset": True, "mean_cosine": 0.88},
         ],
     }
+    r["rows"][0] |= {"embed_p50_ms": 0.25, "embed_x_preset": 0.7}
+    r["rows"][1] |= {"embed_p50_ms": 0.36, "embed_x_preset": 1.0}
     text = "\n".join(query_levers_section(r))
     assert "| 0, 2, 4 (the preset's) | 0.880 |" in text
-    assert "| 0, 1, 2 | 0.850 |" in text
+    assert "| 0, 5 | 0.850 |" in text
+    assert "| 0.250 | 0.700 |" in text and "| 0.360 | 1.000 |" in text
 
 
 def test_an_fp32_export_is_the_served_students_only_when_its_vectors_are_close() -> None:
