@@ -7,7 +7,7 @@ the same parity gate, and its served vectors of every distinct real query staged
 real_queries part) are compared with the teacher's: cosine, and overlap@10 of the exact top 10 over the
 catalogue's teacher title vectors. The int8 students then embed the same queries one at a time, taking turns
 over a few rounds, so that each choice's latency is measured beside the others'. Runs only when named: it
-trains one student per choice (about 20 minutes for two layers and 28 for three on 2 cores at the default
+trains one student per choice (17 minutes for two layers and 24 for three on 2 cores at the default
 preset's six epochs).
 """
 
