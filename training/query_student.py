@@ -153,11 +153,16 @@ def export_ids_only(student: TransformerStudent, tokenizer: Tokenizer, path: Pat
         )
 
 
+def query_tokenizer() -> QueryTokenizer:
+    """The server's own QueryTokenizer over the tokenizer.json the bundle ships (MiniLM's), at MAX_TOKENS:
+    the ids Search will feed the exported student."""
+    return QueryTokenizer(minilm_dir() / "tokenizer.json", MAX_TOKENS)
+
+
 def query_feeds(texts: Sequence[str], batch: int = 256) -> list[dict[str, np.ndarray]]:
-    """The exported student's inputs for `texts`, in batches, from the server's own QueryTokenizer over the
-    tokenizer.json the bundle ships (MiniLM's), so the parity gate, the smoothing's calibration and the
-    evaluation see the ids Search will feed."""
-    tokens = QueryTokenizer(minilm_dir() / "tokenizer.json", MAX_TOKENS)
+    """The exported student's inputs for `texts`, in batches, from `query_tokenizer`, so the parity gate,
+    the smoothing's calibration and the evaluation see the ids Search will feed."""
+    tokens = query_tokenizer()
     return [{"input_ids": tokens.ids(list(texts[i : i + batch]))} for i in range(0, len(texts), batch)]
 
 

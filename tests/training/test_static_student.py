@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from server.query_tokens import QueryTokenizer
+from training.query_student import query_tokenizer
 from training.static_student import (
     StaticStudent,
     distil_static_student,
@@ -18,7 +19,7 @@ from training.static_student import (
     piece_table,
 )
 from training.teachers import minilm_dir
-from training.transformer_student import MAX_TOKENS, full_encoder, load_tokenizer
+from training.transformer_student import full_encoder, load_tokenizer
 
 
 def _random_student(dim: int = 16, seed: int = 0) -> StaticStudent:
@@ -44,7 +45,7 @@ def test_distillation_puts_texts_where_the_teacher_puts_them() -> None:
     targets = torch.nn.functional.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(1)))
     student = _random_student()
     tokenizer = load_tokenizer(minilm_dir())
-    ids = torch.from_numpy(QueryTokenizer(minilm_dir() / "tokenizer.json", MAX_TOKENS).ids(texts))
+    ids = torch.from_numpy(query_tokenizer().ids(texts))
     with torch.no_grad():
         before = (student(ids) * targets).sum(1)
     history = distil_static_student(
@@ -66,7 +67,7 @@ def test_a_wider_teacher_space_is_reached_through_a_projection() -> None:
     distil_static_student(
         student, load_tokenizer(minilm_dir()), texts, targets.numpy(), epochs=150, seed=0, learning_rate=0.05
     )
-    ids = torch.from_numpy(QueryTokenizer(minilm_dir() / "tokenizer.json", MAX_TOKENS).ids(texts))
+    ids = torch.from_numpy(query_tokenizer().ids(texts))
     with torch.no_grad():
         assert (student(ids) * targets).sum(1).min() > 0.95
 

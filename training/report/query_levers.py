@@ -22,21 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from server.query_tokens import QueryTokenizer
 from server.runtime.onnx import OnnxModel, ThreadSettings
 from training.data.dataset import load_training_data
 from training.data.queries import title_substrings
 from training.query_student import (
     FILE,
-    MAX_TOKENS,
     distillation_set,
     export_query_student,
+    query_tokenizer,
     train_query_student,
 )
 from training.report.context import Context
 from training.report.real_common import K, distinct, exact_top_k, mean_ci, overlap_per_query, unit
 from training.report.real_queries import embed_latency, load_sources
-from training.teachers import TEACHERS, SentenceTeacher, minilm_dir, teacher_dir
+from training.teachers import TEACHERS, SentenceTeacher, teacher_dir
 
 log = logging.getLogger("sift.report")
 ROUNDS = 3
@@ -70,7 +69,7 @@ def query_levers_part(ctx: Context) -> dict[str, Any]:
     )
     products = unit(title_vecs)
     teacher_top = exact_top_k(unit(real_vecs), products, K)[0]
-    tokens = QueryTokenizer(minilm_dir() / "tokenizer.json", MAX_TOKENS)
+    tokens = query_tokenizer()
     rows, models = [], []
     with tempfile.TemporaryDirectory(prefix="sift-levers-") as tmp:
         for layers in ctx.settings.lever_layers:
